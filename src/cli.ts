@@ -1,0 +1,156 @@
+// Command-line flags. Every flag has a default that suits a Python program spawning the
+// server for itself; `--help` says what each one does.
+import os from 'node:os';
+import type { SynchronousMode } from './engine/connection';
+import type { CodecName } from './transport/codec';
+
+export interface CliOptions {
+  dbs: string[];
+  restrict: boolean;
+  poolSize: number;
+  cacheSize: number;
+  codec: CodecName;
+  maxFrameBytes: number;
+  synchronous: SynchronousMode;
+  busyTimeoutMs: number;
+  idleTxMs: number;
+  pageRows: number;
+  pageBytes: number;
+  cursorIdleMs: number;
+  inlineReadMicros: number;
+  readOnly: boolean;
+  foreignKeys: boolean;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  testHooks: boolean;
+  help: boolean;
+  version: boolean;
+}
+
+export class UsageError extends Error {}
+
+export const HELP = `sqlite-rpc: a SQLite server speaking JSON-RPC 2.0 over stdin/stdout.
+
+Usage: sqlite-rpc [options]
+
+Frames are LSP style (Content-Length header, then the body); bodies are MessagePack by
+default. A client spawns this program, sends "initialize", opens sessions on database
+files and runs SQL; see protocol/PROTOCOL.md. stdout carries protocol frames only; logs
+go to stderr as JSON lines. The server stops on "shutdown" + "exit", on end of stdin, or
+on SIGTERM, after finishing and answering every request it accepted.
+
+Databases
+  --db PATH               open PATH at start-up (repeatable); fails fast if it cannot
+  --restrict              serve only the --db paths; opening any other path is refused
+  --read-only             open every database read-only (enforced by SQLite, not by SQL
+                          filtering); writes fail with "attempt to write a readonly database"
+  --foreign-keys          enforce foreign keys (default off, as Python's sqlite3)
+
+Engine
+  --pool-size N           reader worker threads per database (default ${defaultPool()}; 0 = all
+                          reads on the main thread)
+  --cache-size N          prepared statements cached per connection (default 128)
+  --synchronous MODE      full | normal | off | extra (default full: an acknowledged
+                          write survives power loss; normal: survives a crash of this
+                          process, one fsync per checkpoint instead of per commit)
+  --busy-timeout MS       how long a request waits for the writer or for another
+                          process's lock when its session sets no timeout (default 5000)
+  --idle-tx-timeout MS    roll back a transaction idle this long and free the writer
+                          (default 30000)
+  --inline-read-us N      reads measured faster than this run on the main thread,
+                          skipping the worker hop (default 200; 0 = always use workers)
+
+Protocol
+  --codec NAME            msgpack | json (default msgpack)
+  --max-frame-bytes N     refuse frames larger than N bytes, before reading them
+                          (default 67108864)
+  --page-rows N           rows per result page before a cursor is returned (default 4096)
+  --page-bytes N          approximate bytes per result page (default 1048576)
+  --cursor-idle-ms MS     close cursors not fetched for this long (default 300000)
+
+Other
+  --log-level LEVEL       debug | info | warn | error (default info)
+  --enable-test-hooks     expose debug.* methods used by the test suite
+  -h, --help              show this help
+  -V, --version           print the version
+
+Exit status: 0 after a clean shutdown or end of input; 1 after "exit" without
+"shutdown"; 2 for bad flags; 3 after a protocol error (unframeable or undecodable
+input); 70 for an internal error.
+`;
+
+function defaultPool(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
+}
+
+export function parseArgs(argv: string[]): CliOptions {
+  const o: CliOptions = {
+    dbs: [],
+    restrict: false,
+    poolSize: defaultPool(),
+    cacheSize: 128,
+    codec: 'msgpack',
+    maxFrameBytes: 64 << 20,
+    synchronous: 'full',
+    busyTimeoutMs: 5000,
+    idleTxMs: 30000,
+    pageRows: 4096,
+    pageBytes: 1 << 20,
+    cursorIdleMs: 300000,
+    inlineReadMicros: 200,
+    readOnly: false,
+    foreignKeys: false,
+    logLevel: 'info',
+    testHooks: false,
+    help: false,
+    version: false,
+  };
+  const args = [...argv];
+  const value = (flag: string): string => {
+    const v = args.shift();
+    if (v === undefined || v.startsWith('--')) throw new UsageError(`${flag} needs a value`);
+    return v;
+  };
+  const int = (flag: string, min: number, max: number): number => {
+    const raw = value(flag);
+    const n = Number(raw);
+    if (!/^[0-9]+$/.test(raw) || n < min || n > max) throw new UsageError(`${flag} takes a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}`);
+    return n;
+  };
+  const choice = <T extends string>(flag: string, allowed: readonly T[]): T => {
+    const v = value(flag).toLowerCase();
+    if (!(allowed as readonly string[]).includes(v)) throw new UsageError(`${flag} takes one of ${allowed.join(', ')}, not ${JSON.stringify(v)}`);
+    return v as T;
+  };
+  while (args.length > 0) {
+    let a = args.shift()!;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) {
+      args.unshift(a.slice(eq + 1));
+      a = a.slice(0, eq);
+    }
+    switch (a) {
+      case '--db': o.dbs.push(value(a)); break;
+      case '--restrict': o.restrict = true; break;
+      case '--read-only': o.readOnly = true; break;
+      case '--foreign-keys': o.foreignKeys = true; break;
+      case '--pool-size': o.poolSize = int(a, 0, 64); break;
+      case '--cache-size': o.cacheSize = int(a, 0, 100000); break;
+      case '--synchronous': o.synchronous = choice(a, ['full', 'normal', 'off', 'extra'] as const); break;
+      case '--busy-timeout': o.busyTimeoutMs = int(a, 0, 86_400_000); break;
+      case '--idle-tx-timeout': o.idleTxMs = int(a, 10, 86_400_000); break;
+      case '--inline-read-us': o.inlineReadMicros = int(a, 0, 10_000_000); break;
+      case '--codec': o.codec = choice(a, ['msgpack', 'json'] as const); break;
+      case '--max-frame-bytes': o.maxFrameBytes = int(a, 1024, 2 ** 31 - 1); break;
+      case '--page-rows': o.pageRows = int(a, 1, 1_000_000); break;
+      case '--page-bytes': o.pageBytes = int(a, 1024, 1 << 30); break;
+      case '--cursor-idle-ms': o.cursorIdleMs = int(a, 100, 86_400_000); break;
+      case '--log-level': o.logLevel = choice(a, ['debug', 'info', 'warn', 'error'] as const); break;
+      case '--enable-test-hooks': o.testHooks = true; break;
+      case '-h': case '--help': o.help = true; break;
+      case '-V': case '--version': o.version = true; break;
+      default: throw new UsageError(`unknown option ${JSON.stringify(a)}`);
+    }
+  }
+  if (o.restrict && o.dbs.length === 0) throw new UsageError('--restrict needs at least one --db');
+  return o;
+}

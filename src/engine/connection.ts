@@ -1,0 +1,63 @@
+// Opening a SQLite connection with every pragma set and then read back: a pragma that
+// did not take (a read-only file, an old journal) is an error at open, not a surprise later.
+import Database from 'better-sqlite3';
+import type { Database as DB } from 'better-sqlite3';
+
+export type SynchronousMode = 'full' | 'normal' | 'off' | 'extra';
+const SYNC_LEVEL: Record<SynchronousMode, number> = { off: 0, normal: 1, full: 2, extra: 3 };
+
+export interface ConnectionOptions {
+  /** Opened read-only by the engine (SQLITE_OPEN_READONLY), not filtered in SQL. */
+  readonly: boolean;
+  /** Create the file when missing (writer only). */
+  create: boolean;
+  synchronous: SynchronousMode;
+  /** SQLite's own busy wait. The writer uses 0: the engine retries without blocking the event loop. */
+  busyTimeoutMs: number;
+  /** sqlite3 (Python) leaves foreign keys off; better-sqlite3 turns them on. We follow sqlite3. */
+  foreignKeys: boolean;
+  /** The native addon, loaded by native.ts (required inside the single binary). */
+  nativeBinding?: unknown;
+  /** Switch the file to WAL (the writer does; readers find it so). */
+  setWal: boolean;
+  journalSizeLimit: number;
+}
+
+export class ConnectionSetupError extends Error {}
+
+function check(db: DB, pragma: string, expected: string | number): void {
+  const got = db.pragma(pragma, { simple: true });
+  if (String(got).toLowerCase() !== String(expected).toLowerCase()) {
+    throw new ConnectionSetupError(`PRAGMA ${pragma} is ${String(got)} after setting it to ${expected} on ${db.name}`);
+  }
+}
+
+export function openConnection(path: string, o: ConnectionOptions): DB {
+  const db = new Database(path, {
+    readonly: o.readonly,
+    fileMustExist: !o.create,
+    timeout: o.busyTimeoutMs,
+    nativeBinding: o.nativeBinding as string | undefined,
+  });
+  try {
+    db.defaultSafeIntegers(true);
+    const memory = db.memory;
+    if (!memory) {
+      if (o.setWal) {
+        db.pragma('journal_mode = WAL');
+        check(db, 'journal_mode', 'wal');
+        db.pragma(`journal_size_limit = ${o.journalSizeLimit}`);
+      }
+    }
+    db.pragma(`synchronous = ${SYNC_LEVEL[o.synchronous]}`);
+    check(db, 'synchronous', SYNC_LEVEL[o.synchronous]);
+    db.pragma(`busy_timeout = ${o.busyTimeoutMs}`);
+    check(db, 'busy_timeout', o.busyTimeoutMs);
+    db.pragma(`foreign_keys = ${o.foreignKeys ? 1 : 0}`);
+    check(db, 'foreign_keys', o.foreignKeys ? 1 : 0);
+    return db;
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+}

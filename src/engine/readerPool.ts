@@ -1,0 +1,104 @@
+// The pool of reader workers for one database file: least-loaded dispatch, a worker that
+// dies fails only its own in-flight requests (WorkerFailed) and is replaced.
+import { Worker } from 'node:worker_threads';
+import { RpcError } from '../protocol/errors';
+import { readerWorkerSource } from './native';
+import type { ReaderInit, ReaderReply, ReaderRequest } from './readerWorker';
+
+type Pending = { resolve: (r: ReaderReply) => void; reject: (e: Error) => void };
+
+// Distributive Omit: keeps each request variant's own fields.
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+export type ReaderJob = WithoutId<ReaderRequest>;
+
+class Slot {
+  worker!: Worker;
+  generation = 0;
+  readonly pending = new Map<number, Pending>();
+  alive = false;
+}
+
+export class ReaderPool {
+  private readonly slots: Slot[] = [];
+  private nextId = 1;
+  private closing = false;
+  respawns = 0;
+
+  constructor(private readonly init: ReaderInit, size: number, private readonly log: (event: string, fields: Record<string, unknown>) => void) {
+    for (let i = 0; i < size; i++) {
+      const slot = new Slot();
+      this.slots.push(slot);
+      this.spawn(slot);
+    }
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  private spawn(slot: Slot): void {
+    const src = readerWorkerSource();
+    const w =
+      src.kind === 'eval'
+        ? new Worker(src.source, { eval: true, workerData: this.init, stdout: true })
+        : new Worker(src.path, { workerData: this.init, stdout: true });
+    // A worker's stdout is piped (stdout: true) and forwarded to stderr: it must never reach fd 1.
+    w.stdout.on('data', (d: Buffer) => process.stderr.write(d));
+    slot.worker = w;
+    slot.alive = true;
+    slot.generation++;
+    const gen = slot.generation;
+    w.on('message', (r: ReaderReply) => {
+      const p = slot.pending.get(r.id);
+      if (!p) return;
+      slot.pending.delete(r.id);
+      p.resolve(r);
+    });
+    const fail = (why: string) => {
+      if (slot.generation !== gen || !slot.alive) return;
+      slot.alive = false;
+      const err = new RpcError('WorkerFailed', `reader worker failed: ${why}; the request did not complete`);
+      for (const p of slot.pending.values()) p.reject(err);
+      slot.pending.clear();
+      if (!this.closing) {
+        this.respawns++;
+        this.log('reader_respawn', { path: this.init.path, reason: why });
+        this.spawn(slot);
+      }
+    };
+    w.on('error', (e) => fail(e.message));
+    w.on('exit', (code) => fail(`exited with code ${code}`));
+  }
+
+  /** Least-loaded slot index. */
+  pick(): number {
+    let best = 0;
+    for (let i = 1; i < this.slots.length; i++) if (this.slots[i].pending.size < this.slots[best].pending.size) best = i;
+    return best;
+  }
+
+  generationOf(index: number): number {
+    return this.slots[index].generation;
+  }
+
+  send(index: number, job: ReaderJob): Promise<ReaderReply> {
+    const slot = this.slots[index];
+    if (this.closing) return Promise.reject(new RpcError('ShuttingDown', 'the server is shutting down'));
+    const id = this.nextId++;
+    return new Promise<ReaderReply>((resolve, reject) => {
+      slot.pending.set(id, { resolve, reject });
+      slot.worker.postMessage({ ...job, id });
+    });
+  }
+
+  busy(): number {
+    let n = 0;
+    for (const s of this.slots) if (s.pending.size > 0) n++;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}

@@ -1,0 +1,331 @@
+// Sessions and database engines of one server: several database files per process, one
+// engine per file (keyed by its real path), private databases for :memory: sessions.
+import fs from 'node:fs';
+import nodePath from 'node:path';
+import { DatabaseEngine, type EngineOptions, type EngineStats } from './database';
+import { DirectConnection } from './direct';
+import { openConnection } from './connection';
+import { CursorTable } from './cursors';
+import { Session } from './session';
+import { bindParams, type BoundParams } from './values';
+import type { BeginMode } from './sqlText';
+import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
+import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
+import { RawEncoded, SqlRows } from '../transport/msgpack';
+
+export interface RegistryOptions extends EngineOptions {
+  cursorIdleMs: number;
+  /** When set, only these database paths (resolved) may be opened. */
+  allowedPaths: string[] | null;
+}
+
+export interface OpenRequest {
+  session: number;
+  path: string;
+  readonly: boolean;
+  create: boolean;
+  timeoutMs: number;
+}
+
+const PRIVATE_PATHS = new Set([':memory:', '']);
+
+export class Registry {
+  private readonly engines = new Map<string, DatabaseEngine>();
+  private readonly sessions = new Map<number, Session>();
+  private readonly sessionEngine = new Map<Session, DatabaseEngine>();
+  readonly cursors: CursorTable;
+  private readonly sweeper: NodeJS.Timeout;
+  private allowed: string[] | null;
+
+  constructor(private readonly o: RegistryOptions, private readonly log: LogFn) {
+    this.cursors = new CursorTable(o.cursorIdleMs);
+    this.allowed = o.allowedPaths;
+    // One coarse timer for idle transactions and forgotten cursors: nothing per request.
+    const every = Math.max(10, Math.min(250, Math.floor(o.idleTxMs / 4)));
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  /** Serve only these (already resolved) paths from now on. */
+  restrictTo(paths: string[]): void {
+    this.allowed = paths;
+  }
+
+  /** Paths given on the command line are opened (and checked) at start-up. */
+  preopen(path: string): DatabaseEngine {
+    return this.engineFor(this.resolve(path), true);
+  }
+
+  private resolve(path: string): string {
+    const abs = nodePath.resolve(path);
+    try {
+      return fs.realpathSync(abs);
+    } catch {
+      // Not there yet: resolve the folder so two spellings of a new file still meet.
+      try {
+        return nodePath.join(fs.realpathSync(nodePath.dirname(abs)), nodePath.basename(abs));
+      } catch {
+        return abs;
+      }
+    }
+  }
+
+  private engineFor(real: string, create: boolean): DatabaseEngine {
+    let e = this.engines.get(real);
+    if (e) return e;
+    if (!create && !fs.existsSync(real)) throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
+    try {
+      e = new DatabaseEngine(real, this.o, this.cursors, this.log);
+    } catch (err) {
+      throw toRpcError(err);
+    }
+    this.engines.set(real, e);
+    this.log('database_open', { path: real, readers: this.o.poolSize, synchronous: this.o.synchronous });
+    return e;
+  }
+
+  open(r: OpenRequest): { session: number; path: string; private: boolean; readonly: boolean } {
+    if (this.sessions.has(r.session)) throw new RpcError('InvalidParams', `invalid params: session: ${r.session} is already open`, { field: 'session' });
+    if (PRIVATE_PATHS.has(r.path)) {
+      let db;
+      try {
+        db = openConnection(r.path, {
+          readonly: false,
+          create: true,
+          synchronous: this.o.synchronous,
+          busyTimeoutMs: 0,
+          foreignKeys: this.o.foreignKeys,
+          nativeBinding: this.o.nativeBinding,
+          setWal: false,
+          journalSizeLimit: 0,
+        });
+      } catch (e) {
+        throw toRpcError(e);
+      }
+      const s = new Session(r.session, r.path, r.timeoutMs, false, new DirectConnection(db, this.o.cacheSize));
+      this.sessions.set(r.session, s);
+      return { session: r.session, path: r.path, private: true, readonly: false };
+    }
+    const real = this.resolve(r.path);
+    if (this.allowed && !this.allowed.includes(real)) {
+      throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${r.path} is not among the databases this server serves (--db)`);
+    }
+    const readonly = r.readonly || this.o.readOnly;
+    const engine = this.engineFor(real, r.create && !readonly);
+    const s = new Session(r.session, real, r.timeoutMs, readonly, null);
+    this.sessions.set(r.session, s);
+    this.sessionEngine.set(s, engine);
+    engine.sessions.add(s);
+    return { session: r.session, path: real, private: false, readonly };
+  }
+
+  session(id: number): Session {
+    const s = this.sessions.get(id);
+    if (!s) throw new RpcError('SessionNotFound', `session ${id} is not open`);
+    if (s.abortedReason !== null) {
+      // Report the rollback once, on the session's next request, then carry on.
+      const why = s.abortedReason;
+      s.abortedReason = null;
+      throw new RpcError('TransactionAborted', `the transaction was rolled back by the server (${why}); none of its changes were committed`);
+    }
+    return s;
+  }
+
+  close(id: number): { closed: boolean } {
+    const s = this.sessions.get(id);
+    if (!s) return { closed: false };
+    for (const c of s.cursors) this.closeCursor(c);
+    if (s.privateDb) {
+      s.privateDb.drain();
+      s.privateDb.db.close();
+    } else {
+      this.sessionEngine.get(s)?.removeSession(s);
+      this.sessionEngine.delete(s);
+    }
+    this.sessions.delete(id);
+    return { closed: true };
+  }
+
+  // ---- statements ----------------------------------------------------------------------
+
+  execute(s: Session, sql: string, params: unknown, o: ExecOptions): ExecResult | Promise<ExecResult> {
+    const bound = bindParams(params);
+    if (s.privateDb) return this.privateExec(s, sql, bound, o);
+    return this.sessionEngine.get(s)!.execute(s, sql, bound, o);
+  }
+
+  private privateExec(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
+    const conn = s.privateDb!;
+    if (o.begin !== null && !conn.db.inTransaction) conn.db.exec(`BEGIN ${o.begin.toUpperCase()}`);
+    let r;
+    try {
+      r = conn.run(sql, bound, o);
+    } finally {
+      s.inTx = conn.db.inTransaction;
+    }
+    let cursor: number | null = null;
+    if (r.open) {
+      cursor = this.cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
+      s.cursors.add(cursor);
+    }
+    const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, in_transaction: s.inTx };
+    if (o.decltypes) res.decltypes = r.decltypes ?? null;
+    return res;
+  }
+
+  executeMany(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
+    const boundList = paramsList.map((p) => bindParams(p));
+    if (s.privateDb) {
+      const db = s.privateDb.db;
+      if (begin !== null && !db.inTransaction) db.exec(`BEGIN ${begin.toUpperCase()}`);
+      try {
+        return { ...s.privateDb.many(sql, boundList), in_transaction: db.inTransaction };
+      } finally {
+        s.inTx = db.inTransaction;
+      }
+    }
+    return this.sessionEngine.get(s)!.executeMany(s, sql, boundList, begin);
+  }
+
+  batch(s: Session, statements: Array<[string, unknown]>, begin: BeginMode | null): unknown {
+    const items = statements.map(([sql, p]) => [sql, bindParams(p)] as [string, BoundParams]);
+    if (s.privateDb) {
+      const conn = s.privateDb;
+      const db = conn.db;
+      if (begin !== null && !db.inTransaction) db.exec(`BEGIN ${begin.toUpperCase()}`);
+      const all = { pageRows: 1 << 30, pageBytes: Infinity, decltypes: false, begin: null };
+      db.exec('SAVEPOINT sqlite_rpc_unit');
+      try {
+        const results = items.map(([sql, b]) => {
+          const r = conn.run(sql, b, all);
+          return { changes: r.changes, lastrowid: r.lastrowid };
+        });
+        db.exec('RELEASE sqlite_rpc_unit');
+        return { results, in_transaction: db.inTransaction };
+      } catch (e) {
+        if (db.inTransaction) db.exec('ROLLBACK TO sqlite_rpc_unit; RELEASE sqlite_rpc_unit');
+        throw e;
+      } finally {
+        s.inTx = db.inTransaction;
+      }
+    }
+    return this.sessionEngine.get(s)!.batch(s, items, begin);
+  }
+
+  script(s: Session, sql: string): WriteSummary | Promise<WriteSummary> {
+    if (s.privateDb) {
+      const db = s.privateDb.db;
+      const before = db.prepare('SELECT total_changes()').raw(true).get() as [bigint];
+      try {
+        s.privateDb.exec(sql);
+      } finally {
+        s.inTx = db.inTransaction;
+      }
+      const after = db.prepare('SELECT total_changes()').raw(true).get() as [bigint];
+      return { changes: Number(after[0] - before[0]), lastrowid: null, in_transaction: s.inTx };
+    }
+    return this.sessionEngine.get(s)!.script(s, sql);
+  }
+
+  begin(s: Session, mode: BeginMode): Promise<void> | void {
+    if (s.privateDb) {
+      if (s.privateDb.db.inTransaction) throw sqliteError('SQLITE_ERROR', 'cannot start a transaction within a transaction');
+      s.privateDb.db.exec(`BEGIN ${mode.toUpperCase()}`);
+      s.inTx = true;
+      return;
+    }
+    return this.sessionEngine.get(s)!.begin(s, mode);
+  }
+
+  commit(s: Session): void {
+    if (s.privateDb) {
+      const db = s.privateDb.db;
+      s.privateDb.drain();
+      try {
+        if (db.inTransaction) db.exec('COMMIT');
+      } finally {
+        s.inTx = db.inTransaction;
+      }
+      return;
+    }
+    this.sessionEngine.get(s)!.commit(s);
+  }
+
+  rollback(s: Session): void {
+    if (s.privateDb) {
+      const db = s.privateDb.db;
+      s.privateDb.drain();
+      if (db.inTransaction) db.exec('ROLLBACK');
+      s.inTx = false;
+      return;
+    }
+    this.sessionEngine.get(s)!.rollback(s);
+  }
+
+  // ---- cursors -------------------------------------------------------------------------
+
+  async fetch(id: number, pageRows: number, pageBytes: number): Promise<FetchResult> {
+    const c = this.cursors.get(id);
+    if (!c) throw new RpcError('CursorNotFound', `cursor ${id} is not open (exhausted, closed, or expired after ${this.o.cursorIdleMs} ms idle)`);
+    if (c.kind === 'direct') {
+      const p = c.it.next(pageRows, pageBytes);
+      if (p.done) this.forgetCursor(id, c.session);
+      return { rows: new SqlRows(p.rows), cursor: p.done ? null : id };
+    }
+    if (c.pool.generationOf(c.slot) !== c.generation) {
+      this.forgetCursor(id, c.session);
+      throw new RpcError('WorkerFailed', `cursor ${id} was lost: its reader worker restarted`);
+    }
+    const rep = await c.pool.send(c.slot, { t: 'fetch', cursor: c.local, pageRows, pageBytes });
+    if (rep.error) {
+      this.forgetCursor(id, c.session);
+      throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
+    }
+    if (!rep.cursor) this.forgetCursor(id, c.session);
+    return { rows: new RawEncoded(rep.rows!), cursor: rep.cursor ? id : null };
+  }
+
+  closeCursor(id: number): { closed: boolean } {
+    const c = this.cursors.get(id);
+    if (!c) return { closed: false };
+    this.forgetCursor(id, c.session);
+    if (c.kind === 'direct') c.it.close();
+    else if (c.pool.generationOf(c.slot) === c.generation) c.pool.send(c.slot, { t: 'close', cursor: c.local }).catch(() => undefined);
+    return { closed: true };
+  }
+
+  private forgetCursor(id: number, session: number): void {
+    this.cursors.delete(id);
+    this.sessions.get(session)?.cursors.delete(id);
+  }
+
+  // ---- housekeeping --------------------------------------------------------------------
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const e of this.engines.values()) {
+      const s = e.idleOwner(now);
+      if (s) e.abortTransaction(s, `idle in transaction for more than ${this.o.idleTxMs} ms`);
+    }
+    for (const id of this.cursors.expired(now)) this.closeCursor(id);
+  }
+
+  engine(path: string): DatabaseEngine | undefined {
+    return this.engines.get(this.resolve(path));
+  }
+
+  stats(): { sessions: number; cursors: number; databases: EngineStats[] } {
+    return { sessions: this.sessions.size, cursors: this.cursors.size, databases: [...this.engines.values()].map((e) => e.stats()) };
+  }
+
+  async closeAll(): Promise<void> {
+    clearInterval(this.sweeper);
+    for (const id of [...this.sessions.keys()]) {
+      const s = this.sessions.get(id)!;
+      if (s.privateDb) this.close(id);
+    }
+    await Promise.all([...this.engines.values()].map((e) => e.close()));
+    this.engines.clear();
+    this.sessions.clear();
+  }
+}

@@ -1,0 +1,21 @@
+// A session is one client connection object (a Python sqlite3.Connection): its database,
+// its timeout, whether it holds a transaction, and the cursors it has open.
+import type { DirectConnection } from './direct';
+
+export class Session {
+  inTx = false;
+  /** Set when the server rolled the session's transaction back; reported on its next request. */
+  abortedReason: string | null = null;
+  lastActivity = Date.now();
+  readonly cursors = new Set<number>();
+
+  constructor(
+    readonly id: number,
+    readonly path: string,
+    /** How long a write waits for the writer before "database is locked" (sqlite3's timeout). */
+    readonly timeoutMs: number,
+    readonly readonly: boolean,
+    /** Set for :memory: and temporary databases, private to this session. */
+    readonly privateDb: DirectConnection | null,
+  ) {}
+}

@@ -1,0 +1,37 @@
+// Shapes shared by the engine and the rpc layer.
+import type { RawEncoded, SqlRows } from '../transport/msgpack';
+import type { BeginMode } from './sqlText';
+
+export interface ExecOptions {
+  pageRows: number;
+  pageBytes: number;
+  /** Include declared column types (for detect_types). */
+  decltypes: boolean;
+  /** Begin a transaction first when the session has none (the client's implicit BEGIN). */
+  begin: BeginMode | null;
+}
+
+export interface ExecResult {
+  columns: string[] | null;
+  decltypes?: (string | null)[] | null;
+  rows: SqlRows | RawEncoded;
+  cursor: number | null;
+  changes: number;
+  /** Set only by an INSERT/REPLACE that inserted a row: the session's last_insert_rowid. */
+  lastrowid: bigint | null;
+  in_transaction: boolean;
+}
+
+export interface WriteSummary {
+  changes: number;
+  lastrowid: bigint | null;
+  in_transaction: boolean;
+}
+
+export interface FetchResult {
+  rows: SqlRows | RawEncoded;
+  cursor: number | null;
+}
+
+/** Structured log line to stderr (never stdout). */
+export type LogFn = (event: string, fields: Record<string, unknown>) => void;

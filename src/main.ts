@@ -1,0 +1,160 @@
+// Entry point: flags, the engine, one protocol connection on stdin/stdout, and an orderly
+// shutdown that answers every accepted request before the process ends.
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Writable } from 'node:stream';
+import Database from 'better-sqlite3';
+import { HELP, parseArgs, UsageError } from './cli';
+import { guardStdout, log, setLogLevel } from './ops/log';
+import { addonPath, loadAddon } from './engine/native';
+import { Registry } from './engine/registry';
+import { createCodec } from './transport/codec';
+import { StreamConnection } from './transport/connection';
+import { Dispatcher, errorReply, type Id } from './rpc/dispatcher';
+import { methodTable } from './rpc/methods';
+import { RpcError } from './protocol/errors';
+import pkg from '../package.json';
+
+function writeStdout(text: string): void {
+  fs.writeSync(1, text);
+}
+
+/** fd 1 as a non-blocking stream: a pipe or socket gets a libuv handle so a slow reader never blocks the event loop. */
+function protocolOutput(): Writable {
+  const st = fs.fstatSync(1);
+  if (st.isFIFO() || st.isSocket()) return new net.Socket({ fd: 1, readable: false, writable: true });
+  return fs.createWriteStream('', { fd: 1, autoClose: false });
+}
+
+function main(): void {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`sqlite-rpc: ${e.message}\nTry 'sqlite-rpc --help'.\n`);
+    process.exit(2);
+  }
+  if (opts.help) {
+    writeStdout(HELP);
+    return;
+  }
+  let sqliteVersion = 'unknown';
+  if (opts.version) {
+    writeStdout(`sqlite-rpc ${pkg.version} (SQLite ${probeSqlite()}, Node ${process.versions.node})\n`);
+    return;
+  }
+  const output = protocolOutput();
+  guardStdout();
+  setLogLevel(opts.logLevel);
+  process.on('uncaughtException', (e) => {
+    log('fatal', { error: e.stack ?? String(e) }, 'error');
+    process.exit(70);
+  });
+
+  const nativeBinding = loadAddon();
+  sqliteVersion = probeSqlite();
+  const codec = createCodec(opts.codec);
+  const registry = new Registry(
+    {
+      poolSize: opts.poolSize,
+      cacheSize: opts.cacheSize,
+      synchronous: opts.synchronous,
+      readerBusyTimeoutMs: opts.busyTimeoutMs,
+      idleTxMs: opts.idleTxMs,
+      foreignKeys: opts.foreignKeys,
+      readOnly: opts.readOnly,
+      inlineReadMicros: opts.inlineReadMicros,
+      maxGroupUnits: 1000,
+      journalSizeLimit: 64 << 20,
+      codec: opts.codec,
+      addonPath: addonPath(),
+      nativeBinding,
+      cursorIdleMs: opts.cursorIdleMs,
+      allowedPaths: null,
+    },
+    log,
+  );
+  try {
+    const real = opts.dbs.map((p) => registry.preopen(p).path);
+    if (opts.restrict) registry.restrictTo(real);
+  } catch (e) {
+    log('startup_failed', { error: (e as Error).message }, 'error');
+    process.exit(1);
+  }
+
+  let shutdownRequested = false;
+  let stopping: Promise<void> | null = null;
+  const conn: StreamConnection = new StreamConnection(process.stdin, output, codec, opts.maxFrameBytes, {
+    message: (m) => dispatcher.handle(m),
+    protocolError: (message, decodeFailed) => {
+      log('protocol_error', { message }, 'error');
+      if (decodeFailed) conn.send(errorReply(null, new RpcError('ParseError', message)));
+      void stop(3);
+    },
+    end: () => void stop(0),
+  });
+
+  // Finish accepted work, answer it, close every database, then leave.
+  const stop = (code: number): Promise<void> => {
+    if (!stopping) {
+      stopping = (async () => {
+        dispatcher.accepting = false;
+        await dispatcher.idle();
+        await registry.closeAll();
+        await conn.finish();
+        log('exit', { code });
+        process.exit(code);
+      })();
+    }
+    return stopping;
+  };
+
+  const dispatcher: Dispatcher = new Dispatcher(
+    methodTable(registry, {
+      name: 'sqlite-rpc',
+      version: pkg.version,
+      sqliteVersion,
+      codec: codec.name,
+      maxFrameBytes: opts.maxFrameBytes,
+      pageRows: opts.pageRows,
+      pageBytes: opts.pageBytes,
+      poolSize: opts.poolSize,
+      testHooks: opts.testHooks,
+    }),
+    {
+      send: (r) => conn.send(r),
+      lifecycle: (method: string, id: Id, notification: boolean) => {
+        if (method === 'shutdown') {
+          shutdownRequested = true;
+          dispatcher.accepting = false;
+          void (async () => {
+            await dispatcher.idle();
+            await registry.closeAll();
+            if (!notification) conn.send({ jsonrpc: '2.0', id, result: null });
+          })();
+          return true;
+        }
+        if (method === 'exit') {
+          void stop(shutdownRequested ? 0 : 1);
+          return true;
+        }
+        return false;
+      },
+    },
+  );
+
+  process.on('SIGTERM', () => void stop(0));
+  // The client owns our lifetime (it closes stdin); a Ctrl+C aimed at it must not kill us first.
+  process.on('SIGINT', () => log('sigint_ignored', {}));
+  log('ready', { version: pkg.version, sqlite: sqliteVersion, codec: codec.name, pid: process.pid, pool_size: opts.poolSize, synchronous: opts.synchronous });
+
+  function probeSqlite(): string {
+    const db = new Database(':memory:', { nativeBinding: loadAddon() as unknown as string });
+    const v = (db.prepare('SELECT sqlite_version()').pluck().get() as string) ?? 'unknown';
+    db.close();
+    return v;
+  }
+}
+
+main();

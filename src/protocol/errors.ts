@@ -1,0 +1,91 @@
+// The error taxonomy, read from protocol/errors.json (the single definition shared with
+// the Python client). Every error the server sends is an RpcError built here.
+import taxonomy from '../../protocol/errors.json';
+
+export type ErrorKindName =
+  | 'ParseError'
+  | 'InvalidRequest'
+  | 'MethodNotFound'
+  | 'InvalidParams'
+  | 'InternalError'
+  | 'SqliteError'
+  | 'BindingError'
+  | 'SessionNotFound'
+  | 'CursorNotFound'
+  | 'TransactionAborted'
+  | 'NotInitialized'
+  | 'ShuttingDown'
+  | 'WorkerFailed'
+  | 'TooLarge';
+
+interface KindInfo {
+  name: string;
+  code: number;
+  dbapi: string | null;
+}
+
+const KINDS = new Map<string, KindInfo>((taxonomy.kinds as KindInfo[]).map((k) => [k.name, k]));
+const SQLITE_CODES = taxonomy.sqlite_codes as Record<string, number>;
+const SQLITE_DBAPI = taxonomy.sqlite_dbapi_classes as Record<string, string>;
+
+export const PROTOCOL_ERRORS_VERSION: number = taxonomy.version;
+
+export interface ErrorData {
+  kind: ErrorKindName;
+  dbapi: string;
+  sqlite_code?: string;
+  sqlite_errno?: number;
+  field?: string;
+}
+
+export class RpcError extends Error {
+  readonly code: number;
+  readonly data: ErrorData;
+  constructor(kind: ErrorKindName, message: string, extra?: Partial<ErrorData>) {
+    super(message);
+    const info = KINDS.get(kind);
+    if (!info) throw new Error(`unknown error kind ${kind}`);
+    this.code = info.code;
+    this.data = { kind, dbapi: info.dbapi ?? 'DatabaseError', ...extra };
+  }
+  toJSON(): { code: number; message: string; data: ErrorData } {
+    return { code: this.code, message: this.message, data: this.data };
+  }
+}
+
+/** The DB-API class CPython's sqlite3 raises for an (extended) result code name. */
+export function dbapiClassFor(sqliteCode: string): string {
+  const primary = sqliteCode.split('_').slice(0, 2).join('_');
+  return SQLITE_DBAPI[primary] ?? 'DatabaseError';
+}
+
+export function sqliteErrno(sqliteCode: string): number | undefined {
+  return SQLITE_CODES[sqliteCode];
+}
+
+export function sqliteError(sqliteCode: string, message: string): RpcError {
+  return new RpcError('SqliteError', message, {
+    dbapi: dbapiClassFor(sqliteCode),
+    sqlite_code: sqliteCode,
+    sqlite_errno: sqliteErrno(sqliteCode),
+  });
+}
+
+export function invalidParams(field: string, message: string): RpcError {
+  return new RpcError('InvalidParams', `invalid params: ${field}: ${message}`, { field });
+}
+
+/** Map anything thrown by better-sqlite3 (or our own code) onto the taxonomy. */
+export function toRpcError(e: unknown): RpcError {
+  if (e instanceof RpcError) return e;
+  const err = e as { name?: string; code?: unknown; message?: string };
+  if (err && err.name === 'SqliteError' && typeof err.code === 'string') return sqliteError(err.code, err.message ?? err.code);
+  if (e instanceof RangeError || e instanceof TypeError) {
+    const msg = String(err.message);
+    if (/parameter|bind|named/i.test(msg)) return new RpcError('BindingError', msg);
+    if (/more than one statement/i.test(msg)) return new RpcError('SqliteError', 'You can only execute one statement at a time.', { dbapi: 'ProgrammingError' });
+    if (/does not return data/i.test(msg)) return new RpcError('InternalError', msg);
+    if (/busy executing a query/i.test(msg)) return new RpcError('SqliteError', msg, { dbapi: 'ProgrammingError', sqlite_code: 'SQLITE_MISUSE' });
+  }
+  return new RpcError('InternalError', `internal error: ${err?.message ?? String(e)}`);
+}

@@ -1,0 +1,124 @@
+// The method table: each method checks its params and calls the engine. PROTOCOL.md
+// documents every method; keep the two in step.
+import { RpcError, invalidParams } from '../protocol/errors';
+import type { Registry } from '../engine/registry';
+import type { ExecOptions } from '../engine/types';
+import type { BeginMode } from '../engine/sqlText';
+import { array, bool, int, number, oneOf, str, type Params } from './params';
+
+export const PROTOCOL_VERSION = 1;
+const MAX_ID = 2 ** 31 - 1;
+const BEGIN_MODES = ['deferred', 'immediate', 'exclusive'] as const;
+
+export interface ServerInfo {
+  name: string;
+  version: string;
+  sqliteVersion: string;
+  codec: string;
+  maxFrameBytes: number;
+  pageRows: number;
+  pageBytes: number;
+  poolSize: number;
+  testHooks: boolean;
+}
+
+export type Handler = (p: Params) => unknown;
+
+export function methodTable(reg: Registry, info: ServerInfo): Map<string, Handler> {
+  const execOptions = (p: Params): ExecOptions => ({
+    pageRows: int(p, 'page_rows', 1, 1_000_000, info.pageRows),
+    pageBytes: info.pageBytes,
+    decltypes: bool(p, 'decltypes', false),
+    begin: oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null),
+  });
+  const session = (p: Params) => reg.session(int(p, 'session', 1, MAX_ID));
+  const sql = (p: Params) => {
+    const s = str(p, 'sql');
+    if (s.includes('\0')) throw new RpcError('SqliteError', 'the query contains a null character', { dbapi: 'ProgrammingError' });
+    return s;
+  };
+
+  const m = new Map<string, Handler>();
+  m.set('initialize', (p) => {
+    const v = int(p, 'protocol_version', 1, MAX_ID, PROTOCOL_VERSION);
+    if (v !== PROTOCOL_VERSION) throw invalidParams('protocol_version', `this server speaks protocol version ${PROTOCOL_VERSION}, not ${v}`);
+    return {
+      protocol_version: PROTOCOL_VERSION,
+      server: { name: info.name, version: info.version },
+      sqlite_version: info.sqliteVersion,
+      capabilities: {
+        codec: info.codec,
+        codecs: ['msgpack', 'json'],
+        methods: [...m.keys()].filter((k) => info.testHooks || !k.startsWith('debug.')),
+        max_frame_bytes: info.maxFrameBytes,
+        page_rows: info.pageRows,
+        page_bytes: info.pageBytes,
+        pool_size: info.poolSize,
+      },
+    };
+  });
+  m.set('ping', () => ({}));
+  m.set('open', (p) =>
+    reg.open({
+      session: int(p, 'session', 1, MAX_ID),
+      path: str(p, 'path'),
+      readonly: bool(p, 'readonly', false),
+      create: bool(p, 'create', true),
+      timeoutMs: Math.round(number(p, 'timeout', 0, 86400, 5) * 1000),
+    }),
+  );
+  m.set('close', (p) => reg.close(int(p, 'session', 1, MAX_ID)));
+  m.set('execute', (p) => {
+    const s = session(p);
+    return reg.execute(s, sql(p), p.params, execOptions(p));
+  });
+  m.set('executemany', (p) => {
+    const s = session(p);
+    return reg.executeMany(s, sql(p), array(p, 'seq_of_params'), oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null));
+  });
+  m.set('batch', (p) => {
+    const s = session(p);
+    const items = array(p, 'statements').map((it, i) => {
+      if (Array.isArray(it) && typeof it[0] === 'string' && it.length <= 2) return [it[0], it[1]] as [string, unknown];
+      throw invalidParams(`statements[${i}]`, 'expected [sql, params] with sql a string');
+    });
+    return reg.batch(s, items, oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null));
+  });
+  m.set('script', (p) => {
+    const s = session(p);
+    return reg.script(s, sql(p));
+  });
+  m.set('begin', (p) => {
+    const s = session(p);
+    const r = reg.begin(s, oneOf<BeginMode>(p, 'mode', BEGIN_MODES, 'deferred')!);
+    const done = () => ({ in_transaction: s.inTx });
+    return r instanceof Promise ? r.then(done) : done();
+  });
+  m.set('commit', (p) => {
+    const s = session(p);
+    reg.commit(s);
+    return { in_transaction: s.inTx };
+  });
+  m.set('rollback', (p) => {
+    const s = session(p);
+    reg.rollback(s);
+    return { in_transaction: s.inTx };
+  });
+  m.set('fetch', (p) => reg.fetch(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER), int(p, 'page_rows', 1, 1_000_000, info.pageRows), info.pageBytes));
+  m.set('close_cursor', (p) => reg.closeCursor(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER)));
+  m.set('stats', () => ({ server: { version: info.version, sqlite_version: info.sqliteVersion }, ...reg.stats() }));
+  if (info.testHooks) {
+    m.set('debug.crash_reader', (p) => {
+      const e = reg.engine(str(p, 'path'));
+      if (!e) throw invalidParams('path', 'no open database at that path');
+      return e.crashReader().then(() => ({}));
+    });
+    m.set('debug.stray_output', (p) => {
+      // Simulates a dependency printing to stdout and flooding stderr.
+      console.log('stray console.log output that must not reach the protocol channel');
+      process.stderr.write('x'.repeat(int(p, 'stderr_bytes', 0, 64 << 20, 1 << 20)) + '\n');
+      return {};
+    });
+  }
+  return m;
+}
