@@ -181,8 +181,7 @@ async function buildSea() {
   log(`generating ${SEA_BLOB}`);
   run(nodeBin, ['--experimental-sea-config', SEA_CONFIG], 'SEA blob generation');
   if (!fs.existsSync(abs(SEA_BLOB))) fail(`blob generation exited 0 but ${SEA_BLOB} was not written`);
-  const blob = fs.readFileSync(abs(SEA_BLOB));
-  log(`  blob: ${mb(blob.length)}`);
+  log(`  blob: ${mb(fs.statSync(abs(SEA_BLOB)).size)}`);
 
   // Build under a temp name and rename at the end: a failed build never leaves a half-made
   // binary, and a running dist/sqlite-rpc is not overwritten in place (ETXTBSY).
@@ -201,18 +200,26 @@ async function buildSea() {
       log('strip not found on PATH; leaving the node binary unstripped (about 12 MB larger)');
     }
 
+    // postject's CLI runs in a child so its LIEF warnings ("Can't find string offset for section
+    // name '.note.N'", harmless: node's many .note sections) can be filtered out.
     log('postject: injecting NODE_SEA_BLOB');
-    let postject;
+    let postjectCli;
     try {
-      postject = require('postject');
-    } catch (err) {
-      fail(`postject is not installed (${err.message}); run npm install`);
+      postjectCli = path.join(path.dirname(require.resolve('postject/package.json')), 'dist', 'cli.js');
+    } catch {
+      fail('postject is not installed; run npm install');
     }
-    try {
-      await postject.inject(tmpOut, 'NODE_SEA_BLOB', blob, { sentinelFuse: SENTINEL_FUSE });
-    } catch (err) {
-      fail(`postject injection failed: ${err.message}`);
-    }
+    const res = run(
+      process.execPath,
+      [postjectCli, tmpOut, 'NODE_SEA_BLOB', abs(SEA_BLOB), '--sentinel-fuse', SENTINEL_FUSE],
+      'postject injection',
+    );
+    const noise = /^warning: Can't find string offset for section name|^Start injection|^Injection done|^💉/;
+    const rest = `${res.stdout}${res.stderr}`
+      .replace(/\x1b\[[0-9;]*m/g, '')
+      .split('\n')
+      .filter((l) => l.trim() && !noise.test(l.trim()));
+    for (const line of rest) log(`  postject: ${line}`);
     fs.chmodSync(tmpOut, 0o755);
     fs.renameSync(tmpOut, abs(OUTPUT));
   } finally {

@@ -1,0 +1,109 @@
+"""sqlite_rpc: the stdlib sqlite3 API (PEP 249), served by the sqlite-rpc server.
+
+    import sqlite_rpc as sqlite3        # drop-in
+    conn = sqlite3.connect("app.db")
+
+One server process per Python process is started on first use and shared by every
+connection and thread. Without the binary (or with SQLITE_RPC_DISABLE=1) every entry point
+returns the stdlib's own objects, after one warning; backend() says which is in use.
+"""
+from __future__ import annotations
+
+import sqlite3 as _stdlib
+from typing import Any
+
+from . import fallback as _fallback
+from . import process as _process
+from .dbapi import Connection, Cursor, Row
+from .seed import Database
+
+__version__ = "0.1.0"
+
+# PEP 249 module globals, as sqlite3 has them.
+apilevel = "2.0"
+paramstyle = "qmark"
+threadsafety = 1
+version = __version__
+version_info = tuple(int(x) for x in __version__.split("."))
+
+# The stdlib's exception classes, so `except sqlite3.Error` catches ours.
+Warning = _stdlib.Warning
+Error = _stdlib.Error
+InterfaceError = _stdlib.InterfaceError
+DatabaseError = _stdlib.DatabaseError
+DataError = _stdlib.DataError
+OperationalError = _stdlib.OperationalError
+IntegrityError = _stdlib.IntegrityError
+InternalError = _stdlib.InternalError
+ProgrammingError = _stdlib.ProgrammingError
+NotSupportedError = _stdlib.NotSupportedError
+
+PARSE_DECLTYPES = _stdlib.PARSE_DECLTYPES
+PARSE_COLNAMES = _stdlib.PARSE_COLNAMES
+PrepareProtocol = _stdlib.PrepareProtocol
+Binary = memoryview
+Date = _stdlib.Date
+Time = _stdlib.Time
+Timestamp = _stdlib.Timestamp
+DateFromTicks = _stdlib.DateFromTicks
+TimeFromTicks = _stdlib.TimeFromTicks
+TimestampFromTicks = _stdlib.TimestampFromTicks
+
+# Adapters and converters live in the stdlib's registries, shared with code using sqlite3.
+register_adapter = _stdlib.register_adapter
+register_converter = _stdlib.register_converter
+adapters = _stdlib.adapters
+converters = _stdlib.converters
+complete_statement = _stdlib.complete_statement
+
+
+def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolation_level: Any = "",
+            check_same_thread: bool = True, factory: Any = None, cached_statements: int = 128,
+            uri: bool = False) -> Any:
+    """sqlite3.connect's signature; returns a sqlite_rpc.Connection (or the stdlib's, as fallback)."""
+    if factory is not None and factory is not _stdlib.Connection and not (isinstance(factory, type) and issubclass(factory, Connection)):
+        # A custom sqlite3.Connection subclass needs the real module.
+        return _stdlib.connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, cached_statements, uri)
+    srv = _fallback.server_or_none()
+    if srv is None:
+        return _stdlib.connect(database, timeout, detect_types, isolation_level, check_same_thread, _stdlib.Connection, cached_statements, uri)
+    cls = factory if isinstance(factory, type) and issubclass(factory, Connection) else Connection
+    return cls(database, timeout, detect_types, isolation_level, check_same_thread, None, cached_statements, uri, _server=srv)
+
+
+def backend() -> str:
+    """'sqlite-rpc' when connect() uses the server, 'sqlite3' when it falls back to the stdlib."""
+    return "sqlite3" if _fallback.disabled_reason() is not None else "sqlite-rpc"
+
+
+def server_info() -> Any:
+    """initialize's result from the running server (versions, capabilities)."""
+    return _process.get_server().info
+
+
+def stats() -> Any:
+    """The server's counters (statement caches, group commits, readers...)."""
+    return _process.get_server().call("stats", {})
+
+
+def shutdown() -> None:
+    """Stop the shared server now; the next use starts a new one."""
+    _process.shutdown()
+
+
+def __getattr__(name: str) -> Any:
+    # sqlite_version describes the engine actually in use, which needs the server running.
+    if name in ("sqlite_version", "sqlite_version_info"):
+        if backend() == "sqlite3":
+            return getattr(_stdlib, name)
+        v = _process.get_server().info["sqlite_version"]
+        return v if name == "sqlite_version" else tuple(int(x) for x in v.split("."))
+    raise AttributeError("module 'sqlite_rpc' has no attribute %r" % name)
+
+
+__all__ = [
+    "connect", "Connection", "Cursor", "Row", "Database", "backend", "server_info", "stats", "shutdown",
+    "Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError", "IntegrityError",
+    "InternalError", "ProgrammingError", "NotSupportedError", "PARSE_DECLTYPES", "PARSE_COLNAMES",
+    "register_adapter", "register_converter", "complete_statement", "apilevel", "paramstyle", "threadsafety",
+]

@@ -1,0 +1,52 @@
+"""Deciding between the server and the stdlib, once per process, with one warning."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from typing import Optional
+
+from . import process
+
+log = logging.getLogger("sqlite_rpc")
+_lock = threading.Lock()
+_reason: Optional[str] = None
+_warned = False
+
+
+def disabled_reason() -> Optional[str]:
+    """Why the stdlib is used instead of the server, or None when the server is usable."""
+    if os.environ.get(process.ENV_DISABLE, "").strip() not in ("", "0", "false", "no"):
+        return "%s is set" % process.ENV_DISABLE
+    if _reason is not None:
+        return _reason
+    if process.find_binary() is None:
+        return "the sqlite-rpc binary was not found (set %s, install the platform wheel, or run npm run build)" % process.ENV_BINARY
+    return None
+
+
+def server_or_none() -> Optional[process.ServerProcess]:
+    """The shared server, or None (after warning once) when the stdlib must be used."""
+    global _reason
+    why = disabled_reason()
+    if why is None:
+        try:
+            return process.get_server()
+        except Exception as e:  # cannot start: remember, fall back for good
+            with _lock:
+                _reason = "the sqlite-rpc server could not start: %s" % e
+            why = _reason
+    warn_once(why)
+    return None
+
+
+def warn_once(why: str) -> None:
+    global _warned
+    with _lock:
+        if _warned:
+            return
+        _warned = True
+    msg = "sqlite_rpc: using the stdlib sqlite3 module instead of the sqlite-rpc server: %s" % why
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)

@@ -1,0 +1,393 @@
+"""The server process: found, spawned lazily, shared by every connection and thread of this
+Python process, restarted after a crash, replaced after fork, stopped at exit.
+
+Requests are multiplexed by id over one pipe. There is no dedicated reader thread on the
+synchronous path: the thread that waits for a reply reads the pipe itself while it holds
+the read lock ("leader") and hands other threads their replies; threads that find the lock
+taken wait on a condition ("followers"). A single-threaded program therefore never pays a
+thread hop. Asyncio callers get their futures completed by a reader thread that runs only
+while async requests are outstanding.
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+from .protocol import PROTOCOL_VERSION, ServerError, exception_from_error
+from .transport import FrameBuffer, FramingError, decode_body, encode_frame
+
+log = logging.getLogger("sqlite_rpc")
+server_log = logging.getLogger("sqlite_rpc.server")
+
+ENV_BINARY = "SQLITE_RPC_BINARY"
+ENV_DISABLE = "SQLITE_RPC_DISABLE"
+ENV_ARGS = "SQLITE_RPC_ARGS"
+
+
+def find_binary() -> Optional[str]:
+    """The server binary: $SQLITE_RPC_BINARY, the one inside this package, PATH, a dev checkout."""
+    env = os.environ.get(ENV_BINARY)
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(here, "bin", "sqlite-rpc")]
+    on_path = shutil.which("sqlite-rpc")
+    if on_path:
+        candidates.append(on_path)
+    candidates.append(os.path.normpath(os.path.join(here, "..", "..", "dist", "sqlite-rpc")))
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+class _Slot:
+    __slots__ = ("done", "result", "error", "future", "loop")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.result: Any = None
+        self.error: Optional[Dict[str, Any]] = None
+        self.future: Any = None
+        self.loop: Any = None
+
+
+def _child_env() -> Dict[str, str]:
+    # A SEA binary still honours NODE_OPTIONS and friends; NODE_EXTRA_CA_CERTS alone costs
+    # 60-120 ms of start-up. None of them are meant for our child.
+    return {k: v for k, v in os.environ.items() if not k.startswith("NODE_")}
+
+
+class ServerProcess:
+    """One running server and the multiplexed connection to it."""
+
+    def __init__(self, binary: str, args: Optional[List[str]] = None) -> None:
+        self.binary = binary
+        self.args = list(args or [])
+        self.proc = subprocess.Popen(
+            [binary, *self.args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            env=_child_env(),
+            close_fds=True,
+        )
+        self.pid = self.proc.pid
+        self._in = self.proc.stdin.fileno()  # type: ignore[union-attr]
+        self._out = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        self._frames = FrameBuffer()
+        self._ids = itertools.count(1)
+        self._session_ids = itertools.count(1)
+        self._pending: Dict[int, _Slot] = {}
+        self._wlock = threading.Lock()
+        self._rlock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._followers = 0
+        self._async_pending = 0
+        self._async_wake = threading.Event()
+        self._async_thread: Optional[threading.Thread] = None
+        self.dead: Optional[str] = None
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, name="sqlite-rpc-stderr", daemon=True)
+        self._stderr_thread.start()
+        self.info = self.call("initialize", {"protocol_version": PROTOCOL_VERSION, "client": {"name": "sqlite_rpc.py"}})
+
+    # ---- stderr ---------------------------------------------------------------------------
+
+    def _drain_stderr(self) -> None:
+        # Always drained: a child whose stderr pipe fills up stalls.
+        stream = self.proc.stderr
+        assert stream is not None
+        levels = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            try:
+                rec = json.loads(line)
+                level = levels.get(rec.pop("level", "info"), logging.INFO)
+                event = rec.pop("event", "log")
+                rec.pop("ts", None)
+                server_log.log(level, "%s %s", event, json.dumps(rec, default=str) if rec else "", extra={"sqlite_rpc": rec})
+            except (ValueError, AttributeError):
+                server_log.info("%s", line[:2000])
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def new_session_id(self) -> int:
+        return next(self._session_ids)
+
+    def _register(self) -> "tuple[int, _Slot]":
+        if self.dead is not None:
+            raise ServerError(self.dead)
+        rid = next(self._ids)
+        slot = _Slot()
+        self._pending[rid] = slot
+        return rid, slot
+
+    def _write(self, data: bytes) -> None:
+        with self._wlock:
+            view = memoryview(data)
+            try:
+                while view:
+                    n = os.write(self._in, view)
+                    view = view[n:]
+            except OSError as e:
+                self._die("the sqlite-rpc server is gone (%s)" % e)
+
+    def send(self, method: str, params: Dict[str, Any]) -> _Slot:
+        """Send a request without waiting; wait() on the slot later (pipelining)."""
+        rid, slot = self._register()
+        self._write(encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        return slot
+
+    def notify(self, method: str, params: Optional[Dict[str, Any]] = None) -> None:
+        msg: Dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        self._write(encode_frame(msg))
+
+    def call(self, method: str, params: Dict[str, Any]) -> Any:
+        return self.wait(self.send(method, params))
+
+    def wait(self, slot: _Slot) -> Any:
+        while not slot.done:
+            if self._rlock.acquire(False):
+                try:
+                    while not slot.done:
+                        self._read_some()
+                finally:
+                    self._rlock.release()
+                    if self._followers:
+                        with self._cond:
+                            self._cond.notify_all()
+            else:
+                with self._cond:
+                    self._followers += 1
+                    try:
+                        while not slot.done and self._rlock.locked():
+                            self._cond.wait(1.0)
+                    finally:
+                        self._followers -= 1
+        if slot.error is not None:
+            raise exception_from_error(slot.error)
+        return slot.result
+
+    def _read_some(self) -> None:
+        if self.dead is not None:
+            return
+        try:
+            data = os.read(self._out, 1 << 18)
+        except OSError as e:
+            data = b""
+            reason = str(e)
+        else:
+            reason = ""
+        if not data:
+            code = self.proc.poll()
+            if code is None:
+                try:
+                    code = self.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    code = None
+            self._die("the sqlite-rpc server exited unexpectedly (status %s)%s; the request did not complete" % (code, ": " + reason if reason else ""))
+            return
+        try:
+            bodies = self._frames.feed(data)
+        except FramingError as e:
+            self._die("the sqlite-rpc server broke the protocol: %s" % e)
+            return
+        for body in bodies:
+            self._deliver(decode_body(body))
+
+    def _deliver(self, msg: Dict[str, Any]) -> None:
+        slot = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
+        if slot is None:
+            return
+        if "error" in msg:
+            slot.error = msg["error"]
+        else:
+            slot.result = msg.get("result")
+        slot.done = True
+        if slot.future is not None:
+            slot.loop.call_soon_threadsafe(_settle_future, slot)
+        elif self._followers:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _die(self, reason: str) -> None:
+        if self.dead is not None:
+            return
+        self.dead = reason
+        log.warning("%s", reason)
+        err = {"code": -32007, "message": reason, "data": {"kind": "ServerGone", "dbapi": "OperationalError"}}
+        for rid in list(self._pending):
+            slot = self._pending.pop(rid, None)
+            if slot is None:
+                continue
+            slot.error = err
+            slot.done = True
+            if slot.future is not None:
+                slot.loop.call_soon_threadsafe(_settle_future, slot)
+        with self._cond:
+            self._cond.notify_all()
+        self._async_wake.set()
+
+    # ---- asyncio --------------------------------------------------------------------------
+
+    def call_async(self, method: str, params: Dict[str, Any], loop: Any) -> Any:
+        """A future for the reply, completed on `loop`."""
+        rid, slot = self._register()
+        slot.loop = loop
+        slot.future = loop.create_future()
+        self._async_pending += 1
+        slot.future.add_done_callback(self._async_done)
+        self._write(encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        if self._async_thread is None:
+            self._async_thread = threading.Thread(target=self._async_reader, name="sqlite-rpc-async", daemon=True)
+            self._async_thread.start()
+        self._async_wake.set()
+        return slot.future
+
+    def _async_done(self, _fut: Any) -> None:
+        self._async_pending -= 1
+
+    def _async_reader(self) -> None:
+        while self.dead is None:
+            self._async_wake.wait()
+            self._async_wake.clear()
+            while self._async_pending > 0 and self.dead is None:
+                with self._rlock:
+                    # Read while async requests are outstanding and not yet answered.
+                    if any(s.future is not None for s in list(self._pending.values())):
+                        self._read_some()
+                    else:
+                        break
+                if self._followers:
+                    with self._cond:
+                        self._cond.notify_all()
+
+    # ---- shutdown -------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """shutdown + exit, then wait; every accepted request is answered first."""
+        if self.dead is None:
+            try:
+                self.call("shutdown", {})
+                self.notify("exit")
+            except Exception:  # the server may already be gone; closing stdin is enough
+                pass
+        self.dead = self.dead or "the sqlite-rpc server was shut down"
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            self.proc.stdout.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+
+
+def _settle_future(slot: _Slot) -> None:
+    fut = slot.future
+    if fut.done():
+        return
+    if slot.error is not None:
+        fut.set_exception(exception_from_error(slot.error))
+    else:
+        fut.set_result(slot.result)
+
+
+# ---- the process-wide server ----------------------------------------------------------------
+
+_lock = threading.Lock()
+_server: Optional[ServerProcess] = None
+_generation = 0
+_start_failure: Optional[str] = None
+
+
+def server_args() -> List[str]:
+    extra = os.environ.get(ENV_ARGS, "").split()
+    return extra
+
+
+def get_server() -> ServerProcess:
+    """The running server, started on first use and restarted when it died."""
+    global _server, _generation
+    srv = _server
+    if srv is not None and srv.dead is None:
+        return srv
+    with _lock:
+        srv = _server
+        if srv is not None and srv.dead is None:
+            return srv
+        if srv is not None:
+            _reap(srv)
+        binary = find_binary()
+        if binary is None:
+            raise ServerError("sqlite-rpc binary not found (set %s, install the platform wheel, or run npm run build)" % ENV_BINARY)
+        _server = ServerProcess(binary, server_args())
+        _generation += 1
+        return _server
+
+
+def generation() -> int:
+    return _generation
+
+
+def _reap(srv: ServerProcess) -> None:
+    try:
+        srv.proc.kill()
+    except OSError:
+        pass
+    try:
+        srv.proc.wait(timeout=5)
+    except Exception:
+        pass
+    for f in (srv.proc.stdin, srv.proc.stdout):
+        try:
+            f.close()  # type: ignore[union-attr]
+        except Exception:
+            pass
+
+
+def shutdown() -> None:
+    """Stop the server (it is started again on next use)."""
+    global _server
+    with _lock:
+        srv, _server = _server, None
+    if srv is not None:
+        srv.close()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's server and pipes are not ours: forget them (without touching the
+    # parent's process) so that the child's first call starts its own server.
+    global _server, _lock, _generation
+    _lock = threading.Lock()
+    srv, _server = _server, None
+    if srv is not None:
+        srv.dead = "this connection belongs to the parent process (created before fork)"
+        for f in (srv.proc.stdin, srv.proc.stdout, srv.proc.stderr):
+            try:
+                f.close()  # type: ignore[union-attr]
+            except Exception:
+                pass
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(shutdown)
+
+Callback = Callable[[], None]

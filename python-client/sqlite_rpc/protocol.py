@@ -1,0 +1,65 @@
+"""The protocol's error taxonomy (protocol/errors.json), mapped onto sqlite3's exceptions.
+
+The JSON file is the single definition shared with the server; this module only reads it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any, Dict, Optional
+
+PROTOCOL_VERSION = 1
+
+
+def _load_taxonomy() -> Dict[str, Any]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    # Installed wheels carry a copy (made at build time); a checkout reads the original.
+    for path in (os.path.join(here, "errors.json"), os.path.join(here, "..", "..", "protocol", "errors.json")):
+        if os.path.exists(path):
+            with open(path, "r", encoding="utf-8") as f:
+                return json.load(f)
+    raise ImportError("sqlite_rpc: protocol/errors.json not found (broken installation)")
+
+
+TAXONOMY = _load_taxonomy()
+KINDS = {k["name"]: k for k in TAXONOMY["kinds"]}
+SQLITE_CODES: Dict[str, int] = TAXONOMY["sqlite_codes"]
+
+# The DB-API classes are the stdlib's own, so `except sqlite3.Error` keeps working.
+_DBAPI = {
+    "Warning": sqlite3.Warning,
+    "Error": sqlite3.Error,
+    "InterfaceError": sqlite3.InterfaceError,
+    "DatabaseError": sqlite3.DatabaseError,
+    "DataError": sqlite3.DataError,
+    "OperationalError": sqlite3.OperationalError,
+    "IntegrityError": sqlite3.IntegrityError,
+    "InternalError": sqlite3.InternalError,
+    "ProgrammingError": sqlite3.ProgrammingError,
+    "NotSupportedError": sqlite3.NotSupportedError,
+    "MemoryError": MemoryError,
+}
+
+
+class ServerError(sqlite3.OperationalError):
+    """The server process failed (crashed, could not start, or broke the protocol)."""
+
+
+def exception_from_error(error: Dict[str, Any]) -> BaseException:
+    """Build the exception sqlite3 would raise from a JSON-RPC error object."""
+    data = error.get("data") or {}
+    message = error.get("message", "unknown error")
+    cls = _DBAPI.get(data.get("dbapi") or "", None)
+    if cls is None:
+        kind = KINDS.get(data.get("kind") or "")
+        cls = _DBAPI.get((kind or {}).get("dbapi") or "DatabaseError", sqlite3.DatabaseError)
+    if data.get("kind") == "TooLarge" and "does not fit in a 64-bit" in message:
+        return OverflowError("Python int too large to convert to SQLite INTEGER")
+    exc = cls(message)
+    name: Optional[str] = data.get("sqlite_code")
+    if name is not None and isinstance(exc, sqlite3.Error):
+        exc.sqlite_errorname = name  # type: ignore[attr-defined]
+        exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[attr-defined]
+    exc.rpc_kind = data.get("kind")  # type: ignore[attr-defined]
+    return exc

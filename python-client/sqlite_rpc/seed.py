@@ -1,0 +1,128 @@
+"""The seed API: Database(path).execute_query / execute_update / execute_batch.
+
+Each thread gets its own session (a connection in autocommit mode), so threads never share
+a transaction; outside transaction() every call is its own atomic unit and the server
+group-commits concurrent ones. Works the same on the stdlib fallback.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+Params = Union[Sequence[Any], Dict[str, Any], None]
+
+
+class Database:
+    def __init__(self, db_path: str, pool_size: Optional[int] = None, timeout: float = 30.0) -> None:
+        """pool_size: reader threads of the server; honoured when this call starts the server
+        (it is a server-wide setting), otherwise the running server's pool is used."""
+        from . import process
+
+        if pool_size is not None and process._server is None:
+            import os
+
+            args = os.environ.get(process.ENV_ARGS, "")
+            if "--pool-size" not in args:
+                os.environ[process.ENV_ARGS] = (args + " --pool-size %d" % int(pool_size)).strip()
+        self.db_path = db_path
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self._local = threading.local()
+        self._all: List[Any] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+
+    def _conn(self) -> Any:
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            from . import connect
+
+            c = connect(self.db_path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            if type(c) is sqlite3.Connection:
+                # Stdlib fallback: WAL so readers and the writer do not block each other.
+                c.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = c
+            with self._all_lock:
+                self._all.append(c)
+        return c
+
+    @staticmethod
+    def _dicts(cur: Any) -> List[Dict[str, Any]]:
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def execute_query(self, query: str, params: Params = None) -> List[Dict[str, Any]]:
+        """Rows of a SELECT as dicts keyed by column name."""
+        return self._dicts(self._conn().execute(query, params or ()))
+
+    def execute_update(self, query: str, params: Params = None) -> int:
+        """Run one INSERT/UPDATE/DELETE; returns the number of affected rows (durable on return)."""
+        return self._conn().execute(query, params or ()).rowcount
+
+    def execute_many(self, query: str, seq_of_params: Iterable[Params]) -> int:
+        """One statement over many parameter sets, all in one transaction; total affected rows."""
+        conn = self._conn()
+        if getattr(self._local, "in_tx", False):
+            return conn.executemany(query, seq_of_params).rowcount
+        return self._atomic(lambda c: c.executemany(query, seq_of_params).rowcount)
+
+    def execute_batch(self, statements: Iterable[Tuple[str, Params]]) -> List[int]:
+        """Several statements in one transaction, all or nothing; affected rows of each."""
+        items = [(q, p or ()) for q, p in statements]
+        conn = self._conn()
+        if hasattr(conn, "_srv") and not getattr(self._local, "in_tx", False):
+            # One round trip: the server runs the batch inside a single savepoint.
+            from .dbapi import _adapt_params
+
+            res = conn._rpc("batch", {"session": conn._session, "statements": [[q, _adapt_params(p)] for q, p in items]})
+            return [r["changes"] for r in res["results"]]
+        return self._atomic(lambda c: [c.execute(q, p).rowcount for q, p in items])
+
+    def _atomic(self, fn: Any) -> Any:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return out
+
+    @contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """`with db.transaction():` everything inside commits together or not at all."""
+        conn = self._conn()
+        if getattr(self._local, "in_tx", False):
+            raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.in_tx = True
+        try:
+            yield self
+        except BaseException:
+            self._local.in_tx = False
+            conn.execute("ROLLBACK")
+            raise
+        self._local.in_tx = False
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every thread's connection (idempotent)."""
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,60 @@
+"""LSP-style framing and the MessagePack codec (protocol/PROTOCOL.md sections 1-2)."""
+from __future__ import annotations
+
+from typing import Any, List
+
+import msgpack
+
+_HEADER_END = b"\r\n\r\n"
+MAX_HEADER = 8192
+
+
+class FramingError(Exception):
+    pass
+
+
+def encode_frame(message: Any) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def decode_body(body: bytes) -> Any:
+    # Arrays come back as tuples: rows are tuples, as sqlite3 returns them, with no copy.
+    return msgpack.unpackb(body, raw=False, use_list=False, strict_map_key=False)
+
+
+class FrameBuffer:
+    """Accumulates bytes; yields complete frame bodies. Any split of the stream works."""
+
+    __slots__ = ("buf", "max_frame")
+
+    def __init__(self, max_frame: int = 1 << 31) -> None:
+        self.buf = bytearray()
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> List[bytes]:
+        buf = self.buf
+        buf += data
+        out = []
+        while True:
+            end = buf.find(_HEADER_END)
+            if end < 0:
+                if len(buf) > MAX_HEADER:
+                    raise FramingError("header block too long")
+                return out
+            length = -1
+            for line in bytes(buf[:end]).split(b"\r\n"):
+                name, sep, value = line.partition(b":")
+                if not sep:
+                    raise FramingError("malformed header line %r" % line[:80])
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            if length < 0:
+                raise FramingError("frame without Content-Length")
+            if length > self.max_frame:
+                raise FramingError("frame of %d bytes exceeds the limit" % length)
+            start = end + 4
+            if len(buf) < start + length:
+                return out
+            out.append(bytes(buf[start:start + length]))
+            del buf[:start + length]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything a fresh clone needs (npm packages, the Python virtual environment at
+# .venv with the client in editable mode and its test dependencies), builds the single
+# binary, and (unless --no-demo) runs the demo: the binary serving a database to Python.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+demo=1
+[ "${1:-}" = "--no-demo" ] && demo=0
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "npm ci (compiles better-sqlite3: about 3 minutes)"
+npm ci --no-audit --no-fund
+
+step "Python virtual environment at .venv"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# The default index is unreachable here; the local one answers. No retries against the dead one.
+PIP_RETRIES=0 PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/python -m pip install -q -e 'python-client[test]'
+
+step "build dist/sqlite-rpc (single executable)"
+npm run build
+
+if [ "$demo" = 1 ]; then
+  step "demo: Python -> sqlite-rpc -> SQLite"
+  .venv/bin/python -m sqlite_rpc.demo
+fi
