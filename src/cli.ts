@@ -14,6 +14,7 @@ export interface CliOptions {
   synchronous: SynchronousMode;
   busyTimeoutMs: number;
   idleTxMs: number;
+  commitDelayMs: number;
   pageRows: number;
   pageBytes: number;
   cursorIdleMs: number;
@@ -43,7 +44,9 @@ Databases
   --restrict              serve only the --db paths; opening any other path is refused
   --read-only             open every database read-only (enforced by SQLite, not by SQL
                           filtering); writes fail with "attempt to write a readonly database"
-  --foreign-keys          enforce foreign keys (default off, as Python's sqlite3)
+  --foreign-keys          enforce foreign keys (default off, as Python's sqlite3); each
+                          session transaction then gets its own COMMIT, since deferred
+                          constraints are checked there
 
 Engine
   --pool-size N           reader worker threads per database (default ${defaultPool()}; 0 = all
@@ -56,6 +59,9 @@ Engine
                           process's lock when its session sets no timeout (default 5000)
   --idle-tx-timeout MS    roll back a transaction idle this long and free the writer
                           (default 30000)
+  --commit-delay-ms MS    how long a finished transaction's reply may wait so that the
+                          next session's transaction shares its fsync (default 2; 0 =
+                          one COMMIT per session transaction)
   --inline-read-us N      reads measured faster than this run on the main thread,
                           skipping the worker hop (default 200; 0 = always use workers)
 
@@ -93,6 +99,7 @@ export function parseArgs(argv: string[]): CliOptions {
     synchronous: 'full',
     busyTimeoutMs: 5000,
     idleTxMs: 30000,
+    commitDelayMs: 2,
     pageRows: 4096,
     pageBytes: 1 << 20,
     cursorIdleMs: 300000,
@@ -138,6 +145,7 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--synchronous': o.synchronous = choice(a, ['full', 'normal', 'off', 'extra'] as const); break;
       case '--busy-timeout': o.busyTimeoutMs = int(a, 0, 86_400_000); break;
       case '--idle-tx-timeout': o.idleTxMs = int(a, 10, 86_400_000); break;
+      case '--commit-delay-ms': o.commitDelayMs = int(a, 0, 1000); break;
       case '--inline-read-us': o.inlineReadMicros = int(a, 0, 10_000_000); break;
       case '--codec': o.codec = choice(a, ['msgpack', 'json'] as const); break;
       case '--max-frame-bytes': o.maxFrameBytes = int(a, 1024, 2 ** 31 - 1); break;

@@ -66,6 +66,8 @@ function main(): void {
       readOnly: opts.readOnly,
       inlineReadMicros: opts.inlineReadMicros,
       maxGroupUnits: 1000,
+      commitDelayMs: opts.commitDelayMs,
+      realTransactions: opts.foreignKeys,
       journalSizeLimit: 64 << 20,
       codec: opts.codec,
       addonPath: addonPath(),

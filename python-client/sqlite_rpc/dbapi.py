@@ -218,7 +218,6 @@ class Cursor:
             raise TypeError("executemany() argument 1 must be str, not %s" % type(sql).__name__)
         self._reset()
         seq = [_adapt_params(p) for p in seq_of_parameters]
-        self.lastrowid = None
         if not seq:
             self.rowcount = 0
             return self
@@ -231,7 +230,7 @@ class Cursor:
         self.rowcount = res["changes"]
         conn._total_changes += res["changes"]
         if res["lastrowid"] is not None:
-            conn._last_rowid = res["lastrowid"]
+            conn._last_rowid = res["lastrowid"]  # the connection's, not this cursor's (sqlite3 3.11)
         return self
 
     def executescript(self, sql_script: str) -> "Cursor":
@@ -418,8 +417,10 @@ class Connection:
 
     def _rpc_unlocked(self, method: str, params: Dict[str, Any]) -> Any:
         srv = self._srv
-        if srv.dead is not None:
+        if srv.dead is not None or self._gen != process.generation():
             srv = self._reattach()
+            if "session" in params:
+                params = dict(params, session=self._session)
         if self._open_slot is not None:
             slot, self._open_slot = self._open_slot, None
             srv.wait(slot)  # raises the open error (e.g. unable to open database file)
@@ -427,28 +428,33 @@ class Connection:
             return srv.call(method, params)
         except process.ServerError:
             raise
-        except sqlite3.OperationalError as e:
-            if getattr(e, "rpc_kind", None) == "ServerGone" and not self._in_tx and method in ("execute",) and params.get("begin") is None and _is_read(params.get("sql", "")):
-                # A read that was in flight when the server died is safe to repeat once.
-                srv = self._reattach()
-                return srv.call(method, params)
-            if getattr(e, "rpc_kind", None) == "ServerGone":
-                self._in_tx = False
-            raise
+        except sqlite3.Error as e:
+            # The server says whether the session is still in a transaction after the error.
+            in_tx = getattr(e, "rpc_in_transaction", None)
+            if in_tx is not None:
+                self._in_tx = in_tx
+            if getattr(e, "rpc_kind", None) != "ServerGone":
+                raise
+            was_in_tx, self._in_tx = self._in_tx, False
+            if was_in_tx or method != "execute" or params.get("begin") is not None or not _is_read(params.get("sql", "")):
+                raise
+            # A read that was in flight when the server died is safe to repeat, once.
+            srv = self._reattach()
+            slot, self._open_slot = self._open_slot, None
+            srv.wait(slot)
+            return srv.call(method, dict(params, session=self._session))
 
     def _reattach(self) -> ServerProcess:
-        """The server died: attach this connection to a new one (its transaction is lost)."""
-        if self._in_tx:
-            self._in_tx = False
-            self._srv = process.get_server()
-            self._session = self._srv.new_session_id()
-            self._open_params["session"] = self._session
-            self._open_slot = self._srv.send("open", self._open_params)
-            raise sqlite3.OperationalError("the sqlite-rpc server restarted; the open transaction was lost and nothing of it was committed")
+        """The server died (or this process forked): attach to a new server with a new session."""
+        lost = self._in_tx
+        self._in_tx = False
         self._srv = process.get_server()
+        self._gen = process.generation()
         self._session = self._srv.new_session_id()
         self._open_params["session"] = self._session
         self._open_slot = self._srv.send("open", self._open_params)
+        if lost:
+            raise sqlite3.OperationalError("the sqlite-rpc server restarted; the open transaction was lost and nothing of it was committed")
         return self._srv
 
     def _discard_cursor(self, cursor_id: int) -> None:

@@ -62,4 +62,5 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         exc.sqlite_errorname = name  # type: ignore[attr-defined]
         exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[attr-defined]
     exc.rpc_kind = data.get("kind")  # type: ignore[attr-defined]
+    exc.rpc_in_transaction = data.get("in_transaction")  # type: ignore[attr-defined]
     return exc

@@ -107,11 +107,28 @@ function candidateDirs(): { dir: string; private: boolean }[] {
   return dirs;
 }
 
+// mkdir -p without fs.mkdirSync({ recursive: true }): in Node 20 that loops forever when a
+// parent cannot be created but mkdir reports ENOENT (e.g. HOME=/proc/x), hanging the start.
+function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; !fs.existsSync(d); d = path.dirname(d)) {
+    missing.push(d);
+    if (path.dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      fs.mkdirSync(d, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+}
+
 // Our cache dir must belong to us and not be writable by others, or someone else could swap the
 // library we are about to dlopen. In the shared temp dir it must be fully private (0700), since
 // anybody can pre-create a name there.
 function ensureSafeDir(dir: string, mustBePrivate: boolean): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir);
   const st = fs.lstatSync(dir);
   if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
   const uid = currentUid();
@@ -264,13 +281,13 @@ export function readerWorkerSource(): WorkerSource {
     }
     if (path.dirname(dir) === dir) break;
   }
-  for (const file of tried) {
+  for (const file of new Set(tried)) {
     if (fs.existsSync(file)) {
       cachedWorkerSource = { kind: 'file', path: file };
       return cachedWorkerSource;
     }
   }
   throw new Error(
-    `reader worker bundle not found (looked at ${tried.join(', ')}); run npm run build (or npm run build:bundle)`,
+    `reader worker bundle not found (looked at ${[...new Set(tried)].join(', ')}); run npm run build (or npm run build:bundle)`,
   );
 }

@@ -7,6 +7,7 @@ import { openConnection, type SynchronousMode } from './connection';
 import { StatementCache } from './statementCache';
 import { readPage, shapeOf } from './reads';
 import { loadAddonFrom } from './native';
+import { bindArgs, type BoundParams } from './values';
 import { createCodec, type CodecName } from '../transport/codec';
 import { RpcError, toRpcError } from '../protocol/errors';
 
@@ -23,7 +24,7 @@ export interface ReaderInit {
 }
 
 export type ReaderRequest =
-  | { t: 'query'; id: number; sql: string; params: unknown[]; pageRows: number; pageBytes: number; types: boolean }
+  | { t: 'query'; id: number; sql: string; params: BoundParams; pageRows: number; pageBytes: number; types: boolean }
   | { t: 'fetch'; id: number; cursor: number; pageRows: number; pageBytes: number }
   | { t: 'close'; id: number; cursor: number }
   | { t: 'stats'; id: number }
@@ -103,13 +104,15 @@ function handle(m: ReaderRequest): ReaderReply {
         if (m.types) reply.decltypes = shape.decltypes;
         if (!stmt.reader) {
           // Read-only but returns nothing (e.g. a comment-only or BEGIN-like statement).
-          stmt.run(...m.params);
+          stmt.run(...bindArgs(m.params));
           reply.rows = codec.encodeRows([]);
           reply.count = 0;
           reply.cursor = 0;
           free.push(conn);
         } else {
-          page(stmt.iterate(...m.params), m.pageRows, m.pageBytes, conn, reply);
+          // bindArgs: named params arrive as a map, which cannot be spread (that was an
+          // InternalError "Spread syntax requires ...iterable" for every :name read on a worker).
+          page(stmt.iterate(...bindArgs(m.params)), m.pageRows, m.pageBytes, conn, reply);
         }
       } catch (e) {
         free.push(conn);

@@ -7,8 +7,8 @@ import { DirectConnection } from './direct';
 import { openConnection } from './connection';
 import { CursorTable } from './cursors';
 import { Session } from './session';
-import { bindParams, type BoundParams } from './values';
-import type { BeginMode } from './sqlText';
+import { bindParamsFor, type BoundParams } from './values';
+import { parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
 import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
@@ -149,9 +149,37 @@ export class Registry {
   // ---- statements ----------------------------------------------------------------------
 
   execute(s: Session, sql: string, params: unknown, o: ExecOptions): ExecResult | Promise<ExecResult> {
-    const bound = bindParams(params);
-    if (s.privateDb) return this.privateExec(s, sql, bound, o);
-    return this.sessionEngine.get(s)!.execute(s, sql, bound, o);
+    return this.guard(s, sql, params, () => {
+      const bound = bindParamsFor(sql, params);
+      if (s.privateDb) return this.privateExec(s, sql, bound, o);
+      return this.sessionEngine.get(s)!.execute(s, sql, bound, o);
+    });
+  }
+
+  /**
+   * Errors of session statements carry data.in_transaction (whether the session is still
+   * in a transaction afterwards, e.g. after an implicit BEGIN whose statement failed) and,
+   * for a wrong number of bindings, sqlite3's own wording.
+   */
+  private guard<T>(s: Session, sql: string, params: unknown, fn: () => T | Promise<T>): T | Promise<T> {
+    const fix = (e: unknown): never => {
+      const err = toRpcError(e);
+      const missing = /Missing named parameter "([^"]*)"/.exec(err.message);
+      if (err.data.kind === 'BindingError' && /Too (few|many) parameter values/.test(err.message) && Array.isArray(params)) {
+        err.message = `Incorrect number of bindings supplied. The current statement uses ${parameterCount(sql)}, and there are ${params.length} supplied.`;
+      } else if (err.data.kind === 'BindingError' && missing) {
+        err.message = `You did not supply a value for binding parameter :${missing[1]}.`;
+      }
+      err.data.in_transaction = s.inTx;
+      throw err;
+    };
+    let r: T | Promise<T>;
+    try {
+      r = fn();
+    } catch (e) {
+      return fix(e);
+    }
+    return r instanceof Promise ? r.catch(fix) : r;
   }
 
   private privateExec(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
@@ -174,7 +202,11 @@ export class Registry {
   }
 
   executeMany(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
-    const boundList = paramsList.map((p) => bindParams(p));
+    return this.guard(s, sql, paramsList[0], () => this.executeManyInner(s, sql, paramsList, begin));
+  }
+
+  private executeManyInner(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
+    const boundList = paramsList.map((p) => bindParamsFor(sql, p));
     if (s.privateDb) {
       const db = s.privateDb.db;
       if (begin !== null && !db.inTransaction) db.exec(`BEGIN ${begin.toUpperCase()}`);
@@ -188,7 +220,7 @@ export class Registry {
   }
 
   batch(s: Session, statements: Array<[string, unknown]>, begin: BeginMode | null): unknown {
-    const items = statements.map(([sql, p]) => [sql, bindParams(p)] as [string, BoundParams]);
+    const items = statements.map(([sql, p]) => [sql, bindParamsFor(sql, p)] as [string, BoundParams]);
     if (s.privateDb) {
       const conn = s.privateDb;
       const db = conn.db;

@@ -8,6 +8,8 @@ export class Session {
   abortedReason: string | null = null;
   lastActivity = Date.now();
   readonly cursors = new Set<number>();
+  /** When the transaction was opened by a SQL SAVEPOINT: releasing that savepoint commits it. */
+  userSavepoint: string | null = null;
 
   constructor(
     readonly id: number,

@@ -92,3 +92,56 @@ export function isBlank(sql: string): boolean {
   while (i < sql.length && sql.charCodeAt(i) === 59) i = skipSpace(sql, i + 1);
   return i >= sql.length;
 }
+
+/** The (lower-cased, unquoted) savepoint name in SAVEPOINT / RELEASE / ROLLBACK TO statements. */
+export function savepointName(sql: string): string {
+  const words = sql.replace(/\/\*[\s\S]*?\*\/|--[^\n]*/g, ' ').trim().replace(/;\s*$/, '').split(/\s+/);
+  const last = words[words.length - 1] ?? '';
+  return last.replace(/^["'`\[]|["'`\]]$/g, '').toLowerCase();
+}
+
+/**
+ * How many parameters SQLite will see in `sql` (sqlite3_bind_parameter_count), counted
+ * outside literals, quoted identifiers and comments: `?` takes the next index, `?NNN` sets
+ * it, each distinct `:name` / `@name` / `$name` takes one. better-sqlite3 does not expose
+ * the count; sqlite3's error message names it.
+ */
+export function parameterCount(sql: string): number {
+  let max = 0;
+  const names = new Set<string>();
+  const n = sql.length;
+  let i = 0;
+  while (i < n) {
+    const c = sql[i];
+    if (c === "'" || c === '"' || c === '`') {
+      const end = sql.indexOf(c, i + 1);
+      i = end < 0 ? n : end + 1;
+    } else if (c === '[') {
+      const end = sql.indexOf(']', i + 1);
+      i = end < 0 ? n : end + 1;
+    } else if (c === '-' && sql[i + 1] === '-') {
+      const end = sql.indexOf('\n', i);
+      i = end < 0 ? n : end + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      const end = sql.indexOf('*/', i + 2);
+      i = end < 0 ? n : end + 2;
+    } else if (c === '?') {
+      let j = i + 1;
+      while (j < n && sql[j] >= '0' && sql[j] <= '9') j++;
+      max = j > i + 1 ? Math.max(max, Number(sql.slice(i + 1, j))) : max + 1;
+      i = j;
+    } else if (c === ':' || c === '@' || c === '$') {
+      let j = i + 1;
+      while (j < n && /[A-Za-z0-9_]/.test(sql[j])) j++;
+      if (j > i + 1) {
+        const name = sql.slice(i, j);
+        if (!names.has(name)) {
+          names.add(name);
+          max++;
+        }
+      }
+      i = Math.max(j, i + 1);
+    } else i++;
+  }
+  return max;
+}

@@ -52,6 +52,78 @@ export function bindParams(params: unknown): BoundParams {
   throw new RpcError('InvalidParams', 'invalid params: params: expected an array or a map of parameter values', { field: 'params' });
 }
 
+/**
+ * bindParams for one statement. sqlite3 binds a list by parameter index, so `?NNN` takes the
+ * NNN-th value; better-sqlite3 instead treats `?NNN` as a parameter named "NNN" and binds only
+ * nameless ones positionally, so a list for `SELECT ?1` failed with "Too many parameter values".
+ * For such statements the list becomes the nameless values in index order plus one trailing
+ * map of the numbered ones (better-sqlite3 takes named values as its last argument).
+ */
+export function bindParamsFor(sql: string, params: unknown): BoundParams {
+  const bound = bindParams(params);
+  if (!Array.isArray(bound) || !/\?[0-9]/.test(sql)) return bound;
+  const numbered = numberedParams(sql);
+  if (numbered === null) return bound;
+  if (bound.length !== numbered.count) {
+    throw new RpcError('BindingError', `Incorrect number of bindings supplied. The current statement uses ${numbered.count}, and there are ${bound.length} supplied.`);
+  }
+  const out: unknown[] = [];
+  const named: Record<string, Bindable> = {};
+  for (let i = 1; i <= numbered.count; i++) {
+    const key = numbered.names.get(i);
+    if (key !== undefined) named[key] = bound[i - 1];
+    else out.push(bound[i - 1]);
+  }
+  out.push(named);
+  return out as BoundParams;
+}
+
+let lastSql = '';
+let lastNumbered: { count: number; names: Map<number, string> } | null = null;
+
+/** Parameter indexes as SQLite assigns them, with the name of each `?NNN` one; null when there is none. */
+function numberedParams(sql: string): { count: number; names: Map<number, string> } | null {
+  if (sql === lastSql) return lastNumbered;
+  const names = new Map<number, string>();
+  let count = 0;
+  const n = sql.length;
+  let i = 0;
+  while (i < n) {
+    const c = sql[i];
+    if (c === "'" || c === '"' || c === '`' || c === '[') {
+      // String literal or quoted identifier (a doubled quote escapes itself).
+      const close = c === '[' ? ']' : c;
+      let j = i + 1;
+      for (;;) {
+        j = sql.indexOf(close, j);
+        if (j < 0 || sql[j + 1] !== close || close === ']') break;
+        j += 2;
+      }
+      i = j < 0 ? n : j + 1;
+    } else if (c === '-' && sql[i + 1] === '-') {
+      const j = sql.indexOf('\n', i + 2);
+      i = j < 0 ? n : j + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      const j = sql.indexOf('*/', i + 2);
+      i = j < 0 ? n : j + 2;
+    } else if (c === '?') {
+      let j = i + 1;
+      while (j < n && sql.charCodeAt(j) >= 48 && sql.charCodeAt(j) <= 57) j++;
+      if (j === i + 1) count++; // `?` takes the next index after the largest so far
+      else {
+        const key = sql.slice(i + 1, j);
+        const index = Number(key);
+        if (!names.has(index)) names.set(index, key);
+        if (index > count) count = index;
+      }
+      i = j;
+    } else i++;
+  }
+  lastSql = sql;
+  lastNumbered = names.size > 0 ? { count, names } : null;
+  return lastNumbered;
+}
+
 /** Spread-ready arguments for stmt.run/all/iterate. */
 export function bindArgs(bound: BoundParams): unknown[] {
   return Array.isArray(bound) ? bound : [bound];

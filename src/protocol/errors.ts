@@ -36,13 +36,17 @@ export interface ErrorData {
   sqlite_code?: string;
   sqlite_errno?: number;
   field?: string;
+  /** For session statements: whether the session is in a transaction after the error. */
+  in_transaction?: boolean;
 }
 
 export class RpcError extends Error {
+  override message: string;
   readonly code: number;
   readonly data: ErrorData;
   constructor(kind: ErrorKindName, message: string, extra?: Partial<ErrorData>) {
     super(message);
+    this.message = message;
     const info = KINDS.get(kind);
     if (!info) throw new Error(`unknown error kind ${kind}`);
     this.code = info.code;

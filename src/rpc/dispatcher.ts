@@ -31,8 +31,10 @@ export class Dispatcher {
   constructor(private readonly methods: Map<string, Handler>, private readonly hooks: DispatchHooks) {}
 
   handle(msg: unknown): void {
-    if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
-      this.hooks.send(errorReply(null, new RpcError('InvalidRequest', `invalid request: expected a JSON-RPC 2.0 object, got ${Array.isArray(msg) ? 'an array (batches are not supported)' : msg === null ? 'null' : typeof msg}`)));
+    // A msgpack bin body decodes to a Buffer: typeof 'object', but not a JSON-RPC object
+    // either (it used to pass this check and be dropped silently as an id-less notification).
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || msg instanceof Uint8Array) {
+      this.hooks.send(errorReply(null, new RpcError('InvalidRequest', `invalid request: expected a JSON-RPC 2.0 object, got ${Array.isArray(msg) ? 'an array (batches are not supported)' : msg === null ? 'null' : msg instanceof Uint8Array ? 'bytes' : typeof msg}`)));
       return;
     }
     const m = msg as Record<string, unknown>;

@@ -29,6 +29,14 @@ export class FrameReader {
   /** Feed bytes; calls onFrame for every complete body. Throws FramingError once, then ignores input. */
   push(chunk: Buffer): void {
     if (this.failed) return;
+    if (this.bodyLength >= 0 && this.pendingBytes + chunk.length < this.bodyLength) {
+      // Still inside a body: keep the chunk (copied: the caller may reuse it) without
+      // concatenating. Concatenating on every chunk made a large frame arriving in 64 KiB
+      // pipe reads cost quadratic copying (a 32 MB frame took ~17 s to assemble).
+      this.pending.push(Buffer.from(chunk));
+      this.pendingBytes += chunk.length;
+      return;
+    }
     let buf: Buffer;
     if (this.pendingBytes === 0) {
       buf = chunk;
