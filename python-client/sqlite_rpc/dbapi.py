@@ -169,26 +169,28 @@ class Cursor:
         self.description = None
         self._converters = None
 
-    def execute(self, sql: str, parameters: Params = ()) -> "Cursor":
+    # Each statement method is a request builder and a reply handler around one round trip;
+    # aio.py reuses both halves with an awaitable round trip in between.
+
+    def _prepare_execute(self, sql: str, parameters: Params) -> Tuple[Dict[str, Any], bool]:
         conn = self._check()
         if not isinstance(sql, str):
             raise TypeError("execute() argument 1 must be str, not %s" % type(sql).__name__)
         self._reset()
-        params = _adapt_params(parameters) if parameters else None
-        begin = conn._begin_mode_for(sql)
-        res = conn._rpc("execute", self._exec_params(conn, sql, params, begin))
-        self._take_result(conn, res, _DML.match(sql) is not None)
-        return self
-
-    def _exec_params(self, conn: "Connection", sql: str, params: Any, begin: Optional[str]) -> Dict[str, Any]:
         p: Dict[str, Any] = {"session": conn._session, "sql": sql}
-        if params is not None:
-            p["params"] = params
+        if parameters:
+            p["params"] = _adapt_params(parameters)
+        begin = conn._begin_mode_for(sql)
         if begin is not None:
             p["begin"] = begin
         if conn._detect_decltypes:
             p["decltypes"] = True
-        return p
+        return p, _DML.match(sql) is not None
+
+    def execute(self, sql: str, parameters: Params = ()) -> "Cursor":
+        p, dml = self._prepare_execute(sql, parameters)
+        self._take_result(self._connection, self._connection._rpc("execute", p), dml)
+        return self
 
     def _take_result(self, conn: "Connection", res: Dict[str, Any], dml: bool) -> None:
         conn._in_tx = res["in_transaction"]
@@ -212,7 +214,7 @@ class Cursor:
         self._pos = 0
         self._cursor_id = res["cursor"]
 
-    def executemany(self, sql: str, seq_of_parameters: Any) -> "Cursor":
+    def _prepare_executemany(self, sql: str, seq_of_parameters: Any) -> Optional[Dict[str, Any]]:
         conn = self._check()
         if not isinstance(sql, str):
             raise TypeError("executemany() argument 1 must be str, not %s" % type(sql).__name__)
@@ -220,44 +222,65 @@ class Cursor:
         seq = [_adapt_params(p) for p in seq_of_parameters]
         if not seq:
             self.rowcount = 0
-            return self
-        begin = conn._begin_mode_for(sql)
+            return None
         p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": seq}
+        begin = conn._begin_mode_for(sql)
         if begin is not None:
             p["begin"] = begin
-        res = conn._rpc("executemany", p)
+        return p
+
+    def _take_many(self, res: Dict[str, Any]) -> None:
+        conn = self._connection
         conn._in_tx = res["in_transaction"]
         self.rowcount = res["changes"]
         conn._total_changes += res["changes"]
         if res["lastrowid"] is not None:
             conn._last_rowid = res["lastrowid"]  # the connection's, not this cursor's (sqlite3 3.11)
+
+    def executemany(self, sql: str, seq_of_parameters: Any) -> "Cursor":
+        p = self._prepare_executemany(sql, seq_of_parameters)
+        if p is not None:
+            self._take_many(self._connection._rpc("executemany", p))
         return self
 
-    def executescript(self, sql_script: str) -> "Cursor":
+    def _prepare_script(self, sql_script: str) -> Dict[str, Any]:
         conn = self._check()
         if not isinstance(sql_script, str):
             raise ValueError("script argument must be unicode.")
         self._reset()
-        if conn._in_tx:
-            conn.commit()  # sqlite3 commits a pending transaction before a script
-        res = conn._rpc("script", {"session": conn._session, "sql": sql_script})
+        return {"session": conn._session, "sql": sql_script}
+
+    def _take_script(self, res: Dict[str, Any]) -> None:
+        conn = self._connection
         conn._in_tx = res["in_transaction"]
         conn._total_changes += res["changes"]
         self.rowcount = -1
+
+    def executescript(self, sql_script: str) -> "Cursor":
+        p = self._prepare_script(sql_script)
+        if self._connection._in_tx:
+            self._connection.commit()  # sqlite3 commits a pending transaction before a script
+        self._take_script(self._connection._rpc("script", p))
         return self
 
     # -- fetching ----------------------------------------------------------------------------
+
+    def _take_page(self, res: Dict[str, Any]) -> bool:
+        self._rows = res["rows"]
+        self._pos = 0
+        self._cursor_id = res["cursor"]
+        return bool(self._rows) or self._cursor_id is not None
 
     def _more(self) -> bool:
         """Fetch the next page; False when the result is exhausted."""
         cid = self._cursor_id
         if cid is None:
             return False
-        res = self._connection._rpc("fetch", {"cursor": cid})
-        self._rows = res["rows"]
-        self._pos = 0
-        self._cursor_id = res["cursor"]
-        return bool(self._rows) or self._cursor_id is not None
+        return self._take_page(self._connection._rpc("fetch", {"cursor": cid}))
+
+    def _buffered(self) -> bool:
+        """A row is ready without a round trip."""
+        return self._pos < len(self._rows)
 
     def _make(self, raw: Tuple[Any, ...]) -> Any:
         conv = self._converters

@@ -1,0 +1,324 @@
+"""An aiosqlite-compatible async API on the same multiplexed server connection.
+
+    async with sqlite_rpc.aio.connect("app.db") as db:
+        await db.execute("INSERT INTO t VALUES (?)", (1,))
+        await db.commit()
+        async with db.execute("SELECT * FROM t") as cursor:
+            async for row in cursor:
+                ...
+
+No thread per connection: requests go out on the shared pipe and their futures are
+completed on the event loop. The sqlite3 semantics (implicit BEGIN, rowcount, lastrowid,
+Row, exceptions) are the synchronous API's, reused request by request. Without the server,
+the same objects run the stdlib sqlite3 on one worker thread per connection (as aiosqlite).
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator, Callable, Dict, Generator, Iterable, List, Optional
+
+from . import fallback, process
+from .dbapi import Connection as SyncConnection
+from .dbapi import Cursor as SyncCursor
+from .dbapi import Params, Row
+
+__all__ = ["connect", "Connection", "Cursor", "Row", "Error"]
+Error = sqlite3.Error
+
+
+class _Awaitable:
+    """What aiosqlite's connect()/execute() return: awaitable, and an async context manager."""
+
+    def __init__(self, coro: Any, on_exit: Callable[[Any], Any]) -> None:
+        self._coro = coro
+        self._on_exit = on_exit
+        self._obj: Any = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> Any:
+        self._obj = await self._coro
+        return self._obj
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._on_exit(self._obj)
+
+
+class Cursor:
+    def __init__(self, conn: "Connection", cur: Any) -> None:
+        self._conn = conn
+        self._cur = cur
+
+    # sqlite3 attributes pass through
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    @property
+    def lastrowid(self) -> Optional[int]:
+        return self._cur.lastrowid
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
+
+    @property
+    def arraysize(self) -> int:
+        return self._cur.arraysize
+
+    @arraysize.setter
+    def arraysize(self, v: int) -> None:
+        self._cur.arraysize = v
+
+    @property
+    def row_factory(self) -> Any:
+        return self._cur.row_factory
+
+    @row_factory.setter
+    def row_factory(self, f: Any) -> None:
+        self._cur.row_factory = f
+
+    @property
+    def connection(self) -> "Connection":
+        return self._conn
+
+    async def execute(self, sql: str, parameters: Params = ()) -> "Cursor":
+        await self._conn._run_execute(self._cur, sql, parameters)
+        return self
+
+    async def executemany(self, sql: str, seq_of_parameters: Iterable[Params]) -> "Cursor":
+        await self._conn._run_many(self._cur, sql, seq_of_parameters)
+        return self
+
+    async def executescript(self, sql_script: str) -> "Cursor":
+        await self._conn._run_script(self._cur, sql_script)
+        return self
+
+    async def fetchone(self) -> Any:
+        return await self._conn._fetchone(self._cur)
+
+    async def fetchmany(self, size: Optional[int] = None) -> List[Any]:
+        n = self._cur.arraysize if size is None else size
+        out = []
+        while len(out) < n:
+            row = await self.fetchone()
+            if row is None:
+                break
+            out.append(row)
+        return out
+
+    async def fetchall(self) -> List[Any]:
+        out = []
+        while True:
+            row = await self.fetchone()
+            if row is None:
+                return out
+            out.append(row)
+
+    async def close(self) -> None:
+        await self._conn._call(self._cur.close)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            row = await self.fetchone()
+            if row is None:
+                return
+            yield row
+
+    async def __aenter__(self) -> "Cursor":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+class Connection:
+    """aiosqlite.Connection's API. Over the server, or over the stdlib on a worker thread."""
+
+    def __init__(self, sync: Any, executor: Optional[ThreadPoolExecutor]) -> None:
+        self._sync = sync  # a sqlite_rpc Connection, or a stdlib one in fallback mode
+        self._executor = executor
+
+    @property
+    def _remote(self) -> bool:
+        return self._executor is None
+
+    # -- how a request runs ------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Local work: inline over the server (it is cheap), on the thread in fallback mode."""
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _rpc(self, method: str, params: Dict[str, Any]) -> Any:
+        conn: SyncConnection = self._sync
+        srv = conn._srv
+        if srv.dead is not None or conn._gen != process.generation():
+            srv = conn._reattach()
+            params = dict(params, session=conn._session) if "session" in params else params
+        if conn._open_slot is not None:
+            slot, conn._open_slot = conn._open_slot, None
+            if not slot.done:
+                await srv.call_async("ping", {}, asyncio.get_running_loop())  # replies come in order
+            if slot.error is not None:
+                srv.wait(slot)  # raises the open error
+        try:
+            return await srv.call_async(method, params, asyncio.get_running_loop())
+        except sqlite3.Error as e:
+            in_tx = getattr(e, "rpc_in_transaction", None)
+            if in_tx is not None:
+                conn._in_tx = in_tx
+            if getattr(e, "rpc_kind", None) == "ServerGone":
+                conn._in_tx = False
+            raise
+
+    async def _run_execute(self, cur: Any, sql: str, parameters: Params) -> None:
+        if not self._remote:
+            await self._call(cur.execute, sql, parameters)
+            return
+        p, dml = cur._prepare_execute(sql, parameters)
+        cur._take_result(self._sync, await self._rpc("execute", p), dml)
+
+    async def _run_many(self, cur: Any, sql: str, seq: Iterable[Params]) -> None:
+        if not self._remote:
+            await self._call(cur.executemany, sql, seq)
+            return
+        p = cur._prepare_executemany(sql, seq)
+        if p is not None:
+            cur._take_many(await self._rpc("executemany", p))
+
+    async def _run_script(self, cur: Any, sql: str) -> None:
+        if not self._remote:
+            await self._call(cur.executescript, sql)
+            return
+        p = cur._prepare_script(sql)
+        if self._sync._in_tx:
+            await self.commit()
+        cur._take_script(await self._rpc("script", p))
+
+    async def _fetchone(self, cur: Any) -> Any:
+        if not self._remote:
+            return await self._call(cur.fetchone)
+        while not cur._buffered():
+            cur._check()
+            if cur._cursor_id is None:
+                return None
+            if not cur._take_page(await self._rpc("fetch", {"cursor": cur._cursor_id})):
+                return None
+        return cur.fetchone()  # buffered: no round trip
+
+    # -- aiosqlite API -----------------------------------------------------------------------
+
+    def execute(self, sql: str, parameters: Params = ()) -> _Awaitable:
+        async def run() -> Cursor:
+            cur = await self.cursor()
+            await cur.execute(sql, parameters)
+            return cur
+
+        return _Awaitable(run(), lambda cur: cur.close())
+
+    async def cursor(self) -> Cursor:
+        return Cursor(self, await self._call(self._sync.cursor))
+
+    async def executemany(self, sql: str, seq: Iterable[Params]) -> Cursor:
+        cur = await self.cursor()
+        return await cur.executemany(sql, seq)
+
+    async def executescript(self, sql_script: str) -> Cursor:
+        cur = await self.cursor()
+        return await cur.executescript(sql_script)
+
+    async def execute_fetchall(self, sql: str, parameters: Params = ()) -> List[Any]:
+        cur = await self.execute(sql, parameters)
+        return await cur.fetchall()
+
+    async def execute_insert(self, sql: str, parameters: Params = ()) -> Optional[Any]:
+        cur = await self.execute(sql, parameters)
+        return (cur.lastrowid,) if cur.lastrowid is not None else None
+
+    async def commit(self) -> None:
+        if not self._remote:
+            return await self._call(self._sync.commit)
+        conn = self._sync
+        conn._check()
+        if conn._in_tx:
+            conn._in_tx = (await self._rpc("commit", {"session": conn._session}))["in_transaction"]
+
+    async def rollback(self) -> None:
+        if not self._remote:
+            return await self._call(self._sync.rollback)
+        conn = self._sync
+        conn._check()
+        if conn._in_tx:
+            conn._in_tx = (await self._rpc("rollback", {"session": conn._session}))["in_transaction"]
+
+    async def close(self) -> None:
+        await self._call(self._sync.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._sync.in_transaction
+
+    @property
+    def total_changes(self) -> int:
+        return self._sync.total_changes
+
+    @property
+    def isolation_level(self) -> Optional[str]:
+        return self._sync.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, v: Optional[str]) -> None:
+        self._sync.isolation_level = v
+
+    @property
+    def row_factory(self) -> Any:
+        return self._sync.row_factory
+
+    @row_factory.setter
+    def row_factory(self, f: Any) -> None:
+        self._sync.row_factory = f
+
+    @property
+    def text_factory(self) -> Any:
+        return self._sync.text_factory
+
+    @text_factory.setter
+    def text_factory(self, f: Any) -> None:
+        self._sync.text_factory = f
+
+    async def __aenter__(self) -> "Connection":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+def connect(database: Any, *, timeout: float = 5.0, isolation_level: Optional[str] = "", detect_types: int = 0,
+            uri: bool = False, **kwargs: Any) -> _Awaitable:
+    """aiosqlite.connect: `await connect(...)` or `async with connect(...) as db`."""
+
+    async def open_() -> Connection:
+        srv = fallback.server_or_none()
+        if srv is None:
+            ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite_rpc-aio")
+            loop = asyncio.get_running_loop()
+            sync = await loop.run_in_executor(
+                ex, lambda: sqlite3.connect(database, timeout=timeout, isolation_level=isolation_level,
+                                            detect_types=detect_types, uri=uri, check_same_thread=False))
+            return Connection(sync, ex)
+        sync = SyncConnection(database, timeout, detect_types, isolation_level, False, None, 128, uri, _server=srv)
+        conn = Connection(sync, None)
+        await conn._rpc("ping", {})  # collects the pipelined open: connect() fails here, as aiosqlite's does
+        return conn
+
+    return _Awaitable(open_(), lambda db: db.close())
