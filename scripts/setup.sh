@@ -15,7 +15,7 @@ npm ci --no-audit --no-fund
 step "Python virtual environment at .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # The default index is unreachable here; the local one answers. No retries against the dead one.
-PIP_RETRIES=0 PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/python -m pip install -q -e 'python-client[test]'
+PIP_RETRIES=0 PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/python -m pip install -q wheel -e 'python-client[test]'
 
 step "build dist/sqlite-rpc (single executable)"
 npm run build

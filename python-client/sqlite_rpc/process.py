@@ -42,6 +42,13 @@ def find_binary() -> Optional[str]:
     if on_path:
         candidates.append(on_path)
     candidates.append(os.path.normpath(os.path.join(here, "..", "..", "dist", "sqlite-rpc")))
+    packaged = candidates[0]
+    if os.path.isfile(packaged) and not os.access(packaged, os.X_OK):
+        # Some installers drop the executable bit of package data; restore it if we may.
+        try:
+            os.chmod(packaged, 0o755)
+        except OSError:
+            pass
     for c in candidates:
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return c
