@@ -444,10 +444,13 @@ class Connection:
             srv = self._reattach()
             if "session" in params:
                 params = dict(params, session=self._session)
-        if self._open_slot is not None:
-            slot, self._open_slot = self._open_slot, None
-            srv.wait(slot)  # raises the open error (e.g. unable to open database file)
         try:
+            if self._open_slot is not None:
+                # Pipelined behind the open: one round trip for connect + first statement.
+                slot = srv.send(method, params)
+                opened, self._open_slot = self._open_slot, None
+                srv.wait(opened)  # raises the open error (e.g. unable to open database file)
+                return srv.wait(slot)
             return srv.call(method, params)
         except process.ServerError:
             raise

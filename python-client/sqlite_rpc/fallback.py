@@ -21,6 +21,8 @@ def disabled_reason() -> Optional[str]:
         return "%s is set" % process.ENV_DISABLE
     if _reason is not None:
         return _reason
+    if process._server is not None and process._server.dead is None:
+        return None  # running: no need to look for the binary again on every connect()
     if process.find_binary() is None:
         return "the sqlite-rpc binary was not found (set %s, install the platform wheel, or run npm run build)" % process.ENV_BINARY
     return None

@@ -34,6 +34,13 @@ class FrameBuffer:
 
     def feed(self, data: bytes) -> List[bytes]:
         buf = self.buf
+        if not buf and data.startswith(b"Content-Length: "):
+            # Fast path: one whole frame in one read, headers exactly as the server writes them.
+            end = data.find(_HEADER_END, 16)
+            if end > 0 and data[16:end].isdigit():
+                n = int(data[16:end])
+                if n <= self.max_frame and len(data) == end + 4 + n:
+                    return [data[end + 4:]]
         buf += data
         out = []
         while True:
