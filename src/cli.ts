@@ -59,9 +59,13 @@ Engine
                           process's lock when its session sets no timeout (default 5000)
   --idle-tx-timeout MS    roll back a transaction idle this long and free the writer
                           (default 30000)
-  --commit-delay-ms MS    how long a finished transaction's reply may wait so that the
-                          next session's transaction shares its fsync (default 2; 0 =
-                          one COMMIT per session transaction)
+  --commit-delay-ms MS    opt-in: let the next session's transaction join a finished
+                          one's COMMIT while its reply is at most MS old, so both share
+                          one fsync (default 0: off). Caveat: that reply then waits for
+                          the joining transaction to end; a thread that holds a
+                          transaction open until another thread's commit returns would
+                          stall until --idle-tx-timeout. Autocommit writes are always
+                          group-committed, whatever this says.
   --inline-read-us N      reads measured faster than this run on the main thread,
                           skipping the worker hop (default 200; 0 = always use workers)
 
@@ -99,7 +103,7 @@ export function parseArgs(argv: string[]): CliOptions {
     synchronous: 'full',
     busyTimeoutMs: 5000,
     idleTxMs: 30000,
-    commitDelayMs: 2,
+    commitDelayMs: 0,
     pageRows: 4096,
     pageBytes: 1 << 20,
     cursorIdleMs: 300000,

@@ -86,6 +86,8 @@ function main(): void {
   }
 
   let shutdownRequested = false;
+  /** The `shutdown` request's work, ending with its reply; stop() waits for it. */
+  let shutdownDone: Promise<void> = Promise.resolve();
   let stopping: Promise<void> | null = null;
   const conn: StreamConnection = new StreamConnection(process.stdin, output, codec, opts.maxFrameBytes, {
     message: (m) => dispatcher.handle(m),
@@ -104,6 +106,9 @@ function main(): void {
         dispatcher.accepting = false;
         await dispatcher.idle();
         await registry.closeAll();
+        // An `exit` right behind `shutdown` used to end the output before shutdown's own
+        // reply was sent (closeAll resolves at once the second time), losing that reply.
+        await shutdownDone;
         await conn.finish();
         log('exit', { code });
         process.exit(code);
@@ -130,7 +135,7 @@ function main(): void {
         if (method === 'shutdown') {
           shutdownRequested = true;
           dispatcher.accepting = false;
-          void (async () => {
+          shutdownDone = (async () => {
             await dispatcher.idle();
             await registry.closeAll();
             if (!notification) conn.send({ jsonrpc: '2.0', id, result: null });

@@ -243,7 +243,11 @@ export class DatabaseEngine {
     if (info.route === 'tx') return this.txStatement(s, sql, info.kind);
     if (this.owner === s) return this.onWriter(s, sql, bound, o);
     if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o));
-    if (info.route === 'read') return this.read(s, sql, bound, o, info);
+    if (info.route === 'read') {
+      // Pipelined behind this session's own unacknowledged writes: read after they commit.
+      if (s.pendingWrites > 0) return s.lastWrite.then(() => this.read(s, sql, bound, o, info));
+      return this.read(s, sql, bound, o, info);
+    }
     if (info.route === 'direct') return this.direct(s, () => this.onWriter(s, sql, bound, o));
     return this.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
@@ -311,6 +315,13 @@ export class DatabaseEngine {
     if (this.pool === null || (info !== null && info.inline === INLINE_YES)) {
       const r = this.readInline(s, sql, bound, o, info);
       if (r !== null) return r;
+    } else if (info !== null && info.inline === INLINE_UNKNOWN && !this.pool.anyOnline()) {
+      // Perf fix (cold start, bench/README.md): right after open no reader worker has booted
+      // yet (50-100 ms here), and the first query (`SELECT 1`) used to wait for one. While
+      // none is up, a read of unknown cost runs on the main thread (paged: a result larger
+      // than a page still moves to a worker), and its timing is recorded as usual.
+      const r = this.readInline(s, sql, bound, o, info);
+      if (r !== null) return r;
     }
     return this.readOnWorker(s, sql, bound, o, info);
   }
@@ -333,15 +344,20 @@ export class DatabaseEngine {
     if (this.pool === null) {
       // No workers (--pool-size 0): results are materialized here and paged from memory.
       rows = stmt.all(...args) as unknown[][];
-      if (rows.length > o.pageRows) {
-        const it = this.bufferedCursor(rows.splice(o.pageRows));
+      // First page by rows and bytes (page_bytes was ignored here), the rest behind a cursor.
+      const first = readPage(rows[Symbol.iterator](), o.pageRows, o.pageBytes).rows.length;
+      if (rows.length > first) {
+        const it = this.bufferedCursor(rows.splice(first));
         cursor = this.cursors.add({ kind: 'direct', session: s.id, it, lastUsed: Date.now() });
         s.cursors.add(cursor);
       }
-    } else if (info !== null && info.maxRows <= SMALL_RESULT && o.pageRows >= SMALL_RESULT) {
+    } else if (info !== null && info.inline === INLINE_YES && info.maxRows <= SMALL_RESULT && o.pageRows >= SMALL_RESULT) {
       // Known-small results: all() is cheaper than stepping an iterator.
       rows = stmt.all(...args) as unknown[][];
       if (rows.length > SMALL_RESULT) info.maxRows = rows.length;
+      // The result outgrew what was learnt (the table grew): it used to be returned whole,
+      // ignoring page_rows. Re-run it on a worker, which pages it (re-running a read is harmless).
+      if (rows.length > o.pageRows) return null;
     } else {
       const iter = stmt.iterate(...args) as IterableIterator<unknown>;
       const page = readPage(iter, o.pageRows, o.pageBytes);
@@ -640,12 +656,18 @@ export class DatabaseEngine {
 
   private enqueue(s: Session, work: UnitWork): Promise<unknown> {
     if (this.closed) return Promise.reject(new RpcError('ShuttingDown', 'the database is closing'));
-    return new Promise((resolve, reject) => {
+    s.pendingWrites++;
+    const p = new Promise((resolve, reject) => {
       const u: Unit = { session: s, work, deadline: Date.now() + s.timeoutMs, resolve, reject };
       this.queue.push(u);
       if (this.owner !== null || this.retryTimer !== null) this.armExpiry(u);
       this.pump();
     });
+    const done = () => {
+      s.pendingWrites--;
+    };
+    s.lastWrite = p.then(done, done);
+    return p;
   }
 
   private armExpiry(u: Unit): void {

@@ -18,7 +18,9 @@ export class OpenIterator {
   /** Next page, from the live iterator or from what drain() buffered. */
   next(pageRows: number, pageBytes: number): { rows: unknown[][]; done: boolean } {
     if (this.buffered) {
-      const rows = this.buffered.splice(0, pageRows);
+      // Pages of buffered rows honour page_bytes too, as pages read from SQLite do.
+      const n = readPage(this.buffered[Symbol.iterator](), pageRows, pageBytes).rows.length;
+      const rows = this.buffered.splice(0, n);
       return { rows, done: this.buffered.length === 0 };
     }
     const p = readPage(this.iter, pageRows, pageBytes);

@@ -16,6 +16,8 @@ class Slot {
   generation = 0;
   readonly pending = new Map<number, Pending>();
   alive = false;
+  /** The worker has started running JavaScript ('online'); until then a request would wait for its boot. */
+  online = false;
 }
 
 export class ReaderPool {
@@ -46,6 +48,10 @@ export class ReaderPool {
     w.stdout.on('data', (d: Buffer) => process.stderr.write(d));
     slot.worker = w;
     slot.alive = true;
+    slot.online = false;
+    w.once('online', () => {
+      slot.online = true;
+    });
     slot.generation++;
     const gen = slot.generation;
     w.on('message', (r: ReaderReply) => {
@@ -89,6 +95,12 @@ export class ReaderPool {
       slot.pending.set(id, { resolve, reject });
       slot.worker.postMessage({ ...job, id });
     });
+  }
+
+  /** True once at least one worker has booted (see DatabaseEngine.read: cold start). */
+  anyOnline(): boolean {
+    for (const s of this.slots) if (s.online) return true;
+    return false;
   }
 
   busy(): number {

@@ -269,7 +269,8 @@ export class Registry {
     return this.sessionEngine.get(s)!.begin(s, mode);
   }
 
-  commit(s: Session): void {
+  /** Resolves once the commit is durable (engine commits wait for the shared outer COMMIT). */
+  commit(s: Session): Promise<void> | void {
     if (s.privateDb) {
       const db = s.privateDb.db;
       s.privateDb.drain();
@@ -280,7 +281,9 @@ export class Registry {
       }
       return;
     }
-    this.sessionEngine.get(s)!.commit(s);
+    // Return the engine's promise: dropping it made the `commit` reply go out before the
+    // outer COMMIT that makes the transaction durable (and hid a failure of that COMMIT).
+    return this.sessionEngine.get(s)!.commit(s);
   }
 
   rollback(s: Session): void {

@@ -54,14 +54,15 @@ export function bindParams(params: unknown): BoundParams {
 
 /**
  * bindParams for one statement. sqlite3 binds a list by parameter index, so `?NNN` takes the
- * NNN-th value; better-sqlite3 instead treats `?NNN` as a parameter named "NNN" and binds only
- * nameless ones positionally, so a list for `SELECT ?1` failed with "Too many parameter values".
+ * NNN-th value and `:name` (`@name`, `$name`) the value at its index; better-sqlite3 instead
+ * treats those as named parameters ("NNN", "name") and binds only nameless ones positionally,
+ * so a list for `SELECT ?1` or `SELECT ?, :a` failed with "Too many parameter values".
  * For such statements the list becomes the nameless values in index order plus one trailing
- * map of the numbered ones (better-sqlite3 takes named values as its last argument).
+ * map of the named ones (better-sqlite3 takes named values as its last argument).
  */
 export function bindParamsFor(sql: string, params: unknown): BoundParams {
   const bound = bindParams(params);
-  if (!Array.isArray(bound) || !/\?[0-9]/.test(sql)) return bound;
+  if (!Array.isArray(bound) || !/\?[0-9]|[:@$][^\s]/.test(sql)) return bound;
   const numbered = numberedParams(sql);
   if (numbered === null) return bound;
   if (bound.length !== numbered.count) {
@@ -81,10 +82,17 @@ export function bindParamsFor(sql: string, params: unknown): BoundParams {
 let lastSql = '';
 let lastNumbered: { count: number; names: Map<number, string> } | null = null;
 
-/** Parameter indexes as SQLite assigns them, with the name of each `?NNN` one; null when there is none. */
+const isIdChar = (code: number) =>
+  (code >= 48 && code <= 57) || (code >= 65 && code <= 90) || (code >= 97 && code <= 122) || code === 95 || code === 36 || code >= 0x80;
+
+/**
+ * Parameter indexes as SQLite assigns them, with the better-sqlite3 key of each named one
+ * (`?NNN` -> "NNN", `:name` -> "name"); null when every parameter is a plain `?`.
+ */
 function numberedParams(sql: string): { count: number; names: Map<number, string> } | null {
   if (sql === lastSql) return lastNumbered;
   const names = new Map<number, string>();
+  const byName = new Map<string, number>();
   let count = 0;
   const n = sql.length;
   let i = 0;
@@ -116,6 +124,20 @@ function numberedParams(sql: string): { count: number; names: Map<number, string
         if (!names.has(index)) names.set(index, key);
         if (index > count) count = index;
       }
+      i = j;
+    } else if ((c === ':' || c === '@' || c === '$') && i + 1 < n && isIdChar(sql.charCodeAt(i + 1))) {
+      let j = i + 1;
+      while (j < n && isIdChar(sql.charCodeAt(j))) j++;
+      const name = sql.slice(i, j);
+      if (!byName.has(name)) {
+        byName.set(name, ++count); // a new name takes the next index; a repeated one its own
+        names.set(count, name.slice(1));
+      }
+      i = j;
+    } else if (isIdChar(sql.charCodeAt(i))) {
+      // A word (keyword, identifier, number): a `$` inside it is not a parameter.
+      let j = i + 1;
+      while (j < n && isIdChar(sql.charCodeAt(j))) j++;
       i = j;
     } else i++;
   }

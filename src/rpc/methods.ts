@@ -96,8 +96,10 @@ export function methodTable(reg: Registry, info: ServerInfo): Map<string, Handle
   });
   m.set('commit', (p) => {
     const s = session(p);
-    reg.commit(s);
-    return { in_transaction: s.inTx };
+    // The reply waits until the commit is durable (the engine's promise).
+    const r = reg.commit(s);
+    const done = () => ({ in_transaction: s.inTx });
+    return r instanceof Promise ? r.then(done) : done();
   });
   m.set('rollback', (p) => {
     const s = session(p);

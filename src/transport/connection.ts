@@ -60,6 +60,9 @@ export class StreamConnection {
   }
 
   private onFrame(body: Buffer): void {
+    // After an undecodable body the connection has stopped reading: frames that came in the
+    // same chunk behind it must not be dispatched (they used to get ShuttingDown replies).
+    if (this.closed) return;
     let msg: unknown;
     try {
       msg = this.codec.decode(body);
