@@ -18,6 +18,7 @@ export interface CliOptions {
   pageRows: number;
   pageBytes: number;
   cursorIdleMs: number;
+  dbIdleCloseMs: number;
   inlineReadMicros: number;
   readOnly: boolean;
   foreignKeys: boolean;
@@ -42,6 +43,9 @@ on SIGTERM, after finishing and answering every request it accepted.
 Databases
   --db PATH               open PATH at start-up (repeatable); fails fast if it cannot
   --restrict              serve only the --db paths; opening any other path is refused
+  --db-idle-close-ms MS   close a database (releasing its file and reader threads) when
+                          no session has used it for MS (default 10000; 0 = never);
+                          --db databases stay open
   --read-only             open every database read-only (enforced by SQLite, not by SQL
                           filtering); writes fail with "attempt to write a readonly database"
   --foreign-keys          enforce foreign keys (default off, as Python's sqlite3); each
@@ -107,6 +111,7 @@ export function parseArgs(argv: string[]): CliOptions {
     pageRows: 4096,
     pageBytes: 1 << 20,
     cursorIdleMs: 300000,
+    dbIdleCloseMs: 10000,
     inlineReadMicros: 200,
     readOnly: false,
     foreignKeys: false,
@@ -156,6 +161,7 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--page-rows': o.pageRows = int(a, 1, 1_000_000); break;
       case '--page-bytes': o.pageBytes = int(a, 1024, 1 << 30); break;
       case '--cursor-idle-ms': o.cursorIdleMs = int(a, 100, 86_400_000); break;
+      case '--db-idle-close-ms': o.dbIdleCloseMs = int(a, 0, 86_400_000); break;
       case '--log-level': o.logLevel = choice(a, ['debug', 'info', 'warn', 'error'] as const); break;
       case '--enable-test-hooks': o.testHooks = true; break;
       case '-h': case '--help': o.help = true; break;

@@ -73,6 +73,7 @@ function main(): void {
       addonPath: addonPath(),
       nativeBinding,
       cursorIdleMs: opts.cursorIdleMs,
+      dbIdleCloseMs: opts.dbIdleCloseMs,
       allowedPaths: null,
     },
     log,

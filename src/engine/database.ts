@@ -149,6 +149,11 @@ export class DatabaseEngine {
   private groupMax = 0;
   private busyRetries = 0;
   private inlineReads = 0;
+  /** Main-thread reads in the current tick, and whether they share one read transaction (see inlineSnapshot). */
+  private inlineTickReads = 0;
+  private inlineTx = false;
+  private inlineBegin: Statement | null = null;
+  private inlineCommit: Statement | null = null;
   private workerReads = 0;
 
   constructor(readonly path: string, private readonly o: EngineOptions, private readonly cursors: CursorTable, private readonly log: LogFn) {
@@ -327,10 +332,36 @@ export class DatabaseEngine {
   }
 
   /**
+   * Perf fix (pipelined reads, bench/README.md): every autocommit read on the main-thread
+   * connection starts and ends its own WAL read transaction (two fcntl locks and an fstat,
+   * about 5 us here). Reads dispatched in the same tick (one chunk of pipelined requests)
+   * share one snapshot instead: from the second such read on, a read transaction is held
+   * until the tick ends. No reply of that chunk has been sent before the tick ends and no
+   * commit of this server runs inside it, so the shared snapshot is as fresh as separate ones.
+   */
+  private inlineSnapshot(): void {
+    if (this.inlineTx) return;
+    if (++this.inlineTickReads === 1) {
+      process.nextTick(this.endInlineTick);
+      return;
+    }
+    (this.inlineBegin ??= this.inlineDb.prepare('BEGIN')).run();
+    this.inlineTx = true;
+  }
+
+  private readonly endInlineTick = (): void => {
+    this.inlineTickReads = 0;
+    if (!this.inlineTx) return;
+    this.inlineTx = false;
+    if (this.inlineDb.open && this.inlineDb.inTransaction) (this.inlineCommit ??= this.inlineDb.prepare('COMMIT')).run();
+  };
+
+  /**
    * A read on the main thread. Returns null when it must move to a worker (the result is
    * larger than a page, and a cursor must not pin the main-thread connection).
    */
   private readInline(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): ExecResult | null {
+    this.inlineSnapshot();
     const stmt = this.inline.get(sql);
     const args = bindArgs(bound);
     const shape = shapeOf(stmt);
@@ -924,6 +955,12 @@ export class DatabaseEngine {
     return this.pool.send(this.pool.pick(), { t: 'crash' }).catch((e) => e);
   }
 
+  /** Since when the database has had no session (null while it has one). */
+  get idleSince(): number | null {
+    return this.sessions.size === 0 && this.owner === null && this.queue.length === 0 && !this.outer ? this.lastSessionAt : null;
+  }
+  private lastSessionAt = Date.now();
+
   removeSession(s: Session): void {
     if (this.owner === s) this.abortTransaction(s, 'session closed');
     for (let i = this.waiters.length - 1; i >= 0; i--) {
@@ -934,6 +971,7 @@ export class DatabaseEngine {
       }
     }
     this.sessions.delete(s);
+    this.lastSessionAt = Date.now();
   }
 
   /** Finish queued writes, roll back open transactions, close every connection. */

@@ -15,6 +15,8 @@ import { RawEncoded, SqlRows } from '../transport/msgpack';
 
 export interface RegistryOptions extends EngineOptions {
   cursorIdleMs: number;
+  /** A database with no session for this long is closed (its file released); 0 = never. */
+  dbIdleCloseMs: number;
   /** When set, only these database paths (resolved) may be opened. */
   allowedPaths: string[] | null;
 }
@@ -36,6 +38,7 @@ export class Registry {
   readonly cursors: CursorTable;
   private readonly sweeper: NodeJS.Timeout;
   private allowed: string[] | null;
+  private readonly pinned = new Set<DatabaseEngine>();
 
   constructor(private readonly o: RegistryOptions, private readonly log: LogFn) {
     this.cursors = new CursorTable(o.cursorIdleMs);
@@ -51,9 +54,11 @@ export class Registry {
     this.allowed = paths;
   }
 
-  /** Paths given on the command line are opened (and checked) at start-up. */
+  /** Paths given on the command line are opened (and checked) at start-up, and stay open. */
   preopen(path: string): DatabaseEngine {
-    return this.engineFor(this.resolve(path), true);
+    const e = this.engineFor(this.resolve(path), true);
+    this.pinned.add(e);
+    return e;
   }
 
   private resolve(path: string): string {
@@ -343,6 +348,16 @@ export class Registry {
       if (s) e.abortTransaction(s, `idle in transaction for more than ${this.o.idleTxMs} ms`);
     }
     for (const id of this.cursors.expired(now)) this.closeCursor(id);
+    if (this.o.dbIdleCloseMs > 0) {
+      for (const [path, e] of this.engines) {
+        if (!this.pinned.has(e) && e.idleSince !== null && now - e.idleSince > this.o.dbIdleCloseMs) {
+          // Release the file (and the reader threads) of a database nobody uses any more.
+          this.engines.delete(path);
+          this.log('database_close', { path, reason: `no session for ${this.o.dbIdleCloseMs} ms` });
+          void e.close();
+        }
+      }
+    }
   }
 
   engine(path: string): DatabaseEngine | undefined {

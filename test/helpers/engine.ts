@@ -35,6 +35,7 @@ export function makeRegistry(over: Partial<RegistryOptions> = {}, logs: LogEntry
       addonPath: addonPath(),
       nativeBinding: loadAddon(),
       cursorIdleMs: 60000,
+      dbIdleCloseMs: 0,
       allowedPaths: null,
       ...over,
     },
