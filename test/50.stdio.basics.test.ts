@@ -155,18 +155,18 @@ describe('sessions and statements', () => {
     await c.open(11, file);
     await c.request('script', { session: 11, sql: 'CREATE TABLE e(id INTEGER PRIMARY KEY, v); CREATE INDEX e_v ON e(v);' });
     const many = await c.request('executemany', { session: 11, sql: 'INSERT INTO e(v) VALUES (?)', seq_of_params: [[1], [2], [3]] });
-    expect(many).toEqual({ changes: 3, lastrowid: 3, in_transaction: false });
+    expect(many).toEqual({ changes: 3, lastrowid: 3, total_changes: 3, in_transaction: false });
     const bad = await rpcError(c.request('executemany', { session: 11, sql: 'SELECT ?', seq_of_params: [[1]] }), -32000);
     expect(bad.message).toBe('executemany() can only execute DML statements.');
     expect(bad.data.dbapi).toBe('ProgrammingError');
     const batch = await c.request('batch', { session: 11, statements: [['INSERT INTO e(v) VALUES (?)', [4]], ['UPDATE e SET v = v * 10 WHERE v = ?', [1]]] });
-    expect(batch).toEqual({ results: [{ changes: 1, lastrowid: 4 }, { changes: 1, lastrowid: null }], in_transaction: false });
+    expect(batch).toEqual({ results: [{ changes: 1, lastrowid: 4, total_changes: 1 }, { changes: 1, lastrowid: null, total_changes: 1 }], in_transaction: false });
     // A batch is all or nothing.
     await rpcError(c.request('batch', { session: 11, statements: [['INSERT INTO e(v) VALUES (5)'], ['INSERT INTO e(id, v) VALUES (1, 0)']] }), -32000, 'SqliteError');
     // executemany is all or nothing outside a transaction.
     await rpcError(c.request('executemany', { session: 11, sql: 'INSERT INTO e(id, v) VALUES (?, ?)', seq_of_params: [[100, 1], [1, 1]] }), -32000, 'SqliteError');
     const script = await c.request('script', { session: 11, sql: 'UPDATE e SET v = v + 1; DELETE FROM e WHERE id = 4;' });
-    expect(script).toEqual({ changes: 5, lastrowid: null, in_transaction: false });
+    expect(script).toEqual({ changes: 5, lastrowid: null, total_changes: 5, in_transaction: false });
     expect(await c.all(11, 'SELECT id, v FROM e ORDER BY id')).toEqual([[1, 11], [2, 3], [3, 4]]);
     await c.request('close', { session: 11 });
   });

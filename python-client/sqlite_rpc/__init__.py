@@ -19,12 +19,15 @@ from .seed import Database
 
 __version__ = "0.1.0"
 
-# PEP 249 module globals, as sqlite3 has them.
+# PEP 249 module globals, as sqlite3 has them. threadsafety 3 (connections and cursors may
+# be shared by threads, with check_same_thread=False) holds: each connection serialises its
+# requests and fetches with its own lock. version is the DB-API module version sqlite3
+# reports ("2.6.0"), not this package's (__version__).
 apilevel = "2.0"
 paramstyle = "qmark"
-threadsafety = 1
-version = __version__
-version_info = tuple(int(x) for x in __version__.split("."))
+threadsafety = 3
+version = _stdlib.version
+version_info = _stdlib.version_info
 
 # The stdlib's exception classes, so `except sqlite3.Error` catches ours.
 Warning = _stdlib.Warning
@@ -55,6 +58,12 @@ register_converter = _stdlib.register_converter
 adapters = _stdlib.adapters
 converters = _stdlib.converters
 complete_statement = _stdlib.complete_statement
+adapt = _stdlib.adapt
+enable_callback_tracebacks = _stdlib.enable_callback_tracebacks
+Blob = _stdlib.Blob
+
+# sqlite3's SQLITE_* constants (result codes for sqlite_errorcode, authorizer action codes).
+globals().update({_k: getattr(_stdlib, _k) for _k in dir(_stdlib) if _k.startswith("SQLITE_")})
 
 
 def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolation_level: Any = "",

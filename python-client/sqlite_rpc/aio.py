@@ -28,6 +28,15 @@ __all__ = ["connect", "Connection", "Cursor", "Row", "Error"]
 Error = sqlite3.Error
 
 
+async def _close_cursor(cur: Any) -> None:
+    if cur is not None:
+        await cur.close()
+
+
+async def _nothing(_obj: Any) -> None:
+    pass
+
+
 class _Awaitable:
     """What aiosqlite's connect()/execute() return: awaitable, and an async context manager."""
 
@@ -144,6 +153,7 @@ class Connection:
     def __init__(self, sync: Any, executor: Optional[ThreadPoolExecutor]) -> None:
         self._sync = sync  # a sqlite_rpc Connection, or a stdlib one in fallback mode
         self._executor = executor
+        self._closed = False
 
     @property
     def _remote(self) -> bool:
@@ -172,78 +182,131 @@ class Connection:
         try:
             return await srv.call_async(method, params, asyncio.get_running_loop())
         except sqlite3.Error as e:
-            in_tx = getattr(e, "rpc_in_transaction", None)
-            if in_tx is not None:
-                conn._in_tx = in_tx
-            if getattr(e, "rpc_kind", None) == "ServerGone":
+            if conn._note_error(e) == "ServerGone":
                 conn._in_tx = False
             raise
 
+    async def _drive(self, op: Any) -> Any:
+        """Run one of the cursor's request generators with awaited round trips (dbapi._run's twin)."""
+        try:
+            req = next(op)
+            while True:
+                try:
+                    res = await self._rpc(*req)
+                except Exception as e:
+                    req = op.throw(e)
+                else:
+                    req = op.send(res)
+        except StopIteration as stop:
+            return stop.value
+
     async def _run_execute(self, cur: Any, sql: str, parameters: Params) -> None:
+        self._check_open()
         if not self._remote:
             await self._call(cur.execute, sql, parameters)
             return
-        p, dml = cur._prepare_execute(sql, parameters)
-        cur._take_result(self._sync, await self._rpc("execute", p), dml)
+        await self._drive(cur._op_execute(sql, parameters))
 
     async def _run_many(self, cur: Any, sql: str, seq: Iterable[Params]) -> None:
+        self._check_open()
         if not self._remote:
             await self._call(cur.executemany, sql, seq)
             return
-        p = cur._prepare_executemany(sql, seq)
-        if p is not None:
-            cur._take_many(await self._rpc("executemany", p))
+        await self._drive(cur._op_executemany(sql, seq))
 
     async def _run_script(self, cur: Any, sql: str) -> None:
+        self._check_open()
         if not self._remote:
             await self._call(cur.executescript, sql)
             return
-        p = cur._prepare_script(sql)
-        if self._sync._in_tx:
-            await self.commit()
-        cur._take_script(await self._rpc("script", p))
+        await self._drive(cur._op_script(sql))
 
     async def _fetchone(self, cur: Any) -> Any:
+        self._check_open()
         if not self._remote:
             return await self._call(cur.fetchone)
         while not cur._buffered():
             cur._check()
-            if cur._cursor_id is None:
-                return None
-            if not cur._take_page(await self._rpc("fetch", {"cursor": cur._cursor_id})):
+            if cur._cursor_id is not None:
+                cur._check_result_alive()
+            if cur._cursor_id is None or not cur._take_page(await self._rpc("fetch", {"cursor": cur._cursor_id})):
+                cur._exhausted_check()
                 return None
         return cur.fetchone()  # buffered: no round trip
 
     # -- aiosqlite API -----------------------------------------------------------------------
 
+    # As in aiosqlite, these return an awaitable that is also an async context manager (which
+    # closes the cursor on exit).
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("Connection closed")  # aiosqlite's error for a closed connection
+
     def execute(self, sql: str, parameters: Params = ()) -> _Awaitable:
         async def run() -> Cursor:
-            cur = await self.cursor()
-            await cur.execute(sql, parameters)
+            cur = await self._cursor()
+            await cur.execute(sql, () if parameters is None else parameters)
             return cur
 
-        return _Awaitable(run(), lambda cur: cur.close())
+        return _Awaitable(run(), _close_cursor)
 
-    async def cursor(self) -> Cursor:
+    def cursor(self) -> _Awaitable:
+        return _Awaitable(self._cursor(), _close_cursor)
+
+    async def _cursor(self) -> Cursor:
+        self._check_open()
         return Cursor(self, await self._call(self._sync.cursor))
 
-    async def executemany(self, sql: str, seq: Iterable[Params]) -> Cursor:
-        cur = await self.cursor()
-        return await cur.executemany(sql, seq)
+    def executemany(self, sql: str, seq: Iterable[Params]) -> _Awaitable:
+        async def run() -> Cursor:
+            cur = await self._cursor()
+            return await cur.executemany(sql, seq)
 
-    async def executescript(self, sql_script: str) -> Cursor:
-        cur = await self.cursor()
-        return await cur.executescript(sql_script)
+        return _Awaitable(run(), _close_cursor)
 
-    async def execute_fetchall(self, sql: str, parameters: Params = ()) -> List[Any]:
-        cur = await self.execute(sql, parameters)
-        return await cur.fetchall()
+    def executescript(self, sql_script: str) -> _Awaitable:
+        async def run() -> Cursor:
+            cur = await self._cursor()
+            return await cur.executescript(sql_script)
 
-    async def execute_insert(self, sql: str, parameters: Params = ()) -> Optional[Any]:
-        cur = await self.execute(sql, parameters)
-        return (cur.lastrowid,) if cur.lastrowid is not None else None
+        return _Awaitable(run(), _close_cursor)
+
+    def execute_fetchall(self, sql: str, parameters: Params = ()) -> _Awaitable:
+        async def run() -> List[Any]:
+            cur = await self.execute(sql, parameters)
+            return await cur.fetchall()
+
+        return _Awaitable(run(), _nothing)
+
+    def execute_insert(self, sql: str, parameters: Params = ()) -> _Awaitable:
+        async def run() -> Optional[Any]:
+            cur = await self.execute(sql, parameters)
+            return (cur.lastrowid,)  # aiosqlite: the row of SELECT last_insert_rowid()
+
+        return _Awaitable(run(), _nothing)
+
+    async def iterdump(self) -> AsyncIterator[str]:
+        """aiosqlite's async iterator over the dump (built on a worker thread)."""
+        self._check_open()
+        lines = await asyncio.get_running_loop().run_in_executor(self._executor, lambda: list(self._sync.iterdump()))
+        for line in lines:
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        # create_function, set_authorizer, backup, interrupt...: sqlite3.NotSupportedError
+        # (DIFFERENCES.md), raised when awaited, as aiosqlite's coroutines would fail.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        sync_attr = getattr(self._sync, name)
+
+        async def unsupported(*a: Any, **k: Any) -> Any:
+            return sync_attr(*a, **k)
+
+        return unsupported
 
     async def commit(self) -> None:
+        self._check_open()
         if not self._remote:
             return await self._call(self._sync.commit)
         conn = self._sync
@@ -252,6 +315,7 @@ class Connection:
             conn._in_tx = (await self._rpc("commit", {"session": conn._session}))["in_transaction"]
 
     async def rollback(self) -> None:
+        self._check_open()
         if not self._remote:
             return await self._call(self._sync.rollback)
         conn = self._sync
@@ -260,6 +324,9 @@ class Connection:
             conn._in_tx = (await self._rpc("rollback", {"session": conn._session}))["in_transaction"]
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         await self._call(self._sync.close)
         if self._executor is not None:
             self._executor.shutdown(wait=False)

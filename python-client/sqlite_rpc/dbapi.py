@@ -7,67 +7,85 @@ nothing; the context manager commits or rolls back and does not close.
 """
 from __future__ import annotations
 
+import operator
 import re
 import sqlite3
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlparse
 
-from . import process
+import msgpack
+
+from . import binding, process
 from .process import ServerProcess
 
 Params = Union[Sequence[Any], Dict[str, Any], None]
 
 _DML = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I | re.S)
-_BASIC = (int, float, str, bytes, type(None))
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _closed_db = "Cannot operate on a closed database."
 _closed_cursor = "Cannot operate on a closed cursor."
 
 
-def _adapt_value(v: Any, i: Any) -> Any:
-    t = type(v)
-    if t is int:
-        if _INT64_MIN <= v <= _INT64_MAX:
-            return v
-        raise OverflowError("Python int too large to convert to SQLite INTEGER")
-    if t in _BASIC:
-        return v
-    if t is bool:
-        return int(v)
-    # sqlite3's own adapter registry (register_adapter) and __conform__, shared with stdlib.
+Op = Generator[Tuple[str, Dict[str, Any]], Any, Any]
+_EXPLAIN = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*EXPLAIN\b", re.I | re.S)
+
+
+def _run(conn: "Connection", op: Op) -> Any:
+    """Drive an operation with blocking round trips; its result is the generator's return value."""
+    lock = conn._lock
+    if lock is not None:  # a connection shared by threads: one operation at a time
+        with lock:
+            return _drive(conn, op)
+    return _drive(conn, op)
+
+
+def _drive(conn: "Connection", op: Op) -> Any:
     try:
-        adapted = sqlite3.adapt(v, sqlite3.PrepareProtocol, v)  # type: ignore[call-arg]
-    except Exception as e:  # an adapter that raises: sqlite3 reports it as such
-        raise sqlite3.ProgrammingError("Error binding parameter %s: %s" % (i, e)) from e
-    if adapted is not v:
-        return _adapt_value(adapted, i) if type(adapted) not in _BASIC else adapted
-    if isinstance(v, (bytearray, memoryview)):
-        return bytes(v)
-    if isinstance(v, int):
-        return _adapt_value(int(v), i)
-    if isinstance(v, float):
-        return float(v)
-    if isinstance(v, str):
-        return str(v)
-    raise sqlite3.ProgrammingError("Error binding parameter %s: type '%s' is not supported" % (i, t.__name__))
+        req = next(op)
+        while True:
+            try:
+                res = conn._rpc(*req)
+            except Exception as e:
+                req = op.throw(e)
+            else:
+                req = op.send(res)
+    except StopIteration as stop:
+        return stop.value
 
 
-def _adapt_params(params: Params) -> Any:
-    if params is None:
-        return None
-    if isinstance(params, dict):
-        return {k: _adapt_value(v, ":" + str(k)) for k, v in params.items()}
-    if isinstance(params, (str, bytes)) or not hasattr(params, "__len__") or not hasattr(params, "__getitem__"):
-        raise sqlite3.ProgrammingError("parameters are of unsupported type")
-    out = []
-    for i, v in enumerate(params, 1):
-        t = type(v)
-        if t is str or t is float or v is None or (t is int and _INT64_MIN <= v <= _INT64_MAX):
-            out.append(v)
-        else:
-            out.append(_adapt_value(v, i))
-    return out
+def _before_binding(conn: "Connection", sql: str, begin: Optional[str]) -> Op:
+    """What sqlite3 does before it binds parameters, replayed when binding fails in the client:
+    it compiles the statement (so an SQL error wins over a binding error) and runs the
+    implicit BEGIN (so a failed INSERT still leaves its transaction open)."""
+    if not binding.blank(sql):
+        check = sql if _EXPLAIN.match(sql) else "EXPLAIN " + sql  # compiles, runs nothing
+        p: Dict[str, Any] = {"session": conn._session, "sql": check}
+        count, names, named = binding.scan(sql)
+        if count:  # the server insists on a value for every parameter: NULLs do
+            p["params"] = {n[1:]: None for n in names} if named and None not in names else [None] * count  # type: ignore[index]
+        try:
+            yield ("execute", p)
+        except sqlite3.Error as e:
+            if getattr(e, "rpc_kind", None) != "BindingError":  # the NULLs themselves: not the point
+                raise
+    if begin is not None:
+        conn._in_tx = (yield ("begin", {"session": conn._session, "mode": begin}))["in_transaction"]
+
+
+def _first_unencodable(rows: List[Any]) -> int:
+    for i, r in enumerate(rows):
+        try:
+            msgpack.packb(r, use_bin_type=True)
+        except UnicodeEncodeError:
+            return i
+    return len(rows)
+
+
+def _type_name(v: Any) -> str:
+    return "None" if v is None else type(v).__name__
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(65, 91)}
 
 
 class Row:
@@ -86,17 +104,19 @@ class Row:
         if idx is None:
             idx = {}
             for i, d in enumerate(self._description or ()):
-                idx.setdefault(d[0].lower(), i)
+                idx.setdefault(d[0].translate(_ASCII_LOWER), i)
             self._index = idx
         try:
-            return idx[key.lower()]
+            return idx[key.translate(_ASCII_LOWER)]  # sqlite3 folds ASCII letters only
         except KeyError:
             raise IndexError("No item with that key") from None
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             return self._values[self._lookup(key)]
-        return self._values[key]
+        if isinstance(key, (int, slice)):
+            return self._values[key]
+        raise IndexError("Index must be int or string")
 
     def keys(self) -> List[str]:
         return [d[0] for d in (self._description or ())]
@@ -145,7 +165,8 @@ class Cursor:
         self._cursor_id: Optional[int] = None
         self._closed = False
         self._converters: Optional[List[Any]] = None
-        self._row_factory_used: Any = None
+        self._rowcount_when_done: Optional[int] = None
+        self._result_srv: Optional[ServerProcess] = None
 
     @property
     def connection(self) -> "Connection":
@@ -154,57 +175,86 @@ class Cursor:
     # -- execution ---------------------------------------------------------------------------
 
     def _check(self) -> "Connection":
-        conn = self._connection
-        conn._check()
+        # sqlite3's order: a closed cursor is reported before the connection's state.
         if self._closed:
             raise sqlite3.ProgrammingError(_closed_cursor)
+        conn = self._connection
+        conn._check()
         return conn
 
     def _reset(self) -> None:
+        self._settle_changes()
         if self._cursor_id is not None:
             self._connection._discard_cursor(self._cursor_id)
             self._cursor_id = None
         self._rows = ()
         self._pos = 0
         self.description = None
+        self.rowcount = -1  # what an execute that fails leaves behind
         self._converters = None
+        self._rowcount_when_done = None
 
-    # Each statement method is a request builder and a reply handler around one round trip;
-    # aio.py reuses both halves with an awaitable round trip in between.
+    # Each statement method is a generator of requests ("method", params) that receives each
+    # reply (or has the request's exception thrown into it): the synchronous API drives it
+    # with blocking round trips (_run), aio.py with awaited ones. One copy of the semantics.
 
-    def _prepare_execute(self, sql: str, parameters: Params) -> Tuple[Dict[str, Any], bool]:
+    def _op_execute(self, sql: str, parameters: Params) -> "Op":
         conn = self._check()
         if not isinstance(sql, str):
-            raise TypeError("execute() argument 1 must be str, not %s" % type(sql).__name__)
+            raise TypeError("execute() argument 1 must be str, not %s" % _type_name(sql))
         self._reset()
-        p: Dict[str, Any] = {"session": conn._session, "sql": sql}
-        if parameters:
-            p["params"] = _adapt_params(parameters)
         begin = conn._begin_mode_for(sql)
+        error: Optional[BaseException] = None
+        try:
+            wire = binding.bind(sql, parameters)
+        except Exception as e:
+            error = e
+        if error is not None:
+            yield from _before_binding(conn, sql, begin)
+            raise error
+        p: Dict[str, Any] = {"session": conn._session, "sql": sql}
+        if wire is not None:
+            p["params"] = wire
         if begin is not None:
             p["begin"] = begin
         if conn._detect_decltypes:
             p["decltypes"] = True
-        return p, _DML.match(sql) is not None
+        try:
+            res = yield ("execute", p)
+        except UnicodeEncodeError:
+            # A lone surrogate: in the SQL text sqlite3 fails at once; in a parameter, at bind time.
+            sql.encode("utf-8")
+            yield from _before_binding(conn, sql, begin)
+            raise
+        self._take_result(conn, res, sql)
 
     def execute(self, sql: str, parameters: Params = ()) -> "Cursor":
-        p, dml = self._prepare_execute(sql, parameters)
-        self._take_result(self._connection, self._connection._rpc("execute", p), dml)
+        _run(self._connection, self._op_execute(sql, parameters))
         return self
 
-    def _take_result(self, conn: "Connection", res: Dict[str, Any], dml: bool) -> None:
+    def _take_result(self, conn: "Connection", res: Dict[str, Any], sql: str) -> None:
         conn._in_tx = res["in_transaction"]
         cols = res["columns"]
         changes = res["changes"]
         if res["lastrowid"] is not None:
             conn._last_rowid = res["lastrowid"]
+        conn._total_changes += res.get("total_changes", changes)
+        if cols is None and not changes and binding.blank(sql):
+            return  # sqlite3 runs nothing for empty SQL and leaves the cursor as it was
+        # sqlite3's cursor.lastrowid is the connection's last inserted rowid after any execute.
         self.lastrowid = conn._last_rowid
-        # sqlite3: rowcount is the number of changed rows for DML, -1 for anything else.
-        self.rowcount = changes if dml else -1
-        conn._total_changes += changes
+        dml = _DML.match(sql) is not None
         if cols is None:
+            # rowcount: rows changed by INSERT/UPDATE/DELETE/REPLACE, -1 for anything else.
+            self.rowcount = changes if dml else -1
             self.description = None
         else:
+            if dml:
+                # DML with RETURNING: sqlite3 counts the changes (rowcount, total_changes) when
+                # the statement finishes: its rows consumed, or the cursor reset or closed.
+                self.rowcount = 0
+                self._rowcount_when_done = changes
+                conn._total_changes -= res.get("total_changes", changes)
             self.description = tuple((c, None, None, None, None, None, None) for c in cols)
             if conn._detect_types:
                 self._converters = conn._converters_for(cols, res.get("decltypes"))
@@ -213,54 +263,84 @@ class Cursor:
         self._rows = res["rows"]
         self._pos = 0
         self._cursor_id = res["cursor"]
+        self._result_srv = conn._srv
+        if self._cursor_id is None:
+            self._exhausted_check()
 
-    def _prepare_executemany(self, sql: str, seq_of_parameters: Any) -> Optional[Dict[str, Any]]:
+    def _exhausted_check(self) -> None:
+        if self._rowcount_when_done is not None and self._pos >= len(self._rows) and self._cursor_id is None:
+            self.rowcount = self._rowcount_when_done
+            self._settle_changes()
+
+    def _settle_changes(self) -> None:
+        if self._rowcount_when_done is not None:
+            self._connection._total_changes += self._rowcount_when_done
+            self._rowcount_when_done = None
+
+    def _op_executemany(self, sql: str, seq_of_parameters: Any) -> "Op":
         conn = self._check()
         if not isinstance(sql, str):
-            raise TypeError("executemany() argument 1 must be str, not %s" % type(sql).__name__)
+            raise TypeError("executemany() argument 1 must be str, not %s" % _type_name(sql))
+        it = iter(seq_of_parameters)
         self._reset()
-        seq = [_adapt_params(p) for p in seq_of_parameters]
-        if not seq:
-            self.rowcount = 0
-            return None
-        p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": seq}
         begin = conn._begin_mode_for(sql)
+        # sqlite3 binds and runs the parameter sets one by one: the sets before a bad one are
+        # applied, then the error is raised. The good prefix is sent, then the error raised.
+        rows: List[Any] = []
+        error: Optional[BaseException] = None
+        try:
+            for params in it:
+                w = binding.bind(sql, params)
+                rows.append([] if w is None else w)
+        except Exception as e:
+            error = e
+        p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": rows}
         if begin is not None:
             p["begin"] = begin
-        return p
+        try:
+            res = yield ("executemany", p)
+        except UnicodeEncodeError as e:
+            sql.encode("utf-8")
+            p["seq_of_params"] = rows[: _first_unencodable(rows)]
+            res = yield ("executemany", p)
+            error = e
+        self._take_many(res)
+        if not _DML.match(sql):
+            self.rowcount = -1  # sqlite3 counts rows for INSERT/UPDATE/DELETE/REPLACE only
+        if error is not None:
+            self.rowcount = -1
+            raise error
 
     def _take_many(self, res: Dict[str, Any]) -> None:
         conn = self._connection
         conn._in_tx = res["in_transaction"]
         self.rowcount = res["changes"]
-        conn._total_changes += res["changes"]
+        conn._total_changes += res.get("total_changes", res["changes"])
         if res["lastrowid"] is not None:
-            conn._last_rowid = res["lastrowid"]  # the connection's, not this cursor's (sqlite3 3.11)
+            conn._last_rowid = res["lastrowid"]  # the connection's; this cursor's stays (sqlite3 3.11)
 
     def executemany(self, sql: str, seq_of_parameters: Any) -> "Cursor":
-        p = self._prepare_executemany(sql, seq_of_parameters)
-        if p is not None:
-            self._take_many(self._connection._rpc("executemany", p))
+        _run(self._connection, self._op_executemany(sql, seq_of_parameters))
         return self
 
-    def _prepare_script(self, sql_script: str) -> Dict[str, Any]:
+    def _op_script(self, sql_script: str) -> "Op":
         conn = self._check()
         if not isinstance(sql_script, str):
-            raise ValueError("script argument must be unicode.")
-        self._reset()
-        return {"session": conn._session, "sql": sql_script}
-
-    def _take_script(self, res: Dict[str, Any]) -> None:
-        conn = self._connection
+            raise TypeError("executescript() argument must be str, not %s" % _type_name(sql_script))
+        if "\x00" in sql_script:
+            raise ValueError("embedded null character")
+        # sqlite3 leaves the cursor as it was (rowcount, description, lastrowid, pending rows).
+        if conn._in_tx:
+            # sqlite3 commits a pending transaction before running a script.
+            conn._in_tx = (yield ("commit", {"session": conn._session}))["in_transaction"]
+        res = yield ("script", {"session": conn._session, "sql": sql_script})
         conn._in_tx = res["in_transaction"]
-        conn._total_changes += res["changes"]
-        self.rowcount = -1
+        conn._total_changes += res.get("total_changes", res["changes"])
+        if res.get("lastrowid") is not None:
+            conn._last_rowid = res["lastrowid"]
 
     def executescript(self, sql_script: str) -> "Cursor":
-        p = self._prepare_script(sql_script)
-        if self._connection._in_tx:
-            self._connection.commit()  # sqlite3 commits a pending transaction before a script
-        self._take_script(self._connection._rpc("script", p))
+        _run(self._connection, self._op_script(sql_script))
         return self
 
     # -- fetching ----------------------------------------------------------------------------
@@ -276,7 +356,22 @@ class Cursor:
         cid = self._cursor_id
         if cid is None:
             return False
-        return self._take_page(self._connection._rpc("fetch", {"cursor": cid}))
+        self._check_result_alive()
+        try:
+            res = self._connection._rpc("fetch", {"cursor": cid})
+        except sqlite3.OperationalError:
+            if self._result_srv is not None and self._result_srv.dead is not None:
+                self._cursor_id = None  # reported once; the cursor is then exhausted
+            raise
+        return self._take_page(res)
+
+    def _check_result_alive(self) -> None:
+        # The rest of the result lived in a server that has since died (or in the parent
+        # of a fork): another server would not know the cursor id, or worse, reuse it.
+        srv = self._result_srv
+        if srv is not None and (srv.dead is not None or srv is not process.current()):
+            self._cursor_id = None
+            raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % (srv.dead or "the sqlite-rpc server restarted"))
 
     def _buffered(self) -> bool:
         """A row is ready without a round trip."""
@@ -284,29 +379,49 @@ class Cursor:
 
     def _make(self, raw: Tuple[Any, ...]) -> Any:
         conv = self._converters
-        if conv is not None:
-            raw = tuple(v if f is None or v is None else f(_as_bytes(v)) for f, v in zip(conv, raw))
         tf = self._connection.text_factory
-        if tf is not str:
+        if conv is not None:
+            # A converter gets the value's bytes; text_factory applies to the other columns.
+            raw = tuple(v if v is None else f(_as_bytes(v)) if f is not None else
+                        _apply_text_factory(tf, v) if tf is not str and type(v) is str else v
+                        for f, v in zip(conv, raw))
+        elif tf is not str:
             raw = tuple(_apply_text_factory(tf, v) if type(v) is str else v for v in raw)
-        rf = self.row_factory if self.row_factory is not None else self._connection.row_factory
+        rf = self.row_factory  # copied from the connection when the cursor was made, as sqlite3
         if rf is None:
             return raw
-        rf = _normalise_row_factory(rf)
-        return rf(self, raw)
+        return _normalise_row_factory(rf)(self, raw)
 
     def fetchone(self) -> Any:
+        lock = self._connection._lock
+        if lock is not None:
+            with lock:
+                return self._fetchone()
+        return self._fetchone()
+
+    def _fetchone(self) -> Any:
         self._check()
         while self._pos >= len(self._rows):
             if not self._more():
                 return None
         raw = self._rows[self._pos]
         self._pos += 1
+        if self._rowcount_when_done is not None:
+            self._exhausted_check()
         return self._make(raw)
 
     def fetchmany(self, size: Optional[int] = None) -> List[Any]:
+        lock = self._connection._lock
+        if lock is not None:
+            with lock:
+                return self._fetchmany(size)
+        return self._fetchmany(size)
+
+    def _fetchmany(self, size: Optional[int] = None) -> List[Any]:
         self._check()
         n = self.arraysize if size is None else size
+        if n <= 0:
+            return self.fetchall()  # sqlite3 3.11 counts up to size, so 0 or less never stops it
         out = []
         while len(out) < n:
             row = self.fetchone()
@@ -316,6 +431,13 @@ class Cursor:
         return out
 
     def fetchall(self) -> List[Any]:
+        lock = self._connection._lock
+        if lock is not None:
+            with lock:
+                return self._fetchall()
+        return self._fetchall()
+
+    def _fetchall(self) -> List[Any]:
         self._check()
         out: List[Any] = []
         make = self._make
@@ -325,6 +447,7 @@ class Cursor:
                 out.extend(make(r) for r in rows[pos:])
                 self._pos = len(rows)
             if not self._more():
+                self._exhausted_check()
                 return out
 
     def __iter__(self) -> "Cursor":
@@ -337,8 +460,11 @@ class Cursor:
         return row
 
     def close(self) -> None:
-        if not self._closed and self._cursor_id is not None and not self._connection._closed:
-            self._connection._discard_cursor(self._cursor_id)
+        self._connection._check()  # sqlite3 checks the connection (thread, open), not the cursor
+        if not self._closed:
+            self._settle_changes()
+            if self._cursor_id is not None:
+                self._connection._discard_cursor(self._cursor_id)
         self._cursor_id = None
         self._rows = ()
         self._closed = True
@@ -351,16 +477,36 @@ class Cursor:
 
 
 def _strip_colname(name: str) -> str:
-    i = name.find(" [")
-    return name[:i] if i >= 0 else name
+    # sqlite3 (PARSE_COLNAMES) cuts the name at the first '[' and drops one space before it.
+    i = name.find("[")
+    if i < 0:
+        return name
+    return name[: i - 1] if i > 0 and name[i - 1] == " " else name[:i]
 
 
 def _as_bytes(v: Any) -> bytes:
-    if isinstance(v, bytes):
+    """What sqlite3_column_blob gives a converter: SQLite's text for numbers."""
+    t = type(v)
+    if t is bytes:
         return v
-    if isinstance(v, str):
+    if t is str:
         return v.encode("utf-8")
+    if t is float:
+        return _real_text(v).encode("ascii")
     return str(v).encode("ascii")
+
+
+def _real_text(v: float) -> str:
+    # SQLite's "%!.15g": 15 significant digits, and always a '.0' in the mantissa.
+    if v != v or v in (float("inf"), float("-inf")):
+        return "Inf" if v > 0 else "-Inf" if v < 0 else ""
+    if v == 0:
+        return "0.0"
+    s = "%.15g" % v
+    mantissa, e, exp = s.partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + e + exp
 
 
 def _apply_text_factory(tf: Any, v: str) -> Any:
@@ -397,7 +543,13 @@ class Connection:
         *,
         _server: Optional[ServerProcess] = None,
     ) -> None:
-        path, readonly = _resolve_database(database, uri)
+        # sqlite3's argument conversions, with its messages.
+        if not isinstance(timeout, (int, float)):
+            if not hasattr(type(timeout), "__float__") and not hasattr(type(timeout), "__index__"):
+                raise TypeError("must be real number, not %s" % type(timeout).__name__)
+            timeout = float(timeout)
+        detect_types = operator.index(detect_types)
+        path, readonly, create = _resolve_database(database, uri)
         self._thread = threading.get_ident()
         self._check_same_thread = check_same_thread
         self._lock = threading.RLock() if not check_same_thread else None
@@ -413,14 +565,38 @@ class Connection:
         self._detect_decltypes = bool(detect_types & sqlite3.PARSE_DECLTYPES)
         self._detect_colnames = bool(detect_types & sqlite3.PARSE_COLNAMES)
         self._database = path
+        self._private = path in (":memory:", "")
+        self._broken: Optional[str] = None
         self._srv = _server or process.get_server()
         self._gen = process.generation()
         self._session = self._srv.new_session_id()
         # open is pipelined: its reply is collected by the first request that needs it.
         self._open_params = {"session": self._session, "path": path, "readonly": readonly, "timeout": float(timeout)}
+        if not create:
+            self._open_params["create"] = False
         self._open_slot: Any = self._srv.send("open", self._open_params)
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _note_error(self, e: BaseException) -> Optional[str]:
+        """Take in what a server error says about this connection's state; returns its kind."""
+        in_tx = getattr(e, "rpc_in_transaction", None)
+        kind = getattr(e, "rpc_kind", None)
+        if in_tx is not None:
+            self._in_tx = in_tx
+        elif kind == "TransactionAborted":
+            self._in_tx = False  # the server rolled it back (idle limit, lost writer)
+        changed = getattr(e, "rpc_changes", None)
+        if changed:
+            self._total_changes += changed  # rows changed before a multi-row operation failed
+        rowid = getattr(e, "rpc_lastrowid", None)
+        if rowid is not None:
+            self._last_rowid = rowid  # rows inserted before the failure moved it, as in sqlite3
+        return kind
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise sqlite3.ProgrammingError(_closed_db)
 
     def _check(self) -> None:
         if self._closed:
@@ -439,6 +615,8 @@ class Connection:
         return self._rpc_unlocked(method, params)
 
     def _rpc_unlocked(self, method: str, params: Dict[str, Any]) -> Any:
+        if self._broken is not None:
+            raise sqlite3.OperationalError(self._broken)
         srv = self._srv
         if srv.dead is not None or self._gen != process.generation():
             srv = self._reattach()
@@ -455,23 +633,35 @@ class Connection:
         except process.ServerError:
             raise
         except sqlite3.Error as e:
-            # The server says whether the session is still in a transaction after the error.
-            in_tx = getattr(e, "rpc_in_transaction", None)
-            if in_tx is not None:
-                self._in_tx = in_tx
-            if getattr(e, "rpc_kind", None) != "ServerGone":
+            kind = self._note_error(e)
+            if kind != "ServerGone":
                 raise
             was_in_tx, self._in_tx = self._in_tx, False
-            if was_in_tx or method != "execute" or params.get("begin") is not None or not _is_read(params.get("sql", "")):
-                raise
-            # A read that was in flight when the server died is safe to repeat, once.
+            if was_in_tx:
+                raise sqlite3.OperationalError("%s; the open transaction was lost and nothing of it was committed" % e) from None
+            if self._private:
+                self._broken = "%s; this connection's in-memory database was lost with it" % e
+                raise sqlite3.OperationalError(self._broken) from None
+            if method == "fetch" or method == "close_cursor":
+                raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % e) from None
+            unsent = getattr(e, "rpc_unsent", False)
+            if not unsent and (method != "execute" or params.get("begin") is not None or not _is_read(params.get("sql", ""))):
+                raise sqlite3.OperationalError("%s; the request was interrupted: it may or may not have taken effect" % e) from None
+            # Safe to repeat, once, on a new server: a request the old one never received, or
+            # a read that was in flight when it died.
             srv = self._reattach()
             slot, self._open_slot = self._open_slot, None
             srv.wait(slot)
             return srv.call(method, dict(params, session=self._session))
 
     def _reattach(self) -> ServerProcess:
-        """The server died (or this process forked): attach to a new server with a new session."""
+        """The server died (or this process forked): attach to a new server with a new session.
+        A file database is simply reopened; what lived only in the old session cannot be."""
+        why = self._srv.dead or "the sqlite-rpc server restarted"
+        if self._private:
+            # Reopening would hand back an empty database as if nothing had happened.
+            self._broken = "%s; this connection's in-memory database was lost with it" % why
+            raise sqlite3.OperationalError(self._broken)
         lost = self._in_tx
         self._in_tx = False
         self._srv = process.get_server()
@@ -480,7 +670,7 @@ class Connection:
         self._open_params["session"] = self._session
         self._open_slot = self._srv.send("open", self._open_params)
         if lost:
-            raise sqlite3.OperationalError("the sqlite-rpc server restarted; the open transaction was lost and nothing of it was committed")
+            raise sqlite3.OperationalError("%s; the open transaction was lost and nothing of it was committed" % why)
         return self._srv
 
     def _discard_cursor(self, cursor_id: int) -> None:
@@ -501,12 +691,18 @@ class Connection:
         for i, name in enumerate(cols):
             f = None
             if self._detect_colnames:
-                m = re.search(r"\[([^\]]+)\]", name)
-                if m:
-                    f = sqlite3.converters.get(m.group(1).upper())  # type: ignore[attr-defined]
+                # sqlite3: the text between the last '[' before the first following ']' and it.
+                start = -1
+                for j, ch in enumerate(name):
+                    if ch == "[":
+                        start = j + 1
+                    elif ch == "]" and start >= 0:
+                        f = sqlite3.converters.get(name[start:j].upper())  # type: ignore[attr-defined]
+                        break
             if f is None and self._detect_decltypes and decltypes and decltypes[i]:
-                key = decltypes[i].split("(")[0].strip().split(" ")[0].upper()  # type: ignore[union-attr]
-                f = sqlite3.converters.get(key)  # type: ignore[attr-defined]
+                # sqlite3: the declared type up to the first '(' or blank ("INTEGER NOT NULL").
+                key = re.split(r"[( ]", decltypes[i], 1)[0]  # type: ignore[arg-type]
+                f = sqlite3.converters.get(key.upper())  # type: ignore[attr-defined]
             found = found or f is not None
             convs.append(f)
         return convs if found else None
@@ -515,27 +711,30 @@ class Connection:
 
     @property
     def isolation_level(self) -> Optional[str]:
+        self._check_open()
         return self._isolation_level
 
     @isolation_level.setter
     def isolation_level(self, value: Optional[str]) -> None:
         if value is not None:
             if not isinstance(value, str):
-                raise TypeError("isolation_level must be str or None, not %s" % type(value).__name__)
+                raise TypeError("isolation_level must be str or None")
             if value.upper() not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
                 raise ValueError("isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'")
-        elif getattr(self, "_in_tx", False) and not self._closed:
-            self.commit()  # sqlite3: switching to autocommit commits the pending transaction
+            value = value.upper()  # sqlite3 stores (and returns) the canonical spelling
+        elif hasattr(self, "_srv"):
+            self.commit()  # sqlite3: switching to autocommit commits (and checks the connection)
         self._isolation_level = value
 
+    # These getters check that the connection is open, not the thread (as sqlite3's).
     @property
     def in_transaction(self) -> bool:
-        self._check()
+        self._check_open()
         return self._in_tx
 
     @property
     def total_changes(self) -> int:
-        self._check()
+        self._check_open()
         return self._total_changes
 
     def cursor(self, factory: Any = None) -> Cursor:
@@ -544,7 +743,7 @@ class Connection:
         if not isinstance(cur, Cursor):
             raise TypeError("factory must return a cursor, not %s" % type(cur).__name__)
         if self.row_factory is not None:
-            cur.row_factory = None  # consulted at fetch time, as sqlite3 does at creation
+            cur.row_factory = self.row_factory  # sqlite3 copies it when the cursor is made
         return cur
 
     def execute(self, sql: str, parameters: Params = ()) -> Cursor:
@@ -628,11 +827,31 @@ class Connection:
         raise AttributeError("'%s' object has no attribute '%s'" % (type(self).__name__, name))
 
 
+_READ_START = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*(SELECT|VALUES|EXPLAIN|WITH)\b", re.I | re.S)
+_LITERALS = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/", re.S)
+_WRITE_WORD = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
+
+
 def _is_read(sql: str) -> bool:
-    return bool(re.match(r"^\s*(SELECT|WITH|VALUES|EXPLAIN)\b", sql, re.I)) and not _DML.match(sql)
+    """Certainly a read (so repeating it is harmless): SELECT, VALUES, EXPLAIN, or a WITH
+    whose text, outside literals and comments, names no write."""
+    m = _READ_START.match(sql)
+    if m is None:
+        return False
+    return m.group(1).upper() != "WITH" or not _WRITE_WORD.search(_LITERALS.sub(" ", sql))
 
 
-def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool]:
+def _cantopen() -> sqlite3.OperationalError:
+    e = sqlite3.OperationalError("unable to open database file")
+    e.sqlite_errorname, e.sqlite_errorcode = "SQLITE_CANTOPEN", sqlite3.SQLITE_CANTOPEN  # type: ignore[attr-defined]
+    return e
+
+
+def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
+    """(path, readonly, create) for open. Failures sqlite3.connect reports at once are raised
+    here: the open request itself is pipelined and would only fail at the first statement."""
+    import os
+
     if isinstance(database, bytes):
         database = database.decode("utf-8")
     if hasattr(database, "__fspath__"):
@@ -641,26 +860,28 @@ def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool]:
             database = database.decode("utf-8")
     if not isinstance(database, str):
         raise TypeError("expected str, bytes or os.PathLike object, not %s" % type(database).__name__)
-    readonly = False
+    readonly, create = False, True
     if uri and database.startswith("file:"):
         u = urlparse(database)
         q = parse_qs(u.query)
         mode = (q.get("mode") or [""])[0]
         path = unquote(u.path) if u.path else ""
-        if mode == "memory" or path == ":memory:":
-            return ":memory:", False
+        if mode == "memory" or path in (":memory:", ""):
+            return ":memory:", False, True
         if mode == "ro":
-            readonly = True
-        elif mode in ("rw", "rwc", ""):
-            pass
-        else:
-            raise sqlite3.OperationalError("no such access mode: %s" % mode)
-        return path, readonly
-    if database not in (":memory:", ""):
-        import os
-
-        parent = os.path.dirname(os.path.abspath(database))
-        if not os.path.isdir(parent) or os.path.isdir(database):
-            # sqlite3.connect fails at once here; the pipelined open would fail later.
-            raise sqlite3.OperationalError("unable to open database file")
-    return database, readonly
+            readonly, create = True, False
+        elif mode == "rw":
+            create = False
+        elif mode not in ("rwc", ""):
+            e = sqlite3.OperationalError("no such access mode: %s" % mode)
+            e.sqlite_errorname, e.sqlite_errorcode = "SQLITE_ERROR", sqlite3.SQLITE_ERROR  # type: ignore[attr-defined]
+            raise e
+        database = path
+    if database in (":memory:", ""):
+        return database, False, True
+    parent = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(parent) or os.path.isdir(database) or (not create and not os.path.exists(database)):
+        raise _cantopen()
+    # Absolute: the server's working directory is the one this process had when it started
+    # the server, and a "file:" prefix without uri=True is part of the file name.
+    return os.path.abspath(database), readonly, create

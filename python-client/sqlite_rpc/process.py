@@ -104,7 +104,11 @@ class ServerProcess:
         self.dead: Optional[str] = None
         self._stderr_thread = threading.Thread(target=self._drain_stderr, name="sqlite-rpc-stderr", daemon=True)
         self._stderr_thread.start()
-        self.info = self.call("initialize", {"protocol_version": PROTOCOL_VERSION, "client": {"name": "sqlite_rpc.py"}})
+        try:
+            self.info = self.call("initialize", {"protocol_version": PROTOCOL_VERSION, "client": {"name": "sqlite_rpc.py"}})
+        except BaseException:
+            _reap(self)  # a server that cannot start leaves nothing behind (process, pipes)
+            raise
 
     # ---- stderr ---------------------------------------------------------------------------
 
@@ -137,20 +141,39 @@ class ServerProcess:
         self._pending[rid] = slot
         return rid, slot
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> bool:
+        """False when the server is gone: it never received these bytes (no reader: EPIPE)."""
         with self._wlock:
             view = memoryview(data)
             try:
                 while view:
                     n = os.write(self._in, view)
                     view = view[n:]
+                return True
             except OSError as e:
-                self._die("the sqlite-rpc server is gone (%s)" % e)
+                self._die("the sqlite-rpc server exited unexpectedly (status %s: %s)" % (self._exit_status(), e.strerror))
+                return False
+
+    def _exit_status(self) -> Any:
+        code = self.proc.poll()
+        if code is None:
+            try:
+                code = self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
+        return code
 
     def send(self, method: str, params: Dict[str, Any]) -> _Slot:
         """Send a request without waiting; wait() on the slot later (pipelining)."""
         rid, slot = self._register()
-        self._write(encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        try:
+            frame = encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        except BaseException:  # e.g. a lone surrogate in a string: nothing was sent
+            self._pending.pop(rid, None)
+            raise
+        if not self._write(frame) and slot.error is not None:
+            # Never delivered, so never applied: the caller may safely send it elsewhere.
+            slot.error = dict(slot.error, data=dict(slot.error["data"], unsent=True))
         return slot
 
     def notify(self, method: str, params: Optional[Dict[str, Any]] = None) -> None:
@@ -196,13 +219,8 @@ class ServerProcess:
         else:
             reason = ""
         if not data:
-            code = self.proc.poll()
-            if code is None:
-                try:
-                    code = self.proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    code = None
-            self._die("the sqlite-rpc server exited unexpectedly (status %s)%s; the request did not complete" % (code, ": " + reason if reason else ""))
+            code = self._exit_status()
+            self._die("the sqlite-rpc server exited unexpectedly (status %s)%s" % (code, ": " + reason if reason else ""))
             return
         try:
             bodies = self._frames.feed(data)
@@ -250,11 +268,16 @@ class ServerProcess:
     def call_async(self, method: str, params: Dict[str, Any], loop: Any) -> Any:
         """A future for the reply, completed on `loop`."""
         rid, slot = self._register()
+        try:
+            frame = encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        except BaseException:  # nothing was sent
+            self._pending.pop(rid, None)
+            raise
         slot.loop = loop
         slot.future = loop.create_future()
         self._async_pending += 1
         slot.future.add_done_callback(self._async_done)
-        self._write(encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        self._write(frame)
         if self._async_thread is None:
             self._async_thread = threading.Thread(target=self._async_reader, name="sqlite-rpc-async", daemon=True)
             self._async_thread.start()
@@ -299,10 +322,12 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        try:
-            self.proc.stdout.close()  # type: ignore[union-attr]
-        except OSError:
-            pass
+        self._stderr_thread.join(timeout=5)  # drained to EOF: the last log lines are forwarded
+        for f in (self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
 
 
 def _settle_future(slot: _Slot) -> None:
@@ -348,6 +373,11 @@ def get_server() -> ServerProcess:
         return _server
 
 
+def current() -> Optional[ServerProcess]:
+    """The server in use now, without starting one."""
+    return _server
+
+
 def generation() -> int:
     return _generation
 
@@ -361,7 +391,8 @@ def _reap(srv: ServerProcess) -> None:
         srv.proc.wait(timeout=5)
     except Exception:
         pass
-    for f in (srv.proc.stdin, srv.proc.stdout):
+    srv._stderr_thread.join(timeout=5)  # it ends at EOF, now that the process is gone
+    for f in (srv.proc.stdin, srv.proc.stdout, srv.proc.stderr):
         try:
             f.close()  # type: ignore[union-attr]
         except Exception:
@@ -384,7 +415,7 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
     srv, _server = _server, None
     if srv is not None:
-        srv.dead = "this connection belongs to the parent process (created before fork)"
+        srv.dead = "this process was forked and the sqlite-rpc server belongs to the parent"
         for f in (srv.proc.stdin, srv.proc.stdout, srv.proc.stderr):
             try:
                 f.close()  # type: ignore[union-attr]

@@ -63,4 +63,9 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[attr-defined]
     exc.rpc_kind = data.get("kind")  # type: ignore[attr-defined]
     exc.rpc_in_transaction = data.get("in_transaction")  # type: ignore[attr-defined]
+    exc.rpc_unsent = bool(data.get("unsent"))  # type: ignore[attr-defined]  # ServerGone before it was sent
+    # Rows a failed request changed before it failed (an executemany or script stopped part
+    # way), so that total_changes keeps counting as sqlite3's does.
+    exc.rpc_changes = data.get("total_changes", data.get("changes"))  # type: ignore[attr-defined]
+    exc.rpc_lastrowid = data.get("lastrowid")  # type: ignore[attr-defined]
     return exc

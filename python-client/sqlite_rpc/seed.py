@@ -71,15 +71,31 @@ class Database:
         return self._atomic(lambda c: c.executemany(query, seq_of_params).rowcount)
 
     def execute_batch(self, statements: Iterable[Tuple[str, Params]]) -> List[int]:
-        """Several statements in one transaction, all or nothing; affected rows of each."""
+        """Several statements, all or nothing (inside transaction() too); affected rows of each."""
         items = [(q, p or ()) for q, p in statements]
         conn = self._conn()
-        if hasattr(conn, "_srv") and not getattr(self._local, "in_tx", False):
-            # One round trip: the server runs the batch inside a single savepoint.
-            from .dbapi import _adapt_params
+        if hasattr(conn, "_srv"):
+            # One round trip: the server runs the batch inside a single savepoint, within the
+            # thread's transaction() when there is one.
+            from .binding import bind
 
-            res = conn._rpc("batch", {"session": conn._session, "statements": [[q, _adapt_params(p)] for q, p in items]})
+            statements_ = []
+            for q, p in items:
+                w = bind(q, p)
+                statements_.append([q, [] if w is None else w])
+            res = conn._rpc("batch", {"session": conn._session, "statements": statements_})
+            conn._in_tx = res["in_transaction"]
             return [r["changes"] for r in res["results"]]
+        if getattr(self._local, "in_tx", False):
+            conn.execute("SAVEPOINT sqlite_rpc_batch")
+            try:
+                out = [conn.execute(q, p).rowcount for q, p in items]
+            except BaseException:
+                conn.execute("ROLLBACK TO sqlite_rpc_batch")
+                conn.execute("RELEASE sqlite_rpc_batch")
+                raise
+            conn.execute("RELEASE sqlite_rpc_batch")
+            return out
         return self._atomic(lambda c: [c.execute(q, p).rowcount for q, p in items])
 
     def _atomic(self, fn: Any) -> Any:

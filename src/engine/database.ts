@@ -243,6 +243,7 @@ export class DatabaseEngine {
     if (s.readonly) {
       // Read-only sessions never use the writer: everything runs on read-only connections.
       if (info.route === 'tx') return this.txStatement(s, sql, info.kind);
+      if (o.begin !== null && info.route === 'write') s.inTx = true; // sqlite3 begins, then the write fails
       return this.read(s, sql, bound, o, info.route === 'read' ? info : null);
     }
     if (info.route === 'tx') return this.txStatement(s, sql, info.kind);
@@ -267,7 +268,11 @@ export class DatabaseEngine {
       }
     };
     if (this.owner === s) return inTx();
-    if (begin !== null) return this.acquire(s, 'tx').then(inTx);
+    if (begin !== null) {
+      // sqlite3 compiles the statement before its implicit BEGIN: a bad one opens no transaction.
+      if (this.writer.prepare(sql).reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+      return this.acquire(s, 'tx').then(inTx);
+    }
     return this.enqueue(s, { t: 'many', sql, boundList }) as Promise<WriteSummary>;
   }
 
@@ -296,16 +301,14 @@ export class DatabaseEngine {
 
   script(s: Session, sql: string): Promise<WriteSummary> | WriteSummary {
     return this.direct(s, (): WriteSummary => {
-      const total = this.writer.cache.get('SELECT total_changes()');
-      const before = (total.get() as [bigint])[0];
       this.touch(s);
+      let counts;
       try {
-        this.writer.exec(sql);
+        counts = this.writer.exec(sql);
       } finally {
         this.afterStatement(s);
       }
-      const after = (total.get() as [bigint])[0];
-      return { changes: Number(after - before), lastrowid: null, in_transaction: s.inTx };
+      return { ...counts, in_transaction: s.inTx };
     });
   }
 
@@ -336,8 +339,10 @@ export class DatabaseEngine {
    * connection starts and ends its own WAL read transaction (two fcntl locks and an fstat,
    * about 5 us here). Reads dispatched in the same tick (one chunk of pipelined requests)
    * share one snapshot instead: from the second such read on, a read transaction is held
-   * until the tick ends. No reply of that chunk has been sent before the tick ends and no
-   * commit of this server runs inside it, so the shared snapshot is as fresh as separate ones.
+   * until the tick ends (process.nextTick). Replies of a chunk leave only at its end, so a
+   * write committed inside the same tick (pump() may commit synchronously) is not yet
+   * acknowledged to anyone: the reads are concurrent with it and may see the state before
+   * it. A session's read behind its own pending write waits for that commit (pendingWrites).
    */
   private inlineSnapshot(): void {
     if (this.inlineTx) return;
@@ -506,7 +511,7 @@ export class DatabaseEngine {
       cursor = this.cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
       s.cursors.add(cursor);
     }
-    const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, in_transaction: s.inTx };
+    const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: s.inTx };
     if (o.decltypes) res.decltypes = r.decltypes ?? null;
     return res;
   }
@@ -874,7 +879,7 @@ export class DatabaseEngine {
       case 'exec': {
         const r = this.writer.run(work.sql, work.bound, work.opts);
         // A write never leaves an iterator open here: RETURNING runs to completion in run().
-        const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor: null, changes: r.changes, lastrowid: r.lastrowid, in_transaction: false };
+        const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor: null, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: false };
         if (work.opts.decltypes) res.decltypes = r.decltypes ?? null;
         return res;
       }
@@ -889,7 +894,7 @@ export class DatabaseEngine {
     const o: ExecOptions = { pageRows: 1 << 30, pageBytes: Infinity, decltypes: false, begin: null };
     return items.map(([sql, bound]) => {
       const r = this.writer.run(sql, bound, o);
-      return { changes: r.changes, lastrowid: r.lastrowid };
+      return { changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes };
     });
   }
 

@@ -2,13 +2,13 @@
 // transaction, or a private :memory: database). A result larger than a page keeps its
 // iterator open as a cursor; since better-sqlite3 refuses any other statement while an
 // iterator is open, `drain()` turns open iterators into buffered rows first.
-import type { Database } from 'better-sqlite3';
+import type { Database, Statement } from 'better-sqlite3';
 import { StatementCache } from './statementCache';
 import { readPage, shapeOf } from './reads';
 import { bindArgs, type BoundParams } from './values';
-import { classify, isBlank } from './sqlText';
+import { isBlank } from './sqlText';
 import { SqlRows } from '../transport/msgpack';
-import { RpcError } from '../protocol/errors';
+import { RpcError, toRpcError } from '../protocol/errors';
 import type { ExecOptions } from './types';
 
 export class OpenIterator {
@@ -41,15 +41,59 @@ export interface DirectResult {
   rows: unknown[][];
   open: OpenIterator | null;
   changes: number;
+  /** The connection's last_insert_rowid() after the statement, when the statement changed it. */
   lastrowid: bigint | null;
+  /** sqlite3_total_changes() delta: the statement's changes including those of triggers. */
+  total_changes: number;
+}
+
+export interface WriteCounts {
+  changes: number;
+  lastrowid: bigint | null;
+  total_changes: number;
 }
 
 export class DirectConnection {
   readonly cache: StatementCache;
   private readonly open = new Set<OpenIterator>();
+  // last_insert_rowid() and total_changes() as of the last statement run here. Every
+  // statement that can change them goes through run/many/exec, so one query after each
+  // write gives exact per-statement deltas on a connection that many sessions share.
+  private lastRowid: bigint;
+  private totalChanges: bigint;
 
   constructor(readonly db: Database, cacheSize: number) {
     this.cache = new StatementCache(db, cacheSize, true);
+    [this.lastRowid, this.totalChanges] = this.counters();
+  }
+
+  private counters(): [bigint, bigint] {
+    return this.cache.get('SELECT last_insert_rowid(), total_changes()').get() as [bigint, bigint];
+  }
+
+  /** What changed since the last mark: the new rowid (if it moved) and the total_changes delta. */
+  private mark(): { lastrowid: bigint | null; total_changes: number } {
+    const [rowid, total] = this.counters();
+    const out = { lastrowid: rowid !== this.lastRowid ? rowid : null, total_changes: Number(total - this.totalChanges) };
+    this.lastRowid = rowid;
+    this.totalChanges = total;
+    return out;
+  }
+
+  /** Run fn; an error leaving changes behind (executemany midway, a script) says how many. */
+  private counted<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      const m = this.mark();
+      if (m.total_changes !== 0 || m.lastrowid !== null) {
+        const err = toRpcError(e);
+        err.data.total_changes = m.total_changes;
+        if (m.lastrowid !== null) err.data.lastrowid = m.lastrowid;
+        throw err;
+      }
+      throw e;
+    }
   }
 
   forget(it: OpenIterator): void {
@@ -66,24 +110,29 @@ export class DirectConnection {
     this.open.clear();
   }
 
+  /** Compile sql (errors as SQLite reports them), before any BEGIN is issued for it. */
+  prepare(sql: string): Statement {
+    this.drain();
+    return this.cache.get(sql);
+  }
+
   run(sql: string, bound: BoundParams, o: ExecOptions): DirectResult {
     this.drain();
-    if (isBlank(sql)) return { names: null, rows: [], open: null, changes: 0, lastrowid: null };
+    if (isBlank(sql)) return { names: null, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
     const stmt = this.cache.get(sql);
     const args = bindArgs(bound);
     const shape = shapeOf(stmt);
     if (!stmt.reader) {
-      const info = stmt.run(...args);
-      const changes = Number(info.changes);
-      const insert = changes > 0 && classify(sql) === 'insert';
-      return { names: null, rows: [], open: null, changes, lastrowid: insert ? BigInt(info.lastInsertRowid) : null };
+      const info = this.counted(() => stmt.run(...args));
+      return { names: null, rows: [], open: null, changes: Number(info.changes), ...this.mark() };
     }
-    const res: DirectResult = { names: shape.names, rows: [], open: null, changes: 0, lastrowid: null };
+    const res: DirectResult = { names: shape.names, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
     if (o.decltypes) res.decltypes = shape.decltypes;
     if (!stmt.readonly) {
       // A write that returns rows (RETURNING): run it to completion so it is applied whole.
-      res.rows = stmt.all(...args) as unknown[][];
+      res.rows = this.counted(() => stmt.all(...args) as unknown[][]);
       res.changes = Number((this.cache.get('SELECT changes()').get() as [bigint])[0]);
+      Object.assign(res, this.mark());
       return res;
     }
     const iter = stmt.iterate(...args);
@@ -96,27 +145,26 @@ export class DirectConnection {
     return res;
   }
 
-  many(sql: string, boundList: BoundParams[]): { changes: number; lastrowid: bigint | null } {
-    this.drain();
-    const stmt = this.cache.get(sql);
+  many(sql: string, boundList: BoundParams[]): WriteCounts {
+    const stmt = this.prepare(sql);
     if (stmt.reader) {
       throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
     }
     let changes = 0;
-    let lastrowid: bigint | null = null;
-    const insert = classify(sql) === 'insert';
-    for (const b of boundList) {
-      const info = stmt.run(...bindArgs(b));
-      changes += Number(info.changes);
-      if (insert && info.changes > 0) lastrowid = BigInt(info.lastInsertRowid);
-    }
-    return { changes, lastrowid };
+    this.counted(() => {
+      for (const b of boundList) changes += Number(stmt.run(...bindArgs(b)).changes);
+    });
+    return { changes, ...this.mark() };
   }
 
-  exec(sql: string): void {
+  /** A script (several statements); returns its counts. */
+  exec(sql: string): WriteCounts {
     this.drain();
-    this.db.exec(sql);
+    this.counted(() => this.db.exec(sql));
+    const m = this.mark();
+    return { changes: m.total_changes, ...m };
   }
+
 
   rowsOf(r: DirectResult): SqlRows {
     return new SqlRows(r.rows);

@@ -131,7 +131,7 @@ export class Registry {
       // Report the rollback once, on the session's next request, then carry on.
       const why = s.abortedReason;
       s.abortedReason = null;
-      throw new RpcError('TransactionAborted', `the transaction was rolled back by the server (${why}); none of its changes were committed`);
+      throw new RpcError('TransactionAborted', `the transaction was rolled back by the server (${why}); none of its changes were committed`, { in_transaction: false });
     }
     return s;
   }
@@ -189,7 +189,10 @@ export class Registry {
 
   private privateExec(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
     const conn = s.privateDb!;
-    if (o.begin !== null && !conn.db.inTransaction) conn.db.exec(`BEGIN ${o.begin.toUpperCase()}`);
+    if (o.begin !== null && !conn.db.inTransaction) {
+      conn.prepare(sql); // sqlite3 compiles before its implicit BEGIN: a bad statement opens no transaction
+      conn.db.exec(`BEGIN ${o.begin.toUpperCase()}`);
+    }
     let r;
     try {
       r = conn.run(sql, bound, o);
@@ -201,7 +204,7 @@ export class Registry {
       cursor = this.cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
       s.cursors.add(cursor);
     }
-    const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, in_transaction: s.inTx };
+    const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: s.inTx };
     if (o.decltypes) res.decltypes = r.decltypes ?? null;
     return res;
   }
@@ -214,7 +217,10 @@ export class Registry {
     const boundList = paramsList.map((p) => bindParamsFor(sql, p));
     if (s.privateDb) {
       const db = s.privateDb.db;
-      if (begin !== null && !db.inTransaction) db.exec(`BEGIN ${begin.toUpperCase()}`);
+      if (begin !== null && !db.inTransaction) {
+        if (s.privateDb.prepare(sql).reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+        db.exec(`BEGIN ${begin.toUpperCase()}`);
+      }
       try {
         return { ...s.privateDb.many(sql, boundList), in_transaction: db.inTransaction };
       } finally {
@@ -235,7 +241,7 @@ export class Registry {
       try {
         const results = items.map(([sql, b]) => {
           const r = conn.run(sql, b, all);
-          return { changes: r.changes, lastrowid: r.lastrowid };
+          return { changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes };
         });
         db.exec('RELEASE sqlite_rpc_unit');
         return { results, in_transaction: db.inTransaction };
@@ -252,14 +258,11 @@ export class Registry {
   script(s: Session, sql: string): WriteSummary | Promise<WriteSummary> {
     if (s.privateDb) {
       const db = s.privateDb.db;
-      const before = db.prepare('SELECT total_changes()').raw(true).get() as [bigint];
       try {
-        s.privateDb.exec(sql);
+        return { ...s.privateDb.exec(sql), in_transaction: db.inTransaction };
       } finally {
         s.inTx = db.inTransaction;
       }
-      const after = db.prepare('SELECT total_changes()').raw(true).get() as [bigint];
-      return { changes: Number(after[0] - before[0]), lastrowid: null, in_transaction: s.inTx };
     }
     return this.sessionEngine.get(s)!.script(s, sql);
   }

@@ -19,12 +19,15 @@ export interface ExecResult {
   changes: number;
   /** Set only by an INSERT/REPLACE that inserted a row: the session's last_insert_rowid. */
   lastrowid: bigint | null;
+  /** Changes including those made by triggers (sqlite3's total_changes counts them). */
+  total_changes?: number;
   in_transaction: boolean;
 }
 
 export interface WriteSummary {
   changes: number;
   lastrowid: bigint | null;
+  total_changes?: number;
   in_transaction: boolean;
 }
 

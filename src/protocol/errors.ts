@@ -38,6 +38,10 @@ export interface ErrorData {
   field?: string;
   /** For session statements: whether the session is in a transaction after the error. */
   in_transaction?: boolean;
+  /** Rows changed (triggers included) before the error stopped a multi-row operation. */
+  total_changes?: number;
+  /** last_insert_rowid() after those changes, when they moved it. */
+  lastrowid?: bigint;
 }
 
 export class RpcError extends Error {

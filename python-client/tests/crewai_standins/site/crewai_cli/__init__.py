@@ -1,0 +1,1 @@
+"""Stand-in for CrewAI (tests only): the package layout CREWAI.md describes, nothing else."""
