@@ -7,7 +7,7 @@
 // owns the writer until it commits or rolls back; other writers wait up to their timeout.
 import type { Database, Statement } from 'better-sqlite3';
 import { openConnection, type SynchronousMode } from './connection';
-import { DirectConnection, OpenIterator } from './direct';
+import { DirectConnection, execResult, OpenIterator } from './direct';
 import { ReaderPool } from './readerPool';
 import { readPage, shapeOf } from './reads';
 import { StatementCache } from './statementCache';
@@ -506,14 +506,7 @@ export class DatabaseEngine {
     } finally {
       this.afterStatement(s);
     }
-    let cursor: number | null = null;
-    if (r.open) {
-      cursor = this.cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
-      s.cursors.add(cursor);
-    }
-    const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: s.inTx };
-    if (o.decltypes) res.decltypes = r.decltypes ?? null;
-    return res;
+    return execResult(r, s, this.cursors, o);
   }
 
   /** Run fn holding the writer outside any transaction (PRAGMA, VACUUM, ATTACH, scripts). */

@@ -9,7 +9,9 @@ import { bindArgs, type BoundParams } from './values';
 import { isBlank } from './sqlText';
 import { SqlRows } from '../transport/msgpack';
 import { RpcError, toRpcError } from '../protocol/errors';
-import type { ExecOptions } from './types';
+import type { ExecOptions, ExecResult } from './types';
+import type { Session } from './session';
+import type { CursorTable } from './cursors';
 
 export class OpenIterator {
   buffered: unknown[][] | null = null;
@@ -169,4 +171,16 @@ export class DirectConnection {
   rowsOf(r: DirectResult): SqlRows {
     return new SqlRows(r.rows);
   }
+}
+
+/** The protocol result of a statement run directly; a result left open becomes a cursor of session s. */
+export function execResult(r: DirectResult, s: Session, cursors: CursorTable, o: ExecOptions): ExecResult {
+  let cursor: number | null = null;
+  if (r.open) {
+    cursor = cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
+    s.cursors.add(cursor);
+  }
+  const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: s.inTx };
+  if (o.decltypes) res.decltypes = r.decltypes ?? null;
+  return res;
 }

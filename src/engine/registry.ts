@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import nodePath from 'node:path';
 import { DatabaseEngine, type EngineOptions, type EngineStats } from './database';
-import { DirectConnection } from './direct';
+import { DirectConnection, execResult } from './direct';
 import { openConnection } from './connection';
 import { CursorTable } from './cursors';
 import { Session } from './session';
@@ -199,14 +199,7 @@ export class Registry {
     } finally {
       s.inTx = conn.db.inTransaction;
     }
-    let cursor: number | null = null;
-    if (r.open) {
-      cursor = this.cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
-      s.cursors.add(cursor);
-    }
-    const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: s.inTx };
-    if (o.decltypes) res.decltypes = r.decltypes ?? null;
-    return res;
+    return execResult(r, s, this.cursors, o);
   }
 
   executeMany(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
