@@ -19,6 +19,7 @@ export interface CliOptions {
   pageBytes: number;
   cursorIdleMs: number;
   dbIdleCloseMs: number;
+  shutdownGraceMs: number;
   inlineReadMicros: number;
   readOnly: boolean;
   foreignKeys: boolean;
@@ -82,6 +83,9 @@ Protocol
   --cursor-idle-ms MS     close cursors not fetched for this long (default 300000)
 
 Other
+  --shutdown-grace-ms MS  on shutdown, wait this long for accepted requests to finish;
+                          then open transactions are rolled back, queued writes refused
+                          (never half-applied), and the process exits (default 10000)
   --log-level LEVEL       debug | info | warn | error (default info)
   --enable-test-hooks     expose debug.* methods used by the test suite
   -h, --help              show this help
@@ -112,6 +116,7 @@ export function parseArgs(argv: string[]): CliOptions {
     pageBytes: 1 << 20,
     cursorIdleMs: 300000,
     dbIdleCloseMs: 10000,
+    shutdownGraceMs: 10000,
     inlineReadMicros: 200,
     readOnly: false,
     foreignKeys: false,
@@ -162,6 +167,7 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--page-bytes': o.pageBytes = int(a, 1024, 1 << 30); break;
       case '--cursor-idle-ms': o.cursorIdleMs = int(a, 100, 86_400_000); break;
       case '--db-idle-close-ms': o.dbIdleCloseMs = int(a, 0, 86_400_000); break;
+      case '--shutdown-grace-ms': o.shutdownGraceMs = int(a, 0, 86_400_000); break;
       case '--log-level': o.logLevel = choice(a, ['debug', 'info', 'warn', 'error'] as const); break;
       case '--enable-test-hooks': o.testHooks = true; break;
       case '-h': case '--help': o.help = true; break;

@@ -100,12 +100,22 @@ function main(): void {
     end: () => void stop(0),
   });
 
+  // Accepted requests get --shutdown-grace-ms to finish; a request stuck longer (a lock
+  // another process never releases) must not keep the process from ever exiting.
+  const idleOrGrace = async (): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), opts.shutdownGraceMs)));
+    const outcome = await Promise.race([dispatcher.idle().then(() => 'idle' as const), grace]);
+    clearTimeout(timer);
+    if (outcome === 'timeout') log('shutdown_grace_exceeded', { in_flight: dispatcher.inFlight, grace_ms: opts.shutdownGraceMs }, 'warn');
+  };
+
   // Finish accepted work, answer it, close every database, then leave.
   const stop = (code: number): Promise<void> => {
     if (!stopping) {
       stopping = (async () => {
         dispatcher.accepting = false;
-        await dispatcher.idle();
+        await idleOrGrace();
         await registry.closeAll();
         // An `exit` right behind `shutdown` used to end the output before shutdown's own
         // reply was sent (closeAll resolves at once the second time), losing that reply.
@@ -137,7 +147,7 @@ function main(): void {
           shutdownRequested = true;
           dispatcher.accepting = false;
           shutdownDone = (async () => {
-            await dispatcher.idle();
+            await idleOrGrace();
             await registry.closeAll();
             if (!notification) conn.send({ jsonrpc: '2.0', id, result: null });
           })();

@@ -141,6 +141,41 @@ describe('shutdown and end of input', () => {
   });
 });
 
+describe('shutdown with work that cannot finish', () => {
+  it('waits --shutdown-grace-ms for a stuck write, then exits 0 with nothing half-applied', async () => {
+    const file = dbPath(tmp());
+    const c = await RpcClient.start(['--shutdown-grace-ms', '300', '--idle-tx-timeout', '600000']);
+    let outcome = '';
+    try {
+      await c.open(1, file);
+      await c.open(2, file, { timeout: 600 }); // session 2 would wait 10 minutes for the writer
+      await c.exec(1, 'CREATE TABLE t(x)');
+      await c.request('begin', { session: 1 });
+      await c.exec(1, 'INSERT INTO t VALUES (1)'); // session 1 holds the writer and never commits
+      const stuck = c.exec(2, 'INSERT INTO t VALUES (2)').then(
+        () => 'applied',
+        (e: { data?: { kind?: string } }) => e.data?.kind ?? 'error',
+      );
+      await sleep(100);
+      c.proc.child.kill('SIGTERM');
+      const exit = await c.proc.waitExit(10_000);
+      expect(exit.code).toBe(0);
+      expect(c.proc.logLines().some((l) => l.event === 'shutdown_grace_exceeded')).toBe(true);
+      // Once the idle transaction is rolled back, the queued write either gets its last
+      // chance (applied and acknowledged) or is refused; either way it is answered.
+      outcome = await Promise.race([stuck, sleep(2000).then(() => 'no reply')]);
+      expect(['applied', 'ShuttingDown']).toContain(outcome);
+    } finally {
+      c.dispose();
+    }
+    const db = new Database(file, { readonly: true });
+    // The uncommitted transaction's row is gone; the write is there exactly when it was acknowledged.
+    expect(db.prepare('SELECT x FROM t ORDER BY x').raw().all()).toEqual(outcome === 'applied' ? [[2]] : []);
+    expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+    db.close();
+  });
+});
+
 describe('command line', () => {
   it('--help prints usage to stdout and exits 0', async () => {
     const r = await runServer(['--help']);

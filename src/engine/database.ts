@@ -249,11 +249,7 @@ export class DatabaseEngine {
     if (info.route === 'tx') return this.txStatement(s, sql, info.kind);
     if (this.owner === s) return this.onWriter(s, sql, bound, o);
     if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o));
-    if (info.route === 'read') {
-      // Pipelined behind this session's own unacknowledged writes: read after they commit.
-      if (s.pendingWrites > 0) return s.lastWrite.then(() => this.read(s, sql, bound, o, info));
-      return this.read(s, sql, bound, o, info);
-    }
+    if (info.route === 'read') return this.read(s, sql, bound, o, info);
     if (info.route === 'direct') return this.direct(s, () => this.onWriter(s, sql, bound, o));
     return this.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
@@ -342,7 +338,7 @@ export class DatabaseEngine {
    * until the tick ends (process.nextTick). Replies of a chunk leave only at its end, so a
    * write committed inside the same tick (pump() may commit synchronously) is not yet
    * acknowledged to anyone: the reads are concurrent with it and may see the state before
-   * it. A session's read behind its own pending write waits for that commit (pendingWrites).
+   * it. A session's read behind its own pending write waits for that commit (Registry.inOrder).
    */
   private inlineSnapshot(): void {
     if (this.inlineTx) return;
@@ -685,18 +681,12 @@ export class DatabaseEngine {
 
   private enqueue(s: Session, work: UnitWork): Promise<unknown> {
     if (this.closed) return Promise.reject(new RpcError('ShuttingDown', 'the database is closing'));
-    s.pendingWrites++;
-    const p = new Promise((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       const u: Unit = { session: s, work, deadline: Date.now() + s.timeoutMs, resolve, reject };
       this.queue.push(u);
       if (this.owner !== null || this.retryTimer !== null) this.armExpiry(u);
       this.pump();
     });
-    const done = () => {
-      s.pendingWrites--;
-    };
-    s.lastWrite = p.then(done, done);
-    return p;
   }
 
   private armExpiry(u: Unit): void {

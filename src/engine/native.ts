@@ -6,7 +6,7 @@
 //   are SEA assets. A SEA's `require` loads only built-in modules and dlopen needs a real file,
 //   so the addon bytes are written once to a content-addressed cache file and dlopen'ed from
 //   there; the worker source is handed to `new Worker(source, { eval: true })`.
-import { createHash, randomBytes } from 'node:crypto';
+import type * as Crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
@@ -30,6 +30,13 @@ const WORKER_BUNDLE = 'reader-worker.cjs';
 function nodeRequire(): NodeJS.Require {
   if (typeof require === 'function') return require;
   return createRequire(path.join(process.cwd(), 'noop.js'));
+}
+
+// Perf fix (cold start, bench/README.md): node:crypto is loaded only when needed (hashing
+// the addon outside a build, writing its cache file once); compiling it at every start
+// cost ~3.5 ms here.
+function crypto(): typeof Crypto {
+  return nodeRequire()('node:crypto') as typeof Crypto;
 }
 
 let seaApi: SeaApi | null | undefined;
@@ -81,7 +88,7 @@ export function addonPath(): string {
 }
 
 function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+  return crypto().createHash('sha256').update(data).digest('hex');
 }
 
 function currentUid(): number | undefined {
@@ -172,7 +179,7 @@ function sameContent(file: string, expected: Buffer): boolean {
 // Temp file + rename: concurrent first starts each write their own temp file and the rename is
 // atomic, so nobody ever dlopens a half-written library.
 function writeAtomically(file: string, data: Uint8Array): void {
-  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const tmp = `${file}.${process.pid}.${crypto().randomBytes(6).toString('hex')}.tmp`;
   try {
     fs.writeFileSync(tmp, data, { mode: 0o700, flag: 'wx' });
     fs.renameSync(tmp, file);

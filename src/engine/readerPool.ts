@@ -27,11 +27,20 @@ export class ReaderPool {
   respawns = 0;
 
   constructor(private readonly init: ReaderInit, size: number, private readonly log: (event: string, fields: Record<string, unknown>) => void) {
-    for (let i = 0; i < size; i++) {
-      const slot = new Slot();
-      this.slots.push(slot);
-      this.spawn(slot);
-    }
+    for (let i = 0; i < size; i++) this.slots.push(new Slot());
+    // Perf fix (cold start, bench/README.md): the workers start after the current turn, once
+    // the replies of the chunk that opened the database have been written. Spawning them
+    // inside `open` cost ~3 ms each on the main thread, and their boot competed for the two
+    // cores with the first query (which runs inline meanwhile, see DatabaseEngine.read).
+    // A worker needed before then is started on demand (pick/send).
+    setImmediate(() => {
+      for (const slot of this.slots) this.ensure(slot);
+    });
+  }
+
+  /** Start the slot's worker if it never was (generation 0). */
+  private ensure(slot: Slot): void {
+    if (slot.generation === 0 && !this.closing) this.spawn(slot);
   }
 
   get size(): number {
@@ -80,6 +89,7 @@ export class ReaderPool {
   pick(): number {
     let best = 0;
     for (let i = 1; i < this.slots.length; i++) if (this.slots[i].pending.size < this.slots[best].pending.size) best = i;
+    this.ensure(this.slots[best]); // callers read generationOf(best) next
     return best;
   }
 
@@ -90,6 +100,7 @@ export class ReaderPool {
   send(index: number, job: ReaderJob): Promise<ReaderReply> {
     const slot = this.slots[index];
     if (this.closing) return Promise.reject(new RpcError('ShuttingDown', 'the server is shutting down'));
+    this.ensure(slot);
     const id = this.nextId++;
     return new Promise<ReaderReply>((resolve, reject) => {
       slot.pending.set(id, { resolve, reject });
@@ -111,6 +122,6 @@ export class ReaderPool {
 
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    await Promise.all(this.slots.filter((s) => s.generation > 0).map((s) => s.worker.terminate()));
   }
 }

@@ -124,6 +124,11 @@ export class Registry {
     return { session: r.session, path: real, private: false, readonly };
   }
 
+  /** The session with that id, if open (no checks, no side effects). */
+  peekSession(id: number): Session | undefined {
+    return this.sessions.get(id);
+  }
+
   session(id: number): Session {
     const s = this.sessions.get(id);
     if (!s) throw new RpcError('SessionNotFound', `session ${id} is not open`);
@@ -134,6 +139,33 @@ export class Registry {
       throw new RpcError('TransactionAborted', `the transaction was rolled back by the server (${why}); none of its changes were committed`, { in_transaction: false });
     }
     return s;
+  }
+
+  /**
+   * A session's operations apply in the order they arrive, even pipelined: while one is in
+   * flight (waiting for the writer, a COMMIT, a reader worker), later ones queue behind it.
+   * With nothing in flight an operation runs at once, synchronously (the fast path).
+   */
+  inOrder<T>(s: Session, fn: () => T | Promise<T>): T | Promise<T> {
+    if (s.inflight === 0) {
+      const r = fn();
+      if (r instanceof Promise) this.track(s, r);
+      return r;
+    }
+    const p = s.tail.then(() => {
+      if (this.sessions.get(s.id) !== s) throw new RpcError('SessionNotFound', `session ${s.id} was closed`);
+      return fn();
+    });
+    this.track(s, p);
+    return p;
+  }
+
+  private track(s: Session, p: Promise<unknown>): void {
+    s.inflight++;
+    const done = () => {
+      s.inflight--;
+    };
+    s.tail = p.then(done, done);
   }
 
   close(id: number): { closed: boolean } {

@@ -8,9 +8,9 @@ export class Session {
   abortedReason: string | null = null;
   lastActivity = Date.now();
   readonly cursors = new Set<number>();
-  /** Autocommit writes queued or awaiting their COMMIT; a read of this session waits for them. */
-  pendingWrites = 0;
-  lastWrite: Promise<unknown> = Promise.resolve();
+  /** Operations still in flight (waiting for the writer, a COMMIT, a worker); later ones queue behind them. */
+  inflight = 0;
+  tail: Promise<unknown> = Promise.resolve();
   /** When the transaction was opened by a SQL SAVEPOINT: releasing that savepoint commits it. */
   userSavepoint: string | null = null;
 

@@ -4,6 +4,7 @@ import { RpcError, invalidParams } from '../protocol/errors';
 import type { Registry } from '../engine/registry';
 import type { ExecOptions } from '../engine/types';
 import type { BeginMode } from '../engine/sqlText';
+import type { Session } from '../engine/session';
 import { array, bool, int, number, oneOf, str, type Params } from './params';
 
 export const PROTOCOL_VERSION = 1;
@@ -32,6 +33,11 @@ export function methodTable(reg: Registry, info: ServerInfo): Map<string, Handle
     begin: oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null),
   });
   const session = (p: Params) => reg.session(int(p, 'session', 1, MAX_ID));
+  /** Runs fn for the request's session, in the session's order (Registry.inOrder). */
+  const onSession = (p: Params, fn: (s: Session) => unknown) => {
+    const s = session(p);
+    return reg.inOrder(s, () => fn(s));
+  };
   const sql = (p: Params) => {
     const s = str(p, 'sql');
     if (s.includes('\0')) throw new RpcError('SqliteError', 'the query contains a null character', { dbapi: 'ProgrammingError' });
@@ -67,45 +73,56 @@ export function methodTable(reg: Registry, info: ServerInfo): Map<string, Handle
       timeoutMs: Math.round(number(p, 'timeout', 0, 86400, 5) * 1000),
     }),
   );
-  m.set('close', (p) => reg.close(int(p, 'session', 1, MAX_ID)));
+  m.set('close', (p) => {
+    const id = int(p, 'session', 1, MAX_ID);
+    const s = reg.peekSession(id);
+    return s ? reg.inOrder(s, () => reg.close(id)) : reg.close(id);
+  });
   m.set('execute', (p) => {
-    const s = session(p);
-    return reg.execute(s, sql(p), p.params, execOptions(p));
+    const text = sql(p);
+    const o = execOptions(p);
+    return onSession(p, (s) => reg.execute(s, text, p.params, o));
   });
   m.set('executemany', (p) => {
-    const s = session(p);
-    return reg.executeMany(s, sql(p), array(p, 'seq_of_params'), oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null));
+    const text = sql(p);
+    const seq = array(p, 'seq_of_params');
+    const begin = oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null);
+    return onSession(p, (s) => reg.executeMany(s, text, seq, begin));
   });
   m.set('batch', (p) => {
-    const s = session(p);
     const items = array(p, 'statements').map((it, i) => {
       if (Array.isArray(it) && typeof it[0] === 'string' && it.length <= 2) return [it[0], it[1]] as [string, unknown];
       throw invalidParams(`statements[${i}]`, 'expected [sql, params] with sql a string');
     });
-    return reg.batch(s, items, oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null));
+    const begin = oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null);
+    return onSession(p, (s) => reg.batch(s, items, begin));
   });
   m.set('script', (p) => {
-    const s = session(p);
-    return reg.script(s, sql(p));
+    const text = sql(p);
+    return onSession(p, (s) => reg.script(s, text));
   });
   m.set('begin', (p) => {
-    const s = session(p);
-    const r = reg.begin(s, oneOf<BeginMode>(p, 'mode', BEGIN_MODES, 'deferred')!);
-    const done = () => ({ in_transaction: s.inTx });
-    return r instanceof Promise ? r.then(done) : done();
+    const mode = oneOf<BeginMode>(p, 'mode', BEGIN_MODES, 'deferred')!;
+    return onSession(p, (s) => {
+      const r = reg.begin(s, mode);
+      const done = () => ({ in_transaction: s.inTx });
+      return r instanceof Promise ? r.then(done) : done();
+    });
   });
-  m.set('commit', (p) => {
-    const s = session(p);
-    // The reply waits until the commit is durable (the engine's promise).
-    const r = reg.commit(s);
-    const done = () => ({ in_transaction: s.inTx });
-    return r instanceof Promise ? r.then(done) : done();
-  });
-  m.set('rollback', (p) => {
-    const s = session(p);
-    reg.rollback(s);
-    return { in_transaction: s.inTx };
-  });
+  m.set('commit', (p) =>
+    onSession(p, (s) => {
+      // The reply waits until the commit is durable (the engine's promise).
+      const r = reg.commit(s);
+      const done = () => ({ in_transaction: s.inTx });
+      return r instanceof Promise ? r.then(done) : done();
+    }),
+  );
+  m.set('rollback', (p) =>
+    onSession(p, (s) => {
+      reg.rollback(s);
+      return { in_transaction: s.inTx };
+    }),
+  );
   m.set('fetch', (p) => reg.fetch(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER), int(p, 'page_rows', 1, 1_000_000, info.pageRows), info.pageBytes));
   m.set('close_cursor', (p) => reg.closeCursor(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER)));
   m.set('stats', () => ({ server: { version: info.version, sqlite_version: info.sqliteVersion }, ...reg.stats() }));
