@@ -1,0 +1,50 @@
+"""The platform wheel stands alone: built by scripts/wheel.sh from the checkout's binary,
+installed into a fresh virtual environment, it serves queries with no node on PATH, no
+HOME, and no access to this checkout."""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BINARY = os.path.join(ROOT, "dist", "sqlite-rpc")
+
+
+@pytest.mark.skipif(not os.path.exists(BINARY), reason="dist/sqlite-rpc is not built")
+def test_the_wheel_alone_gives_a_working_client(tmp_path):
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "wheel.sh")], cwd=ROOT, env=dict(os.environ, PYTHON=sys.executable),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    wheel = out.stdout.strip().splitlines()[-1]
+    assert os.path.basename(wheel).startswith("sqlite_rpc-") and "manylinux_" in wheel and wheel.endswith(".whl")
+    with zipfile.ZipFile(wheel) as z:
+        info = z.getinfo("sqlite_rpc/bin/sqlite-rpc")
+        assert (info.external_attr >> 16) & 0o111, "the binary must be executable in the wheel"
+        assert "sqlite_rpc/errors.json" in z.namelist()
+        assert "Tag: py3-none-manylinux_" in z.read(next(n for n in z.namelist() if n.endswith(".dist-info/WHEEL"))).decode()
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", wheel], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PIP_RETRIES="0", PIP_DISABLE_PIP_VERSION_CHECK="1"))
+    assert pip.returncode == 0, pip.stderr[-3000:]
+
+    script = (
+        "import os, shutil, sqlite_rpc\n"
+        "assert shutil.which('node') is None and 'HOME' not in os.environ\n"
+        "c = sqlite_rpc.connect('w.db')\n"
+        "c.execute('CREATE TABLE t(x)'); c.execute('INSERT INTO t VALUES (?)', (2**62,)); c.commit()\n"
+        "print(sqlite_rpc.backend(), sqlite_rpc.process.find_binary(), c.execute('SELECT x, sqlite_version() FROM t').fetchone())\n"
+    )
+    run = subprocess.run([str(venv / "bin" / "python"), "-c", script], cwd=str(tmp_path), env={"PATH": "/nonexistent"},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    backend, binary, row = run.stdout.strip().split(" ", 2)
+    assert backend == "sqlite-rpc"
+    assert binary.startswith(str(venv)) and binary.endswith("sqlite_rpc/bin/sqlite-rpc")
+    assert row.startswith("(4611686018427387904, '3.")
