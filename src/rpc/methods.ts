@@ -134,7 +134,7 @@ export function methodTable(reg: Registry, info: ServerInfo): Map<string, Handle
     });
     m.set('debug.stray_output', (p) => {
       // Simulates a dependency printing to stdout and flooding stderr.
-      console.log('stray console.log output that must not reach the protocol channel');
+      console.log('stray console.log output that must not reach the protocol channel'); // deliberate: proves console is redirected
       process.stderr.write('x'.repeat(int(p, 'stderr_bytes', 0, 64 << 20, 1 << 20)) + '\n');
       return {};
     });
