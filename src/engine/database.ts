@@ -1,10 +1,12 @@
 // One database file: one writer connection on the main thread, one read-only connection
 // on the main thread for statements known to be fast, and a pool of reader workers.
 //
-// Writes outside a transaction are group-committed: every unit queued during one turn of
-// the event loop runs inside one BEGIN IMMEDIATE ... COMMIT, each unit in its own
-// SAVEPOINT, and every reply waits for that COMMIT. A session that begins a transaction
-// owns the writer until it commits or rolls back; other writers wait up to their timeout.
+// The writer keeps an outer transaction (BEGIN IMMEDIATE) open while there is work.
+// Writes outside a transaction run in it, each in its own SAVEPOINT; a session's
+// transaction is a SAVEPOINT in it too and owns the writer until it commits or rolls
+// back. The outer COMMIT runs when the writer is free at the end of an event-loop turn, so
+// everything finished meanwhile shares one fsync, and every reply that needs durability
+// waits for that COMMIT. Details where the writer section starts, below.
 import type { Database, Statement } from 'better-sqlite3';
 import { openConnection, type SynchronousMode } from './connection';
 import { DirectConnection, execResult, OpenIterator } from './direct';
@@ -161,7 +163,7 @@ export class DatabaseEngine {
       readonly: o.readOnly,
       create: !o.readOnly,
       synchronous: o.synchronous,
-      busyTimeoutMs: 0, // never block the event loop inside SQLite: busy is retried in flush()
+      busyTimeoutMs: 0, // never block the event loop inside SQLite: busy is retried by pump()
       foreignKeys: o.foreignKeys,
       nativeBinding: o.nativeBinding,
       setWal: !o.readOnly,
