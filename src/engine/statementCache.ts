@@ -1,4 +1,6 @@
-// A per-connection LRU of prepared statements keyed by SQL text.
+// A per-connection LRU of prepared statements keyed by SQL text. A hit only stamps the
+// entry (no Map delete/re-insert on the hot path); the least recently used entry is found
+// by a scan, which happens only on a miss with the cache full.
 import type { Database, Statement } from 'better-sqlite3';
 
 export interface CacheCounters {
@@ -9,8 +11,14 @@ export interface CacheCounters {
   capacity: number;
 }
 
+interface Entry {
+  stmt: Statement;
+  used: number;
+}
+
 export class StatementCache {
-  private readonly map = new Map<string, Statement>();
+  private readonly map = new Map<string, Entry>();
+  private tick = 0;
   hits = 0;
   misses = 0;
   evictions = 0;
@@ -21,24 +29,33 @@ export class StatementCache {
     const hit = this.map.get(sql);
     if (hit !== undefined) {
       this.hits++;
-      // Re-insert to mark as most recently used (Map keeps insertion order).
-      this.map.delete(sql);
-      this.map.set(sql, hit);
-      return hit;
+      hit.used = ++this.tick;
+      return hit.stmt;
     }
     this.misses++;
     const stmt = this.db.prepare(sql);
     stmt.safeIntegers(true);
     if (this.rawReaders && stmt.reader) stmt.raw(true);
     if (this.capacity > 0) {
-      this.map.set(sql, stmt);
-      if (this.map.size > this.capacity) {
-        const oldest = this.map.keys().next().value as string;
-        this.map.delete(oldest);
-        this.evictions++;
-      }
+      if (this.map.size >= this.capacity) this.evictOldest();
+      this.map.set(sql, { stmt, used: ++this.tick });
     }
     return stmt;
+  }
+
+  private evictOldest(): void {
+    let oldestKey: string | undefined;
+    let oldest = Infinity;
+    for (const [k, e] of this.map) {
+      if (e.used < oldest) {
+        oldest = e.used;
+        oldestKey = k;
+      }
+    }
+    if (oldestKey !== undefined) {
+      this.map.delete(oldestKey);
+      this.evictions++;
+    }
   }
 
   clear(): void {
