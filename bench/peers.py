@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """sqlite-rpc against its peers: every workload, every system, one run, alternating.
 
-    .venv/bin/python bench/peers.py            # full run (about 12 minutes on 2 cores)
+    .venv/bin/python bench/peers.py            # full run (about 9-10 minutes on 2 cores)
     .venv/bin/python bench/peers.py --quick    # everyday run (under 2 minutes)
     .venv/bin/python bench/peers.py --only w1,w2   # some workloads (w1..w7)
     npm run bench                              # the full run
@@ -73,20 +73,23 @@ class Cfg:
         # w1
         self.w1_rounds = 3 if q else 7
         self.w1_block = 600 if q else 1500
+        self.w1_fine_rounds = 3 if q else 7
+        self.w1_fine_block = 150 if q else 250
         self.w1_conc_rounds = 1 if q else 3
-        self.w1_conc_s = 0.6 if q else 1.5
+        self.w1_conc_s = 0.5 if q else 1.5
         # w2
         self.w2_rounds = 2 if q else 5
         self.w2_writes = 60 if q else 150
         self.w2_reads = 200 if q else 500
         self.w2_mp_rounds = 1 if q else 2
-        self.w2_mp_s = 0.6 if q else 1.5
+        self.w2_mp_s = 0.4 if q else 1.5
+        self.w2_mp_patterns = ["kickoff_write", "flow_read"] if q else [p for p, _ in W2_PATTERNS]
         # w3
         self.w3_rounds = 1 if q else 3
-        self.w3_one_s = 0.6 if q else 1.5
-        self.w3_many_s = 1.0 if q else 2.5
+        self.w3_one_s = 0.5 if q else 1.5
+        self.w3_many_s = 0.8 if q else 2.5
         # w4
-        self.w4_rounds = 2 if q else 4
+        self.w4_rounds = 1 if q else 4
         self.w4_rows = 100_000
         # w5
         self.w5_rows = 250_000 if q else 1_000_000
@@ -97,13 +100,15 @@ class Cfg:
         # w7
         self.w7_clients = 100
         self.w7_write_pct = 20
-        self.w7_main_s = 10.0 if q else 60.0
-        self.w7_peer_s = 3.0 if q else 12.0
-        self.w7_peers = ["stdlib-tuned", "rpc-aio"] if q else ["rpc-aio", "stdlib-tuned", "apsw", "stdlib-perop"]
+        # closed loop (saturation): every system the same time
+        self.w7_closed_s = 2.5 if q else 12.0
+        self.w7_closed = (["rpc-connect", "rpc-seed", "stdlib-tuned"] if q else
+                          ["rpc-connect", "rpc-seed", "rpc-aio", "stdlib-tuned", "apsw", "stdlib-perop"])
+        # paced to a target rate: sqlite-rpc (connect()) for the sustained time, the others shorter
         self.w7_paced_rate = 1000.0
-        self.w7_paced_main_s = 6.0 if q else 30.0
+        self.w7_main_s = 8.0 if q else 60.0
         self.w7_paced_peer_s = 3.0 if q else 12.0
-        self.w7_paced_peers = ["stdlib-tuned"] if q else ["rpc-aio", "stdlib-tuned", "apsw"]
+        self.w7_paced_peers = ["rpc-seed", "stdlib-tuned"] if q else ["rpc-seed", "rpc-aio", "stdlib-tuned", "apsw"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +200,13 @@ class Worker:
         self.log.close()
 
 
+MISSING: set = set()  # optional peers not installed (apsw, aiosqlite): left out, with a note
+
+
+def avail(systems: list) -> list:
+    return [s for s in systems if s not in MISSING]
+
+
 class Pool:
     def __init__(self, systems, tag: str = "") -> None:
         self.w = {s: Worker(s, tag) for s in systems}
@@ -268,6 +280,7 @@ def errors_of(results: list) -> dict:
 
 
 RECORDS: list = []
+FINE: dict = {}
 TARGETS: list = []
 NOTES: list = []
 
@@ -310,9 +323,7 @@ def target(issue: int, name: str, figure: str, value, threshold: str, ok: bool |
 
 
 def fmt_ops(v) -> str:
-    if v is None:
-        return "-"
-    return "%.0f" % v if v < 10_000 else "%.1fk" % (v / 1000)
+    return R.f_ops(v)
 
 
 def alternate(systems: list, r: int) -> list:
@@ -351,10 +362,10 @@ def w1(cfg: Cfg) -> None:
     d = fresh_dir("w1")
     tpl = os.path.join(d, "template.db")
     build_point(tpl)
-    seq = ["echo", "rpc-connect", "framed", "framed-hop", "rpc-perop", "rpc-seed", "rpc-aio",
-           "stdlib-tuned", "apsw", "aiosqlite", "stdlib-perop"]
-    conc8 = ["echo", "framed-hop", "rpc-connect", "rpc-seed", "stdlib-tuned", "apsw", "stdlib-perop"]
-    conc64 = ["echo", "framed", "rpc-connect", "rpc-aio", "aiosqlite", "stdlib-tuned", "apsw"]
+    seq = avail(["echo", "rpc-connect", "framed", "framed-hop", "rpc-perop", "rpc-seed", "rpc-aio",
+                 "stdlib-tuned", "apsw", "aiosqlite", "stdlib-perop"])
+    conc8 = avail(["echo", "framed-hop", "rpc-connect", "rpc-seed", "stdlib-tuned", "apsw", "stdlib-perop"])
+    conc64 = avail(["echo", "framed", "rpc-connect", "rpc-aio", "aiosqlite", "stdlib-tuned", "apsw"])
     systems = list(dict.fromkeys(seq + conc8 + conc64))
     paths = {s: copy_db(tpl, os.path.join(d, "%s.db" % s), journal_of(s)) for s in systems}
     pool = Pool(systems, "-w1")
@@ -370,7 +381,10 @@ def w1(cfg: Cfg) -> None:
 
         res = run_rounds(pool, seq, cfg.w1_rounds, "sequential", one)
         add_records("w1.point.seq", "Point SELECT, sequential (one caller)", res, "stdlib-perop", "stdlib-tuned")
-        w1_targets(res)
+        P.tick("issue 3 latency targets: echo / connect() / framed / framed + reader thread, fine interleaving")
+        fine = pool["framed"].call("fine", path=paths["framed"], rounds=cfg.w1_fine_rounds, block=cfg.w1_fine_block)
+        P.untick()
+        w1_targets(fine, res)
 
         def c64(w, s, r):
             mode = "pipelined" if s in ("echo", "framed") else "tasks" if s in ("rpc-aio", "aiosqlite") else "threads"
@@ -395,26 +409,37 @@ def w1(cfg: Cfg) -> None:
         pool.close()
 
 
-def w1_targets(res: dict) -> None:
-    def p50s(s):
-        return [C.lat_summary(r["lat_us"])["p50_us"] for r in res[s]]
+def w1_targets(fine: dict, res: dict) -> None:
+    """Issue 3's latency targets from the finely interleaved single-process measurement."""
+    def p50s(n):
+        return [r["p50_us"] for r in fine[n]]
 
-    echo, rpc, fr, hop = p50s("echo"), p50s("rpc-connect"), p50s("framed"), p50s("framed-hop")
+    echo, rpc, fr, hop = p50s("echo"), p50s("connect"), p50s("direct"), p50s("hop")
+    FINE.update({n: {"p50_us_median": med(p50s(n)), "p50_us_min": min(p50s(n)), "p50_us_max": max(p50s(n)),
+                     "mean_us_median": med([r["mean_us"] for r in fine[n]]), "rounds": len(fine[n]),
+                     "per_round_p50_us": [round(x, 1) for x in p50s(n)]} for n in fine})
     rat = [a / b for a, b in zip(rpc, echo)]
-    target(3, "Sequential point SELECT via sqlite_rpc.connect() <= 1.25x the echo floor (framed client), same run",
-           "p50 connect() / p50 echo, per round", round(med(rat), 2), "<= 1.25", med(rat) <= 1.25,
+    FINE["ratio_connect_to_echo"] = {"median": med(rat), "min": min(rat), "max": max(rat)}
+    target(3, "Sequential point SELECT via sqlite_rpc.connect() <= 1.25x a minimal Python client against the echo "
+           "floor, same run", "p50 connect() / p50 framed->echo, per round (one process, interleaved blocks)",
+           round(med(rat), 2), "<= 1.25", med(rat) <= 1.25,
            "p50 %.0f us vs %.0f us (rounds %.2f..%.2f)" % (med(rpc), med(echo), min(rat), max(rat)))
     rat2 = [a / b for a, b in zip(fr, echo)]
-    target(2, "Point SELECT round trip: server <= 1.25x echo (same framed client)", "p50 framed->server / p50 echo",
+    FINE["ratio_direct_to_echo"] = {"median": med(rat2), "min": min(rat2), "max": max(rat2)}
+    target(2, "Point SELECT round trip: server <= 1.25x echo (same framed client)", "p50 framed->server / p50 framed->echo",
            round(med(rat2), 2), "<= 1.25", med(rat2) <= 1.25,
-           "p50 %.0f us vs %.0f us; bench/server_bench.py measures this in finer ABBA blocks" % (med(fr), med(echo)))
+           "p50 %.0f us vs %.0f us; bench/server_bench.py is the reference measurement for this one" % (med(fr), med(echo)))
     hop_cost = [h - f for h, f in zip(hop, fr)]
     client_cost = [a - f for a, f in zip(rpc, fr)]
+    FINE["hop_cost_us"] = {"median": med(hop_cost), "min": min(hop_cost), "max": max(hop_cost)}
+    FINE["client_cost_us"] = {"median": med(client_cost), "min": min(client_cost), "max": max(client_cost)}
     ok = med(rpc) < med(hop)
-    target(3, "The single-threaded call does not pay a thread hop", "p50: connect() vs framed (no hop) vs framed + reader thread",
+    target(3, "The common single-threaded call does not pay for a thread hop",
+           "p50 connect() / framed, no threads / framed + reader thread (hop)",
            "%.0f / %.0f / %.0f us" % (med(rpc), med(fr), med(hop)), "connect() below the hop variant", ok,
-           "a reader-thread hop costs %.0f us per call here (p50); connect()'s whole client layer (DB-API, "
-           "binding, cursor) costs %.0f us over the bare framed client" % (med(hop_cost), med(client_cost)))
+           "a reader-thread hop costs %.0f us per call (median of per-round differences, %.0f..%.0f); connect()'s whole "
+           "client layer (DB-API, binding, rows) costs %.0f us over the bare framed client" % (
+               med(hop_cost), min(hop_cost), max(hop_cost), med(client_cost)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,7 +501,7 @@ W2_PATTERNS = [("kickoff_write", "kickoff outputs: add() (INSERT OR REPLACE, com
 def w2(cfg: Cfg) -> None:
     P.begin("W2 CrewAI patterns: connect per operation, writes and reads, then 8 processes")
     d = fresh_dir("w2")
-    full = ["stdlib-perop", "stdlib-perop-wal", "stdlib-tuned", "apsw", "rpc-perop", "rpc-crewai"]
+    full = avail(["stdlib-perop", "stdlib-perop-wal", "stdlib-tuned", "apsw", "rpc-perop", "rpc-crewai"])
     normal = ["stdlib-perop-normal", "stdlib-perop-wal-normal", "stdlib-tuned-normal", "rpc-normal"]
     files = w2_files(d, full + normal, "")
     pool = Pool(full + normal, "-w2")
@@ -556,6 +581,8 @@ def w2_multiprocess(cfg: Cfg, d: str) -> None:
                 w.recv()
         seq = {s: 0 for s in systems}
         for pattern, title in W2_PATTERNS:
+            if pattern not in cfg.w2_mp_patterns:
+                continue
             res = {s: [] for s in systems}
             for r in range(cfg.w2_mp_rounds):
                 for s in alternate(systems, r):
@@ -592,7 +619,7 @@ def w2_multiprocess(cfg: Cfg, d: str) -> None:
 def w3(cfg: Cfg) -> None:
     P.begin("W3 durable single-row inserts: 1 writer, then 16 writers")
     d = fresh_dir("w3")
-    systems = ["stdlib-perop", "stdlib-tuned", "apsw", "rpc-connect", "rpc-seed", "rpc-aio"]
+    systems = avail(["stdlib-perop", "stdlib-tuned", "apsw", "rpc-connect", "rpc-seed", "rpc-aio"])
     paths = {}
     for s in systems:
         p = os.path.join(d, s + ".db")
@@ -646,7 +673,7 @@ def w3(cfg: Cfg) -> None:
 def w4(cfg: Cfg) -> None:
     P.begin("W4 bulk insert of %dk rows: executemany and the batch API" % (cfg.w4_rows // 1000))
     d = fresh_dir("w4")
-    systems = ["stdlib-perop", "stdlib-tuned", "apsw", "rpc-connect", "rpc-seed", "rpc-batch", "rpc-aio"]
+    systems = avail(["stdlib-perop", "stdlib-tuned", "apsw", "rpc-connect", "rpc-seed", "rpc-batch", "rpc-aio"])
     pool = Pool(systems, "-w4")
     try:
         def one(w, s, r):
@@ -705,13 +732,13 @@ def w5(cfg: Cfg) -> None:
     P.begin("W5 analytic query (join + group by over %dk rows): single and 4 concurrent" % (cfg.w5_rows // 1000))
     cache = os.path.join(C.TMP, "cache")
     os.makedirs(cache, exist_ok=True)
-    path = os.path.join(cache, "analytic-%d.db" % cfg.w5_rows)
+    path = os.path.join(cache, "analytic-v1-%d.db" % cfg.w5_rows)  # bump v1 when build_analytic changes
     if not os.path.exists(path):
         t = time.monotonic()
         build_analytic(path, cfg.w5_rows)
         P.log("built %s in %.1f s (kept for later runs)" % (os.path.relpath(path, C.ROOT), time.monotonic() - t))
     set_journal(path, "WAL")
-    systems = ["stdlib-perop", "stdlib-tuned", "apsw", "rpc-connect", "rpc-seed", "rpc-aio"]
+    systems = avail(["stdlib-perop", "stdlib-tuned", "apsw", "rpc-connect", "rpc-seed", "rpc-aio"])
     pool = Pool(systems, "-w5")
     try:
         for s in systems:  # warm: page cache, server open
@@ -813,7 +840,7 @@ def w6(cfg: Cfg) -> None:
     d = fresh_dir("w6")
     path = os.path.join(d, "cold.db")
     build_point(path)
-    variants = ["stdlib", "apsw", "rpc-connect", "framed", "echo"]
+    variants = avail(["stdlib", "apsw", "rpc-connect", "framed", "echo"])
     res = {v: [] for v in variants}
     extra = {v: {"import_ms": []} for v in variants}
     env = C.child_env({"SQLITE_RPC_BINARY": C.BINARY})
@@ -875,10 +902,11 @@ def build_mixed(path: str, journal: str) -> None:
 
 
 def w7(cfg: Cfg) -> None:
-    P.begin("W7 sustained mixed load: %d concurrent clients, %d%% writes; %.0f s for sqlite-rpc" % (
+    P.begin("W7 sustained mixed load: %d concurrent clients, %d%% writes; %.0f s paced for sqlite-rpc" % (
         cfg.w7_clients, cfg.w7_write_pct, cfg.w7_main_s))
     d = fresh_dir("w7")
-    systems = list(dict.fromkeys(["rpc-connect"] + cfg.w7_peers + cfg.w7_paced_peers))
+    cfg.w7_closed, cfg.w7_paced_peers = avail(cfg.w7_closed), avail(cfg.w7_paced_peers)
+    systems = list(dict.fromkeys(cfg.w7_closed + ["rpc-connect"] + cfg.w7_paced_peers))
     paths = {}
     for s in systems:
         paths[s] = os.path.join(d, s + ".db")
@@ -888,40 +916,39 @@ def w7(cfg: Cfg) -> None:
         for s in systems:  # start servers, warm
             pool[s].call("mixed", path=paths[s], clients=4, duration=0.3, write_pct=cfg.w7_write_pct)
         time.sleep(1.0)
-        # closed loop: each client issues its next operation as soon as the last one returns
-        order = [cfg.w7_peers[0], "rpc-connect"] + cfg.w7_peers[1:]
+        # 1. closed loop: each client issues its next operation as soon as the last one returns
         res = {}
-        for s in order:
-            dur = cfg.w7_main_s if s == "rpc-connect" else cfg.w7_peer_s
-            P.tick("closed loop: %s for %.0f s" % (s, dur))
-            res[s] = [pool[s].call("mixed", path=paths[s], clients=cfg.w7_clients, duration=dur,
-                                   write_pct=cfg.w7_write_pct, sample_every=1.0 if dur > 5 else 0.5)]
+        for s in cfg.w7_closed:
+            P.tick("closed loop: %s for %.0f s" % (s, cfg.w7_closed_s))
+            res[s] = [pool[s].call("mixed", path=paths[s], clients=cfg.w7_clients, duration=cfg.w7_closed_s,
+                                   write_pct=cfg.w7_write_pct, sample_every=1.0 if cfg.w7_closed_s > 5 else 0.5)]
             P.untick()
             x = res[s][0]
-            P.log("closed loop %s: %s ops/s, p50 %.1f ms, p99 %.1f ms, %d errors" % (
-                s, fmt_ops(x["ops_s"]), x["p50_us"] / 1e3, x["p99_us"] / 1e3, sum(x["errors"].values())))
-        add_records("w7.mixed.closed", "Mixed 80/20, %d clients, closed loop (saturation)" % cfg.w7_clients, res,
-                    "stdlib-perop" if "stdlib-perop" in res else None, "stdlib-tuned",
-                    per_system_extra={s: w7_extra(res[s][0]) for s in res})
-        # paced: the same clients, each at rate/clients ops per second on a fixed schedule
+            P.log("closed loop %s: %s ops/s, p50 %s, p99 %s, %d errors" % (
+                s, fmt_ops(x["ops_s"]), R.f_lat(x["p50_us"]), R.f_lat(x["p99_us"]), sum(x["errors"].values())))
+        add_records("w7.mixed.closed", "Mixed 80/20, %d clients, closed loop (saturation), %.0f s each" % (
+            cfg.w7_clients, cfg.w7_closed_s), res, "stdlib-perop" if "stdlib-perop" in res else None, "stdlib-tuned",
+            per_system_extra={s: w7_extra(res[s][0]) for s in res})
+        # 2. paced: the same clients, each at rate/clients ops per second on a fixed schedule
         hz = cfg.w7_paced_rate / cfg.w7_clients
         order = cfg.w7_paced_peers[:1] + ["rpc-connect"] + cfg.w7_paced_peers[1:]
         resp = {}
         for s in order:
-            dur = cfg.w7_paced_main_s if s == "rpc-connect" else cfg.w7_paced_peer_s
+            dur = cfg.w7_main_s if s == "rpc-connect" else cfg.w7_paced_peer_s
             P.tick("paced %.0f ops/s: %s for %.0f s" % (cfg.w7_paced_rate, s, dur))
             resp[s] = [pool[s].call("mixed", path=paths[s], clients=cfg.w7_clients, duration=dur,
                                     write_pct=cfg.w7_write_pct, pace_hz=hz, sample_every=1.0 if dur > 5 else 0.5)]
             P.untick()
             x = resp[s][0]
-            P.log("paced %s: %s ops/s, p50 %.2f ms, p99 %.2f ms, %d errors" % (
-                s, fmt_ops(x["ops_s"]), x["p50_us"] / 1e3, x["p99_us"] / 1e3, sum(x["errors"].values())))
+            P.log("paced %s for %.0f s: %s ops/s, p50 %s, p99 %s, %d errors" % (
+                s, dur, fmt_ops(x["ops_s"]), R.f_lat(x["p50_us"]), R.f_lat(x["p99_us"]), sum(x["errors"].values())))
         add_records("w7.mixed.paced", "Mixed 80/20, %d clients paced to %.0f ops/s in all (latency from the scheduled "
-                    "start)" % (cfg.w7_clients, cfg.w7_paced_rate), resp, None, "stdlib-tuned",
-                    per_system_extra={s: w7_extra(resp[s][0]) for s in resp})
+                    "start); %.0f s for sqlite-rpc connect(), %.0f s for the others" % (
+                        cfg.w7_clients, cfg.w7_paced_rate, cfg.w7_main_s, cfg.w7_paced_peer_s), resp, None,
+                    "stdlib-tuned", per_system_extra={s: w7_extra(resp[s][0]) for s in resp})
     finally:
         pool.close()
-    w7_targets(cfg)
+    w7_targets(cfg, res, resp)
 
 
 def w7_extra(x: dict) -> dict:
@@ -931,32 +958,51 @@ def w7_extra(x: dict) -> dict:
     end = smp[-1] if smp else None
     out = {"measured_pid": x.get("measured_pid"), "read": x.get("read"), "write": x.get("write"),
            "idle_before": x.get("idle_before"), "idle_after": x.get("idle_after"), "duration_s": round(x["elapsed"], 1),
-           "samples": smp}
+           "offered_ops_s": x.get("offered_ops_s"), "samples": smp}
     if start and end:
         out.update(rss_start_kb=start[1], rss_end_kb=end[1], fds_start=start[2], fds_end=end[2],
                    rss_max_kb=max(s[1] for s in smp if s[1]), threads_end=end[3])
     return out
 
 
-def w7_targets(cfg: Cfg) -> None:
-    c = rec_of("w7.mixed.closed", "rpc-connect")
+def w7_targets(cfg: Cfg, res: dict, resp: dict) -> None:
     p = rec_of("w7.mixed.paced", "rpc-connect")
-    target(4, "W7: 1000+ ops/s sustained, p99 < 10 ms, 0 errors (paced: %d clients at %.0f ops/s in all, %.0f s)" % (
-        cfg.w7_clients, cfg.w7_paced_rate, p["duration_s"]), "achieved ops/s; p99; errors",
-        "%s ops/s; p99 %.2f ms; %d errors" % (fmt_ops(p["ops_s"]), p["p99_us"] / 1e3, p["errors"]),
-        ">= 1000; < 10 ms; 0", p["ops_s"] >= 0.98 * cfg.w7_paced_rate and p["p99_us"] < 10_000 and p["errors"] == 0)
-    target(4, "W7: the same, closed loop (%d clients, no think time, %.0f s)" % (cfg.w7_clients, c["duration_s"]),
-           "ops/s; p99; errors", "%s ops/s; p99 %.1f ms; %d errors" % (fmt_ops(c["ops_s"]), c["p99_us"] / 1e3, c["errors"]),
-           ">= 1000; < 10 ms; 0", c["ops_s"] >= 1000 and c["p99_us"] < 10_000 and c["errors"] == 0,
-           "closed loop: mean latency = clients / throughput (Little's law), so p99 < 10 ms needs > 10k ops/s here")
-    for rec, what in ((c, "closed loop, %.0f s" % c["duration_s"]), (p, "paced, %.0f s" % p["duration_s"])):
-        if rec.get("rss_start_kb"):
-            g = rec["rss_end_kb"] / rec["rss_start_kb"] - 1
-            target(4, "W7 (%s): server RSS growth < 5%%" % what, "VmRSS after 1 s of load -> at the end",
-                   "%.1f -> %.1f MB (%+.1f%%)" % (rec["rss_start_kb"] / 1024, rec["rss_end_kb"] / 1024, g * 100), "< +5%",
-                   g < 0.05, "peak %.1f MB" % (rec["rss_max_kb"] / 1024))
-            target(4, "W7 (%s): no fd growth" % what, "server open fds after 1 s of load -> at the end",
-                   "%d -> %d" % (rec["fds_start"], rec["fds_end"]), "no growth", rec["fds_end"] <= rec["fds_start"])
+    ok = p["ops_s"] >= 0.99 * cfg.w7_paced_rate and p["p99_us"] < 10_000 and p["errors"] == 0
+    target(4, "W7: 1000+ ops/s sustained, p99 < 10 ms, 0 errors: sqlite_rpc.connect(), %d threads paced to %.0f ops/s "
+           "in all, %.0f s" % (cfg.w7_clients, cfg.w7_paced_rate, p["duration_s"]), "ops/s; p99; errors",
+           "%s ops/s; p99 %s; %d errors" % (fmt_ops(p["ops_s"]), R.f_lat(p["p99_us"]), p["errors"]),
+           ">= 1000; < 10 ms; 0", ok, "writes p99 %s, reads p99 %s" % (
+               R.f_lat((p.get("write") or {}).get("p99_us")), R.f_lat((p.get("read") or {}).get("p99_us"))))
+    for s in ("rpc-seed",):
+        q = rec_of("w7.mixed.paced", s)
+        if q:
+            target(4, "W7, the same through the Database API (autocommit writes, group-committed), %.0f s" % q["duration_s"],
+                   "ops/s; p99; errors", "%s ops/s; p99 %s; %d errors" % (fmt_ops(q["ops_s"]), R.f_lat(q["p99_us"]), q["errors"]),
+                   ">= 1000; < 10 ms; 0", q["ops_s"] >= 0.99 * cfg.w7_paced_rate and q["p99_us"] < 10_000 and q["errors"] == 0)
+    best = max((rec_of("w7.mixed.closed", s) for s in cfg.w7_closed if s.startswith("rpc-")), key=lambda r: r["ops_s"])
+    c = rec_of("w7.mixed.closed", "rpc-connect")
+    target(4, "W7 closed loop (%d clients, no think time, %.0f s): 1000+ ops/s, p99 < 10 ms, 0 errors" % (
+        cfg.w7_clients, c["duration_s"]), "ops/s; p99; errors (connect(); best sqlite-rpc API in the note)",
+        "%s ops/s; p99 %s; %d errors" % (fmt_ops(c["ops_s"]), R.f_lat(c["p99_us"]), c["errors"]),
+        ">= 1000; < 10 ms; 0", c["ops_s"] >= 1000 and c["p99_us"] < 10_000 and c["errors"] == 0,
+        "%s: %s ops/s, p99 %s. Closed loop: mean latency = clients / throughput (Little's law), so p99 < 10 ms "
+        "needs well over 10k ops/s" % (best["system"], fmt_ops(best["ops_s"]), R.f_lat(best["p99_us"])))
+    # memory and descriptors of connect()'s server over the continuous sustained run (the
+    # closed loop ran earlier on the same server; between the two its database may have been
+    # idle-closed, so the span across both is shown as a note only)
+    if p.get("rss_start_kb"):
+        g = p["rss_end_kb"] / p["rss_start_kb"] - 1
+        cs = res["rpc-connect"][0].get("samples") or []
+        c0 = next((x for x in cs if x[0] >= 1.0), cs[0]) if cs else None
+        across = ("; from 1 s into the closed loop to the end: %.1f -> %.1f MB" % (c0[1] / 1024, p["rss_end_kb"] / 1024)
+                  if c0 else "")
+        target(4, "W7: server RSS growth < 5%% over the %.0f s sustained run (connect()'s server)" % p["duration_s"],
+               "VmRSS after 1 s of load -> at the end",
+               "%.1f -> %.1f MB (%+.1f%%)" % (p["rss_start_kb"] / 1024, p["rss_end_kb"] / 1024, g * 100), "< +5%",
+               g < 0.05, "peak %.1f MB%s" % (p["rss_max_kb"] / 1024, across))
+        target(4, "W7: no fd growth over the same run", "server open fds after 1 s of load -> at the end",
+               "%d -> %d" % (p["fds_start"], p["fds_end"]), "no growth", p["fds_end"] <= p["fds_start"],
+               "server threads at the end: %s" % p.get("threads_end"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1012,7 +1058,17 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short rounds: under 2 minutes")
     ap.add_argument("--only", help="comma list of workloads (w1..w7)")
     ap.add_argument("--out", default=C.RESULTS, help="directory for latest.json / latest.md / chart.svg")
+    ap.add_argument("--render", action="store_true", help="only rewrite latest.md and chart.svg from latest.json")
     args = ap.parse_args()
+    if args.render:
+        with open(os.path.join(args.out, "latest.json")) as f:
+            out = json.load(f)
+        with open(os.path.join(args.out, "latest.md"), "w") as f:
+            f.write(R.markdown(out))
+        with open(os.path.join(args.out, "chart.svg"), "w") as f:
+            f.write(R.svg(out))
+        sys.stderr.write(R.target_lines(out) + "\n")
+        return 0
     only = args.only.split(",") if args.only else list(WORKLOADS)
     if not (os.path.isfile(C.BINARY) and os.access(C.BINARY, os.X_OK)):
         sys.exit("%s is missing: run `npm run build` first" % os.path.relpath(C.BINARY, C.ROOT))
@@ -1028,9 +1084,17 @@ def main() -> int:
     mode = "quick" if args.quick else "full"
     sys.stderr.write("sqlite-rpc peers bench (%s run): %s; results in %s\n" % (
         mode, ", ".join(only), os.path.relpath(args.out, C.ROOT)))
+    for mod, sys_id in (("apsw", "apsw"), ("aiosqlite", "aiosqlite")):
+        try:
+            __import__(mod)
+        except ImportError:
+            MISSING.add(sys_id)
+            NOTES.append("%s is not installed: left out (`.venv/bin/pip install %s`)." % (mod, mod))
     probe = Worker("rpc-connect", "-probe")
     info = probe.call("info")
     probe.close()
+    if info.get("backend") != "sqlite-rpc":
+        sys.exit("sqlite_rpc runs on its stdlib fallback here (%s): build the server first (npm run build)" % info.get("backend"))
     mach = machine(info)
     sys.stderr.write("machine: %d cores, Python %s, Node %s, SQLite %s (server) / %s (stdlib) / %s (apsw); load %s\n" % (
         mach["cores"], mach["python"], mach["node"], mach["sqlite_server"], mach["sqlite_stdlib"], mach["sqlite_apsw"],
@@ -1047,7 +1111,7 @@ def main() -> int:
            "duration_s": round(time.monotonic() - t0, 1), "machine": mach,
            "systems": {k: {"label": v[0], "what": v[1], "env": v[2]} for k, v in SYSTEMS.items()},
            "config": {k: v for k, v in vars(cfg).items()},
-           "records": RECORDS, "targets": TARGETS, "notes": NOTES}
+           "records": RECORDS, "issue3_latency": FINE, "targets": TARGETS, "notes": NOTES}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)

@@ -6,7 +6,8 @@ from html import escape
 
 # Instruments, not peers: in the tables, not in the chart.
 NOT_CHARTED = {"framed", "framed-hop"}
-NOT_CHARTED_WORKLOADS = {"w6.cold"}
+# cold start: milliseconds apart, in the table; paced load: every system meets the offered rate
+NOT_CHARTED_WORKLOADS = {"w6.cold", "w7.mixed.paced"}
 
 
 def f_ops(v) -> str:
@@ -140,6 +141,47 @@ def markdown(out: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+# The README's condensed table: one row per workload, one column per kind of system. For the
+# sqlite-rpc column, the API that does what the stdlib column does (the CrewAI rows: connect
+# per operation; elsewhere a connection kept open).
+README_COLUMNS = [
+    ("stdlib, connect per op", ["stdlib-perop", "stdlib-perop-normal", "stdlib"]),
+    ("stdlib tuned (WAL, open conn)", ["stdlib-tuned", "stdlib-tuned-normal"]),
+    ("apsw", ["apsw"]),
+    ("sqlite-rpc connect()", ["rpc-connect", "rpc-perop", "rpc-normal"]),
+    ("sqlite-rpc Database", ["rpc-seed"]),
+    ("sqlite-rpc aio", ["rpc-aio"]),
+    ("echo floor", ["echo"]),
+]
+
+
+def readme_table(out: dict) -> str:
+    lines = ["| workload | unit | " + " | ".join(c for c, _ in README_COLUMNS) + " |",
+             "| --- | --- |" + " --- |" * len(README_COLUMNS)]
+    for wl, recs in groups(out):
+        by = {r["system"]: r for r in recs}
+        cells = []
+        for _col, ids in README_COLUMNS:
+            r = next((by[i] for i in ids if i in by), None)
+            if r is None:
+                cells.append("")
+                continue
+            if wl == "w6.cold":
+                cells.append("%.1f ms" % r["ms_median"])
+                continue
+            cell = f_ops(r["ops_s"])
+            base = r.get("baseline") or r.get("tuned_baseline")
+            ratio = r.get("ratio_to_stdlib") if r.get("baseline") else r.get("ratio_to_stdlib_tuned")
+            if r["system"] != base and ratio is not None:
+                cell += " (%s)" % f_ratio(ratio)
+            if r["errors"]:
+                cell += ", %d err" % r["errors"]
+            cells.append(cell)
+        unit = "ms to first row" if wl == "w6.cold" else recs[0]["unit"]
+        lines.append("| %s | %s | %s |" % (recs[0]["title"], unit, " | ".join(cells)))
+    return "\n".join(lines)
+
+
 def target_lines(out: dict) -> str:
     lines = ["targets:"]
     for t in out["targets"]:
@@ -178,9 +220,11 @@ def svg(out: dict) -> str:
             if r["system"] in NOT_CHARTED or r["system"] == base or r.get(key) is None:
                 continue
             rows.append(("bar", systems.get(r["system"], {}).get("label", r["system"]), r[key], r["system"]))
-    lo, hi = 0.05, 100.0
-    mx = max([x[2] for x in rows if x[2]] + [2.0])
-    hi = 10 ** math.ceil(math.log10(mx * 1.05))
+    vals = [x[2] for x in rows if x[2]]
+    mn = min(vals + [0.5])
+    lo = min(0.1, max(0.01, 10 ** math.floor(math.log10(mn * 0.9))))
+    mx = max(vals + [2.0])
+    hi = 10 ** math.ceil(math.log10(mx * 1.3))
     W, left, right = 980, 250, 70
     plot_w = W - left - right
     bar_h, head_h, top = 13, 24, 56
@@ -195,22 +239,23 @@ def svg(out: dict) -> str:
          '<rect width="100%" height="100%" fill="#ffffff"/>',
          '<text x="%d" y="20" font-size="14" font-weight="bold">sqlite-rpc against stdlib sqlite3: throughput ratio '
          '(log scale; 1 = the stdlib baseline named in each group)</text>' % 10,
-         '<text x="10" y="38" fill="#555">%s run %s, %s cores, medians over rounds; cold start is in the table. '
-         'Bars right of 1: faster than the baseline.</text>' % (escape(out["mode"]), escape(out["generated"][:16]),
+         '<text x="10" y="38" fill="#555">%s run %s, %s cores, medians over rounds; '
+         'bars right of 1: faster than the baseline; cold start and the paced load are in the tables.</text>' % (escape(out["mode"]), escape(out["generated"][:16]),
                                                               out["machine"].get("cores"))]
     # grid
-    v = lo
     ticks = []
-    while v <= hi * 1.0001:
-        ticks.append(v)
-        v *= 10
-    extra = [t * m for t in ticks for m in (2, 5) if t * m < hi]
-    for t in sorted(ticks + extra):
+    e = round(math.log10(lo))
+    while 10 ** e <= hi * 1.0001:
+        ticks.append(10.0 ** e)
+        e += 1
+    minor = [t * m for t in ticks for m in (2, 5) if t * m < hi]
+    for t in sorted(ticks + minor):
         xx = x(t)
+        major = t in ticks
         o.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-width="1"/>' % (
-            xx, top - 6, xx, H - 30, "#000" if abs(t - 1) < 1e-9 else "#e6e6e6"))
-        if t in ticks or t in (2, 5, 20, 50):
-            o.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s×</text>' % (xx, H - 16, ("%g" % t)))
+            xx, top - 6, xx, H - 30, "#000" if abs(t - 1) < 1e-9 else ("#d0d0d0" if major else "#eeeeee")))
+        o.append('<text x="%.1f" y="%d" text-anchor="middle" fill="%s" font-size="%d">%s×</text>' % (
+            xx, H - 16, "#333" if major else "#999", 11 if major else 9, "%g" % t))
     y = top
     for kind, text, ratio, sys_id in rows:
         if kind == "head":

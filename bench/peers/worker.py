@@ -276,13 +276,15 @@ def run_threads(make_op, n: int, duration: float, op_arg, start_at: float | None
             "per_thread": [len(l) for l in lats]}
 
 
-def run_tasks(make_aop, n: int, duration: float, op_arg, pace_hz: float | None = None, sample=None) -> dict:
+def run_tasks(make_aop, n: int, duration: float, op_arg, pace_hz: float | None = None, sample=None,
+              warm: bool = True) -> dict:
     """n asyncio tasks on one loop, each with its own async op; as run_threads."""
 
     async def main():
         ops = [await make_aop(t) for t in range(n)]
         for t, (aop, _c) in enumerate(ops):
-            await aop(op_arg(t, -1))
+            if warm:
+                await aop(op_arg(t, -1))
         lats = [[] for _ in range(n)]
         kinds = [[] for _ in range(n)]
         errors = Counter()
@@ -378,6 +380,63 @@ def op_point_seq(path: str, keys: list) -> dict:
         return {"n": len(keys), "elapsed": el, "lat_us": [round(x * 1e6, 1) for x in lat]}
 
     return asyncio.run(main())
+
+
+def op_fine(path: str, rounds: int, block: int) -> dict:
+    """Issue 3's two latency targets, measured in ONE process with fine interleaving: blocks of
+    `block` sequential point SELECTs rotate between (a) bench/framed.py to the echo floor,
+    (b) sqlite_rpc.connect() (the product client: the calling thread reads the pipe itself),
+    (c) bench/framed.py to a server (no threads), (d) the same through framed.MuxClient (a
+    reader thread hands each reply over: one thread hop per call). Each has its own child
+    process; the order is reversed every block (ABCD DCBA ...). Per round: each one's p50."""
+    from framed import FramedPipe, MuxClient
+
+    import sqlite_rpc
+
+    def pipe(argv, name):
+        p = FramedPipe(argv, env=C.child_env(), stderr_path=os.path.join(C.TMP, "fine-%s.stderr.log" % name))
+        p.call("initialize", {"protocol_version": 1, "client": {"name": "bench/peers fine"}})
+        return p
+
+    sql = C.POINT_SQL
+    echo = pipe(["node", C.ECHO], "echo")
+    direct = pipe([C.BINARY], "direct")
+    direct.call("open", {"session": 1, "path": path, "timeout": 5.0})
+    hop_pipe = pipe([C.BINARY], "hop")
+    hop_pipe.call("open", {"session": 1, "path": path, "timeout": 5.0})
+    mux = MuxClient(hop_pipe)
+    conn = sqlite_rpc.connect(path)
+    ops = {
+        "echo": lambda k: echo.call("execute", {"session": 1, "sql": sql, "params": [k]}),
+        "connect": lambda k: conn.execute(sql, (k,)).fetchone(),
+        "direct": lambda k: direct.call("execute", {"session": 1, "sql": sql, "params": [k]}),
+        "hop": lambda k: mux.call("execute", {"session": 1, "sql": sql, "params": [k]}),
+    }
+    names = list(ops)
+    keys = C.point_keys(block * 4, seed=11)
+    for n in names:  # warm-up (JIT, statement caches, the server's inline read path)
+        for k in keys[:block]:
+            ops[n](k)
+    out = {n: [] for n in names}
+    blocks_per_round = 4
+    for r in range(rounds):
+        lat = {n: [] for n in names}
+        for b in range(blocks_per_round):
+            order = names if (r * blocks_per_round + b) % 2 == 0 else names[::-1]
+            for n in order:
+                op = ops[n]
+                ks = keys[(b % 4) * block:(b % 4 + 1) * block]
+                for k in ks:
+                    t = now()
+                    op(k)
+                    lat[n].append(now() - t)
+        for n in names:
+            s = sorted(lat[n])
+            out[n].append({"p50_us": s[len(s) // 2] * 1e6, "mean_us": sum(s) / len(s) * 1e6, "n": len(s)})
+    conn.close()
+    for p in (echo, direct, hop_pipe):
+        p.close()
+    return out
 
 
 def op_point_conc(path: str, n: int, duration: float, mode: str) -> dict:
@@ -703,7 +762,7 @@ async def insert_aop(path: str, t: int):
 def op_inserts(path: str, threads: int, duration: float) -> dict:
     arg = lambda t, i: i  # noqa: E731
     if SYSTEM == "rpc-aio":
-        res = run_tasks(lambda t: insert_aop(path, t), threads, duration, arg)
+        res = run_tasks(lambda t: insert_aop(path, t), threads, duration, arg, warm=False)
     else:
         res = run_threads(lambda t: insert_op(path, t), threads, duration, arg, warm=False)
     return finish(res, keep_lat=False)
@@ -926,6 +985,19 @@ def mixed_op(path: str, t: int):
             else:
                 c.execute(rsql, (a[1],)).fetchone()
         return op, c.close
+    if s == "rpc-seed":
+        db = STATE.get(("db", path))
+        if db is None:
+            import sqlite_rpc
+
+            db = STATE[("db", path)] = sqlite_rpc.Database(path, timeout=5.0)
+
+        def op(a):
+            if a[0]:
+                db.execute_update(wsql, (a[1], body))  # autocommit: group-committed, durable on return
+            else:
+                db.execute_query(rsql, (a[1],))
+        return op, lambda: None
     raise ValueError("no mixed op for %s" % s)
 
 
@@ -979,6 +1051,11 @@ def op_mixed(path: str, clients: int, duration: float, write_pct: int, pace_hz: 
         res = run_tasks(lambda t: mixed_aop(path, t), clients, duration, arg, pace_hz=pace_hz, sample=sample)
     else:
         res = run_threads(lambda t: mixed_op(path, t), clients, duration, arg, pace_hz=pace_hz, sample=sample)
+    if pace_hz:
+        # every op scheduled inside the window ran (or failed): the rate is over the window
+        res["elapsed_wall"] = res["elapsed"]
+        res["elapsed"] = duration
+        res["offered_ops_s"] = pace_hz * clients
     res = finish(res, keep_lat=False)
     time.sleep(0.2)
     pid = server_pid() or os.getpid()
@@ -1024,7 +1101,7 @@ def op_close_all() -> dict:
     return {}
 
 
-OPS = {"point_seq": op_point_seq, "point_conc": op_point_conc, "crewai": op_crewai, "inserts": op_inserts,
+OPS = {"point_seq": op_point_seq, "fine": op_fine, "point_conc": op_point_conc, "crewai": op_crewai, "inserts": op_inserts,
        "bulk": op_bulk, "analytic": op_analytic, "mixed": op_mixed, "info": op_info, "probe": op_probe,
        "close_all": op_close_all}
 

@@ -286,14 +286,16 @@ class Cursor:
         begin = conn._begin_mode_for(sql)
         # sqlite3 binds and runs the parameter sets one by one: the sets before a bad one are
         # applied, then the error is raised. The good prefix is sent, then the error raised.
-        rows: List[Any] = []
+        rows: Any = binding.bind_many_fast(sql, seq_of_parameters)  # None: not the plain case
         error: Optional[BaseException] = None
-        try:
-            for params in it:
-                w = binding.bind(sql, params)
-                rows.append([] if w is None else w)
-        except Exception as e:
-            error = e
+        if rows is None:
+            rows = []
+            try:
+                for params in it:
+                    w = binding.bind(sql, params)
+                    rows.append([] if w is None else w)
+            except Exception as e:
+                error = e
         p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": rows}
         if begin is not None:
             p["begin"] = begin

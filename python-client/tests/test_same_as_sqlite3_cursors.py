@@ -317,6 +317,33 @@ def connection_shortcuts_return_new_cursors(r):
     db.call("iter is self", lambda c: (lambda cur: iter(cur) is cur)(c.cursor()))
 
 
+@C.script
+def executemany_parameter_lists_fast_path_and_fallbacks(r):
+    # binding.bind_many_fast takes lists/tuples of plain rows in one pass; everything else is
+    # bound row by row. Both must give sqlite3's rows, rowcount and errors.
+    class S(str):
+        pass
+
+    db = r.connect()
+    db.execute("CREATE TABLE t(a, b, c)")
+    sql = "INSERT INTO t VALUES (?, ?, ?)"
+    db.executemany(sql, [(1, "x", 1.5), (2, None, b"\x00"), (-(2**63), "y", 2**63 - 1)])  # plain: fast path
+    db.executemany(sql, ([3, "l", 0.0], (4, "t", None)))  # a tuple of lists and tuples
+    db.executemany(sql, [(5, 1, "mixed"), ("6", 2.5, 7)])  # mixed types in a column
+    db.executemany(sql, [(True, False, 7)])  # bool: adapted to int by the slow path
+    db.executemany(sql, [(8, S("sub"), bytearray(b"ba"))])  # subclasses, bytearray
+    db.executemany(sql, [(9, "ok", 1), (2**63, "overflow", 2)])  # OverflowError, like sqlite3
+    db.executemany(sql, [(10, "ok", 1), (-(2**63) - 1, "overflow", 2)])
+    db.executemany(sql, [(11, "short")])  # wrong number of bindings
+    db.executemany(sql, [(12, "a", 1), [13, "b"]])
+    db.executemany("INSERT INTO t VALUES (?3, ?1, ?2)", [(14, "n", 1.0)])  # numbered
+    db.executemany("INSERT INTO t VALUES (:a, :b, :c)", [(15, "named", 2)])  # named, by position
+    db.executemany(sql, [{"a": 1}])  # a dict for positional parameters
+    db.executemany(sql, iter([(16, "iter", 1)]))  # an iterator: not a list, slow path
+    db.commit()
+    db.execute("SELECT a, b, c, typeof(a), typeof(b), typeof(c) FROM t ORDER BY rowid")
+
+
 @pytest.mark.parametrize("script", C.params())
 def test_same_as_sqlite3(script, tmp_path):
     assert_same(script, tmp_path)

@@ -61,10 +61,19 @@ export class Registry {
     return e;
   }
 
+  private readonly realpaths = new Map<string, string>();
+
   private resolve(path: string): string {
     const abs = nodePath.resolve(path);
+    // realpath walks every path component (an lstat each): CrewAI opens a connection per
+    // operation, so the answer for an existing file is remembered (bounded).
+    const known = this.realpaths.get(abs);
+    if (known !== undefined) return known;
     try {
-      return fs.realpathSync(abs);
+      const real = fs.realpathSync(abs);
+      if (this.realpaths.size >= 1024) this.realpaths.clear();
+      this.realpaths.set(abs, real);
+      return real;
     } catch {
       // Not there yet: resolve the folder so two spellings of a new file still meet.
       try {
