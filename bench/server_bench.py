@@ -292,6 +292,21 @@ def bench_pipelined(cfg, srv_argv, db_path, log) -> dict:
 # ---------------------------------------------------------------------------------------
 # 3. 16 concurrent single-row autocommit writers, synchronous=FULL
 
+def run_timed_threads(worker, threads: int, seconds: float, barrier, stop_at: list) -> float:
+    """Start worker(t) for each thread, release them together, stop them after `seconds`;
+    returns the elapsed time. Workers wait at `barrier` and stop once time passes stop_at[0]."""
+    ths = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for th in ths:
+        th.start()
+    stop_at[0] = time.perf_counter() + 3600  # no worker stops before the common start
+    barrier.wait()
+    t0 = time.perf_counter()
+    stop_at[0] = t0 + seconds
+    for th in ths:
+        th.join()
+    return time.perf_counter() - t0
+
+
 def stdlib_writers(path: str, threads: int, seconds: float, timeout: float) -> dict:
     barrier = threading.Barrier(threads + 1)
     stop_at = [0.0]
@@ -322,16 +337,7 @@ def stdlib_writers(path: str, threads: int, seconds: float, timeout: float) -> d
             n += 1
         db.close()
 
-    ths = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    for th in ths:
-        th.start()
-    stop_at[0] = time.perf_counter() + 3600
-    barrier.wait()
-    t0 = time.perf_counter()
-    stop_at[0] = t0 + seconds
-    for th in ths:
-        th.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_timed_threads(worker, threads, seconds, barrier, stop_at)
     rows = sqlite3.connect(path).execute("SELECT count(*) FROM w").fetchone()[0]
     return {"ops": sum(ops), "errors": sum(errors), "other_errors": len(other), "elapsed": elapsed,
             "rps": sum(ops) / elapsed, "rows": rows}
@@ -368,16 +374,7 @@ def rpc_writers_threads(srv_argv, path: str, threads: int, seconds: float, name:
                     return
                 n += 1
 
-        ths = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-        for th in ths:
-            th.start()
-        stop_at[0] = time.perf_counter() + 3600
-        barrier.wait()
-        t0 = time.perf_counter()
-        stop_at[0] = t0 + seconds
-        for th in ths:
-            th.join()
-        elapsed = time.perf_counter() - t0
+        elapsed = run_timed_threads(worker, threads, seconds, barrier, stop_at)
         if other and any("no reply" in o for o in other):
             db = {"group_commits": 0, "group_units": 0, "group_max_units": 0}
             rows = -1

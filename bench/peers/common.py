@@ -40,17 +40,9 @@ def point_keys(n: int, seed: int = 1) -> list:
 
 # ---- workload 2: CrewAI (statements as in crewAI 1.15.x, see /work/shared/reference/CREWAI.md) --
 
-KICKOFF_CREATE = """
-CREATE TABLE IF NOT EXISTS latest_kickoff_task_outputs (
-    task_id TEXT PRIMARY KEY,
-    task_key TEXT,
-    expected_output TEXT,
-    output JSON,
-    task_index INTEGER,
-    inputs JSON,
-    was_replayed BOOLEAN,
-    timestamp DATETIME DEFAULT CURRENT_TIMESTAMP
-)"""
+# CrewAI's schemas are kept once, in the adapters (the files must keep CrewAI's layout).
+from sqlite_rpc.crewai import _FLOW_SCHEMA as FLOW_SCHEMA, _KICKOFF_CREATE as KICKOFF_CREATE  # noqa: E402
+
 KICKOFF_INSERT = """
 INSERT OR REPLACE INTO latest_kickoff_task_outputs
 (task_id, task_key, expected_output, output, task_index, inputs, was_replayed)
@@ -59,24 +51,6 @@ KICKOFF_SELECT = """
 SELECT task_id, task_key, expected_output, output, task_index, inputs, was_replayed, timestamp
 FROM latest_kickoff_task_outputs
 ORDER BY task_index"""
-FLOW_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS flow_states (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        flow_uuid TEXT NOT NULL,
-        method_name TEXT NOT NULL,
-        timestamp DATETIME NOT NULL,
-        state_json TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS idx_flow_states_uuid ON flow_states(flow_uuid)",
-    """CREATE TABLE IF NOT EXISTS pending_feedback (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        flow_uuid TEXT NOT NULL UNIQUE,
-        context_json TEXT NOT NULL,
-        state_json TEXT NOT NULL,
-        created_at DATETIME NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS idx_pending_feedback_uuid ON pending_feedback(flow_uuid)",
-)
 FLOW_INSERT = """
 INSERT INTO flow_states (
     flow_uuid,

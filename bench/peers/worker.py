@@ -53,6 +53,20 @@ def sync_pragma(s: str = SYSTEM) -> str:
     return "PRAGMA synchronous=NORMAL" if s.endswith("-normal") else "PRAGMA synchronous=FULL"
 
 
+def open_kept(s: str, path: str):
+    """The connection kept open for a whole workload: stdlib tuned (its synchronous setting
+    applied) or sqlite_rpc (its pipelined open collected before any timing starts)."""
+    if s == "rpc-connect":
+        import sqlite_rpc
+
+        c = sqlite_rpc.connect(path, timeout=5.0, check_same_thread=False)
+        c.execute("SELECT 1").fetchone()
+    else:
+        c = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
+        c.execute(sync_pragma())
+    return c
+
+
 def server_pid() -> int | None:
     if is_rpc():
         from sqlite_rpc import process
@@ -715,15 +729,7 @@ def insert_op(path: str, t: int):
                 c.close()
         return op, lambda: None
     if s in ("stdlib-tuned", "rpc-connect"):
-        if s == "rpc-connect":
-            import sqlite_rpc as mod
-        else:
-            mod = sqlite3
-        c = mod.connect(path, timeout=5.0, check_same_thread=False)
-        if s == "stdlib-tuned":
-            c.execute(sync_pragma())
-        else:
-            c.execute("SELECT 1").fetchone()
+        c = open_kept(s, path)
 
         def op(n):
             c.execute(sql, (t, n, payload))
@@ -957,13 +963,7 @@ def mixed_op(path: str, t: int):
                 c.close()
         return op, lambda: None
     if s in ("stdlib-tuned", "rpc-connect"):
-        if s == "rpc-connect":
-            import sqlite_rpc as mod
-        else:
-            mod = sqlite3
-        c = mod.connect(path, timeout=5.0, check_same_thread=False)
-        if s == "stdlib-tuned":
-            c.execute(sync_pragma())
+        c = open_kept(s, path)
 
         def op(a):
             if a[0]:

@@ -167,10 +167,6 @@ export class DirectConnection {
     return { changes: m.total_changes, ...m };
   }
 
-
-  rowsOf(r: DirectResult): SqlRows {
-    return new SqlRows(r.rows);
-  }
 }
 
 /** The protocol result of a statement run directly; a result left open becomes a cursor of session s. */
