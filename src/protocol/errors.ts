@@ -16,7 +16,11 @@ export type ErrorKindName =
   | 'NotInitialized'
   | 'ShuttingDown'
   | 'WorkerFailed'
-  | 'TooLarge';
+  | 'TooLarge'
+  | 'Conflict'
+  | 'BackupFailed'
+  | 'IntegrityCheckFailed'
+  | 'AuditFailed';
 
 interface KindInfo {
   name: string;
@@ -42,6 +46,11 @@ export interface ErrorData {
   total_changes?: number;
   /** last_insert_rowid() after those changes, when they moved it. */
   lastrowid?: bigint;
+  /** Conflict: the rows the guard expected, and the rows the statement changed. */
+  expected_rows?: number;
+  changes?: number;
+  /** IntegrityCheckFailed: what SQLite's check reported. */
+  problems?: string[];
 }
 
 export class RpcError extends Error {
