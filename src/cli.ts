@@ -3,6 +3,7 @@
 import os from 'node:os';
 import type { SynchronousMode } from './engine/connection';
 import type { CodecName } from './transport/codec';
+import { AUDIT_KINDS, DEFAULT_AUDIT_KINDS, type AuditKind } from './ops/audit';
 
 export interface CliOptions {
   dbs: string[];
@@ -25,6 +26,16 @@ export interface CliOptions {
   foreignKeys: boolean;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   testHooks: boolean;
+  slowQueryMs: number;
+  metricsPort: number | null;
+  auditDir: string | null;
+  auditKinds: AuditKind[];
+  checkpointIntervalMs: number;
+  openCheck: 'quick' | 'full' | 'off';
+  backupDir: string | null;
+  backupIntervalS: number;
+  backupKeep: number;
+  recoverFromBackup: boolean;
   help: boolean;
   version: boolean;
 }
@@ -82,6 +93,31 @@ Protocol
   --page-bytes N          approximate bytes per result page (default 1048576)
   --cursor-idle-ms MS     close cursors not fetched for this long (default 300000)
 
+Operations
+  --metrics-port PORT     serve Prometheus metrics on http://127.0.0.1:PORT/metrics
+                          (loopback only; the "metrics" method works without it)
+  --slow-query-ms MS      log statements slower than MS to stderr as "slow_query" JSON
+                          lines with their query plan; parameter values are never
+                          logged (default 1000; 0 = off; "open" can set it per database)
+  --audit-dir DIR         append DDL, UPDATE, DELETE, PRAGMA writes, ATTACH/DETACH,
+                          VACUUM, scripts, backups and restores to DIR/<db name>.audit.jsonl,
+                          fsynced before the COMMIT that makes them durable
+  --audit-kinds LIST      what to audit, comma-separated from: ${AUDIT_KINDS.join(', ')}
+                          (default ${DEFAULT_AUDIT_KINDS.join(',')})
+  --checkpoint-interval-ms MS
+                          run a PASSIVE WAL checkpoint this often while the writer is
+                          idle, and truncate a WAL grown past 64 MiB (default 1000; 0 = off)
+  --open-check MODE       quick | full | off: check each database when it is opened;
+                          one that fails is refused (default quick)
+  --backup-dir DIR        where scheduled backups go, and where --recover-from-backup
+                          looks; backups are verified with integrity_check before they
+                          count
+  --backup-interval-s S   back up every open database every S seconds (default 0 = only
+                          on request); needs --backup-dir
+  --backup-keep N         keep the newest N scheduled backups per database (default 7)
+  --recover-from-backup   when a database fails its open check, move it aside and restore
+                          the newest verified backup from --backup-dir (logged loudly)
+
 Other
   --shutdown-grace-ms MS  on shutdown, wait this long for accepted requests to finish;
                           then open transactions are rolled back, queued writes refused
@@ -122,6 +158,16 @@ export function parseArgs(argv: string[]): CliOptions {
     foreignKeys: false,
     logLevel: 'info',
     testHooks: false,
+    slowQueryMs: 1000,
+    metricsPort: null,
+    auditDir: null,
+    auditKinds: DEFAULT_AUDIT_KINDS,
+    checkpointIntervalMs: 1000,
+    openCheck: 'quick',
+    backupDir: null,
+    backupIntervalS: 0,
+    backupKeep: 7,
+    recoverFromBackup: false,
     help: false,
     version: false,
   };
@@ -170,11 +216,30 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--shutdown-grace-ms': o.shutdownGraceMs = int(a, 0, 86_400_000); break;
       case '--log-level': o.logLevel = choice(a, ['debug', 'info', 'warn', 'error'] as const); break;
       case '--enable-test-hooks': o.testHooks = true; break;
+      case '--slow-query-ms': o.slowQueryMs = int(a, 0, 86_400_000); break;
+      case '--metrics-port': o.metricsPort = int(a, 1, 65535); break;
+      case '--audit-dir': o.auditDir = value(a); break;
+      case '--audit-kinds': {
+        const raw = value(a);
+        const kinds = raw.split(',').map((k) => k.trim().toLowerCase()).filter((k) => k.length > 0);
+        const bad = kinds.filter((k) => !(AUDIT_KINDS as readonly string[]).includes(k));
+        if (bad.length > 0 || kinds.length === 0) throw new UsageError(`--audit-kinds takes a comma-separated list from ${AUDIT_KINDS.join(', ')}; ${JSON.stringify(bad.join(',') || raw)} is not one`);
+        o.auditKinds = kinds as AuditKind[];
+        break;
+      }
+      case '--checkpoint-interval-ms': o.checkpointIntervalMs = int(a, 0, 86_400_000); break;
+      case '--open-check': o.openCheck = choice(a, ['quick', 'full', 'off'] as const); break;
+      case '--backup-dir': o.backupDir = value(a); break;
+      case '--backup-interval-s': o.backupIntervalS = int(a, 0, 10_000_000); break;
+      case '--backup-keep': o.backupKeep = int(a, 1, 100_000); break;
+      case '--recover-from-backup': o.recoverFromBackup = true; break;
       case '-h': case '--help': o.help = true; break;
       case '-V': case '--version': o.version = true; break;
       default: throw new UsageError(`unknown option ${JSON.stringify(a)}`);
     }
   }
   if (o.restrict && o.dbs.length === 0) throw new UsageError('--restrict needs at least one --db');
+  if (o.backupIntervalS > 0 && o.backupDir === null) throw new UsageError('--backup-interval-s needs --backup-dir');
+  if (o.recoverFromBackup && o.backupDir === null) throw new UsageError('--recover-from-backup needs --backup-dir (where the backups are)');
   return o;
 }

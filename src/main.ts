@@ -13,6 +13,7 @@ import { StreamConnection } from './transport/connection';
 import { Dispatcher, errorReply, type Id } from './rpc/dispatcher';
 import { methodTable } from './rpc/methods';
 import { RpcError } from './protocol/errors';
+import { Metrics, serveMetrics } from './ops/metrics';
 import pkg from '../package.json';
 
 function writeStdout(text: string): void {
@@ -55,6 +56,15 @@ function main(): void {
   const nativeBinding = loadAddon();
   sqliteVersion = probeSqlite();
   const codec = createCodec(opts.codec);
+  const metrics = new Metrics();
+  if (opts.auditDir !== null) {
+    try {
+      fs.mkdirSync(opts.auditDir, { recursive: true });
+    } catch (e) {
+      log('startup_failed', { error: `--audit-dir ${opts.auditDir}: ${(e as Error).message}` }, 'error');
+      process.exit(1);
+    }
+  }
   const registry = new Registry(
     {
       poolSize: opts.poolSize,
@@ -75,6 +85,11 @@ function main(): void {
       cursorIdleMs: opts.cursorIdleMs,
       dbIdleCloseMs: opts.dbIdleCloseMs,
       allowedPaths: null,
+      metrics,
+      slowQueryMs: opts.slowQueryMs,
+      audit: opts.auditDir === null ? null : { dir: opts.auditDir, kinds: opts.auditKinds },
+      checkpointIntervalMs: opts.checkpointIntervalMs,
+      openCheck: opts.openCheck,
     },
     log,
   );
@@ -139,9 +154,10 @@ function main(): void {
       pageBytes: opts.pageBytes,
       poolSize: opts.poolSize,
       testHooks: opts.testHooks,
-    }),
+    }, metrics),
     {
       send: (r) => conn.send(r),
+      outcome: (method, ok) => metrics.requests.inc({ method, outcome: ok ? 'ok' : 'error' }),
       lifecycle: (method: string, id: Id, notification: boolean) => {
         if (method === 'shutdown') {
           shutdownRequested = true;
@@ -161,6 +177,13 @@ function main(): void {
       },
     },
   );
+
+  if (opts.metricsPort !== null) {
+    serveMetrics(metrics, opts.metricsPort, (e) => log('metrics_http_error', { error: e.message }, 'warn')).then(
+      () => log('metrics_listening', { url: `http://127.0.0.1:${opts.metricsPort}/metrics` }),
+      (e: Error) => log('metrics_listen_failed', { port: opts.metricsPort, error: e.message }, 'error'),
+    );
+  }
 
   process.on('SIGTERM', () => void stop(0));
   // The client owns our lifetime (it closes stdin); a Ctrl+C aimed at it must not kill us first.

@@ -11,6 +11,7 @@ import { RpcError, dbapiClassFor, invalidParams, sqliteError, sqliteErrno, toRpc
 import type { Registry } from '../src/engine/registry';
 import { makeRegistry } from './helpers/engine';
 import { decodeMsgpack, MsgpackEncoder, SqlReal } from '../src/transport/msgpack';
+import { Metrics } from '../src/ops/metrics';
 
 type Harness = { d: Dispatcher; replies: Reply[]; calls: string[]; lifecycle: string[] };
 
@@ -264,7 +265,7 @@ describe('method table parameter checks (real Registry, no workers)', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sqlite-rpc-dispatch-'));
     reg = makeRegistry({ poolSize: 0, cacheSize: 16 });
     const replies: Reply[] = [];
-    const d = new Dispatcher(methodTable(reg, info), { send: (r) => replies.push(r), lifecycle: () => false });
+    const d = new Dispatcher(methodTable(reg, info, new Metrics()), { send: (r) => replies.push(r), lifecycle: () => false });
     h = { d, replies, calls: [], lifecycle: [] };
     d.handle({ jsonrpc: '2.0', id: 0, method: 'initialize' });
     d.handle({ jsonrpc: '2.0', id: 0, method: 'open', params: { session: 1, path: path.join(dir, 'a.db') } });

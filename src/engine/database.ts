@@ -21,6 +21,9 @@ import type { ExecOptions, ExecResult, LogFn, WriteSummary } from './types';
 import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
 import type { CodecName } from '../transport/codec';
+import fs from 'node:fs';
+import { AuditLog, auditKindOf, auditPathFor, type AuditKind, type AuditRecord } from '../ops/audit';
+import type { DbMetrics, DbSnapshot, Metrics, Role } from '../ops/metrics';
 
 export interface EngineOptions {
   poolSize: number;
@@ -43,7 +46,19 @@ export interface EngineOptions {
   codec: CodecName;
   addonPath: string | null;
   nativeBinding: unknown;
+  /** Where metrics go; none in unit tests that do not look at them. */
+  metrics?: Metrics;
+  /** Log statements slower than this (0 = off); `open` may change it per database. */
+  slowQueryMs?: number;
+  /** Append critical operations to `<dir>/<db name>.audit.jsonl`. */
+  audit?: { dir: string; kinds: AuditKind[] } | null;
+  /** Run a PASSIVE WAL checkpoint this often while the writer is idle (0 = SQLite's auto-checkpoint only). */
+  checkpointIntervalMs?: number;
+  /** Check the file when it is opened: quick_check, a full integrity_check, or nothing. */
+  openCheck?: 'quick' | 'full' | 'off';
 }
+
+const NO_METRICS: DbMetrics = { statement() {}, writerWait() {}, groupCommit() {}, checkpoint() {}, error() {}, slowQuery() {} };
 
 type Route = 'read' | 'write' | 'direct' | 'tx';
 const INLINE_UNKNOWN = 0, INLINE_YES = 1, INLINE_NO = 2;
@@ -72,6 +87,8 @@ interface Unit {
   session: Session;
   work: UnitWork;
   deadline: number;
+  /** performance.now() when queued: the writer wait. */
+  queuedAt: number;
   resolve: (r: unknown) => void;
   reject: (e: unknown) => void;
   timer?: NodeJS.Timeout;
@@ -81,6 +98,7 @@ interface Unit {
 interface Waiter {
   session: Session;
   kind: 'tx' | 'direct';
+  since: number;
   resolve: () => void;
   reject: (e: unknown) => void;
   timer?: NodeJS.Timeout;
@@ -110,6 +128,10 @@ export interface EngineStats {
   inline_reads: number;
   worker_reads: number;
   statement_cache: { writer: ReturnType<StatementCache['counters']>; inline: ReturnType<StatementCache['counters']> };
+  wal_bytes: number;
+  checkpoints: number;
+  slow_query_ms: number;
+  audit_log: string | null;
 }
 
 function locked(): RpcError {
@@ -121,6 +143,31 @@ function isBusy(e: unknown): boolean {
   return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
 }
 
+/** Optimistic locking: a guarded statement that changed another number of rows fails (and is undone by its savepoint). */
+function checkExpected(o: ExecOptions, changes: number): void {
+  if (o.expectRows != null && changes !== o.expectRows) {
+    throw new RpcError('Conflict', `conflict: the statement changed ${changes} row${changes === 1 ? '' : 's'}, ${o.expectRows} expected; it was undone`, { expected_rows: o.expectRows, changes });
+  }
+}
+
+/** Bound parameters as better-sqlite3 takes them: positional values, or one object of named ones. */
+function countParams(args: unknown[]): number {
+  const first = args[0];
+  if (args.length === 1 && first !== null && typeof first === 'object' && Object.getPrototypeOf(first) === Object.prototype) return Object.keys(first).length;
+  return args.length;
+}
+
+/** EXPLAIN QUERY PLAN as indented lines, the way the sqlite3 shell prints it. */
+function explainPlan(db: Database, sql: string, args: unknown[]): string[] {
+  const rows = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).raw(true).all(...args) as unknown[][];
+  const depth = new Map<number, number>();
+  return rows.map(([id, parent, , detail]) => {
+    const d = (depth.get(Number(parent)) ?? -1) + 1;
+    depth.set(Number(id), d);
+    return `${'  '.repeat(d)}${String(detail)}`;
+  });
+}
+
 export class DatabaseEngine {
   private readonly writer: DirectConnection;
   private readonly inline: StatementCache;
@@ -128,7 +175,8 @@ export class DatabaseEngine {
   private readonly pool: ReaderPool | null;
   private readonly info = new Map<string, StmtInfo>();
   private readonly sql: Record<
-    'beginImmediate' | 'commit' | 'rollback' | 'unitSavepoint' | 'unitRelease' | 'unitRollbackTo' | 'txSavepoint' | 'txRelease' | 'txRollbackTo',
+    | 'beginImmediate' | 'commit' | 'rollback' | 'unitSavepoint' | 'unitRelease' | 'unitRollbackTo' | 'txSavepoint' | 'txRelease' | 'txRollbackTo'
+    | 'stmtSavepoint' | 'stmtRelease' | 'stmtRollbackTo',
     Statement
   >;
 
@@ -157,6 +205,16 @@ export class DatabaseEngine {
   private inlineBegin: Statement | null = null;
   private inlineCommit: Statement | null = null;
   private workerReads = 0;
+  private checkpoints = 0;
+  private commitsSinceCheckpoint = 0;
+  private readonly checkpointTimer: NodeJS.Timeout | null = null;
+  private readonly m: DbMetrics;
+  readonly audit: AuditLog | null = null;
+  get dbMetrics(): DbMetrics {
+    return this.m;
+  }
+  /** Statements slower than this many ms are logged with their query plan (0 = off). */
+  slowQueryMs: number;
 
   constructor(readonly path: string, private readonly o: EngineOptions, private readonly cursors: CursorTable, private readonly log: LogFn) {
     const writerDb = openConnection(path, {
@@ -170,7 +228,11 @@ export class DatabaseEngine {
       journalSizeLimit: o.journalSizeLimit,
     });
     this.writer = new DirectConnection(writerDb, o.cacheSize);
+    this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
+    this.slowQueryMs = o.slowQueryMs ?? 0;
     try {
+      if (o.openCheck !== undefined && o.openCheck !== 'off') this.checkIntegrity(o.openCheck);
+      if (o.audit) this.audit = new AuditLog(auditPathFor(o.audit.dir, path), path, new Set(o.audit.kinds));
       this.inlineDb = openConnection(path, {
         readonly: true,
         create: false,
@@ -183,6 +245,7 @@ export class DatabaseEngine {
       });
     } catch (e) {
       writerDb.close();
+      this.audit?.close();
       throw e;
     }
     this.inline = new StatementCache(this.inlineDb, o.cacheSize, true);
@@ -198,7 +261,14 @@ export class DatabaseEngine {
       txSavepoint: p('SAVEPOINT sqlite_rpc_tx'),
       txRelease: p('RELEASE sqlite_rpc_tx'),
       txRollbackTo: p('ROLLBACK TO sqlite_rpc_tx'),
+      stmtSavepoint: p('SAVEPOINT sqlite_rpc_stmt'),
+      stmtRelease: p('RELEASE sqlite_rpc_stmt'),
+      stmtRollbackTo: p('ROLLBACK TO sqlite_rpc_stmt'),
     };
+    if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
+      this.checkpointTimer = setInterval(() => this.checkpointTick(), o.checkpointIntervalMs);
+      this.checkpointTimer.unref();
+    }
     this.pool =
       o.poolSize > 0
         ? new ReaderPool(
@@ -249,19 +319,28 @@ export class DatabaseEngine {
       return this.read(s, sql, bound, o, info.route === 'read' ? info : null);
     }
     if (info.route === 'tx') return this.txStatement(s, sql, info.kind);
-    if (this.owner === s) return this.onWriter(s, sql, bound, o);
-    if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o));
+    if (o.expectRows != null && info.route !== 'write') {
+      throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
+    }
+    if (this.owner === s) return this.onWriter(s, sql, bound, o, info.kind);
+    if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind));
     if (info.route === 'read') return this.read(s, sql, bound, o, info);
-    if (info.route === 'direct') return this.direct(s, () => this.onWriter(s, sql, bound, o));
+    if (info.route === 'direct') return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
     return this.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
 
   executeMany(s: Session, sql: string, boundList: BoundParams[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
     const inTx = () => {
       this.touch(s);
+      const t0 = performance.now();
+      const kind = this.infoFor(sql).kind;
       try {
-        return { ...this.writer.many(sql, boundList), in_transaction: true };
+        return this.audited(s, kind, sql, () => {
+          const r = this.writer.many(sql, boundList);
+          return [{ ...r, in_transaction: true }, r.changes] as const;
+        }, { rows: boundList.length });
       } finally {
+        this.observe(kind, 'writer', sql, t0, null, null);
         this.afterStatement(s);
       }
     };
@@ -279,7 +358,7 @@ export class DatabaseEngine {
       this.touch(s);
       this.sql.unitSavepoint.run();
       try {
-        const out = this.applyBatch(items);
+        const out = this.applyBatch(s, items, true);
         this.sql.unitRelease.run();
         return { results: out, in_transaction: s.inTx };
       } catch (e) {
@@ -300,10 +379,15 @@ export class DatabaseEngine {
   script(s: Session, sql: string): Promise<WriteSummary> | WriteSummary {
     return this.direct(s, (): WriteSummary => {
       this.touch(s);
+      const t0 = performance.now();
       let counts;
       try {
-        counts = this.writer.exec(sql);
+        counts = this.auditedDirect(s, 'script', sql, () => {
+          const c = this.writer.exec(sql);
+          return [c, c.changes] as const;
+        });
       } finally {
+        this.observe('script', 'writer', sql, t0, null, null);
         this.afterStatement(s);
       }
       return { ...counts, in_transaction: s.inTx };
@@ -409,6 +493,7 @@ export class DatabaseEngine {
       else if (++info.slowStreak >= 3 || micros > 20 * this.o.inlineReadMicros) info.inline = INLINE_NO;
     }
     this.inlineReads++;
+    this.observe(info?.kind ?? 'other', 'reader', sql, t0, args, this.inlineDb);
     const r: ExecResult = { columns: shape.names, rows: new SqlRows(rows), cursor, changes: 0, lastrowid: null, in_transaction: s.inTx };
     if (o.decltypes) r.decltypes = shape.decltypes;
     return r;
@@ -427,6 +512,7 @@ export class DatabaseEngine {
     const rep = await pool.send(slot, { t: 'query', sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes });
     if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
     this.workerReads++;
+    this.observe(info?.kind ?? 'other', 'worker', sql, performance.now() - (rep.micros ?? 0) / 1000, bindArgs(bound), this.inlineDb);
     if (info !== null && info.inline !== INLINE_YES) {
       const fast = rep.cursor === 0 && (rep.micros ?? Infinity) <= this.o.inlineReadMicros;
       if (info.inline === INLINE_UNKNOWN) {
@@ -496,15 +582,124 @@ export class DatabaseEngine {
     }
   }
 
-  private onWriter(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
+  private onWriter(s: Session, sql: string, bound: BoundParams, o: ExecOptions, kind: StatementKind): ExecResult {
     this.touch(s);
+    const t0 = performance.now();
     let r;
     try {
-      r = this.writer.run(sql, bound, o);
+      const run = () => {
+        const res = this.writer.run(sql, bound, o);
+        checkExpected(o, res.changes);
+        return [res, res.changes] as const;
+      };
+      // Outside a transaction (PRAGMA, VACUUM, ATTACH hold the writer in direct mode) there
+      // is no savepoint to undo a statement with: the record is written before it runs.
+      r = this.writer.db.inTransaction ? this.audited(s, kind, sql, run, null, o.expectRows != null) : this.auditedDirect(s, auditKindOf(kind, sql), sql, run);
     } finally {
+      this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
       this.afterStatement(s);
     }
     return execResult(r, s, this.cursors, o);
+  }
+
+  // ---- observation: metrics, the slow-query log, the audit log ---------------------------
+
+  /** Count and time a statement; log it with its query plan when slower than the threshold. */
+  private observe(kind: string, role: Role, sql: string, t0: number, args: unknown[] | null, planOn: Database | null): void {
+    const ms = performance.now() - t0;
+    this.m.statement(kind, role, ms / 1000);
+    if (this.slowQueryMs > 0 && ms >= this.slowQueryMs) this.logSlowQuery(sql, role, ms, args, planOn);
+  }
+
+  private logSlowQuery(sql: string, role: Role, ms: number, args: unknown[] | null, planOn: Database | null): void {
+    this.m.slowQuery();
+    const fields: Record<string, unknown> = { db: this.path, duration_ms: Math.round(ms * 1000) / 1000, role, sql: sql.length > 8192 ? `${sql.slice(0, 8192)}...` : sql, params: args === null ? null : countParams(args) };
+    // Parameter values are never logged: they are the user's data.
+    try {
+      if (planOn === null) throw new Error('no plan for a multi-statement script or executemany');
+      fields.plan = explainPlan(planOn, sql, args ?? []);
+    } catch (e) {
+      fields.plan = null;
+      fields.plan_error = (e as Error).message;
+    }
+    this.log('slow_query', fields, 'warn');
+  }
+
+  /**
+   * Run a statement inside the writer's transaction under a savepoint when it must be
+   * undoable: an audited statement whose record cannot be written, or an expect_rows
+   * guard that fails, leaves nothing behind. Returns fn's result.
+   */
+  private audited<T>(s: Session, kind: StatementKind, sql: string, fn: () => readonly [T, number], extra: Record<string, unknown> | null, guard = false): T {
+    const ak = auditKindOf(kind, sql);
+    const audit = this.audit !== null && this.audit.wants(ak) ? this.audit : null;
+    if (audit === null && !guard) return fn()[0];
+    this.sql.stmtSavepoint.run();
+    let out: T;
+    let changes: number;
+    try {
+      [out, changes] = fn();
+      audit?.append({ kind: ak!, session: s.id, sql, changes, outcome: 'ok', in_transaction: s.inTx, ...extra });
+    } catch (e) {
+      if (this.writer.db.inTransaction) {
+        this.sql.stmtRollbackTo.run();
+        this.sql.stmtRelease.run();
+      }
+      const err = toRpcError(e);
+      if (audit !== null && err.data.kind !== 'AuditFailed') this.auditQuietly({ kind: ak!, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: s.inTx, ...extra });
+      throw e;
+    }
+    this.sql.stmtRelease.run();
+    return out;
+  }
+
+  /** An audited statement that runs outside any transaction: the record goes first, then the outcome. */
+  private auditedDirect<T>(s: Session, ak: AuditKind | null, sql: string, fn: () => readonly [T, number]): T {
+    if (this.audit === null || !this.audit.wants(ak)) return fn()[0];
+    this.audit.append({ kind: ak, session: s.id, sql, outcome: 'started' });
+    let out: T;
+    let changes: number;
+    try {
+      [out, changes] = fn();
+    } catch (e) {
+      this.auditQuietly({ kind: ak, session: s.id, sql, outcome: 'error', error: toRpcError(e).message });
+      throw e;
+    }
+    try {
+      this.audit.append({ kind: ak, session: s.id, sql, changes, outcome: 'ok' });
+      this.audit.sync();
+    } catch (e) {
+      const err = toRpcError(e);
+      err.message = `${err.message.replace(/; the statement was not applied$/, '')}; the statement WAS applied (its start was recorded)`;
+      throw err;
+    }
+    return out;
+  }
+
+  /** Record a failure; a failing audit write here is logged, since the statement already failed. */
+  private auditQuietly(rec: AuditRecord): void {
+    try {
+      this.audit?.append(rec);
+    } catch (e) {
+      this.log('audit_write_failed', { db: this.path, error: (e as Error).message, record: rec }, 'error');
+    }
+  }
+
+  private auditFailure(s: Session, sql: string, err: RpcError): void {
+    const ak = this.audit === null ? null : auditKindOf(this.infoFor(sql).kind, sql);
+    if (this.audit !== null && this.audit.wants(ak)) this.auditQuietly({ kind: ak, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: false });
+  }
+
+  /** Kind 'transaction' (off by default): the end of a session transaction. */
+  private auditTransaction(s: Session, how: 'commit' | 'rollback'): void {
+    if (this.audit !== null && this.audit.wants('transaction')) this.audit.append({ kind: 'transaction', session: s.id, sql: how.toUpperCase(), outcome: 'ok' });
+  }
+
+  /** Backups and restores are audited too (kinds backup, restore). */
+  auditEvent(rec: AuditRecord): void {
+    if (this.audit === null || !this.audit.wants(rec.kind)) return;
+    this.audit.append(rec);
+    this.audit.sync();
   }
 
   /** Run fn holding the writer outside any transaction (PRAGMA, VACUUM, ATTACH, scripts). */
@@ -528,7 +723,10 @@ export class DatabaseEngine {
       else if (kind === 'commit' || kind === 'rollback') s.inTx = false;
       return this.emptyResult(s);
     }
-    if (this.owner === s && this.ownerMode === 'real') return this.onWriter(s, sql, [], o);
+    if (this.owner === s && this.ownerMode === 'real') {
+      if (kind === 'commit' || kind === 'release') this.audit?.sync();
+      return this.onWriter(s, sql, [], o, kind);
+    }
     if (this.owner === s && s.inTx) {
       switch (kind) {
         case 'begin':
@@ -541,7 +739,7 @@ export class DatabaseEngine {
           this.rollback(s);
           return this.emptyResult(s);
         case 'release': {
-          const r = this.onWriter(s, sql, [], o);
+          const r = this.onWriter(s, sql, [], o, kind);
           // Releasing the savepoint that opened the transaction commits it, as in SQLite.
           if (s.userSavepoint !== null && savepointName(sql) === s.userSavepoint) {
             const c = this.commit(s);
@@ -550,7 +748,7 @@ export class DatabaseEngine {
           return r;
         }
         default:
-          return this.onWriter(s, sql, [], o);
+          return this.onWriter(s, sql, [], o, kind);
       }
     }
     switch (kind) {
@@ -563,7 +761,7 @@ export class DatabaseEngine {
       case 'savepoint':
         return this.acquire(s, 'tx').then(() => {
           s.userSavepoint = savepointName(sql);
-          return this.onWriter(s, sql, [], o);
+          return this.onWriter(s, sql, [], o, kind);
         });
       default:
         throw sqliteError('SQLITE_ERROR', `no such savepoint: ${savepointName(sql)}`);
@@ -588,8 +786,10 @@ export class DatabaseEngine {
     }
     this.touch(s);
     this.writer.drain();
+    this.auditTransaction(s, 'commit');
     if (this.ownerMode === 'real') {
       try {
+        this.audit?.sync();
         this.sql.commit.run();
       } finally {
         this.afterStatement(s);
@@ -610,6 +810,7 @@ export class DatabaseEngine {
       return;
     }
     this.writer.drain();
+    this.auditTransaction(s, 'rollback');
     try {
       if (this.ownerMode === 'real') {
         if (this.writer.db.inTransaction) this.sql.rollback.run();
@@ -626,7 +827,7 @@ export class DatabaseEngine {
   private acquire(s: Session, kind: 'tx' | 'direct'): Promise<void> {
     if (this.closed) return Promise.reject(new RpcError('ShuttingDown', 'the database is closing'));
     return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { session: s, kind, resolve, reject };
+      const w: Waiter = { session: s, kind, since: performance.now(), resolve, reject };
       this.waiters.push(w);
       w.timer = setTimeout(() => {
         const i = this.waiters.indexOf(w);
@@ -684,7 +885,7 @@ export class DatabaseEngine {
   private enqueue(s: Session, work: UnitWork): Promise<unknown> {
     if (this.closed) return Promise.reject(new RpcError('ShuttingDown', 'the database is closing'));
     return new Promise((resolve, reject) => {
-      const u: Unit = { session: s, work, deadline: Date.now() + s.timeoutMs, resolve, reject };
+      const u: Unit = { session: s, work, deadline: Date.now() + s.timeoutMs, queuedAt: performance.now(), resolve, reject };
       this.queue.push(u);
       if (this.owner !== null || this.retryTimer !== null) this.armExpiry(u);
       this.pump();
@@ -811,6 +1012,7 @@ export class DatabaseEngine {
   private grant(w: Waiter, mode: 'savepoint' | 'real' | 'direct'): void {
     this.waiters.shift();
     clearTimeout(w.timer);
+    this.m.writerWait((performance.now() - w.since) / 1000);
     this.owner = w.session;
     this.ownerMode = mode;
     w.session.inTx = mode !== 'direct';
@@ -824,7 +1026,10 @@ export class DatabaseEngine {
     const acks = this.acks;
     this.acks = [];
     this.outer = false;
+    const t0 = performance.now();
     try {
+      // The audit records of what this COMMIT makes durable are on disk first.
+      this.audit?.sync();
       this.sql.commit.run();
     } catch (e) {
       if (this.writer.db.inTransaction) this.sql.rollback.run();
@@ -832,6 +1037,8 @@ export class DatabaseEngine {
       for (const a of acks) a.settle(err);
       return;
     }
+    this.m.groupCommit(acks.length, (performance.now() - t0) / 1000);
+    this.commitsSinceCheckpoint++;
     this.groupCommits++;
     this.groupUnits += acks.length;
     if (acks.length > this.groupMax) this.groupMax = acks.length;
@@ -859,26 +1066,61 @@ export class DatabaseEngine {
     this.schedulePump();
   }
 
-  private applyUnit(work: UnitWork): unknown {
+  /** One autocommit unit, inside its savepoint: a throw here rolls back just this unit. */
+  private applyUnit(s: Session, work: UnitWork): unknown {
     switch (work.t) {
       case 'exec': {
-        const r = this.writer.run(work.sql, work.bound, work.opts);
+        const t0 = performance.now();
+        const kind = this.infoFor(work.sql).kind;
+        let r;
+        try {
+          r = this.writer.run(work.sql, work.bound, work.opts);
+        } finally {
+          this.observe(kind, 'writer', work.sql, t0, bindArgs(work.bound), this.writer.db);
+        }
+        checkExpected(work.opts, r.changes);
+        this.auditUnit(s, kind, work.sql, r.changes, null);
         // A write never leaves an iterator open here: RETURNING runs to completion in run().
         const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor: null, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: false };
         if (work.opts.decltypes) res.decltypes = r.decltypes ?? null;
         return res;
       }
-      case 'many':
-        return { ...this.writer.many(work.sql, work.boundList), in_transaction: false };
+      case 'many': {
+        const t0 = performance.now();
+        const kind = this.infoFor(work.sql).kind;
+        let r;
+        try {
+          r = this.writer.many(work.sql, work.boundList);
+        } finally {
+          this.observe(kind, 'writer', work.sql, t0, null, null);
+        }
+        this.auditUnit(s, kind, work.sql, r.changes, { rows: work.boundList.length });
+        return { ...r, in_transaction: false };
+      }
       case 'batch':
-        return { results: this.applyBatch(work.items), in_transaction: false };
+        return { results: this.applyBatch(s, work.items, false), in_transaction: false };
     }
   }
 
-  private applyBatch(items: Array<[string, BoundParams]>): Array<{ changes: number; lastrowid: bigint | null }> {
+  /** The audit record of a statement in an autocommit unit (its savepoint undoes it if the record fails). */
+  private auditUnit(s: Session, kind: StatementKind, sql: string, changes: number, extra: Record<string, unknown> | null): void {
+    const ak = this.audit === null ? null : auditKindOf(kind, sql);
+    if (this.audit !== null && this.audit.wants(ak)) this.audit.append({ kind: ak, session: s.id, sql, changes, outcome: 'ok', in_transaction: false, ...extra });
+  }
+
+  private applyBatch(s: Session, items: Array<[string, BoundParams]>, inTx: boolean): Array<{ changes: number; lastrowid: bigint | null }> {
     const o: ExecOptions = { pageRows: 1 << 30, pageBytes: Infinity, decltypes: false, begin: null };
     return items.map(([sql, bound]) => {
-      const r = this.writer.run(sql, bound, o);
+      const t0 = performance.now();
+      const kind = this.infoFor(sql).kind;
+      let r;
+      try {
+        r = this.writer.run(sql, bound, o);
+      } finally {
+        this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
+      }
+      const ak = this.audit === null ? null : auditKindOf(kind, sql);
+      if (this.audit !== null && this.audit.wants(ak)) this.audit.append({ kind: ak, session: s.id, sql, changes: r.changes, outcome: 'ok', in_transaction: inTx });
       return { changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes };
     });
   }
@@ -886,17 +1128,21 @@ export class DatabaseEngine {
   /** Queued autocommit units, each in its own savepoint inside the open outer transaction. */
   private runUnits(): void {
     const units = this.queue.splice(0, this.o.maxGroupUnits);
+    const now = performance.now();
     for (let i = 0; i < units.length; i++) {
       const u = units[i];
+      this.m.writerWait((now - u.queuedAt) / 1000);
       this.sql.unitSavepoint.run();
       try {
-        u.result = this.applyUnit(u.work);
+        u.result = this.applyUnit(u.session, u.work);
         this.sql.unitRelease.run();
       } catch (e) {
         if (this.writer.db.inTransaction) {
           this.sql.unitRollbackTo.run();
           this.sql.unitRelease.run();
-          this.settle(u, toRpcError(e)); // a failure needs no fsync: answer now
+          const err = toRpcError(e);
+          if (u.work.t !== 'batch' && err.data.kind !== 'AuditFailed') this.auditFailure(u.session, u.work.sql, err);
+          this.settle(u, err); // a failure needs no fsync: answer now
           continue;
         }
         // The unit rolled back the whole outer transaction: nothing in it was acknowledged.
@@ -936,7 +1182,73 @@ export class DatabaseEngine {
       inline_reads: this.inlineReads,
       worker_reads: this.workerReads,
       statement_cache: { writer: this.writer.cache.counters(), inline: this.inline.counters() },
+      wal_bytes: this.walBytes(),
+      checkpoints: this.checkpoints,
+      slow_query_ms: this.slowQueryMs,
+      audit_log: this.audit?.path ?? null,
     };
+  }
+
+  metricsSnapshot(): DbSnapshot {
+    let transactions = 0;
+    for (const s of this.sessions) if (s.inTx && !s.readonly) transactions++;
+    const c = (x: ReturnType<StatementCache['counters']>) => ({ hits: x.hits, misses: x.misses, evictions: x.evictions });
+    return {
+      path: this.path,
+      sessions: this.sessions.size,
+      transactions,
+      readers: this.pool?.size ?? 0,
+      readersBusy: this.pool?.busy() ?? 0,
+      readerRespawns: this.pool?.respawns ?? 0,
+      writerQueue: this.queue.length,
+      writerWaiters: this.waiters.length,
+      busyRetries: this.busyRetries,
+      walBytes: this.walBytes(),
+      cache: { writer: c(this.writer.cache.counters()), reader: c(this.inline.counters()) },
+    };
+  }
+
+  private walBytes(): number {
+    try {
+      return fs.statSync(`${this.path}-wal`).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** quick_check or integrity_check at open; a database that fails it is not served. */
+  private checkIntegrity(mode: 'quick' | 'full'): void {
+    const rows = this.writer.db.prepare(mode === 'quick' ? 'PRAGMA quick_check(20)' : 'PRAGMA integrity_check(20)').pluck().all() as string[];
+    if (rows.length === 1 && rows[0] === 'ok') return;
+    throw new RpcError('IntegrityCheckFailed', `database disk image is malformed: ${this.path} failed ${mode === 'quick' ? 'quick_check' : 'integrity_check'}: ${rows.slice(0, 3).join('; ')}`, { problems: rows });
+  }
+
+  /**
+   * WAL housekeeping while the writer is idle. SQLite's auto-checkpoint runs inside a COMMIT
+   * and gives up on pages that readers still use; a steady stream of readers can keep the
+   * WAL growing. A PASSIVE checkpoint between groups never waits for anyone; when the WAL
+   * file has outgrown journal_size_limit, a TRUNCATE is tried (it fails at once, busy, while
+   * readers are in it; the next tick tries again).
+   */
+  checkpointTick(): { busy: boolean; log: number; checkpointed: number; mode: string } | null {
+    if (this.closed || this.owner !== null || this.outer || this.queue.length > 0) return null;
+    const big = this.walBytes() > this.o.journalSizeLimit;
+    if (this.commitsSinceCheckpoint === 0 && !big) return null;
+    const mode = big ? 'TRUNCATE' : 'PASSIVE';
+    let row: [bigint, bigint, bigint];
+    try {
+      this.writer.drain();
+      row = this.writer.db.prepare(`PRAGMA wal_checkpoint(${mode})`).raw(true).get() as [bigint, bigint, bigint];
+    } catch (e) {
+      if (!isBusy(e)) this.log('checkpoint_failed', { db: this.path, mode, error: (e as Error).message }, 'warn');
+      this.m.checkpoint(mode.toLowerCase(), true, 0, 0);
+      return { busy: true, log: 0, checkpointed: 0, mode };
+    }
+    const [busy, log, done] = row.map(Number);
+    this.checkpoints++;
+    this.commitsSinceCheckpoint = 0;
+    this.m.checkpoint(mode.toLowerCase(), busy !== 0 || (log > 0 && done < log), log, done);
+    return { busy: busy !== 0, log, checkpointed: done, mode };
   }
 
   /** Test hook: make reader worker `slot` exit mid-flight. */
@@ -968,6 +1280,7 @@ export class DatabaseEngine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     if (this.retryTimer) {
       clearTimeout(this.retryTimer);
       this.retryTimer = null;
@@ -995,6 +1308,11 @@ export class DatabaseEngine {
     this.inlineDb.close();
     this.writer.drain();
     this.writer.db.close();
+    try {
+      this.audit?.close();
+    } catch (e) {
+      this.log('audit_close_failed', { db: this.path, error: (e as Error).message }, 'error');
+    }
   }
 
 }

@@ -11,6 +11,7 @@ import { bindParamsFor, type BoundParams } from './values';
 import { parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
 import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
+import type { DbMetrics } from '../ops/metrics';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
 
 export interface RegistryOptions extends EngineOptions {
@@ -27,9 +28,27 @@ export interface OpenRequest {
   readonly: boolean;
   create: boolean;
   timeoutMs: number;
+  /** Per-database slow-query threshold (ms); changes it for every session of that database. */
+  slowQueryMs?: number | null;
 }
 
 const PRIVATE_PATHS = new Set([':memory:', '']);
+
+/** A statement on a private database under expect_rows: undone by a savepoint when the count differs. */
+function guardedRun(conn: DirectConnection, sql: string, bound: BoundParams, o: ExecOptions): ReturnType<DirectConnection['run']> {
+  conn.db.exec('SAVEPOINT sqlite_rpc_stmt');
+  try {
+    const r = conn.run(sql, bound, o);
+    if (r.changes !== o.expectRows) {
+      throw new RpcError('Conflict', `conflict: the statement changed ${r.changes} row${r.changes === 1 ? '' : 's'}, ${o.expectRows} expected; it was undone`, { expected_rows: o.expectRows!, changes: r.changes });
+    }
+    conn.db.exec('RELEASE sqlite_rpc_stmt');
+    return r;
+  } catch (e) {
+    if (conn.db.inTransaction) conn.db.exec('ROLLBACK TO sqlite_rpc_stmt; RELEASE sqlite_rpc_stmt');
+    throw e;
+  }
+}
 
 export class Registry {
   private readonly engines = new Map<string, DatabaseEngine>();
@@ -47,7 +66,11 @@ export class Registry {
     const every = Math.max(10, Math.min(250, Math.floor(o.idleTxMs / 4)));
     this.sweeper = setInterval(() => this.sweep(), every);
     this.sweeper.unref();
+    o.metrics?.addSource(() => [...this.engines.values()].map((e) => e.metricsSnapshot()));
+    this.privateMetrics = o.metrics?.forDatabase(':memory:') ?? null;
   }
+
+  private readonly privateMetrics: DbMetrics | null;
 
   /** Serve only these (already resolved) paths from now on. */
   restrictTo(paths: string[]): void {
@@ -126,6 +149,7 @@ export class Registry {
     }
     const readonly = r.readonly || this.o.readOnly;
     const engine = this.engineFor(real, r.create && !readonly);
+    if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
     const s = new Session(r.session, real, r.timeoutMs, readonly, null);
     this.sessions.set(r.session, s);
     this.sessionEngine.set(s, engine);
@@ -217,6 +241,8 @@ export class Registry {
         err.message = `You did not supply a value for binding parameter :${missing[1]}.`;
       }
       err.data.in_transaction = s.inTx;
+      const m = s.privateDb ? this.privateMetrics : this.sessionEngine.get(s)?.dbMetrics;
+      m?.error(err.data.sqlite_code ?? err.data.kind);
       throw err;
     };
     let r: T | Promise<T>;
@@ -235,10 +261,17 @@ export class Registry {
       conn.db.exec(`BEGIN ${o.begin.toUpperCase()}`);
     }
     let r;
+    const t0 = performance.now();
     try {
-      r = conn.run(sql, bound, o);
+      if (o.expectRows != null) {
+        if (conn.prepare(sql).readonly) throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
+        r = guardedRun(conn, sql, bound, o);
+      } else {
+        r = conn.run(sql, bound, o);
+      }
     } finally {
       s.inTx = conn.db.inTransaction;
+      this.privateMetrics?.statement('other', 'private', (performance.now() - t0) / 1000);
     }
     return execResult(r, s, this.cursors, o);
   }
@@ -391,6 +424,7 @@ export class Registry {
           // Release the file (and the reader threads) of a database nobody uses any more.
           this.engines.delete(path);
           this.log('database_close', { path, reason: `no session for ${this.o.dbIdleCloseMs} ms` });
+          this.o.metrics?.forgetDatabase(path);
           void e.close();
         }
       }

@@ -12,6 +12,9 @@ export type StatementKind =
   | 'attach'
   | 'detach'
   | 'insert'
+  | 'update'
+  | 'delete'
+  | 'ddl'
   | 'other';
 
 /** Offset of the first token after whitespace and SQL comments. */
@@ -70,9 +73,50 @@ export function classify(sql: string): StatementKind {
     case 'INSERT':
     case 'REPLACE':
       return 'insert';
+    case 'UPDATE':
+      return 'update';
+    case 'DELETE':
+      return 'delete';
+    case 'CREATE':
+    case 'DROP':
+    case 'ALTER':
+    case 'REINDEX':
+      return 'ddl';
+    case 'WITH':
+      return withMain(sql, after);
     default:
       return 'other';
   }
+}
+
+/** The kind of the statement behind a WITH clause: the first keyword at nesting depth 0 after the CTEs. */
+function withMain(sql: string, i: number): StatementKind {
+  let depth = 0;
+  while (i < sql.length) {
+    i = skipSpace(sql, i);
+    const c = sql[i];
+    if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (c === "'" || c === '"' || c === '`' || c === '[') {
+      const close = c === '[' ? ']' : c;
+      const end = sql.indexOf(close, i + 1);
+      if (end < 0) return 'other';
+      i = end + 1;
+      continue;
+    } else if (depth === 0) {
+      const [w, after] = word(sql, i);
+      if (w === 'INSERT' || w === 'REPLACE') return 'insert';
+      if (w === 'UPDATE') return 'update';
+      if (w === 'DELETE') return 'delete';
+      if (w === 'SELECT' || w === 'VALUES') return 'other';
+      if (w.length > 0) {
+        i = after;
+        continue;
+      }
+    }
+    i++;
+  }
+  return 'other';
 }
 
 export type BeginMode = 'deferred' | 'immediate' | 'exclusive';

@@ -9,6 +9,8 @@ export interface ExecOptions {
   decltypes: boolean;
   /** Begin a transaction first when the session has none (the client's implicit BEGIN). */
   begin: BeginMode | null;
+  /** Optimistic locking: the statement must change exactly this many rows, or it is undone and fails with Conflict. */
+  expectRows?: number | null;
 }
 
 export interface ExecResult {
@@ -37,4 +39,4 @@ export interface FetchResult {
 }
 
 /** Structured log line to stderr (never stdout). */
-export type LogFn = (event: string, fields: Record<string, unknown>) => void;
+export type LogFn = (event: string, fields: Record<string, unknown>, level?: 'debug' | 'info' | 'warn' | 'error') => void;

@@ -12,6 +12,8 @@ export interface DispatchHooks {
   send(reply: Reply): void;
   /** Called for methods handled by the connection itself (shutdown, exit). */
   lifecycle(method: string, id: Id, isNotification: boolean): boolean;
+  /** Counts each handled request by method and outcome (metrics). */
+  outcome?(method: string, ok: boolean): void;
 }
 
 export function errorReply(id: Id, e: unknown): Reply {
@@ -59,22 +61,25 @@ export class Dispatcher {
     try {
       result = handler(asParams(m.params));
     } catch (e) {
+      this.hooks.outcome?.(method, false);
       return this.reject(hasId, id, e);
     }
     if (method === 'initialize') this.initialized = true;
     if (result instanceof Promise) {
       this.inFlight++;
       result.then(
-        (r) => this.done(hasId, id, r, null),
-        (e) => this.done(hasId, id, undefined, e),
+        (r) => this.done(method, hasId, id, r, null),
+        (e) => this.done(method, hasId, id, undefined, e),
       );
-    } else if (hasId) {
-      this.hooks.send({ jsonrpc: '2.0', id, result: result === undefined ? null : result });
+    } else {
+      this.hooks.outcome?.(method, true);
+      if (hasId) this.hooks.send({ jsonrpc: '2.0', id, result: result === undefined ? null : result });
     }
   }
 
-  private done(hasId: boolean, id: Id, result: unknown, err: unknown): void {
+  private done(method: string, hasId: boolean, id: Id, result: unknown, err: unknown): void {
     this.inFlight--;
+    this.hooks.outcome?.(method, !err);
     if (hasId) this.hooks.send(err ? errorReply(id, err) : { jsonrpc: '2.0', id, result: result === undefined ? null : result });
     if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
   }

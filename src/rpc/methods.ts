@@ -6,6 +6,7 @@ import type { ExecOptions } from '../engine/types';
 import type { BeginMode } from '../engine/sqlText';
 import type { Session } from '../engine/session';
 import { array, bool, int, number, oneOf, str, type Params } from './params';
+import { FORMATS, type Metrics, type MetricsFormat } from '../ops/metrics';
 
 export const PROTOCOL_VERSION = 1;
 const MAX_ID = 2 ** 31 - 1;
@@ -25,12 +26,13 @@ export interface ServerInfo {
 
 export type Handler = (p: Params) => unknown;
 
-export function methodTable(reg: Registry, info: ServerInfo): Map<string, Handler> {
+export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): Map<string, Handler> {
   const execOptions = (p: Params): ExecOptions => ({
     pageRows: int(p, 'page_rows', 1, 1_000_000, info.pageRows),
     pageBytes: info.pageBytes,
     decltypes: bool(p, 'decltypes', false),
     begin: oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null),
+    expectRows: p.expect_rows == null ? null : int(p, 'expect_rows', 0, Number.MAX_SAFE_INTEGER),
   });
   const session = (p: Params) => reg.session(int(p, 'session', 1, MAX_ID));
   /** Runs fn for the request's session, in the session's order (Registry.inOrder). */
@@ -71,6 +73,7 @@ export function methodTable(reg: Registry, info: ServerInfo): Map<string, Handle
       readonly: bool(p, 'readonly', false),
       create: bool(p, 'create', true),
       timeoutMs: Math.round(number(p, 'timeout', 0, 86400, 5) * 1000),
+      slowQueryMs: p.slow_query_ms == null ? null : int(p, 'slow_query_ms', 0, 86_400_000),
     }),
   );
   m.set('close', (p) => {
@@ -126,6 +129,7 @@ export function methodTable(reg: Registry, info: ServerInfo): Map<string, Handle
   m.set('fetch', (p) => reg.fetch(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER), int(p, 'page_rows', 1, 1_000_000, info.pageRows), info.pageBytes));
   m.set('close_cursor', (p) => reg.closeCursor(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER)));
   m.set('stats', () => ({ server: { version: info.version, sqlite_version: info.sqliteVersion }, ...reg.stats() }));
+  m.set('metrics', (p) => metrics.render(oneOf<MetricsFormat>(p, 'format', FORMATS, 'json')!));
   if (info.testHooks) {
     m.set('debug.crash_reader', (p) => {
       const e = reg.engine(str(p, 'path'));
