@@ -31,6 +31,7 @@ export interface CliOptions {
   auditDir: string | null;
   auditKinds: AuditKind[];
   checkpointIntervalMs: number;
+  walSizeLimit: number;
   openCheck: 'quick' | 'full' | 'off';
   backupDir: string | null;
   backupIntervalS: number;
@@ -45,6 +46,7 @@ export class UsageError extends Error {}
 export const HELP = `sqlite-rpc: a SQLite server speaking JSON-RPC 2.0 over stdin/stdout.
 
 Usage: sqlite-rpc [options]
+       sqlite-rpc backup|restore|check ...   (operator tools, see Subcommands)
 
 Frames are LSP style (Content-Length header, then the body); bodies are MessagePack by
 default. A client spawns this program, sends "initialize", opens sessions on database
@@ -106,7 +108,10 @@ Operations
                           (default ${DEFAULT_AUDIT_KINDS.join(',')})
   --checkpoint-interval-ms MS
                           run a PASSIVE WAL checkpoint this often while the writer is
-                          idle, and truncate a WAL grown past 64 MiB (default 1000; 0 = off)
+                          idle, and truncate a WAL grown past --wal-size-limit
+                          (default 1000; 0 = off)
+  --wal-size-limit BYTES  journal_size_limit: the -wal file is cut back to this size
+                          after a checkpoint (default 67108864)
   --open-check MODE       quick | full | off: check each database when it is opened;
                           one that fails is refused (default quick)
   --backup-dir DIR        where scheduled backups go, and where --recover-from-backup
@@ -126,6 +131,16 @@ Other
   --enable-test-hooks     expose debug.* methods used by the test suite
   -h, --help              show this help
   -V, --version           print the version
+
+Subcommands (operator tools, not the server; each has --help)
+  backup DB DEST [--overwrite]
+                          online, consistent copy of DB while others write; verified
+                          with integrity_check, fsynced, then renamed to DEST
+  restore BACKUP DB [--yes]
+                          replace DB's content by a verified backup; programs that
+                          have DB open see the restored data (asks unless --yes)
+  check DB [--full]       quick_check (integrity_check with --full); exit 0 ok,
+                          1 problems found, 2 usage
 
 Exit status: 0 after a clean shutdown or end of input; 1 after "exit" without
 "shutdown"; 2 for bad flags; 3 after a protocol error (unframeable or undecodable
@@ -163,6 +178,7 @@ export function parseArgs(argv: string[]): CliOptions {
     auditDir: null,
     auditKinds: DEFAULT_AUDIT_KINDS,
     checkpointIntervalMs: 1000,
+    walSizeLimit: 64 << 20,
     openCheck: 'quick',
     backupDir: null,
     backupIntervalS: 0,
@@ -228,6 +244,7 @@ export function parseArgs(argv: string[]): CliOptions {
         break;
       }
       case '--checkpoint-interval-ms': o.checkpointIntervalMs = int(a, 0, 86_400_000); break;
+      case '--wal-size-limit': o.walSizeLimit = int(a, 0, 2 ** 40); break;
       case '--open-check': o.openCheck = choice(a, ['quick', 'full', 'off'] as const); break;
       case '--backup-dir': o.backupDir = value(a); break;
       case '--backup-interval-s': o.backupIntervalS = int(a, 0, 10_000_000); break;

@@ -15,6 +15,7 @@ import { methodTable } from './rpc/methods';
 import { RpcError } from './protocol/errors';
 import { Metrics, serveMetrics } from './ops/metrics';
 import pkg from '../package.json';
+import { isTool, runTool } from './ops/tools';
 
 function writeStdout(text: string): void {
   fs.writeSync(1, text);
@@ -28,6 +29,18 @@ function protocolOutput(): Writable {
 }
 
 function main(): void {
+  // Operator subcommands (backup, restore, check) run instead of the server.
+  const tool = process.argv[2];
+  if (isTool(tool)) {
+    runTool(tool, process.argv.slice(3)).then(
+      (code) => process.exit(code),
+      (e) => {
+        process.stderr.write(`sqlite-rpc ${tool}: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+        process.exit(70);
+      },
+    );
+    return;
+  }
   let opts;
   try {
     opts = parseArgs(process.argv.slice(2));
@@ -78,7 +91,7 @@ function main(): void {
       maxGroupUnits: 1000,
       commitDelayMs: opts.commitDelayMs,
       realTransactions: opts.foreignKeys,
-      journalSizeLimit: 64 << 20,
+      journalSizeLimit: opts.walSizeLimit,
       codec: opts.codec,
       addonPath: addonPath(),
       nativeBinding,

@@ -7,6 +7,7 @@
 // back. The outer COMMIT runs when the writer is free at the end of an event-loop turn, so
 // everything finished meanwhile shares one fsync, and every reply that needs durability
 // waits for that COMMIT. Details where the writer section starts, below.
+import BetterSqlite from 'better-sqlite3';
 import type { Database, Statement } from 'better-sqlite3';
 import { openConnection, type SynchronousMode } from './connection';
 import { DirectConnection, execResult, OpenIterator } from './direct';
@@ -168,6 +169,25 @@ function explainPlan(db: Database, sql: string, args: unknown[]): string[] {
   });
 }
 
+/** quick_check or integrity_check at open; a database that fails it is not served. */
+export function checkIntegrity(path: string, mode: 'quick' | 'full', nativeBinding: unknown): void {
+  let rows: string[];
+  let db: Database | null = null;
+  try {
+    db = new BetterSqlite(path, { readonly: true, fileMustExist: true, nativeBinding: nativeBinding as string | undefined });
+    rows = db.prepare(mode === 'quick' ? 'PRAGMA quick_check(20)' : 'PRAGMA integrity_check(20)').pluck().all() as string[];
+  } catch (e) {
+    // Damage bad enough stops the check itself (SQLITE_CORRUPT): that is its verdict. A file
+    // that is no database at all keeps sqlite3's own error ("file is not a database").
+    if (!String((e as { code?: unknown }).code ?? '').startsWith('SQLITE_CORRUPT')) throw e;
+    rows = [(e as Error).message];
+  } finally {
+    db?.close();
+  }
+  if (rows.length === 1 && rows[0] === 'ok') return;
+  throw new RpcError('IntegrityCheckFailed', `database disk image is malformed: ${path} failed ${mode === 'quick' ? 'quick_check' : 'integrity_check'}: ${rows.slice(0, 3).join('; ')}`, { problems: rows });
+}
+
 export class DatabaseEngine {
   private readonly writer: DirectConnection;
   private readonly inline: StatementCache;
@@ -217,6 +237,9 @@ export class DatabaseEngine {
   slowQueryMs: number;
 
   constructor(readonly path: string, private readonly o: EngineOptions, private readonly cursors: CursorTable, private readonly log: LogFn) {
+    // Checked before the writer opens it: opening switches the file to WAL, and a damaged
+    // file must be left exactly as it was found.
+    if (o.openCheck !== undefined && o.openCheck !== 'off' && fs.existsSync(path) && fs.statSync(path).size > 0) checkIntegrity(path, o.openCheck, o.nativeBinding);
     const writerDb = openConnection(path, {
       readonly: o.readOnly,
       create: !o.readOnly,
@@ -231,7 +254,6 @@ export class DatabaseEngine {
     this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
     this.slowQueryMs = o.slowQueryMs ?? 0;
     try {
-      if (o.openCheck !== undefined && o.openCheck !== 'off') this.checkIntegrity(o.openCheck);
       if (o.audit) this.audit = new AuditLog(auditPathFor(o.audit.dir, path), path, new Set(o.audit.kinds));
       this.inlineDb = openConnection(path, {
         readonly: true,
@@ -1214,13 +1236,6 @@ export class DatabaseEngine {
     } catch {
       return 0;
     }
-  }
-
-  /** quick_check or integrity_check at open; a database that fails it is not served. */
-  private checkIntegrity(mode: 'quick' | 'full'): void {
-    const rows = this.writer.db.prepare(mode === 'quick' ? 'PRAGMA quick_check(20)' : 'PRAGMA integrity_check(20)').pluck().all() as string[];
-    if (rows.length === 1 && rows[0] === 'ok') return;
-    throw new RpcError('IntegrityCheckFailed', `database disk image is malformed: ${this.path} failed ${mode === 'quick' ? 'quick_check' : 'integrity_check'}: ${rows.slice(0, 3).join('; ')}`, { problems: rows });
   }
 
   /**
