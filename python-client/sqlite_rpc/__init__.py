@@ -15,6 +15,7 @@ from typing import Any
 from . import fallback as _fallback
 from . import process as _process
 from .dbapi import Connection, Cursor, Row
+from .protocol import ConflictError
 from .seed import Database
 
 __version__ = "0.1.0"
@@ -68,8 +69,11 @@ globals().update({_k: getattr(_stdlib, _k) for _k in dir(_stdlib) if _k.startswi
 
 def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolation_level: Any = "",
             check_same_thread: bool = True, factory: Any = None, cached_statements: int = 128,
-            uri: bool = False) -> Any:
-    """sqlite3.connect's signature; returns a sqlite_rpc.Connection (or the stdlib's, as fallback)."""
+            uri: bool = False, *, slow_query_ms: Any = None) -> Any:
+    """sqlite3.connect's signature; returns a sqlite_rpc.Connection (or the stdlib's, as fallback).
+
+    slow_query_ms (keyword only, server only): log this database's statements slower than
+    that to the "sqlite_rpc.slow_query" logger (the server's --slow-query-ms otherwise)."""
     if factory is not None and factory is not _stdlib.Connection and not (isinstance(factory, type) and issubclass(factory, Connection)):
         # A custom sqlite3.Connection subclass needs the real module.
         return _stdlib.connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, cached_statements, uri)
@@ -77,7 +81,7 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolatio
     if srv is None:
         return _stdlib.connect(database, timeout, detect_types, isolation_level, check_same_thread, _stdlib.Connection, cached_statements, uri)
     cls = factory if isinstance(factory, type) and issubclass(factory, Connection) else Connection
-    return cls(database, timeout, detect_types, isolation_level, check_same_thread, None, cached_statements, uri, _server=srv)
+    return cls(database, timeout, detect_types, isolation_level, check_same_thread, None, cached_statements, uri, slow_query_ms=slow_query_ms, _server=srv)
 
 
 def backend() -> str:
@@ -93,6 +97,17 @@ def server_info() -> Any:
 def stats() -> Any:
     """The server's counters (statement caches, group commits, readers...)."""
     return _process.get_server().call("stats", {})
+
+
+def metrics(format: str = "json") -> Any:
+    """The server's metrics: "json" gives prom-client's JSON (a list of metric dicts with
+    name, help, type and values), "prometheus" the text exposition format as a str."""
+    if format not in ("json", "prometheus"):
+        raise ValueError("format must be 'json' or 'prometheus', not %r" % (format,))
+    if backend() == "sqlite3":
+        raise NotSupportedError("metrics come from the sqlite-rpc server; this process uses the stdlib sqlite3 fallback")
+    res = _process.get_server().call("metrics", {"format": format})
+    return res["text"] if format == "prometheus" else res["metrics"]
 
 
 def shutdown() -> None:
@@ -111,7 +126,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "connect", "Connection", "Cursor", "Row", "Database", "backend", "server_info", "stats", "shutdown",
+    "connect", "Connection", "Cursor", "Row", "Database", "backend", "server_info", "stats", "metrics", "shutdown",
+    "ConflictError",
     "Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError", "IntegrityError",
     "InternalError", "ProgrammingError", "NotSupportedError", "PARSE_DECLTYPES", "PARSE_COLNAMES",
     "register_adapter", "register_converter", "complete_statement", "apilevel", "paramstyle", "threadsafety",

@@ -198,7 +198,7 @@ class Cursor:
     # reply (or has the request's exception thrown into it): the synchronous API drives it
     # with blocking round trips (_run), aio.py with awaited ones. One copy of the semantics.
 
-    def _op_execute(self, sql: str, parameters: Params) -> "Op":
+    def _op_execute(self, sql: str, parameters: Params, expect_rows: Optional[int] = None) -> "Op":
         conn = self._check()
         if not isinstance(sql, str):
             raise TypeError("execute() argument 1 must be str, not %s" % _type_name(sql))
@@ -219,6 +219,8 @@ class Cursor:
             p["begin"] = begin
         if conn._detect_decltypes:
             p["decltypes"] = True
+        if expect_rows is not None:
+            p["expect_rows"] = operator.index(expect_rows)
         try:
             res = yield ("execute", p)
         except UnicodeEncodeError:
@@ -228,8 +230,10 @@ class Cursor:
             raise
         self._take_result(conn, res, sql)
 
-    def execute(self, sql: str, parameters: Params = ()) -> "Cursor":
-        _run(self._connection, self._op_execute(sql, parameters))
+    def execute(self, sql: str, parameters: Params = (), *, expect_rows: Optional[int] = None) -> "Cursor":
+        """sqlite3's execute. expect_rows (an extension, see sqlite_rpc.optimistic): the
+        statement must change exactly that many rows, or it is undone and ConflictError raised."""
+        _run(self._connection, self._op_execute(sql, parameters, expect_rows))
         return self
 
     def _take_result(self, conn: "Connection", res: Dict[str, Any], sql: str) -> None:
@@ -543,6 +547,7 @@ class Connection:
         cached_statements: int = 128,
         uri: bool = False,
         *,
+        slow_query_ms: Optional[int] = None,
         _server: Optional[ServerProcess] = None,
     ) -> None:
         # sqlite3's argument conversions, with its messages.
@@ -576,6 +581,9 @@ class Connection:
         self._open_params = {"session": self._session, "path": path, "readonly": readonly, "timeout": float(timeout)}
         if not create:
             self._open_params["create"] = False
+        if slow_query_ms is not None:
+            # The server's threshold for this database file (every session of it), not just this connection.
+            self._open_params["slow_query_ms"] = operator.index(slow_query_ms)
         self._open_slot: Any = self._srv.send("open", self._open_params)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -748,8 +756,8 @@ class Connection:
             cur.row_factory = self.row_factory  # sqlite3 copies it when the cursor is made
         return cur
 
-    def execute(self, sql: str, parameters: Params = ()) -> Cursor:
-        return self.cursor().execute(sql, parameters)
+    def execute(self, sql: str, parameters: Params = (), *, expect_rows: Optional[int] = None) -> Cursor:
+        return self.cursor().execute(sql, parameters, expect_rows=expect_rows)
 
     def executemany(self, sql: str, parameters: Any) -> Cursor:
         return self.cursor().executemany(sql, parameters)

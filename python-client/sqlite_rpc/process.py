@@ -25,6 +25,8 @@ from .transport import FrameBuffer, FramingError, decode_body, encode_frame
 
 log = logging.getLogger("sqlite_rpc")
 server_log = logging.getLogger("sqlite_rpc.server")
+# Slow statements get a logger of their own, so an application can route or silence them.
+slow_log = logging.getLogger("sqlite_rpc.slow_query")
 
 ENV_BINARY = "SQLITE_RPC_BINARY"
 ENV_DISABLE = "SQLITE_RPC_DISABLE"
@@ -124,6 +126,10 @@ class ServerProcess:
                 level = levels.get(rec.pop("level", "info"), logging.INFO)
                 event = rec.pop("event", "log")
                 rec.pop("ts", None)
+                if event == "slow_query":
+                    plan = "; ".join(p.strip() for p in rec.get("plan") or [])
+                    slow_log.warning("slow query (%s ms, %s, %s params) on %s: %s%s", rec.get("duration_ms"), rec.get("role"), rec.get("params"), rec.get("db"), rec.get("sql"), " [plan: %s]" % plan if plan else "", extra={"sqlite_rpc": rec})
+                    continue
                 server_log.log(level, "%s %s", event, json.dumps(rec, default=str) if rec else "", extra={"sqlite_rpc": rec})
             except (ValueError, AttributeError):
                 server_log.info("%s", line[:2000])

@@ -46,6 +46,14 @@ class ServerError(sqlite3.OperationalError):
     """The server process failed (crashed, could not start, or broke the protocol)."""
 
 
+class ConflictError(sqlite3.OperationalError):
+    """An optimistic-locking guard failed: the statement changed another number of rows than
+    expected (``expected_rows``, ``changes``) and was undone. Retry with fresh data."""
+
+    expected_rows: Optional[int] = None
+    changes: Optional[int] = None
+
+
 def exception_from_error(error: Dict[str, Any]) -> BaseException:
     """Build the exception sqlite3 would raise from a JSON-RPC error object."""
     data = error.get("data") or {}
@@ -56,7 +64,14 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         cls = _DBAPI.get((kind or {}).get("dbapi") or "DatabaseError", sqlite3.DatabaseError)
     if data.get("kind") == "TooLarge" and "does not fit in a 64-bit" in message:
         return OverflowError("Python int too large to convert to SQLite INTEGER")
+    if data.get("kind") == "Conflict":
+        cls = ConflictError
     exc = cls(message)
+    if isinstance(exc, ConflictError):
+        exc.expected_rows = data.get("expected_rows")
+        exc.changes = data.get("changes")
+    if data.get("problems") is not None:
+        exc.problems = list(data["problems"])  # type: ignore[attr-defined]  # IntegrityCheckFailed
     name: Optional[str] = data.get("sqlite_code")
     if name is not None and isinstance(exc, sqlite3.Error):
         exc.sqlite_errorname = name  # type: ignore[attr-defined]

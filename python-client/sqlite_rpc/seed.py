@@ -59,9 +59,15 @@ class Database:
         """Rows of a SELECT as dicts keyed by column name."""
         return self._dicts(self._conn().execute(query, params or ()))
 
-    def execute_update(self, query: str, params: Params = None) -> int:
-        """Run one INSERT/UPDATE/DELETE; returns the number of affected rows (durable on return)."""
-        return self._conn().execute(query, params or ()).rowcount
+    def execute_update(self, query: str, params: Params = None, expect_rows: Optional[int] = None) -> int:
+        """Run one INSERT/UPDATE/DELETE; returns the number of affected rows (durable on return).
+        With expect_rows, a statement that changes another number of rows is undone and
+        raises sqlite_rpc.ConflictError (optimistic locking; see sqlite_rpc.optimistic)."""
+        if expect_rows is None:
+            return self._conn().execute(query, params or ()).rowcount
+        from .optimistic import execute_expecting
+
+        return execute_expecting(self._conn(), query, params or (), rows=expect_rows).rowcount
 
     def execute_many(self, query: str, seq_of_params: Iterable[Params]) -> int:
         """One statement over many parameter sets, all in one transaction; total affected rows."""
