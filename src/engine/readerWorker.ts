@@ -10,6 +10,7 @@ import { loadAddonFrom } from './native';
 import { bindArgs, type BoundParams } from './values';
 import { createCodec, type CodecName } from '../transport/codec';
 import { RpcError, toRpcError } from '../protocol/errors';
+import { backupDatabase, checkDatabaseFile, type BackupResult, type CheckResult } from '../ops/backup';
 
 export interface ReaderInit {
   path: string;
@@ -28,6 +29,9 @@ export type ReaderRequest =
   | { t: 'fetch'; id: number; cursor: number; pageRows: number; pageBytes: number }
   | { t: 'close'; id: number; cursor: number }
   | { t: 'stats'; id: number }
+  /** An online backup of this worker's database to `dest`, from a fresh read-only connection. */
+  | { t: 'backup'; id: number; dest: string; overwrite: boolean }
+  | { t: 'check'; id: number; mode: 'quick' | 'full' }
   | { t: 'crash'; id: number };
 
 export interface ReaderReply {
@@ -41,6 +45,8 @@ export interface ReaderReply {
   cursor?: number;
   micros?: number;
   stats?: { hits: number; misses: number; evictions: number; connections: number; cursors: number };
+  backup?: BackupResult;
+  check?: CheckResult;
 }
 
 interface Conn {
@@ -159,19 +165,54 @@ function handle(m: ReaderRequest): ReaderReply {
       reply.stats = { hits, misses, evictions, connections: opened, cursors: cursors.size };
       return reply;
     }
+    case 'check':
+      reply.check = checkDatabaseFile(init.path, m.mode, { nativeBinding: binding, busyTimeoutMs: init.busyTimeoutMs });
+      return reply;
+    case 'backup':
+      throw new RpcError('InternalError', 'backup is handled asynchronously'); // see the message handler
     case 'crash':
       // Test hook (only reachable when the server runs with --enable-test-hooks).
       process.exit(70);
   }
 }
 
+function errorReply(id: number, e: unknown): ReaderReply {
+  const err = toRpcError(e);
+  return { id, error: { kind: err.data.kind, message: err.message, data: { ...err.data } } };
+}
+
+// A backup takes many event-loop turns (one per step); the worker keeps serving queries between them.
+async function backup(m: Extract<ReaderRequest, { t: 'backup' }>): Promise<ReaderReply> {
+  const db = openConnection(init.path, {
+    readonly: true,
+    create: false,
+    synchronous: init.synchronous,
+    busyTimeoutMs: init.busyTimeoutMs,
+    foreignKeys: init.foreignKeys,
+    nativeBinding: binding,
+    setWal: false,
+    journalSizeLimit: 0,
+  });
+  try {
+    return { id: m.id, backup: await backupDatabase(db, m.dest, { overwrite: m.overwrite, nativeBinding: binding }) };
+  } finally {
+    db.close();
+  }
+}
+
 parentPort!.on('message', (m: ReaderRequest) => {
+  if (m.t === 'backup') {
+    backup(m).then(
+      (r) => parentPort!.postMessage(r),
+      (e) => parentPort!.postMessage(errorReply(m.id, e)),
+    );
+    return;
+  }
   let reply: ReaderReply;
   try {
     reply = handle(m);
   } catch (e) {
-    const err = toRpcError(e);
-    reply = { id: m.id, error: { kind: err.data.kind, message: err.message, data: { ...err.data } } };
+    reply = errorReply(m.id, e);
   }
   if (reply.rows) parentPort!.postMessage(reply, [reply.rows.buffer as ArrayBuffer]);
   else parentPort!.postMessage(reply);
