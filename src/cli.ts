@@ -37,6 +37,8 @@ export interface CliOptions {
   backupIntervalS: number;
   backupKeep: number;
   recoverFromBackup: boolean;
+  attachDirs: string[];
+  attachAny: boolean;
   help: boolean;
   version: boolean;
 }
@@ -62,6 +64,10 @@ Databases
                           --db databases stay open
   --read-only             open every database read-only (enforced by SQLite, not by SQL
                           filtering); writes fail with "attempt to write a readonly database"
+  --attach-dir DIR        let ATTACH and VACUUM INTO name files in DIR (repeatable); by
+                          default only files in the database's own folder (and
+                          :memory:); a refused statement creates no file
+  --attach-any            let ATTACH and VACUUM INTO name any file, as sqlite3 does
   --foreign-keys          enforce foreign keys (default off, as Python's sqlite3); each
                           session transaction then gets its own COMMIT, since deferred
                           constraints are checked there
@@ -184,6 +190,8 @@ export function parseArgs(argv: string[]): CliOptions {
     backupIntervalS: 0,
     backupKeep: 7,
     recoverFromBackup: false,
+    attachDirs: [],
+    attachAny: false,
     help: false,
     version: false,
   };
@@ -250,6 +258,8 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--backup-interval-s': o.backupIntervalS = int(a, 0, 10_000_000); break;
       case '--backup-keep': o.backupKeep = int(a, 1, 100_000); break;
       case '--recover-from-backup': o.recoverFromBackup = true; break;
+      case '--attach-dir': o.attachDirs.push(value(a)); break;
+      case '--attach-any': o.attachAny = true; break;
       case '-h': case '--help': o.help = true; break;
       case '-V': case '--version': o.version = true; break;
       default: throw new UsageError(`unknown option ${JSON.stringify(a)}`);

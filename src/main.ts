@@ -14,6 +14,7 @@ import { Dispatcher, errorReply, type Id } from './rpc/dispatcher';
 import { methodTable } from './rpc/methods';
 import { RpcError } from './protocol/errors';
 import { Metrics, serveMetrics } from './ops/metrics';
+import { PathPolicy } from './engine/pathPolicy';
 import pkg from '../package.json';
 import { isTool, runTool } from './ops/tools';
 
@@ -103,6 +104,7 @@ function main(): void {
       audit: opts.auditDir === null ? null : { dir: opts.auditDir, kinds: opts.auditKinds },
       checkpointIntervalMs: opts.checkpointIntervalMs,
       openCheck: opts.openCheck,
+      pathPolicy: new PathPolicy({ any: opts.attachAny, dirs: opts.attachDirs }),
     },
     log,
   );

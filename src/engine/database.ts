@@ -25,6 +25,7 @@ import type { CodecName } from '../transport/codec';
 import fs from 'node:fs';
 import { AuditLog, auditKindOf, auditPathFor, type AuditKind, type AuditRecord } from '../ops/audit';
 import type { DbMetrics, DbSnapshot, Metrics, Role } from '../ops/metrics';
+import type { PathPolicy } from './pathPolicy';
 
 export interface EngineOptions {
   poolSize: number;
@@ -57,6 +58,8 @@ export interface EngineOptions {
   checkpointIntervalMs?: number;
   /** Check the file when it is opened: quick_check, a full integrity_check, or nothing. */
   openCheck?: 'quick' | 'full' | 'off';
+  /** Which files ATTACH and VACUUM INTO may name (none given: any, as in sqlite3). */
+  pathPolicy?: PathPolicy;
 }
 
 const NO_METRICS: DbMetrics = { statement() {}, writerWait() {}, groupCommit() {}, checkpoint() {}, error() {}, slowQuery() {} };
@@ -347,7 +350,10 @@ export class DatabaseEngine {
     if (this.owner === s) return this.onWriter(s, sql, bound, o, info.kind);
     if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind));
     if (info.route === 'read') return this.read(s, sql, bound, o, info);
-    if (info.route === 'direct') return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
+    if (info.route === 'direct') {
+      if (info.kind === 'attach' || info.kind === 'vacuum') this.o.pathPolicy?.check(sql, bound, this.path, false);
+      return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
+    }
     return this.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
 
@@ -399,6 +405,7 @@ export class DatabaseEngine {
   }
 
   script(s: Session, sql: string): Promise<WriteSummary> | WriteSummary {
+    this.o.pathPolicy?.check(sql, undefined, this.path, true);
     return this.direct(s, (): WriteSummary => {
       this.touch(s);
       const t0 = performance.now();

@@ -8,7 +8,7 @@ import { openConnection } from './connection';
 import { CursorTable } from './cursors';
 import { Session } from './session';
 import { bindParamsFor, type BoundParams } from './values';
-import { parameterCount, type BeginMode } from './sqlText';
+import { classify, parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
 import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
 import type { DbMetrics } from '../ops/metrics';
@@ -221,7 +221,11 @@ export class Registry {
   execute(s: Session, sql: string, params: unknown, o: ExecOptions): ExecResult | Promise<ExecResult> {
     return this.guard(s, sql, params, () => {
       const bound = bindParamsFor(sql, params);
-      if (s.privateDb) return this.privateExec(s, sql, bound, o);
+      if (s.privateDb) {
+        const kind = classify(sql);
+        if (kind === 'attach' || kind === 'vacuum') this.o.pathPolicy?.check(sql, bound, s.path, false);
+        return this.privateExec(s, sql, bound, o);
+      }
       return this.sessionEngine.get(s)!.execute(s, sql, bound, o);
     });
   }
@@ -324,6 +328,7 @@ export class Registry {
 
   script(s: Session, sql: string): WriteSummary | Promise<WriteSummary> {
     if (s.privateDb) {
+      this.o.pathPolicy?.check(sql, undefined, s.path, true);
       const db = s.privateDb.db;
       try {
         return { ...s.privateDb.exec(sql), in_transaction: db.inTransaction };

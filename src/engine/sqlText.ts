@@ -189,3 +189,34 @@ export function parameterCount(sql: string): number {
   }
   return max;
 }
+
+/**
+ * The statements of a script, split at semicolons outside strings, quoted names and
+ * comments. Trigger bodies get split too; that is harmless for what this is used for
+ * (finding the statements that name files), since no such statement can be in a trigger.
+ */
+export function splitStatements(sql: string): string[] {
+  const out: string[] = [];
+  let start = 0;
+  let i = 0;
+  const n = sql.length;
+  while (i < n) {
+    const c = sql[i];
+    if (c === "'" || c === '"' || c === '`' || c === '[') {
+      const close = c === '[' ? ']' : c;
+      const end = sql.indexOf(close, i + 1);
+      i = end < 0 ? n : end + 1;
+    } else if (c === '-' && sql[i + 1] === '-') {
+      const nl = sql.indexOf('\n', i + 2);
+      i = nl < 0 ? n : nl + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      const end = sql.indexOf('*/', i + 2);
+      i = end < 0 ? n : end + 2;
+    } else if (c === ';') {
+      out.push(sql.slice(start, i));
+      start = ++i;
+    } else i++;
+  }
+  if (start < n) out.push(sql.slice(start));
+  return out.filter((s) => !isBlank(s));
+}

@@ -65,8 +65,9 @@ export class ServerProcess {
   private stderrChunks: Buffer[] = [];
   exitInfo: Exit | null = null;
 
-  constructor(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
-    const [cmd, ...pre] = serverCommand();
+  /** opts.wrap: a command the server runs under (e.g. strace), placed before it. */
+  constructor(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; wrap?: string[] } = {}) {
+    const [cmd, ...pre] = [...(opts.wrap ?? []), ...serverCommand()];
     this.child = spawn(cmd, [...pre, ...args], {
       cwd: opts.cwd ?? ROOT,
       env: { ...process.env, ...opts.env },
@@ -195,6 +196,8 @@ export interface ClientOptions {
   env?: NodeJS.ProcessEnv;
   /** Skip `initialize` (to test NotInitialized). */
   noInit?: boolean;
+  cwd?: string;
+  wrap?: string[];
 }
 
 export class RpcClient {
@@ -231,7 +234,7 @@ export class RpcClient {
   }
 
   static async start(args: string[] = [], opts: ClientOptions = {}): Promise<RpcClient> {
-    const c = new RpcClient(new ServerProcess(args, { env: opts.env }));
+    const c = new RpcClient(new ServerProcess(args, { env: opts.env, cwd: opts.cwd, wrap: opts.wrap }));
     if (!opts.noInit) c.initResult = await c.request('initialize', { protocol_version: 1, client: { name: 'vitest' } });
     return c;
   }
