@@ -71,11 +71,13 @@ function main(): void {
   sqliteVersion = probeSqlite();
   const codec = createCodec(opts.codec);
   const metrics = new Metrics();
-  if (opts.auditDir !== null) {
+  for (const [flag, dir] of [['--audit-dir', opts.auditDir], ['--backup-dir', opts.backupDir]] as const) {
+    if (dir === null) continue;
     try {
-      fs.mkdirSync(opts.auditDir, { recursive: true });
+      fs.mkdirSync(dir, { recursive: true });
+      fs.accessSync(dir, fs.constants.W_OK);
     } catch (e) {
-      log('startup_failed', { error: `--audit-dir ${opts.auditDir}: ${(e as Error).message}` }, 'error');
+      log('startup_failed', { error: `${flag} ${dir}: ${(e as Error).message}` }, 'error');
       process.exit(1);
     }
   }
@@ -105,9 +107,12 @@ function main(): void {
       checkpointIntervalMs: opts.checkpointIntervalMs,
       openCheck: opts.openCheck,
       pathPolicy: new PathPolicy({ any: opts.attachAny, dirs: opts.attachDirs }),
+      backupDir: opts.backupDir,
+      recoverFromBackup: opts.recoverFromBackup,
     },
     log,
   );
+  if (opts.backupDir !== null && opts.backupIntervalS > 0) registry.scheduleBackups(opts.backupDir, opts.backupIntervalS * 1000, opts.backupKeep);
   try {
     const real = opts.dbs.map((p) => registry.preopen(p).path);
     if (opts.restrict) registry.restrictTo(real);

@@ -26,6 +26,8 @@ import fs from 'node:fs';
 import { AuditLog, auditKindOf, auditPathFor, type AuditKind, type AuditRecord } from '../ops/audit';
 import type { DbMetrics, DbSnapshot, Metrics, Role } from '../ops/metrics';
 import type { PathPolicy } from './pathPolicy';
+import { Session as MaintenanceSession } from './session';
+import { backupDatabase, checkDatabaseFile, restoreDatabase, type BackupResult, type CheckResult, type RestoreResult } from '../ops/backup';
 
 export interface EngineOptions {
   poolSize: number;
@@ -62,7 +64,7 @@ export interface EngineOptions {
   pathPolicy?: PathPolicy;
 }
 
-const NO_METRICS: DbMetrics = { statement() {}, writerWait() {}, groupCommit() {}, checkpoint() {}, error() {}, slowQuery() {} };
+const NO_METRICS: DbMetrics = { statement() {}, writerWait() {}, groupCommit() {}, checkpoint() {}, error() {}, slowQuery() {}, backup() {} };
 
 type Route = 'read' | 'write' | 'direct' | 'tx';
 const INLINE_UNKNOWN = 0, INLINE_YES = 1, INLINE_NO = 2;
@@ -1271,6 +1273,90 @@ export class DatabaseEngine {
     this.commitsSinceCheckpoint = 0;
     this.m.checkpoint(mode.toLowerCase(), busy !== 0 || (log > 0 && done < log), log, done);
     return { busy: busy !== 0, log, checkpointed: done, mode };
+  }
+
+  // ---- backup, restore, check -----------------------------------------------------------
+
+  /**
+   * An online backup to dest: one consistent snapshot, taken by a reader worker from its own
+   * read-only connection while writes go on; verified with integrity_check before it is
+   * renamed into place (ops/backup.ts).
+   */
+  async backup(dest: string, overwrite: boolean, session: number | null): Promise<BackupResult> {
+    if (this.closed) throw new RpcError('ShuttingDown', 'the database is closing');
+    let r: BackupResult;
+    try {
+      if (this.pool !== null) {
+        const rep = await this.pool.send(this.pool.pick(), { t: 'backup', dest, overwrite });
+        if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
+        r = rep.backup!;
+      } else {
+        const src = new BetterSqlite(this.path, { readonly: true, fileMustExist: true, nativeBinding: this.o.nativeBinding as string | undefined });
+        try {
+          r = await backupDatabase(src, dest, { overwrite, nativeBinding: this.o.nativeBinding });
+        } finally {
+          src.close();
+        }
+      }
+    } catch (e) {
+      const err = toRpcError(e);
+      this.m.backup(false);
+      this.auditEventQuietly({ kind: 'backup', session, outcome: 'error', dest, error: err.message });
+      throw err;
+    }
+    this.m.backup(true);
+    this.auditEvent({ kind: 'backup', session, outcome: 'ok', dest: r.dest, pages: r.pages, bytes: r.bytes });
+    return r;
+  }
+
+  /**
+   * Replace the database's content with a verified backup, through SQLite's backup API into
+   * the live file: sessions stay open and see the restored data from their next statement.
+   * Refused while a session holds a transaction, unless forced (then it is rolled back).
+   */
+  async restore(source: string, force: boolean, session: number | null, timeoutMs: number): Promise<RestoreResult & { aborted_transactions: number }> {
+    if (this.closed) throw new RpcError('ShuttingDown', 'the database is closing');
+    if (this.o.readOnly) throw new RpcError('BackupFailed', `cannot restore into ${this.path}: the server is --read-only`);
+    let aborted = 0;
+    if (this.owner !== null && this.owner.inTx) {
+      if (!force) throw new RpcError('BackupFailed', `restore refused: session ${this.owner.id} holds a transaction on ${this.path}; retry when it ends, or pass force to roll it back`);
+      this.abortTransaction(this.owner, 'a forced restore replaced the database');
+      aborted++;
+    }
+    // Hold the writer outside any transaction (the outer one commits first) while the
+    // restore's own connection writes the file.
+    const me = new MaintenanceSession(0, this.path, timeoutMs, false, null);
+    await this.acquire(me, 'direct');
+    let r: RestoreResult;
+    try {
+      r = await restoreDatabase(source, this.path, { nativeBinding: this.o.nativeBinding, busyTimeoutMs: timeoutMs });
+    } catch (e) {
+      const err = toRpcError(e);
+      this.auditEventQuietly({ kind: 'restore', session, outcome: 'error', source, error: err.message });
+      throw err;
+    } finally {
+      this.releaseOwner(me);
+    }
+    this.info.clear(); // the schema may be another one now: re-learn routes
+    this.auditEvent({ kind: 'restore', session, outcome: 'ok', source, pages: r.pages });
+    this.log('database_restored', { path: this.path, source, pages: r.pages, forced_rollbacks: aborted }, 'warn');
+    return { ...r, aborted_transactions: aborted };
+  }
+
+  check(mode: 'quick' | 'full'): Promise<CheckResult> | CheckResult {
+    if (this.pool === null) return checkDatabaseFile(this.path, mode, { nativeBinding: this.o.nativeBinding });
+    return this.pool.send(this.pool.pick(), { t: 'check', mode }).then((rep) => {
+      if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
+      return rep.check!;
+    });
+  }
+
+  private auditEventQuietly(rec: AuditRecord): void {
+    try {
+      this.auditEvent(rec);
+    } catch (e) {
+      this.log('audit_write_failed', { db: this.path, error: (e as Error).message, record: rec }, 'error');
+    }
   }
 
   /** Test hook: make reader worker `slot` exit mid-flight. */

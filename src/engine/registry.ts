@@ -12,6 +12,7 @@ import { classify, parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
 import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
 import type { DbMetrics } from '../ops/metrics';
+import { backupDatabase, backupFileName, checkDatabaseFile, newestVerifiedBackup, pruneBackups, type BackupResult, type CheckResult } from '../ops/backup';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
 
 export interface RegistryOptions extends EngineOptions {
@@ -20,7 +21,14 @@ export interface RegistryOptions extends EngineOptions {
   dbIdleCloseMs: number;
   /** When set, only these database paths (resolved) may be opened. */
   allowedPaths: string[] | null;
+  /** Scheduled backups go here; --recover-from-backup looks here. */
+  backupDir?: string | null;
+  /** A database failing its open check is replaced by the newest verified backup. */
+  recoverFromBackup?: boolean;
 }
+
+/** Which database a maintenance request (backup, restore, check) is about. */
+export type DbRef = { session: number } | { path: string };
 
 export interface OpenRequest {
   session: number;
@@ -114,10 +122,41 @@ export class Registry {
     try {
       e = new DatabaseEngine(real, this.o, this.cursors, this.log);
     } catch (err) {
-      throw toRpcError(err);
+      const rpc = toRpcError(err);
+      if (rpc.data.kind !== 'IntegrityCheckFailed' || !this.o.recoverFromBackup || !this.o.backupDir) throw rpc;
+      e = this.recover(real, rpc);
     }
     this.engines.set(real, e);
     this.log('database_open', { path: real, readers: this.o.poolSize, synchronous: this.o.synchronous });
+    return e;
+  }
+
+  /**
+   * --recover-from-backup: the file failed its open check. Move it (and its -wal/-shm) aside
+   * and put the newest backup that passes a full integrity_check in its place. Loud on
+   * purpose: whatever was written after that backup is not in the restored file (it is in
+   * the file moved aside, for whoever wants to salvage it).
+   */
+  private recover(real: string, why: RpcError): DatabaseEngine {
+    const dir = this.o.backupDir!;
+    const backup = newestVerifiedBackup(dir, real, { nativeBinding: this.o.nativeBinding });
+    if (backup === null) {
+      why.message += `; no verified backup of it in ${dir} to recover from`;
+      throw why;
+    }
+    const aside = `${real}.corrupt-${new Date().toISOString().replace(/[-:.]/g, '')}`;
+    for (const suffix of ['', '-wal', '-shm', '-journal']) {
+      if (fs.existsSync(real + suffix)) fs.renameSync(real + suffix, aside + suffix);
+    }
+    const tmp = `${real}.recovering-${process.pid}`;
+    fs.copyFileSync(backup, tmp);
+    const fd = fs.openSync(tmp, 'r+');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.renameSync(tmp, real);
+    this.log('database_recovered', { path: real, problems: why.data.problems ?? [why.message], moved_aside_to: aside, restored_from: backup, warning: 'changes made after that backup are not in the database; they may be in the file moved aside' }, 'error');
+    const e = new DatabaseEngine(real, this.o, this.cursors, this.log);
+    e.auditEvent({ kind: 'restore', session: null, outcome: 'ok', source: backup, reason: 'recovered: the database failed its open check', moved_aside_to: aside });
     return e;
   }
 
@@ -436,6 +475,76 @@ export class Registry {
     }
   }
 
+  // ---- backup, restore, check -----------------------------------------------------------
+
+  /** The engine a maintenance request names (opening the file if no session has it open). */
+  private engineOf(ref: DbRef): { engine: DatabaseEngine | null; session: Session | null } {
+    if ('session' in ref) {
+      const s = this.session(ref.session);
+      return { engine: this.sessionEngine.get(s) ?? null, session: s };
+    }
+    if (PRIVATE_PATHS.has(ref.path)) throw new RpcError('InvalidParams', 'invalid params: path: a private :memory: database is reached through its session', { field: 'path' });
+    const real = this.resolve(ref.path);
+    if (this.allowed && !this.allowed.includes(real)) throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${ref.path} is not among the databases this server serves (--db)`);
+    return { engine: this.engineFor(real, false), session: null };
+  }
+
+  async backup(ref: DbRef, dest: string, overwrite: boolean): Promise<BackupResult> {
+    const { engine, session } = this.engineOf(ref);
+    if (engine === null) {
+      // A session's private :memory: database: copied from its own connection.
+      session!.privateDb!.drain();
+      return backupDatabase(session!.privateDb!.db, dest, { overwrite, nativeBinding: this.o.nativeBinding });
+    }
+    return engine.backup(dest, overwrite, session?.id ?? null);
+  }
+
+  async restore(ref: DbRef, source: string, force: boolean): Promise<unknown> {
+    const { engine, session } = this.engineOf(ref);
+    if (engine === null) throw new RpcError('InvalidParams', 'invalid params: session: restore needs a database file, not a private :memory: database', { field: 'session' });
+    const r = await engine.restore(source, force, session?.id ?? null, session?.timeoutMs ?? this.o.readerBusyTimeoutMs);
+    return { path: engine.path, ...r };
+  }
+
+  async check(ref: DbRef, mode: 'quick' | 'full'): Promise<CheckResult & { path: string; mode: string }> {
+    if ('path' in ref && !PRIVATE_PATHS.has(ref.path) && !this.engines.has(this.resolve(ref.path))) {
+      // Not open here: check the file as it is, without opening it for serving (which
+      // would switch it to WAL, and refuse it if damaged).
+      const real = this.resolve(ref.path);
+      if (this.allowed && !this.allowed.includes(real)) throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${ref.path} is not among the databases this server serves (--db)`);
+      return { path: real, mode, ...checkDatabaseFile(real, mode, { nativeBinding: this.o.nativeBinding }) };
+    }
+    const { engine, session } = this.engineOf(ref);
+    if (engine === null) {
+      const rows = session!.privateDb!.db.prepare(mode === 'quick' ? 'PRAGMA quick_check' : 'PRAGMA integrity_check').pluck().all() as string[];
+      const ok = rows.length === 1 && rows[0] === 'ok';
+      return { path: session!.path, mode, ok, problems: ok ? [] : rows };
+    }
+    return { path: engine.path, mode, ...(await engine.check(mode)) };
+  }
+
+  /** --backup-interval-s: every open database backed up into dir, the newest `keep` kept. */
+  scheduleBackups(dir: string, everyMs: number, keep: number): void {
+    const running = new Set<DatabaseEngine>();
+    const t = setInterval(() => {
+      for (const [path, e] of this.engines) {
+        if (running.has(e)) continue; // the previous one is still going
+        running.add(e);
+        const dest = nodePath.join(dir, backupFileName(path, new Date()));
+        e.backup(dest, false, null).then(
+          (r) => {
+            const removed = pruneBackups(dir, path, keep);
+            this.log('backup_done', { path, dest: r.dest, pages: r.pages, bytes: r.bytes, duration_ms: r.duration_ms, pruned: removed });
+          },
+          (err: Error) => this.log('backup_failed', { path, dest, error: err.message }, 'error'),
+        ).finally(() => running.delete(e));
+      }
+    }, everyMs);
+    t.unref();
+    this.backupTimer = t;
+  }
+  private backupTimer: NodeJS.Timeout | null = null;
+
   engine(path: string): DatabaseEngine | undefined {
     return this.engines.get(this.resolve(path));
   }
@@ -446,6 +555,7 @@ export class Registry {
 
   async closeAll(): Promise<void> {
     clearInterval(this.sweeper);
+    if (this.backupTimer) clearInterval(this.backupTimer);
     for (const id of [...this.sessions.keys()]) {
       const s = this.sessions.get(id)!;
       if (s.privateDb) this.close(id);

@@ -31,6 +31,7 @@ export interface DbMetrics {
   checkpoint(mode: string, busy: boolean, logPages: number, checkpointedPages: number): void;
   error(code: string): void;
   slowQuery(): void;
+  backup(ok: boolean): void;
 }
 
 export const FORMATS = ['json', 'prometheus'] as const;
@@ -52,6 +53,7 @@ export class Metrics {
   private readonly checkpointPages = new Gauge({ name: 'sqlite_rpc_wal_last_checkpoint_pages', help: 'Pages in the WAL and pages moved to the database by the last checkpoint.', labelNames: ['db', 'what'], registers: [this.registry] });
   private readonly errors = new Counter({ name: 'sqlite_rpc_errors_total', help: 'Failed statements, by SQLite extended result code or protocol error kind.', labelNames: ['db', 'code'], registers: [this.registry] });
   private readonly slowQueries = new Counter({ name: 'sqlite_rpc_slow_queries_total', help: 'Statements slower than the slow-query threshold.', labelNames: ['db'], registers: [this.registry] });
+  private readonly backups = new Counter({ name: 'sqlite_rpc_backups_total', help: 'Online backups (on request or scheduled), by outcome.', labelNames: ['db', 'outcome'], registers: [this.registry] });
   readonly requests = new Counter({ name: 'sqlite_rpc_requests_total', help: 'JSON-RPC requests, by method and outcome.', labelNames: ['method', 'outcome'], registers: [this.registry] });
 
   constructor() {
@@ -134,12 +136,13 @@ export class Metrics {
       },
       error: (code) => this.errors.inc({ db, code }),
       slowQuery: () => this.slowQueries.inc({ db }),
+      backup: (ok) => this.backups.inc({ db, outcome: ok ? 'ok' : 'error' }),
     };
   }
 
   /** Drop a closed database's series, so a long-lived server does not accumulate them. */
   forgetDatabase(db: string): void {
-    for (const m of [this.statements, this.statementSeconds, this.writerWaitSeconds, this.groupUnits, this.commitSeconds, this.checkpoints, this.checkpointPages, this.errors, this.slowQueries]) {
+    for (const m of [this.statements, this.statementSeconds, this.writerWaitSeconds, this.groupUnits, this.commitSeconds, this.checkpoints, this.checkpointPages, this.errors, this.slowQueries, this.backups]) {
       // remove() needs every label value; walk what exists for this database.
       const values = (m as unknown as { hashMap: Record<string, { labels: Record<string, string> }> }).hashMap;
       for (const entry of Object.values(values ?? {})) if (entry.labels?.db === db) (m as Counter<string>).remove(entry.labels);

@@ -1,7 +1,7 @@
 // The method table: each method checks its params and calls the engine. PROTOCOL.md
 // documents every method; keep the two in step.
 import { RpcError, invalidParams } from '../protocol/errors';
-import type { Registry } from '../engine/registry';
+import type { DbRef, Registry } from '../engine/registry';
 import type { ExecOptions } from '../engine/types';
 import type { BeginMode } from '../engine/sqlText';
 import type { Session } from '../engine/session';
@@ -129,6 +129,25 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
   m.set('fetch', (p) => reg.fetch(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER), int(p, 'page_rows', 1, 1_000_000, info.pageRows), info.pageBytes));
   m.set('close_cursor', (p) => reg.closeCursor(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER)));
   m.set('stats', () => ({ server: { version: info.version, sqlite_version: info.sqliteVersion }, ...reg.stats() }));
+  /** backup, restore and check name their database by session or by path, not both. */
+  const dbRef = (p: Params): DbRef => {
+    if (p.session != null && p.path != null) throw invalidParams('path', 'give session or path, not both');
+    if (p.session != null) return { session: int(p, 'session', 1, MAX_ID) };
+    if (p.path == null) throw invalidParams('path', 'required (or session)');
+    return { path: str(p, 'path') };
+  };
+  m.set('backup', (p) => {
+    const ref = dbRef(p);
+    return reg.backup(ref, str(p, 'dest'), bool(p, 'overwrite', false));
+  });
+  m.set('restore', (p) => {
+    const ref = dbRef(p);
+    return reg.restore(ref, str(p, 'source'), bool(p, 'force', false));
+  });
+  m.set('check', (p) => {
+    const ref = dbRef(p);
+    return reg.check(ref, oneOf(p, 'mode', ['quick', 'full'] as const, 'quick')!);
+  });
   m.set('metrics', (p) => metrics.render(oneOf<MetricsFormat>(p, 'format', FORMATS, 'json')!));
   if (info.testHooks) {
     m.set('debug.crash_reader', (p) => {
