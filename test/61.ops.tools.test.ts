@@ -66,7 +66,7 @@ function dirState(dir: string): Record<string, string> {
 }
 
 function python(script: string, args: string[]): string {
-  const r = spawnSync('python3', ['-c', script, ...args], { encoding: 'utf8' });
+  const r = spawnSync('python3', ['-c', script, ...args], { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`python3 failed: ${r.stderr}`);
   return r.stdout;
 }
@@ -103,8 +103,9 @@ function corrupt(p: string): void {
 /** Run the binary with stdin and stderr on a pty (stdout stays a pipe); answer the [y/N] question if asked. */
 function underPty(args: string[], answer: string | null): { code: number; tty: string; stdout: string } {
   const driver = `
-import json, os, pty, select, subprocess, sys
+import json, os, pty, select, subprocess, sys, time
 answer = json.loads(sys.argv[1])
+deadline = time.monotonic() + 20  # a prompt that never comes must not hang the suite
 m, s = pty.openpty()
 p = subprocess.Popen(sys.argv[2:], stdin=s, stdout=subprocess.PIPE, stderr=s, cwd=${JSON.stringify(tmp())})
 os.close(s)
@@ -124,6 +125,9 @@ while True:
             os.write(m, (answer + '\\n').encode())
             answered = True
     elif p.poll() is not None:
+        break
+    if time.monotonic() > deadline:
+        p.kill()
         break
 out = p.stdout.read()
 print(json.dumps({"code": p.wait(), "tty": buf.decode("utf8", "replace"), "stdout": out.decode()}))
