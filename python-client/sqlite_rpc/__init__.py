@@ -104,10 +104,60 @@ def metrics(format: str = "json") -> Any:
     name, help, type and values), "prometheus" the text exposition format as a str."""
     if format not in ("json", "prometheus"):
         raise ValueError("format must be 'json' or 'prometheus', not %r" % (format,))
-    if backend() == "sqlite3":
-        raise NotSupportedError("metrics come from the sqlite-rpc server; this process uses the stdlib sqlite3 fallback")
-    res = _process.get_server().call("metrics", {"format": format})
+    res = _server_for("metrics()").call("metrics", {"format": format})
     return res["text"] if format == "prometheus" else res["metrics"]
+
+
+def _server_for(what: str) -> Any:
+    if backend() == "sqlite3":
+        raise NotSupportedError("%s needs the sqlite-rpc server; this process uses the stdlib sqlite3 fallback" % what)
+    return _process.get_server()
+
+
+def _db_ref(database: Any) -> Any:
+    """A path (str or os.PathLike) or a sqlite_rpc Connection, as the protocol's session/path."""
+    if isinstance(database, Connection):
+        database._check()
+        return {"session": database._session}
+    import os
+
+    return {"path": os.fsdecode(os.fspath(database))}
+
+
+def backup(database: Any, dest: Any, *, overwrite: bool = False) -> Any:
+    """Online backup of a database (a path, or a Connection: also a private :memory: one) to
+    the file dest, while other connections keep writing. The copy is one consistent
+    snapshot, verified with integrity_check before it is put in place; returns a dict with
+    dest, pages, bytes and duration_ms. Refuses an existing dest unless overwrite."""
+    import os
+
+    params = dict(_db_ref(database), dest=os.path.abspath(os.fsdecode(os.fspath(dest))), overwrite=bool(overwrite))
+    return _server_for("backup()").call("backup", params)
+
+
+def restore(source: Any, database: Any, *, force: bool = False) -> Any:
+    """Replace the content of database (a path or Connection) with the backup file source,
+    after checking source with integrity_check. Connections to it stay open and see the
+    restored data. Refused while a connection holds a transaction on it, unless force (its
+    transaction is then rolled back and it gets an OperationalError on its next call)."""
+    import os
+
+    params = dict(_db_ref(database), source=os.path.abspath(os.fsdecode(os.fspath(source))), force=bool(force))
+    return _server_for("restore()").call("restore", params)
+
+
+def check(database: Any, *, full: bool = False) -> Any:
+    """quick_check (or integrity_check with full=True) of a database; returns a dict with ok
+    (bool) and problems (what SQLite reported). A file no server has open is checked as it
+    is, without being changed."""
+    params = dict(_db_ref(database), mode="full" if full else "quick")
+    if "path" in params:
+        import os
+
+        params["path"] = os.path.abspath(params["path"])
+    res = dict(_server_for("check()").call("check", params))
+    res["problems"] = list(res["problems"])
+    return res
 
 
 def shutdown() -> None:
@@ -127,6 +177,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "connect", "Connection", "Cursor", "Row", "Database", "backend", "server_info", "stats", "metrics", "shutdown",
+    "backup", "restore", "check",
     "ConflictError",
     "Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError", "IntegrityError",
     "InternalError", "ProgrammingError", "NotSupportedError", "PARSE_DECLTYPES", "PARSE_COLNAMES",

@@ -159,3 +159,50 @@ def test_expect_rows_on_cursor_and_seed_api(tmp_path):
     conn.close()
     assert db.execute_query("SELECT v FROM t") == [{"v": "b"}]
     db.close()
+
+
+# ---- backup, restore, check ------------------------------------------------------------
+
+
+def test_backup_restore_and_check_from_python(tmp_path):
+    path = str(tmp_path / "live.db")
+    conn = sqlite_rpc.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (a TEXT)")
+    conn.execute("INSERT INTO t VALUES ('v1')")
+    dest = tmp_path / "live.backup"
+    r = sqlite_rpc.backup(path, dest)
+    assert r["integrity"] == "ok" and r["pages"] > 0
+    with sqlite3.connect(str(dest)) as plain:  # the stdlib opens it as it is
+        assert plain.execute("SELECT a FROM t").fetchall() == [("v1",)]
+    with pytest.raises(sqlite3.OperationalError, match="exists"):
+        sqlite_rpc.backup(conn, dest)
+    assert sqlite_rpc.check(conn) == {"path": os.path.realpath(path), "mode": "quick", "ok": True, "problems": []}
+    conn.execute("UPDATE t SET a = 'v2'")
+    other = sqlite_rpc.connect(path, isolation_level=None)
+    other.execute("BEGIN")
+    other.execute("INSERT INTO t VALUES ('pending')")
+    with pytest.raises(sqlite3.OperationalError, match="holds a transaction"):
+        sqlite_rpc.restore(dest, path)
+    assert sqlite_rpc.restore(dest, path, force=True)["aborted_transactions"] == 1
+    with pytest.raises(sqlite3.OperationalError, match="rolled back"):
+        other.execute("SELECT 1")
+    assert not other.in_transaction
+    assert conn.execute("SELECT a FROM t").fetchall() == [("v1",)]
+    junk = tmp_path / "junk.backup"
+    junk.write_bytes(b"not a database" * 100)
+    with pytest.raises(sqlite3.OperationalError, match="not a SQLite database"):
+        sqlite_rpc.restore(junk, path)
+    assert conn.execute("SELECT a FROM t").fetchall() == [("v1",)]
+    other.close()
+    conn.close()
+
+
+def test_backup_of_a_memory_connection(tmp_path):
+    conn = sqlite_rpc.connect(":memory:")
+    conn.execute("CREATE TABLE t (a)")
+    conn.execute("INSERT INTO t VALUES (7)")
+    conn.commit()
+    sqlite_rpc.backup(conn, tmp_path / "mem.backup")
+    with sqlite3.connect(str(tmp_path / "mem.backup")) as plain:
+        assert plain.execute("SELECT a FROM t").fetchall() == [(7,)]
+    conn.close()
