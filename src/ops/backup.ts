@@ -228,13 +228,17 @@ export async function backupDatabase(
       fs.renameSync(tmp, destAbs);
     } else {
       // link(2) never replaces: a destination created meanwhile is not clobbered.
+      let linked = false;
       try {
         fs.linkSync(tmp, destAbs);
+        linked = true;
       } catch (e) {
         if (errnoOf(e) === 'EEXIST') throw fail(`backup destination ${destAbs} already exists (overwrite it explicitly)`);
-        throw fail(`cannot move the backup into place at ${destAbs}: ${messageOf(e)}`);
+        // A filesystem without hard links: check, then rename.
+        if (fs.existsSync(destAbs)) throw fail(`backup destination ${destAbs} already exists (overwrite it explicitly)`);
       }
-      fs.unlinkSync(tmp);
+      if (linked) fs.unlinkSync(tmp);
+      else fs.renameSync(tmp, destAbs);
     }
     fsyncPath(path.dirname(destAbs), 'r');
     const bytes = fs.statSync(destAbs).size;
