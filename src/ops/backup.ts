@@ -93,9 +93,19 @@ function fsyncPath(file: string, flags: string): void {
   }
 }
 
+/** stat that says "not there" also when a parent is a file (ENOTDIR), which throwIfNoEntry does not cover. */
+function statOrNone(file: string, link = false): fs.Stats | undefined {
+  try {
+    return (link ? fs.lstatSync : fs.statSync)(file, { throwIfNoEntry: false });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw e;
+  }
+}
+
 /** 'ok' | 'empty' | 'missing' | 'not-a-file' | 'not-sqlite', from the first 16 bytes. */
 function headerState(file: string): 'ok' | 'empty' | 'missing' | 'not-a-file' | 'not-sqlite' {
-  const st = fs.statSync(file, { throwIfNoEntry: false });
+  const st = statOrNone(file);
   if (!st) return 'missing';
   if (!st.isFile()) return 'not-a-file';
   if (st.size === 0) return 'empty';
@@ -110,15 +120,15 @@ function headerState(file: string): 'ok' | 'empty' | 'missing' | 'not-a-file' | 
 }
 
 function sameFile(a: string, b: string): boolean {
-  const sa = fs.statSync(a, { throwIfNoEntry: false });
-  const sb = fs.statSync(b, { throwIfNoEntry: false });
+  const sa = statOrNone(a);
+  const sb = statOrNone(b);
   return !!sa && !!sb && sa.dev === sb.dev && sa.ino === sb.ino;
 }
 
 /** The folder must exist and accept a new file. The probe is a real create (access(2) says yes to root on anything). */
 function createTempIn(dest: string, what: string, mode: number): string {
   const dir = path.dirname(dest);
-  const st = fs.statSync(dir, { throwIfNoEntry: false });
+  const st = statOrNone(dir);
   if (!st) throw fail(`${what} folder ${dir} does not exist`);
   if (!st.isDirectory()) throw fail(`${what} folder ${dir} is not a directory`);
   const tmp = tempBeside(dest);
@@ -178,7 +188,7 @@ export async function backupDatabase(
   if (srcAbs && [srcAbs, `${srcAbs}-wal`, `${srcAbs}-shm`, `${srcAbs}-journal`].includes(destAbs)) {
     throw fail(`backup destination ${destAbs} is the database itself`);
   }
-  const existing = fs.lstatSync(destAbs, { throwIfNoEntry: false });
+  const existing = statOrNone(destAbs, true);
   if (existing) {
     if (existing.isDirectory()) throw fail(`backup destination ${destAbs} is a directory; name the backup file`);
     if (srcAbs && sameFile(srcAbs, destAbs)) throw fail(`backup destination ${destAbs} is the database itself`);
@@ -187,7 +197,7 @@ export async function backupDatabase(
     // A -wal beside it would be replayed onto the new file by the next open: that is a live database, not a backup.
     if (fs.existsSync(`${destAbs}-wal`)) throw fail(`backup destination ${destAbs} has a -wal file beside it (a database in use?); not replacing it`);
   }
-  const srcStat = srcAbs ? fs.statSync(srcAbs, { throwIfNoEntry: false }) : undefined;
+  const srcStat = srcAbs ? statOrNone(srcAbs) : undefined;
   const tmp = createTempIn(destAbs, 'backup destination', srcStat ? srcStat.mode & 0o666 : 0o600);
 
   let snapshot = false;
@@ -352,7 +362,7 @@ export async function restoreDatabase(
   }
 
   const tgtDir = path.dirname(tgtAbs);
-  const dirStat = fs.statSync(tgtDir, { throwIfNoEntry: false });
+  const dirStat = statOrNone(tgtDir);
   if (!dirStat) throw fail(`restore target folder ${tgtDir} does not exist`);
   if (!dirStat.isDirectory()) throw fail(`restore target folder ${tgtDir} is not a directory`);
   const tgtState = headerState(tgtAbs);
