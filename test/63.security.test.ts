@@ -170,6 +170,7 @@ describe('no shell, no stray files', () => {
     const work = sub('traced');
     const cache = sub('xdg-cache');
     const audit = sub('audit');
+    const backups = sub('backups');
     const trace = path.join(work, '..', 'trace.txt');
     const file = path.join(work, 'app.db');
     const c = await RpcClient.start(['--audit-dir', audit, '--pool-size', '2'], {
@@ -183,6 +184,7 @@ describe('no shell, no stray files', () => {
       for (let i = 0; i < 20; i++) await c.exec(1, 'INSERT INTO t (v) VALUES (?)', [`v${i}`]);
       await c.exec(1, "UPDATE t SET v = 'z' WHERE id = 1");
       await c.all(1, 'SELECT * FROM t');
+      await c.request('backup', { session: 1, dest: path.join(backups, 'app.backup') });
       await rpcError(c.exec(1, "ATTACH '/tmp/sqlite-rpc-never-created.db' AS x"), -32000, 'SqliteError');
       expect((await c.shutdown()).code).toBe(0);
     } finally {
@@ -203,11 +205,17 @@ describe('no shell, no stray files', () => {
     }
     const real = fs.realpathSync(file);
     const allowed = (p: string) =>
-      [real, `${real}-wal`, `${real}-shm`, `${real}-journal`, path.join(audit, 'app.db.audit.jsonl')].includes(p) || p.startsWith(cache + path.sep) || p === cache || p.startsWith('/dev/');
+      [real, `${real}-wal`, `${real}-shm`, `${real}-journal`, path.join(audit, 'app.db.audit.jsonl')].includes(p) ||
+      p.startsWith(cache + path.sep) ||
+      p === cache ||
+      p.startsWith(backups + path.sep) || // the backup and its temporary file beside it
+      p.startsWith('/dev/');
     // The parser sees the writes that must be there (else this test would prove nothing).
     expect(written).toContain(real);
     expect(written).toContain(`${real}-wal`);
     expect(written).toContain(path.join(audit, 'app.db.audit.jsonl'));
+    expect([...written].some((p) => p.startsWith(backups + path.sep))).toBe(true);
+    expect(fs.readdirSync(backups)).toEqual(['app.backup']); // no temporary file left
     expect([...written].filter((p) => !allowed(p))).toEqual([]);
     expect(fs.existsSync('/tmp/sqlite-rpc-never-created.db')).toBe(false);
   });
