@@ -6,6 +6,7 @@ the difference changed: update DIFFERENCES.md with it.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 
@@ -238,3 +239,23 @@ def test_file_prefix_without_uri_is_a_plain_file_name(tmp_path, monkeypatch):
     db.commit()
     db.close()
     assert (tmp_path / "file:plain.sqlite").exists() and not (tmp_path / "plain.sqlite").exists()
+
+
+def test_attach_outside_the_database_folder_is_refused(tmp_path):
+    # "ATTACH and VACUUM INTO are limited": checked before SQLite opens (and creates) the file.
+    home = tmp_path / "home"
+    elsewhere = tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    for m in (sqlite3, sqlite_rpc):
+        db = m.connect(str(home / ("%s.db" % m.__name__)))
+        db.execute("ATTACH ? AS sib", (str(home / "sibling.db"),))
+        target = str(elsewhere / ("%s-other.db" % m.__name__))
+        if m is sqlite3:
+            db.execute("ATTACH ? AS other", (target,))
+            assert os.path.exists(target)
+        else:
+            with pytest.raises(sqlite3.DatabaseError, match="ATTACH refused"):
+                db.execute("ATTACH ? AS other", (target,))
+            assert not os.path.exists(target)
+        db.close()
