@@ -177,7 +177,7 @@ function main(): void {
     }, metrics),
     {
       send: (r) => conn.send(r),
-      outcome: (method, ok) => metrics.requests.inc({ method, outcome: ok ? 'ok' : 'error' }),
+      outcome: (method, ok) => metrics.request(method, ok),
       lifecycle: (method: string, id: Id, notification: boolean) => {
         if (method === 'shutdown') {
           shutdownRequested = true;
