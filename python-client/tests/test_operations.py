@@ -206,3 +206,30 @@ def test_backup_of_a_memory_connection(tmp_path):
     with sqlite3.connect(str(tmp_path / "mem.backup")) as plain:
         assert plain.execute("SELECT a FROM t").fetchall() == [(7,)]
     conn.close()
+
+
+def test_audit_log_configured_from_python_through_server_args(tmp_path):
+    # Server-wide settings reach the server through SQLITE_RPC_ARGS; a fresh process so the
+    # shared server of this test run keeps its own flags.
+    import json
+    import subprocess
+    import sys
+
+    audit = tmp_path / "audit"
+    db = tmp_path / "audited.db"
+    code = (
+        "import sqlite_rpc\n"
+        "c = sqlite_rpc.connect(%r, isolation_level=None)\n"
+        "c.execute('CREATE TABLE t (a)')\n"
+        "c.execute('INSERT INTO t VALUES (1)')\n"
+        "c.execute('UPDATE t SET a = 2')\n"
+        "c.close()\n" % str(db)
+    )
+    env = dict(os.environ, SQLITE_RPC_ARGS="--audit-dir %s --audit-kinds ddl,update" % audit)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    recs = [json.loads(line) for line in (audit / "audited.db.audit.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["sql"], r["outcome"]) for r in recs] == [
+        ("ddl", "CREATE TABLE t (a)", "ok"),
+        ("update", "UPDATE t SET a = 2", "ok"),
+    ]
+    assert recs[1]["changes"] == 1
