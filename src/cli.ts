@@ -113,8 +113,9 @@ Operations
   --audit-kinds LIST      what to audit, comma-separated from: ${AUDIT_KINDS.join(', ')}
                           (default ${DEFAULT_AUDIT_KINDS.join(',')})
   --checkpoint-interval-ms MS
-                          run a PASSIVE WAL checkpoint this often while the writer is
-                          idle, and truncate a WAL grown past --wal-size-limit
+                          once writes have paused this long, run a PASSIVE WAL
+                          checkpoint (SQLite's own runs only inside a COMMIT); every MS,
+                          try to truncate a WAL grown past --wal-size-limit
                           (default 1000; 0 = off)
   --wal-size-limit BYTES  journal_size_limit: the -wal file is cut back to this size
                           after a checkpoint (default 67108864)

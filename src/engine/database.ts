@@ -232,6 +232,7 @@ export class DatabaseEngine {
   private workerReads = 0;
   private checkpoints = 0;
   private commitsSinceCheckpoint = 0;
+  private lastCommitAt = 0;
   private readonly checkpointTimer: NodeJS.Timeout | null = null;
   private readonly m: DbMetrics;
   readonly audit: AuditLog | null = null;
@@ -688,6 +689,7 @@ export class DatabaseEngine {
   private auditedDirect<T>(s: Session, ak: AuditKind | null, sql: string, fn: () => readonly [T, number]): T {
     if (this.audit === null || !this.audit.wants(ak)) return fn()[0];
     this.audit.append({ kind: ak, session: s.id, sql, outcome: 'started' });
+    this.audit.sync(); // on disk before a statement no savepoint can undo
     let out: T;
     let changes: number;
     try {
@@ -1070,6 +1072,7 @@ export class DatabaseEngine {
     }
     this.m.groupCommit(acks.length, (performance.now() - t0) / 1000);
     this.commitsSinceCheckpoint++;
+    this.lastCommitAt = Date.now();
     this.groupCommits++;
     this.groupUnits += acks.length;
     if (acks.length > this.groupMax) this.groupMax = acks.length;
@@ -1249,15 +1252,18 @@ export class DatabaseEngine {
 
   /**
    * WAL housekeeping while the writer is idle. SQLite's auto-checkpoint runs inside a COMMIT
-   * and gives up on pages that readers still use; a steady stream of readers can keep the
-   * WAL growing. A PASSIVE checkpoint between groups never waits for anyone; when the WAL
-   * file has outgrown journal_size_limit, a TRUNCATE is tried (it fails at once, busy, while
-   * readers are in it; the next tick tries again).
+   * (every 1000 pages) and gives up on pages that readers still use, and nothing runs it once
+   * the writes stop. A PASSIVE checkpoint after a quiet interval never waits for anyone; when
+   * the WAL file has outgrown journal_size_limit, a TRUNCATE is tried (it fails at once, busy,
+   * while readers are in it; the next tick tries again).
    */
   checkpointTick(): { busy: boolean; log: number; checkpointed: number; mode: string } | null {
     if (this.closed || this.owner !== null || this.outer || this.queue.length > 0) return null;
     const big = this.walBytes() > this.o.journalSizeLimit;
-    if (this.commitsSinceCheckpoint === 0 && !big) return null;
+    // Under load SQLite's auto-checkpoint (in COMMIT) is enough; an extra checkpoint would
+    // only add fsyncs on the event loop. This one is for when the writes stop.
+    const quiet = Date.now() - this.lastCommitAt >= (this.o.checkpointIntervalMs ?? 0);
+    if (!big && (this.commitsSinceCheckpoint === 0 || !quiet)) return null;
     const mode = big ? 'TRUNCATE' : 'PASSIVE';
     let row: [bigint, bigint, bigint];
     try {
