@@ -628,3 +628,112 @@ def wait_until(cond: Any, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for %s" % what)
         time.sleep(0.01)
+
+
+# ---- item 6: several processes, each with its own server, writing one file ---------------
+
+_WRITER_CHILD = r"""
+import json, os, sqlite3, sys, threading, time
+import sqlite_rpc
+path, me, ops, duration, nthreads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+print("ready", flush=True)
+sys.stdin.readline()  # every process starts writing at once
+acked = {}
+errors = []
+end = time.monotonic() + duration
+
+def worker(t):
+    db = sqlite_rpc.Database(path)          # autocommit, group-committed
+    conn = sqlite_rpc.connect(path)         # sqlite3's default transactions, timeout 5 s as sqlite3
+    rows = 0
+    i = 0
+    while (i < ops) if duration <= 0 else (time.monotonic() < end):
+        key = "p%d-t%d-%d" % (me, t, i)
+        try:
+            kind = i % 4
+            if kind == 0:                   # CrewAI's pattern: a connection per operation
+                c = sqlite_rpc.connect(path)
+                try:
+                    c.execute("INSERT INTO w VALUES (?, ?, ?)", (key, me, kind))
+                    c.commit()
+                finally:
+                    c.close()
+                rows += 1
+            elif kind == 1:
+                db.execute_update("INSERT INTO w VALUES (?, ?, ?)", (key, me, kind))
+                rows += 1
+            elif kind == 2:                 # a transaction of three rows
+                with conn:
+                    for j in range(3):
+                        conn.execute("INSERT INTO w VALUES (?, ?, ?)", ("%s.%d" % (key, j), me, kind))
+                rows += 3
+            else:
+                conn.executemany("INSERT INTO w VALUES (?, ?, ?)", [("%s.%d" % (key, j), me, kind) for j in range(5)])
+                conn.commit()
+                rows += 5
+        except Exception as e:
+            errors.append("%s: %s" % (type(e).__name__, e))
+            try:
+                conn.rollback()
+            except Exception:
+                pass
+        i += 1
+    acked[t] = rows
+    db.close()
+    conn.close()
+
+threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
+for th in threads: th.start()
+for th in threads: th.join()
+print(json.dumps({"rows": sum(acked.values()), "errors": errors}), flush=True)
+"""
+
+
+def concurrent_writers(folder: str, *, processes: int = 4, threads: int = 2, ops: int = 40, duration: float = 0.0,
+                       server_args: str = "") -> Dict[str, Any]:
+    """`processes` Python processes, each with its own server, write one file at once (each
+    thread `ops` operations, or for `duration` seconds). Returns the figures; raises
+    AssertionError on any error surfaced to Python or any acknowledged row missing."""
+    path = os.path.join(folder, "multiprocess.sqlite")
+    remove_db(path)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE w(k TEXT PRIMARY KEY, proc INTEGER, kind INTEGER)")
+    con.commit()
+    con.close()
+    env = child_env(SQLITE_RPC_ARGS=server_args)
+    kids = [subprocess.Popen([sys.executable, "-c", _WRITER_CHILD, path, str(p), str(ops), str(duration), str(threads)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for p in range(processes)]
+    reports = []
+    t0 = time.monotonic()
+    try:
+        for k in kids:
+            assert k.stdout.readline().strip() == "ready", k.stderr.read()  # type: ignore[union-attr]
+        for k in kids:
+            k.stdin.write("go\n")  # type: ignore[union-attr]
+            k.stdin.flush()  # type: ignore[union-attr]
+        for k in kids:
+            out, err = k.communicate(timeout=max(600.0, duration * 3))
+            assert k.returncode == 0, err[-3000:]
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for k in kids:
+            if k.poll() is None:
+                k.kill()
+                k.wait()
+    elapsed = time.monotonic() - t0
+    errors = [e for r in reports for e in r["errors"]]
+    verdict, con = check_file(path)
+    try:
+        per_proc = dict(con.execute("SELECT proc, count(*) FROM w GROUP BY proc"))
+    finally:
+        con.close()
+    locked = sum("database is locked" in e for e in errors)
+    assert verdict == "ok", verdict
+    assert not errors, "errors surfaced to Python (%d 'database is locked'): %r" % (locked, errors[:5])
+    for p, r in enumerate(reports):
+        assert per_proc.get(p, 0) == r["rows"], "process %d: %d rows acknowledged, %d in the file" % (p, r["rows"], per_proc.get(p, 0))
+    remove_db(path)
+    return {"processes": processes, "threads": threads, "rows": sum(r["rows"] for r in reports),
+            "per_process": [r["rows"] for r in reports], "locked": locked, "errors": len(errors), "seconds": round(elapsed, 1)}
