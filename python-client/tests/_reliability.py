@@ -737,3 +737,133 @@ def concurrent_writers(folder: str, *, processes: int = 4, threads: int = 2, ops
     remove_db(path)
     return {"processes": processes, "threads": threads, "rows": sum(r["rows"] for r in reports),
             "per_process": [r["rows"] for r in reports], "locked": locked, "errors": len(errors), "seconds": round(elapsed, 1)}
+
+
+# ---- item 7: no leaks across connect/close cycles and server restarts --------------------
+
+def resources() -> Dict[str, Any]:
+    """What this process and its sqlite_rpc server hold right now."""
+    import threading
+
+    from sqlite_rpc import process
+
+    srv = process.get_server()
+    st = proc_status(srv.pid)
+    stats = srv.call("stats", {})
+    kids = children_of()
+    return {"py_fds": fd_count(), "py_threads": threading.active_count(), "py_children": kids,
+            "py_zombies": zombies_among(kids), "py_rss_kb": proc_status(os.getpid())["VmRSS"],
+            "srv_pid": srv.pid, "srv_fds": fd_count(srv.pid), "srv_threads": st["Threads"], "srv_rss_kb": st["VmRSS"],
+            "sessions": stats["sessions"], "cursors": stats["cursors"], "databases": len(stats["databases"])}
+
+
+def _settled(databases_closed: bool) -> Dict[str, Any]:
+    """resources() once closes (not awaited by the client), and idle databases if asked, are done."""
+    from sqlite_rpc import process
+
+    def quiet() -> bool:
+        st = process.get_server().call("stats", {})
+        return st["sessions"] == 0 and st["cursors"] == 0 and (not st["databases"] or not databases_closed)
+
+    wait_until(quiet, "sessions, cursors and databases to close", timeout=60)
+    # A closed database's reader workers are terminated asynchronously (threads and
+    # descriptors go a little later): wait until the counts hold still.
+    srv = process.get_server().pid
+    last, same, deadline = None, 0, time.monotonic() + 30
+    while same < 10 and time.monotonic() < deadline:
+        now = (fd_count(srv), proc_status(srv)["Threads"])
+        same = same + 1 if now == last else 0
+        last = now
+        time.sleep(0.05)
+    return resources()
+
+
+def connect_cycles(folder: str, cycles: int, files: int = 4, warmup: int = 60, churn: bool = False) -> Dict[str, Any]:
+    """connect/use/close cycles in this process over `files` databases: sessions, cursors
+    and transactions come and go. With churn (the caller runs the server with
+    --db-idle-close-ms 50 and uses many files), the server also keeps closing and reopening
+    the databases: reader workers and file handles come and go too. Compares what is held
+    before and after (with every database closed both times when churning)."""
+    import sqlite_rpc
+
+    paths = [os.path.join(folder, "cycle-%d.sqlite" % i) for i in range(files)]
+    for p in paths:
+        c = sqlite_rpc.connect(p)
+        c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+        c.commit()
+        c.close()
+
+    def cycle(i: int) -> None:
+        c = sqlite_rpc.connect(paths[i % files])
+        c.execute("INSERT INTO t(v) VALUES (?)", (os.urandom(200),))
+        c.commit()
+        assert c.execute("SELECT count(*) FROM t").fetchone()[0] >= 1
+        if i % 5 == 0:
+            # A result bigger than a page, left half read: the server holds a cursor until close.
+            cur = c.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) SELECT i FROM n")
+            cur.fetchmany(3)
+        if i % 7 == 0:
+            c.execute("INSERT INTO t(v) VALUES (x'00')")  # a transaction left open: close rolls it back
+        c.close()
+
+    for i in range(warmup):
+        cycle(i)
+    before = _settled(churn)
+    for i in range(cycles):
+        cycle(i)
+    after = _settled(churn)
+    return {"cycles": cycles, "before": before, "after": after}
+
+
+def server_restarts(folder: str, restarts: int, warmup: int = 5) -> Dict[str, Any]:
+    """Restart this process's server `restarts` times (every third by kill -9, the rest by
+    sqlite_rpc.shutdown()), using it after each start. Compares what the Python process
+    holds, and the RSS of a fresh server, before and after."""
+    import sqlite_rpc
+    from sqlite_rpc import process
+
+    path = os.path.join(folder, "restarts.sqlite")
+    conn = sqlite_rpc.connect(path)  # one connection lives through every restart
+    conn.execute("CREATE TABLE IF NOT EXISTS t(i INTEGER)")
+    conn.commit()
+    pids = set()
+
+    def restart(i: int) -> None:
+        if i % 3 == 2:
+            kill_process_server()
+        else:
+            sqlite_rpc.shutdown()
+        c = sqlite_rpc.connect(path)
+        c.execute("INSERT INTO t VALUES (?)", (i,))
+        c.commit()
+        c.close()
+        assert conn.execute("SELECT count(*) FROM t WHERE i = ?", (i,)).fetchone() == (1,)
+        pids.add(process.get_server().pid)
+
+    for i in range(warmup):
+        restart(i)
+    before = resources()
+    for i in range(restarts):
+        restart(warmup + i)
+    after = resources()
+    conn.close()
+    return {"restarts": restarts, "distinct_servers": len(pids), "before": before, "after": after}
+
+
+def assert_no_leaks(before: Dict[str, Any], after: Dict[str, Any], *, server_same: bool) -> None:
+    """Descriptors, threads and children exactly as before; memory within a generous bound
+    (RSS is noisy: allocator and V8 heap growth are not leaks, 64 MB more would be)."""
+    assert after["py_fds"] == before["py_fds"], (before, after)
+    assert after["py_threads"] == before["py_threads"], (before, after)
+    assert len(after["py_children"]) == len(before["py_children"]) == 1, (before, after)
+    assert not after["py_zombies"], after
+    assert after["py_rss_kb"] < before["py_rss_kb"] + 64 * 1024, (before, after)
+    if server_same:
+        assert after["srv_pid"] == before["srv_pid"]
+        assert after["srv_fds"] <= before["srv_fds"], (before, after)
+        assert after["srv_threads"] <= before["srv_threads"] + 1, (before, after)
+        assert after["srv_rss_kb"] < before["srv_rss_kb"] + 64 * 1024, (before, after)
+    else:
+        assert after["srv_fds"] == before["srv_fds"], (before, after)
+        assert after["srv_threads"] <= before["srv_threads"] + 1, (before, after)
+        assert after["srv_rss_kb"] < before["srv_rss_kb"] + 32 * 1024, (before, after)
