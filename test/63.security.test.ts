@@ -77,17 +77,41 @@ describe('ATTACH and VACUUM INTO', () => {
         [`VACUUM INTO '${target}'`],
         ['VACUUM main INTO ?', [target]],
         ["ATTACH 'a' || 'b.db' AS x"],
+        [`ATTACH '' || '${target}' AS x`],
+        [`VACUUM INTO '' || '${target}'`],
+        ['ATTACH :f AS x', [target]], // a list bound to a named parameter
+        ['ATTACH ?1 AS x', [target]],
+        ['ATTACH ? AS x', [Buffer.from(target)]], // SQLite would read a blob as text
+        [`ATTACH '${home}/link/../stolen.db' AS x`], // link -> elsewhere/deeper: the OS applies .. after the link
+        [`ATTACH '${home}/../elsewhere/stolen.db' AS x`],
       ];
+      fs.mkdirSync(path.join(elsewhere, 'deeper'));
+      fs.symlinkSync(path.join(elsewhere, 'deeper'), path.join(home, 'link'));
       for (const [sql, params] of tries) {
         const e = await rpcError(c.exec(1, sql, params), -32000, 'SqliteError');
         expect(e.data.sqlite_code, sql).toBe('SQLITE_AUTH');
         expect(e.message, sql).toMatch(/refused/);
       }
+      // Every entry point is checked: a transaction, batch, executemany, a read-only session.
+      await c.request('begin', { session: 1 });
+      await rpcError(c.exec(1, 'ATTACH ? AS x', [target]), -32000, 'SqliteError');
+      await c.request('rollback', { session: 1 });
+      await rpcError(c.request('batch', { session: 1, statements: [['ATTACH ? AS x', [target]]] }), -32000, 'SqliteError');
+      await rpcError(c.request('executemany', { session: 1, sql: 'ATTACH ? AS x', seq_of_params: [[target]] }), -32000, 'SqliteError');
+      await c.open(2, file, { readonly: true });
+      await rpcError(c.exec(2, `VACUUM INTO '${target}'`), -32000, 'SqliteError');
+      await c.open(3, ':memory:');
+      await rpcError(c.exec(3, `VACUUM INTO '${target}'`), -32000, 'SqliteError');
+      await rpcError(c.request('executemany', { session: 3, sql: 'ATTACH ? AS x', seq_of_params: [[target]] }), -32000, 'SqliteError');
+      // Legitimate spellings of an allowed file still work.
+      await c.exec(1, `ATTACH/* c */DATABASE/**/"${path.join(home, 'quoted.db')}" AS q`);
+      await c.exec(1, `ATTACH [${path.join(home, 'bracket.db')}] AS b -- trailing comment`);
       const s = await rpcError(c.request('script', { session: 1, sql: `CREATE TABLE ok (a); ATTACH '${target}' AS x;` }), -32000, 'SqliteError');
       expect(s.message).toContain('--attach-dir');
       // The refused script did not run at all.
       expect((await c.all(1, "SELECT count(*) FROM sqlite_master WHERE name = 'ok'"))[0][0]).toBe(0);
-      expect(fs.readdirSync(elsewhere)).toEqual([]);
+      expect(fs.readdirSync(elsewhere)).toEqual(['deeper']);
+      expect(fs.readdirSync(path.join(elsewhere, 'deeper'))).toEqual([]);
     } finally {
       c.dispose();
     }

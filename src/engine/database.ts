@@ -60,7 +60,7 @@ export interface EngineOptions {
   checkpointIntervalMs?: number;
   /** Check the file when it is opened: quick_check, a full integrity_check, or nothing. */
   openCheck?: 'quick' | 'full' | 'off';
-  /** Which files ATTACH and VACUUM INTO may name (none given: any, as in sqlite3). */
+  /** Which files ATTACH and VACUUM INTO may name (none given: any, as in sqlite3); checked by the Registry. */
   pathPolicy?: PathPolicy;
 }
 
@@ -353,10 +353,7 @@ export class DatabaseEngine {
     if (this.owner === s) return this.onWriter(s, sql, bound, o, info.kind);
     if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind));
     if (info.route === 'read') return this.read(s, sql, bound, o, info);
-    if (info.route === 'direct') {
-      if (info.kind === 'attach' || info.kind === 'vacuum') this.o.pathPolicy?.check(sql, bound, this.path, false);
-      return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
-    }
+    if (info.route === 'direct') return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
     return this.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
 
@@ -408,7 +405,6 @@ export class DatabaseEngine {
   }
 
   script(s: Session, sql: string): Promise<WriteSummary> | WriteSummary {
-    this.o.pathPolicy?.check(sql, undefined, this.path, true);
     return this.direct(s, (): WriteSummary => {
       this.touch(s);
       const t0 = performance.now();

@@ -1,116 +1,183 @@
 // Which files SQL may open or create besides the database itself: ATTACH and VACUUM INTO
 // name a file, and without a check any SQL the server runs could read or write any file
-// this process can reach. The file name is checked before SQLite sees the statement
-// (opening a file creates it), so a refused statement leaves nothing behind.
+// this process can reach. better-sqlite3 has no authorizer hook, so the statement is
+// checked before SQLite sees it (opening a file creates it): it must have the plain shape
+// `ATTACH [DATABASE] <name> AS <schema>` or `VACUUM [<schema>] INTO <name>`, with <name> a
+// literal, a quoted or bare identifier (SQLite reads those as strings here) or one bound
+// parameter whose value is a string. Anything else (expressions, concatenation) is refused
+// unless --attach-any: a statement that cannot be checked is not run. Registry calls check()
+// for every statement of every entry point (execute, executemany, batch, script).
 import fs from 'node:fs';
 import nodePath from 'node:path';
 import { RpcError } from '../protocol/errors';
-import { splitStatements, classify } from './sqlText';
+import { classify, splitStatements } from './sqlText';
+import type { BoundParams } from './values';
 
 export interface PathPolicyOptions {
   /** --attach-any: every path, as sqlite3 itself allows. */
   any: boolean;
-  /** --attach-dir: folders (resolved) whose files may be attached or vacuumed into. */
+  /** --attach-dir: folders whose files may be attached or vacuumed into. */
   dirs: string[];
 }
 
-const MEMORY = new Set([':memory:', '']);
+type Token = { t: 'str' | 'id' | 'param' | 'word' | 'semi' | 'other'; v: string };
 
 function refused(what: string, why: string): RpcError {
   return new RpcError('SqliteError', `${what} refused: ${why}`, { sqlite_code: 'SQLITE_AUTH', sqlite_errno: 23, dbapi: 'DatabaseError' });
 }
 
-/** The quoted string at the start of s (SQL '' escaping), or null. */
-function stringLiteral(s: string): { value: string; rest: string } | null {
-  if (s[0] !== "'") return null;
-  let out = '';
-  for (let i = 1; i < s.length; i++) {
-    if (s[i] === "'") {
-      if (s[i + 1] === "'") {
-        out += "'";
-        i++;
-        continue;
+/** SQLite's tokens, as far as these two statements need them; comments and whitespace dropped. */
+function tokens(sql: string): Token[] | null {
+  const out: Token[] = [];
+  let i = 0;
+  const n = sql.length;
+  const quoted = (close: string, t: Token['t']): boolean => {
+    let v = '';
+    for (let j = i + 1; j < n; j++) {
+      if (sql[j] === close) {
+        if (close !== ']' && sql[j + 1] === close) {
+          v += close;
+          j++;
+          continue;
+        }
+        out.push({ t, v });
+        i = j + 1;
+        return true;
       }
-      return { value: out, rest: s.slice(i + 1) };
+      v += sql[j];
     }
-    out += s[i];
+    return false;
+  };
+  while (i < n) {
+    const c = sql[i];
+    if (c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '\f') i++;
+    else if (c === '-' && sql[i + 1] === '-') {
+      const nl = sql.indexOf('\n', i + 2);
+      i = nl < 0 ? n : nl + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      const end = sql.indexOf('*/', i + 2);
+      i = end < 0 ? n : end + 2;
+    } else if (c === "'") {
+      if (!quoted("'", 'str')) return null;
+    } else if (c === '"' || c === '`') {
+      if (!quoted(c, 'id')) return null;
+    } else if (c === '[') {
+      if (!quoted(']', 'id')) return null;
+    } else if (c === '?' || c === ':' || c === '@' || c === '$') {
+      const m = /^(\?[0-9]*|[:@$][A-Za-z0-9_\u0080-\uffff]+)/.exec(sql.slice(i));
+      if (!m) return null;
+      out.push({ t: 'param', v: m[0] });
+      i += m[0].length;
+    } else if (c === ';') {
+      out.push({ t: 'semi', v: c });
+      i++;
+    } else {
+      const m = /^[A-Za-z0-9_\u0080-\uffff]+/.exec(sql.slice(i));
+      if (m) {
+        out.push({ t: 'word', v: m[0] });
+        i += m[0].length;
+      } else {
+        out.push({ t: 'other', v: c });
+        i++;
+      }
+    }
   }
-  return null;
+  return out;
 }
 
-/** The file a SQLite file name or `file:` URI refers to, resolved like SQLite does (from the cwd). */
-function fileOf(name: string): string | null {
-  if (MEMORY.has(name)) return null;
-  if (name.startsWith('file:')) {
-    const q = name.indexOf('?');
-    const query = q >= 0 ? name.slice(q + 1) : '';
-    if (/(^|&)mode=memory(&|$)/.test(query)) return null;
-    let p = q >= 0 ? name.slice(5, q) : name.slice(5);
-    if (p.startsWith('//')) {
-      const slash = p.indexOf('/', 2);
-      p = slash >= 0 ? p.slice(slash) : '';
-    }
-    p = decodeURIComponent(p.split('#')[0]);
-    if (p === ':memory:' || p === '') return null;
-    return nodePath.resolve(p);
-  }
-  return nodePath.resolve(name);
-}
+const isWord = (tk: Token | undefined, w: string) => tk !== undefined && tk.t === 'word' && tk.v.toUpperCase() === w;
+const isName = (tk: Token | undefined) => tk !== undefined && (tk.t === 'word' || tk.t === 'id' || tk.t === 'str' || tk.t === 'param');
 
-function realDir(file: string): string {
-  // The file may not exist yet (ATTACH creates it): resolve its folder.
-  try {
-    return fs.realpathSync(file);
-  } catch {
-    try {
-      return nodePath.join(fs.realpathSync(nodePath.dirname(file)), nodePath.basename(file));
-    } catch {
-      return file;
-    }
-  }
+/** The value bound to a parameter token, from what bindParamsFor produced. */
+function boundValue(tk: string, bound: BoundParams | undefined): unknown {
+  if (bound === undefined) return undefined;
+  const key = tk.startsWith('?') ? tk.slice(1) : tk.slice(1);
+  if (!Array.isArray(bound)) return (bound as Record<string, unknown>)[key];
+  const last = bound[bound.length - 1];
+  const named = last !== null && typeof last === 'object' && Object.getPrototypeOf(last) === Object.prototype ? (last as unknown as Record<string, unknown>) : null;
+  if (key !== '' && named !== null && key in named) return named[key];
+  if (tk === '?') return bound[0];
+  if (/^[0-9]+$/.test(key)) return bound[Number(key) - 1];
+  return undefined;
 }
 
 export class PathPolicy {
   private readonly dirs: string[];
 
   constructor(private readonly o: PathPolicyOptions) {
-    this.dirs = o.dirs.map((d) => realDir(nodePath.resolve(d)));
+    this.dirs = o.dirs.map((d) => {
+      try {
+        return fs.realpathSync.native(nodePath.resolve(d));
+      } catch {
+        return nodePath.resolve(d);
+      }
+    });
   }
 
-  describe(): string {
-    return this.o.any ? 'any path' : `the database's own folder${this.dirs.length ? ` and ${this.dirs.join(', ')}` : ''}`;
+  private describe(dbPath: string | null): string {
+    const own = dbPath === null ? [] : ["the database's own folder"];
+    const all = [...own, ...this.dirs];
+    return all.length > 0 ? all.join(', ') : 'none: a private database may attach files only from --attach-dir folders';
   }
 
-  /** Throws when a statement (or any statement of a script) names a file outside the allowed folders. */
-  check(sql: string, params: unknown, dbPath: string, script: boolean): void {
+  /**
+   * Throws when a statement (every statement of a script) names a file outside the allowed
+   * folders, or names it in a way that cannot be checked. dbPath: the real path of the
+   * session's database, null for a private :memory: one.
+   */
+  check(sql: string, bound: BoundParams | undefined, dbPath: string | null, script: boolean): void {
     if (this.o.any) return;
     for (const stmt of script ? splitStatements(sql) : [sql]) {
       const kind = classify(stmt);
-      if (kind === 'attach') this.checkTarget('ATTACH', stmt, /^\s*ATTACH\s+(?:DATABASE\s+)?/i, script ? undefined : params, dbPath);
-      else if (kind === 'vacuum' && /\bINTO\b/i.test(stmt)) this.checkTarget('VACUUM INTO', stmt, /^\s*VACUUM(?:\s+(?:"[^"]*"|`[^`]*`|\[[^\]]*\]|\w+))?\s+INTO\s+/i, script ? undefined : params, dbPath);
+      if (kind !== 'attach' && kind !== 'vacuum') continue;
+      const what = kind === 'attach' ? 'ATTACH' : 'VACUUM INTO';
+      const tk = tokens(stmt);
+      if (tk === null) throw refused(what, 'the statement could not be read');
+      let end = tk.length;
+      if (tk[end - 1]?.t === 'semi') end--;
+      let target: Token | undefined;
+      if (kind === 'attach') {
+        let i = 1;
+        if (isWord(tk[i], 'DATABASE')) i++;
+        target = tk[i];
+        const shapeOk = isName(target) && isWord(tk[i + 1], 'AS') && isName(tk[i + 2]) && (i + 3 === end || (isWord(tk[i + 3], 'KEY') && isName(tk[i + 4]) && i + 5 === end));
+        if (!shapeOk) throw refused(what, 'write the file name as a string or one bound parameter: ATTACH <name> AS <schema> (or start the server with --attach-any)');
+      } else {
+        const into = tk.findIndex((t) => isWord(t, 'INTO'));
+        if (into < 0) continue; // plain VACUUM writes only the database itself
+        target = tk[into + 1];
+        const shapeOk = (into === 1 || (into === 2 && isName(tk[1]))) && isName(target) && into + 2 === end;
+        if (!shapeOk) throw refused(what, 'write the file name as a string or one bound parameter: VACUUM [schema] INTO <name> (or start the server with --attach-any)');
+      }
+      let name: unknown = target!.v;
+      if (target!.t === 'param') {
+        if (script) throw refused(what, 'a script cannot bind its file name');
+        name = boundValue(target!.v, bound);
+        if (typeof name !== 'string') throw refused(what, `the file name parameter ${target!.v} must be bound to a string`);
+      }
+      this.allow(what, name as string, dbPath);
     }
   }
 
-  private checkTarget(what: string, stmt: string, head: RegExp, params: unknown, dbPath: string): void {
-    const body = stmt.replace(/^(\s|--[^\n]*\n|\/\*[\s\S]*?\*\/)*/, '');
-    const m = head.exec(body);
-    if (!m) throw refused(what, 'its file name could not be read; write it as a string literal or a bound parameter');
-    const rest = body.slice(m[0].length);
-    let name: unknown;
-    const lit = stringLiteral(rest);
-    if (lit) name = lit.value;
-    else {
-      const p = /^(\?(\d*)|[:@$]([A-Za-z_][A-Za-z0-9_]*))/.exec(rest);
-      if (!p || params === undefined) throw refused(what, 'the file name must be a string literal or a bound parameter, so that it can be checked (or start the server with --attach-any)');
-      if (p[3] !== undefined) name = Array.isArray(params) ? undefined : (params as Record<string, unknown>)?.[p[3]];
-      else name = Array.isArray(params) ? params[p[2] ? Number(p[2]) - 1 : 0] : undefined;
+  private allow(what: string, name: string, dbPath: string | null): void {
+    if (name === '' || name === ':memory:') return; // a temporary or in-memory database: no file
+    // Resolved the way the OS will: relative to the server's folder, symlinks followed
+    // before `..` is applied (path.resolve would apply `..` first and be fooled by a link).
+    const abs = nodePath.isAbsolute(name) ? name : `${process.cwd()}/${name}`;
+    const base = nodePath.basename(abs);
+    let real: string;
+    try {
+      real = fs.realpathSync.native(abs);
+    } catch {
+      try {
+        if (base === '..' || base === '.') throw new Error('not a file name');
+        real = nodePath.join(fs.realpathSync.native(nodePath.dirname(abs)), base);
+      } catch {
+        throw refused(what, `${JSON.stringify(name)}: its folder does not exist`);
+      }
     }
-    if (typeof name !== 'string') return; // SQLite itself rejects a non-text file name
-    const file = fileOf(name);
-    if (file === null) return;
-    const real = realDir(file);
-    const allowed = [nodePath.dirname(dbPath), ...this.dirs];
-    if (allowed.some((d) => real === d || real.startsWith(d.endsWith(nodePath.sep) ? d : d + nodePath.sep))) return;
-    throw refused(what, `${JSON.stringify(name)} is outside the folders this server may open (${this.describe()}); the operator can allow a folder with --attach-dir`);
+    const allowed = [...(dbPath === null ? [] : [nodePath.dirname(dbPath)]), ...this.dirs];
+    if (allowed.some((d) => real.startsWith(d.endsWith('/') ? d : `${d}/`))) return;
+    throw refused(what, `${JSON.stringify(name)} is outside the folders this server may open (${this.describe(dbPath)}); the operator can allow a folder with --attach-dir, or any with --attach-any`);
   }
 }

@@ -260,11 +260,8 @@ export class Registry {
   execute(s: Session, sql: string, params: unknown, o: ExecOptions): ExecResult | Promise<ExecResult> {
     return this.guard(s, sql, params, () => {
       const bound = bindParamsFor(sql, params);
-      if (s.privateDb) {
-        const kind = classify(sql);
-        if (kind === 'attach' || kind === 'vacuum') this.o.pathPolicy?.check(sql, bound, s.path, false);
-        return this.privateExec(s, sql, bound, o);
-      }
+      this.checkPaths(s, sql, bound);
+      if (s.privateDb) return this.privateExec(s, sql, bound, o);
       return this.sessionEngine.get(s)!.execute(s, sql, bound, o);
     });
   }
@@ -297,6 +294,13 @@ export class Registry {
     return r instanceof Promise ? r.catch(fix) : r;
   }
 
+  /** ATTACH and VACUUM INTO name files: the operator's policy decides which (every entry point, every session kind). */
+  private checkPaths(s: Session, sql: string, bound: BoundParams): void {
+    if (this.o.pathPolicy === undefined) return;
+    const kind = classify(sql);
+    if (kind === 'attach' || kind === 'vacuum') this.o.pathPolicy.check(sql, bound, s.privateDb ? null : s.path, false);
+  }
+
   private privateExec(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
     const conn = s.privateDb!;
     if (o.begin !== null && !conn.db.inTransaction) {
@@ -325,6 +329,7 @@ export class Registry {
 
   private executeManyInner(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
     const boundList = paramsList.map((p) => bindParamsFor(sql, p));
+    for (const b of boundList) this.checkPaths(s, sql, b);
     if (s.privateDb) {
       const db = s.privateDb.db;
       if (begin !== null && !db.inTransaction) {
@@ -342,6 +347,7 @@ export class Registry {
 
   batch(s: Session, statements: Array<[string, unknown]>, begin: BeginMode | null): unknown {
     const items = statements.map(([sql, p]) => [sql, bindParamsFor(sql, p)] as [string, BoundParams]);
+    for (const [sql, b] of items) this.checkPaths(s, sql, b);
     if (s.privateDb) {
       const conn = s.privateDb;
       const db = conn.db;
@@ -366,8 +372,8 @@ export class Registry {
   }
 
   script(s: Session, sql: string): WriteSummary | Promise<WriteSummary> {
+    this.o.pathPolicy?.check(sql, undefined, s.privateDb ? null : s.path, true);
     if (s.privateDb) {
-      this.o.pathPolicy?.check(sql, undefined, s.path, true);
       const db = s.privateDb.db;
       try {
         return { ...s.privateDb.exec(sql), in_transaction: db.inTransaction };
