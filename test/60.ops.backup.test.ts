@@ -473,7 +473,10 @@ describe('scheduled-backup helpers', () => {
     const d = subdir('sched');
     const db = '/data/app.db';
     const times = ['2026-01-02T03:04:05.006Z', '2026-11-26T16:58:00.123Z', '2025-12-31T23:59:59.999Z'].map((t) => new Date(t));
-    expect(backupFileName(db, times[1])).toBe('app.db.20261126T165800123Z.backup');
+    expect(backupFileName(db, times[1])).toMatch(/^app\.db\.[0-9a-f]{8}\.20261126T165800123Z\.backup$/);
+    // Same file name in another folder: another tag, so never taken for this database's backup.
+    expect(backupFileName('/elsewhere/app.db', times[1])).not.toBe(backupFileName(db, times[1]));
+    fs.writeFileSync(path.join(d, backupFileName('/elsewhere/app.db', times[1])), '');
     for (const t of times) fs.writeFileSync(path.join(d, backupFileName(db, t)), '');
     for (const stray of ['.app.db.20261126T165800123Z.backup.tmp-1-ab', 'other.db.20270101T000000000Z.backup', 'app.db.2026.backup', 'app.db']) {
       fs.writeFileSync(path.join(d, stray), '');

@@ -73,10 +73,14 @@ describe('backup over RPC', () => {
     const c = await RpcClient.start();
     try {
       await c.open(1, ':memory:');
-      await c.exec(1, "CREATE TABLE t (a); INSERT INTO t VALUES ('from memory')".split(';')[0]);
+      await c.exec(1, 'CREATE TABLE t (a)');
       await c.exec(1, "INSERT INTO t VALUES ('from memory')");
-      await c.request('backup', { session: 1, dest });
+      // Pipelined: a write right behind the backup neither lands in it nor is lost by it.
+      const [b, w] = await Promise.all([c.request('backup', { session: 1, dest }), c.exec(1, "INSERT INTO t VALUES ('after')")]);
+      expect(b.integrity).toBe('ok');
+      expect(w.changes).toBe(1);
       expect(pythonReads(dest, 'SELECT a FROM t').rows).toEqual([['from memory']]);
+      expect(await c.all(1, 'SELECT a FROM t ORDER BY rowid')).toEqual([['from memory'], ['after']]);
     } finally {
       c.dispose();
     }
@@ -252,8 +256,18 @@ describe('scheduled backups and recovery at open', () => {
       await c.exec(1, 'CREATE TABLE t (a TEXT)');
       await c.exec(1, "INSERT INTO t VALUES ('in the backup')");
       fs.mkdirSync(dir);
-      const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('.', '');
-      await c.request('backup', { session: 1, dest: path.join(dir, `${path.basename(file)}.${stamp}.backup`) });
+      // A folder as dest: the backup gets the scheduled-backup name, which recovery looks for.
+      const b = await c.request('backup', { session: 1, dest: dir });
+      expect(path.dirname(b.dest)).toBe(dir);
+      expect(path.basename(b.dest)).toMatch(new RegExp(`^${path.basename(file).replace(/\./g, '\\.')}\\.[0-9a-f]{8}\\.\\d{8}T\\d{9}Z\\.backup$`));
+      // Another database with the same file name, backed up into the same folder later: never
+      // taken for this one.
+      const twin = path.join(tmp(), 'twin');
+      fs.mkdirSync(twin);
+      await c.open(2, path.join(twin, path.basename(file)));
+      await c.exec(2, 'CREATE TABLE other_tenant (a)');
+      await new Promise((r) => setTimeout(r, 5));
+      await c.request('backup', { session: 2, dest: dir });
       await c.exec(1, "INSERT INTO t VALUES ('after the backup')");
       for (let i = 0; i < 1500; i++) await c.exec(1, 'INSERT INTO t VALUES (?)', ['x'.repeat(100)]);
       expect((await c.shutdown()).code).toBe(0);

@@ -662,6 +662,7 @@ export class DatabaseEngine {
     const ak = auditKindOf(kind, sql);
     const audit = this.audit !== null && this.audit.wants(ak) ? this.audit : null;
     if (audit === null && !guard) return fn()[0];
+    this.writer.drain(); // an open cursor on the writer would make SAVEPOINT fail ("busy")
     this.sql.stmtSavepoint.run();
     let out: T;
     let changes: number;
@@ -1287,6 +1288,7 @@ export class DatabaseEngine {
   async backup(dest: string, overwrite: boolean, session: number | null): Promise<BackupResult> {
     if (this.closed) throw new RpcError('ShuttingDown', 'the database is closing');
     let r: BackupResult;
+    this.maintenance++; // an engine opened just for this must not be closed as idle under it
     try {
       if (this.pool !== null) {
         const rep = await this.pool.send(this.pool.pick(), { t: 'backup', dest, overwrite });
@@ -1305,6 +1307,8 @@ export class DatabaseEngine {
       this.m.backup(false);
       this.auditEventQuietly({ kind: 'backup', session, outcome: 'error', dest, error: err.message });
       throw err;
+    } finally {
+      this.maintenance--;
     }
     this.m.backup(true);
     this.auditEvent({ kind: 'backup', session, outcome: 'ok', dest: r.dest, pages: r.pages, bytes: r.bytes });
@@ -1347,11 +1351,17 @@ export class DatabaseEngine {
 
   check(mode: 'quick' | 'full'): Promise<CheckResult> | CheckResult {
     if (this.pool === null) return checkDatabaseFile(this.path, mode, { nativeBinding: this.o.nativeBinding });
-    return this.pool.send(this.pool.pick(), { t: 'check', mode }).then((rep) => {
-      if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
-      return rep.check!;
-    });
+    this.maintenance++;
+    return this.pool
+      .send(this.pool.pick(), { t: 'check', mode })
+      .then((rep) => {
+        if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
+        return rep.check!;
+      })
+      .finally(() => this.maintenance--);
   }
+  /** Backups and checks in progress (they keep the engine from being closed as idle). */
+  private maintenance = 0;
 
   private auditEventQuietly(rec: AuditRecord): void {
     try {
@@ -1369,7 +1379,7 @@ export class DatabaseEngine {
 
   /** Since when the database has had no session (null while it has one). */
   get idleSince(): number | null {
-    return this.sessions.size === 0 && this.owner === null && this.queue.length === 0 && !this.outer ? this.lastSessionAt : null;
+    return this.sessions.size === 0 && this.owner === null && this.queue.length === 0 && !this.outer && this.maintenance === 0 ? this.lastSessionAt : null;
   }
   private lastSessionAt = Date.now();
 

@@ -1,6 +1,7 @@
 // Sessions and database engines of one server: several database files per process, one
 // engine per file (keyed by its real path), private databases for :memory: sessions.
 import fs from 'node:fs';
+import BetterSqlite from 'better-sqlite3';
 import nodePath from 'node:path';
 import { DatabaseEngine, type EngineOptions, type EngineStats } from './database';
 import { DirectConnection, execResult } from './direct';
@@ -42,8 +43,17 @@ export interface OpenRequest {
 
 const PRIVATE_PATHS = new Set([':memory:', '']);
 
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** A statement on a private database under expect_rows: undone by a savepoint when the count differs. */
 function guardedRun(conn: DirectConnection, sql: string, bound: BoundParams, o: ExecOptions): ReturnType<DirectConnection['run']> {
+  conn.drain(); // an open cursor of this connection would make SAVEPOINT fail ("busy")
   conn.db.exec('SAVEPOINT sqlite_rpc_stmt');
   try {
     const r = conn.run(sql, bound, o);
@@ -486,7 +496,10 @@ export class Registry {
   /** The engine a maintenance request names (opening the file if no session has it open). */
   private engineOf(ref: DbRef): { engine: DatabaseEngine | null; session: Session | null } {
     if ('session' in ref) {
-      const s = this.session(ref.session);
+      // peek, not session(): a pending "your transaction was rolled back" notice is for the
+      // session's next statement, not for a maintenance call naming it.
+      const s = this.peekSession(ref.session);
+      if (!s) throw new RpcError('SessionNotFound', `session ${ref.session} is not open`);
       return { engine: this.sessionEngine.get(s) ?? null, session: s };
     }
     if (PRIVATE_PATHS.has(ref.path)) throw new RpcError('InvalidParams', 'invalid params: path: a private :memory: database is reached through its session', { field: 'path' });
@@ -497,12 +510,24 @@ export class Registry {
 
   async backup(ref: DbRef, dest: string, overwrite: boolean): Promise<BackupResult> {
     const { engine, session } = this.engineOf(ref);
+    // An existing folder as dest: the backup gets the scheduled-backup name inside it.
+    const into = (db: string) => (isDirectory(dest) ? nodePath.join(dest, backupFileName(db, new Date())) : dest);
     if (engine === null) {
-      // A session's private :memory: database: copied from its own connection.
-      session!.privateDb!.drain();
-      return backupDatabase(session!.privateDb!.db, dest, { overwrite, nativeBinding: this.o.nativeBinding });
+      // A private :memory: database: serialized in the session's order, in one synchronous
+      // step, so none of its statements can interleave with (or roll back) the copy.
+      const s = session!;
+      const image = await this.inOrder(s, () => {
+        s.privateDb!.drain();
+        return s.privateDb!.db.serialize();
+      });
+      const copy = new BetterSqlite(image, { nativeBinding: this.o.nativeBinding as string | undefined });
+      try {
+        return await backupDatabase(copy, into('memory.db'), { overwrite, nativeBinding: this.o.nativeBinding });
+      } finally {
+        copy.close();
+      }
     }
-    return engine.backup(dest, overwrite, session?.id ?? null);
+    return engine.backup(into(engine.path), overwrite, session?.id ?? null);
   }
 
   async restore(ref: DbRef, source: string, force: boolean): Promise<unknown> {

@@ -6,6 +6,7 @@
 // source), integrity_check the copy, switch it to journal_mode=DELETE (no -wal to carry
 // around; Python's stdlib sqlite3 opens it as is), fsync it, rename it into place, fsync
 // the folder. Anything short of that removes the temp file and throws BackupFailed.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
@@ -502,10 +503,25 @@ function convertPageSize(src: Database, tgtAbs: string, pageSize: number, native
 
 const STAMP = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z$/;
 
-/** `<basename>.<YYYYMMDDTHHMMSSmmmZ>.backup`: names sort by time. */
+/** `<basename>.<path tag>.<YYYYMMDDTHHMMSSmmmZ>.backup`: names sort by time, and say whose they are. */
 export function backupFileName(dbPath: string, at: Date): string {
   const stamp = at.toISOString().replace(/[-:]/g, '').replace('.', '');
-  return `${path.basename(dbPath)}.${stamp}.backup`;
+  return `${path.basename(dbPath)}.${pathTag(dbPath)}.${stamp}.backup`;
+}
+
+/**
+ * 8 hex digits of the database's full real path: two databases with the same file name
+ * (x/app.db, y/app.db) sharing one backup folder must never take, prune, or be recovered
+ * from each other's backups.
+ */
+export function pathTag(dbPath: string): string {
+  let real = path.resolve(dbPath);
+  try {
+    real = fs.realpathSync.native(real);
+  } catch {
+    // not there (yet): its resolved name
+  }
+  return createHash('sha256').update(real).digest('hex').slice(0, 8);
 }
 
 function escapeRegExp(s: string): string {
@@ -521,7 +537,7 @@ export function listBackups(dir: string, dbPath: string): Array<{ path: string; 
     if (errnoOf(e) === 'ENOENT') return [];
     throw e;
   }
-  const re = new RegExp(`^${escapeRegExp(path.basename(dbPath))}\\.(\\d{8}T\\d{9}Z)\\.backup$`);
+  const re = new RegExp(`^${escapeRegExp(path.basename(dbPath))}\\.${pathTag(dbPath)}\\.(\\d{8}T\\d{9}Z)\\.backup$`);
   const out: Array<{ path: string; at: Date; name: string }> = [];
   for (const name of names) {
     const m = re.exec(name);

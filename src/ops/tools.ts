@@ -25,7 +25,7 @@ and processes keep writing (WAL mode). The copy is one consistent snapshot of DB
 the start, passes PRAGMA integrity_check, is a plain single file (journal_mode=DELETE,
 no -wal) that any SQLite opens, and is fsynced before it takes the name DEST.
 If DEST is an existing folder, the backup is written into it as
-<db name>.<YYYYMMDDTHHMMSSmmmZ>.backup.
+<db name>.<tag>.<YYYYMMDDTHHMMSSmmmZ>.backup (the tag: 8 hex digits of DB's full path).
 
   --overwrite    replace DEST if it exists (refused otherwise)
   -h, --help     show this help
