@@ -155,7 +155,7 @@ describe('sqlite-rpc backup', () => {
     expect(fs.readdirSync(d).filter((f) => f.startsWith('app.backup') || f.startsWith('.'))).toEqual(['app.backup']);
   });
 
-  it('names the file <db>.<timestamp>.backup when DEST is a folder', async () => {
+  it('names the file <db>.<path tag>.<timestamp>.backup when DEST is a folder', async () => {
     const d = subdir('folder');
     const db = makeDb(path.join(d, 'app.db'));
     const out = subdir('backups');
@@ -163,7 +163,7 @@ describe('sqlite-rpc backup', () => {
     expect(r.code, r.stderr).toBe(0);
     const files = fs.readdirSync(out);
     expect(files).toHaveLength(1);
-    expect(files[0]).toMatch(/^app\.db\.\d{8}T\d{9}Z\.backup$/);
+    expect(files[0]).toMatch(/^app\.db\.[0-9a-f]{8}\.\d{8}T\d{9}Z\.backup$/);
     expect(BACKUP_LINE.exec(r.stdout)![2]).toBe(path.join(out, files[0]));
     expect(pyState(path.join(out, files[0])).rows).toBe(500);
   });

@@ -206,7 +206,9 @@ describe('audit log', () => {
         ['pragma', 'ok', 0, null],
         ['update', 'error', null, false],
         ['delete', 'ok', 1, true],
+        ['transaction', 'ok', null, null], // the rollback: that DELETE was undone
       ]);
+      expect(recs[6]).toMatchObject({ sql: 'ROLLBACK', undone: 1 });
       for (const r of recs) {
         expect(r.session).toBe(7);
         expect(fs.realpathSync(r.db)).toBe(fs.realpathSync(file));
@@ -216,6 +218,45 @@ describe('audit log', () => {
       expect(recs[4].error).toContain('NOT NULL constraint failed');
       // Parameter values are not in the audit log either.
       expect(fs.readFileSync(log, 'utf8')).not.toContain('"z"');
+    } finally {
+      c.dispose();
+    }
+  });
+
+  it('changes no statement semantics, and records what a failed batch or rollback undid', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp(), 'audit-sem-'));
+    const file = dbPath(tmp());
+    const c = await RpcClient.start(['--audit-dir', dir, '--page-rows', '2']);
+    try {
+      await c.open(1, file);
+      await c.exec(1, 'CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)');
+      await c.exec(1, 'INSERT INTO t VALUES (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)');
+      // An audited UPDATE while a paged read of the same connection is still open.
+      await c.request('begin', { session: 1 });
+      const page = await c.exec(1, 'SELECT id FROM t ORDER BY id');
+      expect(page.cursor).not.toBeNull();
+      await c.exec(1, 'UPDATE t SET v = v + 10 WHERE id = 1');
+      // executemany failing on its third row keeps the first two, as sqlite3 does.
+      const e = await rpcError(c.request('executemany', { session: 1, sql: 'UPDATE t SET v = ? WHERE id = ?', seq_of_params: [[20, 2], [30, 3], [null, 4]] }), -32000, 'SqliteError');
+      expect(e.data.total_changes).toBe(2);
+      await c.request('commit', { session: 1 });
+      expect(await c.all(1, 'SELECT v FROM t ORDER BY id')).toEqual([[11], [20], [30], [4], [5]]);
+      // A batch whose second statement fails is rolled back whole, and the log says so.
+      await rpcError(c.request('batch', { session: 1, statements: [['UPDATE t SET v = 0 WHERE id = 5', []], ['UPDATE t SET v = NULL WHERE id = 5', []]] }), -32000, 'SqliteError');
+      expect(await c.all(1, 'SELECT v FROM t WHERE id = 5')).toEqual([[5]]);
+      // Reading pragmas with an argument are not writes.
+      await c.exec(1, 'PRAGMA table_info(t)');
+      const recs = auditLines(path.join(dir, `${path.basename(file)}.audit.jsonl`));
+      expect(recs.map((r) => [r.kind, r.sql, r.outcome])).toEqual([
+        ['ddl', 'CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)', 'ok'],
+        ['update', 'UPDATE t SET v = v + 10 WHERE id = 1', 'ok'],
+        ['update', 'UPDATE t SET v = ? WHERE id = ?', 'error'],
+        ['update', 'UPDATE t SET v = 0 WHERE id = 5', 'ok'],
+        ['transaction', 'ROLLBACK', 'ok'],
+      ]);
+      expect(recs[2]).toMatchObject({ changes: 2, rows: 3 });
+      expect(recs[4]).toMatchObject({ undone: 1 });
+      expect(recs[4].reason).toContain('batch failed');
     } finally {
       c.dispose();
     }

@@ -56,8 +56,11 @@ def execute_expecting(conn: Any, sql: str, params: Params = (), rows: int = 1) -
         if cur.rowcount != rows:
             raise _conflict(rows, cur.rowcount)
     except BaseException:
-        conn.execute("ROLLBACK TO sqlite_rpc_expect")
-        conn.execute("RELEASE sqlite_rpc_expect")
+        try:
+            conn.execute("ROLLBACK TO sqlite_rpc_expect")
+            conn.execute("RELEASE sqlite_rpc_expect")
+        except sqlite3.OperationalError:
+            pass  # an ON CONFLICT ROLLBACK already ended the transaction, savepoint included
         raise
     conn.execute("RELEASE sqlite_rpc_expect")
     return cur

@@ -175,6 +175,25 @@ function explainPlan(db: Database, sql: string, args: unknown[]): string[] {
 }
 
 /** quick_check or integrity_check at open; a database that fails it is not served. */
+/**
+ * Files this process closed cleanly, with their size and mtimes then: reopened unchanged
+ * (the idle close reopens a file whenever its next session comes), they need no new check,
+ * which would run on the main thread and stall every database for a large file.
+ */
+const leftAsIs = new Map<string, string>();
+
+function fileSignature(path: string): string {
+  const sig = (p: string) => {
+    try {
+      const st = fs.statSync(p);
+      return `${st.size}/${st.mtimeMs}/${st.ino}`;
+    } catch {
+      return '-';
+    }
+  };
+  return `${sig(path)}|${sig(`${path}-wal`)}`;
+}
+
 export function checkIntegrity(path: string, mode: 'quick' | 'full', nativeBinding: unknown): void {
   let rows: string[];
   let db: Database | null = null;
@@ -245,7 +264,10 @@ export class DatabaseEngine {
   constructor(readonly path: string, private readonly o: EngineOptions, private readonly cursors: CursorTable, private readonly log: LogFn) {
     // Checked before the writer opens it: opening switches the file to WAL, and a damaged
     // file must be left exactly as it was found.
-    if (o.openCheck !== undefined && o.openCheck !== 'off' && fs.existsSync(path) && fs.statSync(path).size > 0) checkIntegrity(path, o.openCheck, o.nativeBinding);
+    if (o.openCheck !== undefined && o.openCheck !== 'off' && fs.existsSync(path) && fs.statSync(path).size > 0 && leftAsIs.get(path) !== fileSignature(path)) {
+      checkIntegrity(path, o.openCheck, o.nativeBinding);
+    }
+    leftAsIs.delete(path);
     const writerDb = openConnection(path, {
       readonly: o.readOnly,
       create: !o.readOnly,
@@ -384,16 +406,20 @@ export class DatabaseEngine {
   batch(s: Session, items: Array<[string, BoundParams]>, begin: BeginMode | null): unknown {
     const inTx = () => {
       this.touch(s);
+      this.writer.drain();
+      const mark = this.audit?.records ?? 0;
       this.sql.unitSavepoint.run();
       try {
         const out = this.applyBatch(s, items, true);
         this.sql.unitRelease.run();
+        if (this.audit !== null) s.audited += this.audit.records - mark;
         return { results: out, in_transaction: s.inTx };
       } catch (e) {
         if (this.writer.db.inTransaction) {
           this.sql.unitRollbackTo.run();
           this.sql.unitRelease.run();
         }
+        this.auditUndone(mark, `the batch failed and was rolled back: ${toRpcError(e).message}`, s.id);
         throw e;
       } finally {
         this.afterStatement(s);
@@ -670,15 +696,22 @@ export class DatabaseEngine {
       [out, changes] = fn();
       audit?.append({ kind: ak!, session: s.id, sql, changes, outcome: 'ok', in_transaction: s.inTx, ...extra });
     } catch (e) {
+      const err = toRpcError(e);
+      const undo = err.data.kind === 'AuditFailed' || err.data.kind === 'Conflict';
       if (this.writer.db.inTransaction) {
-        this.sql.stmtRollbackTo.run();
+        // Only what this layer adds is undone; an SQL error keeps what sqlite3 would keep
+        // (the rows an executemany applied before the failing one).
+        if (undo) this.sql.stmtRollbackTo.run();
         this.sql.stmtRelease.run();
       }
-      const err = toRpcError(e);
-      if (audit !== null && err.data.kind !== 'AuditFailed') this.auditQuietly({ kind: ak!, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: s.inTx, ...extra });
+      if (audit !== null && err.data.kind !== 'AuditFailed') {
+        this.auditQuietly({ kind: ak!, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: s.inTx, ...(err.data.total_changes ? { changes: err.data.total_changes } : {}), ...extra });
+        if (s.inTx) s.audited++;
+      }
       throw e;
     }
     this.sql.stmtRelease.run();
+    if (audit !== null && s.inTx) s.audited++;
     return out;
   }
 
@@ -716,20 +749,49 @@ export class DatabaseEngine {
   }
 
   private auditFailure(s: Session, sql: string, err: RpcError): void {
-    const ak = this.audit === null ? null : auditKindOf(this.infoFor(sql).kind, sql);
-    if (this.audit !== null && this.audit.wants(ak)) this.auditQuietly({ kind: ak, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: false });
+    if (this.audit === null) return;
+    let ak: AuditKind | null;
+    try {
+      ak = auditKindOf(this.info.get(sql)?.kind ?? classify(sql), sql);
+    } catch {
+      return; // never let the failure record of a failed write keep its reply from being sent
+    }
+    if (this.audit.wants(ak)) this.auditQuietly({ kind: ak, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: false });
   }
 
-  /** Kind 'transaction' (off by default): the end of a session transaction. */
-  private auditTransaction(s: Session, how: 'commit' | 'rollback'): void {
-    if (this.audit !== null && this.audit.wants('transaction')) this.audit.append({ kind: 'transaction', session: s.id, sql: how.toUpperCase(), outcome: 'ok' });
+  /**
+   * The end of a session transaction: always recorded when the transaction held audited
+   * statements and was rolled back (their records said "ok"; this says they were undone),
+   * and for every commit and rollback with kind 'transaction'. Written after the fact and
+   * never failing the rollback itself.
+   */
+  private auditTransaction(s: Session, how: 'commit' | 'rollback', reason?: string): void {
+    const undone = how === 'rollback' ? s.audited : 0;
+    s.audited = 0;
+    if (this.audit === null || (!this.audit.wants('transaction') && undone === 0)) return;
+    this.auditQuietly({ kind: 'transaction', session: s.id, sql: how.toUpperCase(), outcome: 'ok', ...(undone > 0 ? { undone } : {}), ...(reason ? { reason } : {}) });
   }
 
-  /** Backups and restores are audited too (kinds backup, restore). */
+  /** Audit records written since the writer's outer transaction began (undone if it is lost). */
+  private auditMark = 0;
+
+  /** The outer transaction (or a unit's savepoint) was rolled back after its statements were recorded "ok". */
+  private auditUndone(from: number, reason: string, session: number | null): void {
+    const n = (this.audit?.records ?? 0) - from;
+    if (n > 0) this.auditQuietly({ kind: 'transaction', session, sql: 'ROLLBACK', outcome: 'ok', undone: n, reason });
+  }
+
+  /** Backups and restores are audited too (kinds backup, restore); the operation has happened when this is called. */
   auditEvent(rec: AuditRecord): void {
     if (this.audit === null || !this.audit.wants(rec.kind)) return;
-    this.audit.append(rec);
-    this.audit.sync();
+    try {
+      this.audit.append(rec);
+      this.audit.sync();
+    } catch (e) {
+      const err = toRpcError(e);
+      err.message = `the ${rec.kind} was done, but its audit record could not be written: ${err.message.replace(/; the statement was not applied$/, '')}`;
+      throw err;
+    }
   }
 
   /** Run fn holding the writer outside any transaction (PRAGMA, VACUUM, ATTACH, scripts). */
@@ -755,7 +817,13 @@ export class DatabaseEngine {
     }
     if (this.owner === s && this.ownerMode === 'real') {
       if (kind === 'commit' || kind === 'release') this.audit?.sync();
-      return this.onWriter(s, sql, [], o, kind);
+      const audited = s.audited;
+      const r = this.onWriter(s, sql, [], o, kind);
+      if (kind === 'rollback' && audited > 0) {
+        s.audited = audited;
+        this.auditTransaction(s, 'rollback');
+      }
+      return r;
     }
     if (this.owner === s && s.inTx) {
       switch (kind) {
@@ -816,7 +884,8 @@ export class DatabaseEngine {
     }
     this.touch(s);
     this.writer.drain();
-    this.auditTransaction(s, 'commit');
+    if (this.audit !== null && this.audit.wants('transaction')) this.audit.append({ kind: 'transaction', session: s.id, sql: 'COMMIT', outcome: 'ok' });
+    s.audited = 0;
     if (this.ownerMode === 'real') {
       try {
         this.audit?.sync();
@@ -840,7 +909,6 @@ export class DatabaseEngine {
       return;
     }
     this.writer.drain();
-    this.auditTransaction(s, 'rollback');
     try {
       if (this.ownerMode === 'real') {
         if (this.writer.db.inTransaction) this.sql.rollback.run();
@@ -849,6 +917,7 @@ export class DatabaseEngine {
         this.sql.txRelease.run();
       }
     } finally {
+      this.auditTransaction(s, 'rollback');
       this.releaseOwner(s);
     }
   }
@@ -872,6 +941,7 @@ export class DatabaseEngine {
 
   private releaseOwner(s: Session): void {
     if (this.owner !== s) return;
+    s.audited = 0;
     this.owner = null;
     this.ownerMode = null;
     s.inTx = false;
@@ -900,6 +970,7 @@ export class DatabaseEngine {
       s.abortedReason = reason;
       this.log('transaction_aborted', { path: this.path, session: s.id, reason });
     }
+    this.auditTransaction(s, 'rollback', reason);
     this.releaseOwner(s);
   }
 
@@ -955,6 +1026,7 @@ export class DatabaseEngine {
     }
     this.outer = true;
     this.retryDelay = 1;
+    this.auditMark = this.audit?.records ?? 0;
     return true;
   }
 
@@ -1064,6 +1136,7 @@ export class DatabaseEngine {
     } catch (e) {
       if (this.writer.db.inTransaction) this.sql.rollback.run();
       const err = toRpcError(e);
+      this.auditUndone(this.auditMark, `the COMMIT failed: ${err.message}`, null);
       for (const a of acks) a.settle(err);
       return;
     }
@@ -1078,6 +1151,7 @@ export class DatabaseEngine {
 
   /** The outer transaction was rolled back under us: re-run its units, fail its session commits. */
   private outerLost(why: string): void {
+    this.auditUndone(this.auditMark, `the group transaction was rolled back: ${why}; its writes are re-run and recorded again`, null);
     this.outer = false;
     const acks = this.acks;
     this.acks = [];
@@ -1163,6 +1237,7 @@ export class DatabaseEngine {
     for (let i = 0; i < units.length; i++) {
       const u = units[i];
       this.m.writerWait((now - u.queuedAt) / 1000);
+      const mark = this.audit?.records ?? 0;
       this.sql.unitSavepoint.run();
       try {
         u.result = this.applyUnit(u.session, u.work);
@@ -1172,6 +1247,7 @@ export class DatabaseEngine {
           this.sql.unitRollbackTo.run();
           this.sql.unitRelease.run();
           const err = toRpcError(e);
+          this.auditUndone(mark, `the ${u.work.t === 'batch' ? 'batch' : 'write'} failed and was rolled back: ${err.message}`, u.session.id);
           if (u.work.t !== 'batch' && err.data.kind !== 'AuditFailed') this.auditFailure(u.session, u.work.sql, err);
           this.settle(u, err); // a failure needs no fsync: answer now
           continue;
@@ -1333,6 +1409,16 @@ export class DatabaseEngine {
     // restore's own connection writes the file.
     const me = new MaintenanceSession(0, this.path, timeoutMs, false, null);
     await this.acquire(me, 'direct');
+    if (this.audit !== null && this.audit.wants('restore')) {
+      // Recorded (on disk) before the database is replaced, as for any statement no savepoint can undo.
+      try {
+        this.audit.append({ kind: 'restore', session, outcome: 'started', source });
+        this.audit.sync();
+      } catch (e) {
+        this.releaseOwner(me);
+        throw e;
+      }
+    }
     let r: RestoreResult;
     try {
       r = await restoreDatabase(source, this.path, { nativeBinding: this.o.nativeBinding, busyTimeoutMs: timeoutMs });
@@ -1428,6 +1514,8 @@ export class DatabaseEngine {
     this.inlineDb.close();
     this.writer.drain();
     this.writer.db.close();
+    if (leftAsIs.size > 1024) leftAsIs.clear();
+    leftAsIs.set(this.path, fileSignature(this.path));
     try {
       this.audit?.close();
     } catch (e) {

@@ -11,6 +11,8 @@ export class Session {
   /** Operations still in flight (waiting for the writer, a COMMIT, a worker); later ones queue behind them. */
   inflight = 0;
   tail: Promise<unknown> = Promise.resolve();
+  /** Audit records written in the current transaction (a rollback records that they were undone). */
+  audited = 0;
   /** When the transaction was opened by a SQL SAVEPOINT: releasing that savepoint commits it. */
   userSavepoint: string | null = null;
 

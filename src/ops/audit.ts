@@ -25,6 +25,12 @@ export interface AuditRecord {
   [extra: string]: unknown;
 }
 
+/** Pragmas that take an argument but change nothing. */
+const READ_PRAGMAS = new Set([
+  'table_info', 'table_xinfo', 'table_list', 'index_info', 'index_xinfo', 'index_list', 'foreign_key_list', 'foreign_key_check',
+  'integrity_check', 'quick_check', 'pragma_list', 'function_list', 'module_list', 'collation_list', 'database_list', 'compile_options',
+]);
+
 /** The audit kind of a statement, or null when it is never audited (plain reads, transaction control). */
 export function auditKindOf(kind: StatementKind, sql: string): AuditKind | null {
   switch (kind) {
@@ -37,9 +43,13 @@ export function auditKindOf(kind: StatementKind, sql: string): AuditKind | null 
     case 'attach':
     case 'detach':
       return 'attach';
-    case 'pragma':
-      // Only pragmas that set something: `PRAGMA x = v` or `PRAGMA x(v)`.
-      return /^[^=(]*[=(]/.test(sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\//g, '')) ? 'pragma' : null;
+    case 'pragma': {
+      // Only pragmas that set something: `PRAGMA x = v`, or `PRAGMA x(v)` unless x is one
+      // that only reads (table_info(t) and friends: ORMs call them all the time).
+      const m = /^\s*PRAGMA\s+(?:[\w"`[\]]+\s*\.\s*)?["`[]?(\w+)["`\]]?\s*([=(])?/i.exec(sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\//g, ' '));
+      if (!m || !m[2]) return null;
+      return m[2] === '(' && READ_PRAGMAS.has(m[1].toLowerCase()) ? null : 'pragma';
+    }
     default:
       return null;
   }
@@ -53,10 +63,22 @@ export function auditPathFor(dir: string, dbPath: string): string {
 export class AuditLog {
   private fd: number;
   private dirty = false;
+  /** Records appended so far (the engine uses differences to say how many were undone). */
+  records = 0;
 
   constructor(readonly path: string, readonly db: string, private readonly kinds: ReadonlySet<AuditKind>) {
+    const existed = fs.existsSync(path);
     try {
       this.fd = fs.openSync(path, 'a', 0o600);
+      if (!existed) {
+        // A new file's name must survive a power cut too, not only its content.
+        const dir = fs.openSync(nodePath.dirname(path), 'r');
+        try {
+          fs.fsyncSync(dir);
+        } finally {
+          fs.closeSync(dir);
+        }
+      }
     } catch (e) {
       throw new RpcError('AuditFailed', `cannot open the audit log ${path}: ${(e as Error).message}`);
     }
@@ -77,6 +99,7 @@ export class AuditLog {
       throw new RpcError('AuditFailed', `the audit record could not be written to ${this.path} (${(e as Error).message}); the statement was not applied`);
     }
     this.dirty = true;
+    this.records++;
   }
 
   /** fsync what was appended since the last sync; throws AuditFailed on failure. */
