@@ -867,3 +867,591 @@ def assert_no_leaks(before: Dict[str, Any], after: Dict[str, Any], *, server_sam
         assert after["srv_fds"] == before["srv_fds"], (before, after)
         assert after["srv_threads"] <= before["srv_threads"] + 1, (before, after)
         assert after["srv_rss_kb"] < before["srv_rss_kb"] + 32 * 1024, (before, after)
+
+
+# ---- item 9: frame fuzzing, the Python side ----------------------------------------------
+#
+# What the server must do with a stream of bytes is predicted here by an independent port
+# of the protocol's rules (PROTOCOL.md 1-3): LSP framing with its limits, the strict
+# MessagePack subset (no extension types, string keys, nothing trailing, depth <= 64), and
+# which decoded messages get a reply with which id. The fuzzer then checks the server
+# against it: exactly those replies, each well formed, or the documented close (status 3).
+
+MAX_DEPTH = 64
+MAX_HEADER = 8192
+MAX_SAFE = 2**53 - 1
+# JavaScript's String.prototype.trim() within latin1 (the server reads headers as latin1).
+_JS_SPACE = "\t\n\x0b\x0c\r \xa0"
+
+
+class FramingError(Exception):
+    pass
+
+
+class DecodeError(Exception):
+    pass
+
+
+class Framer:
+    """The server's frame reader (src/transport/framing.ts), ported: push bytes, get bodies."""
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self.buf = b""
+        self.body_len = -1
+        self.failed = False
+
+    def push(self, data: bytes) -> List[bytes]:
+        if self.failed:
+            return []
+        buf = self.buf + data
+        out: List[bytes] = []
+        pos = 0
+        while pos < len(buf):
+            if self.body_len < 0:
+                end = buf.find(b"\r\n\r\n", pos)
+                if end < 0:
+                    if len(buf) - pos > MAX_HEADER:
+                        self._fail("header block longer than %d bytes without a blank line" % MAX_HEADER, out)
+                    break
+                if end - pos > MAX_HEADER:
+                    self._fail("header block longer than %d bytes" % MAX_HEADER, out)
+                self.body_len = self._headers(buf[pos:end].decode("latin-1"), out)
+                pos = end + 4
+            if len(buf) - pos < self.body_len:
+                break
+            out.append(buf[pos:pos + self.body_len])
+            pos += self.body_len
+            self.body_len = -1
+        self.buf = buf[pos:]
+        return out
+
+    @property
+    def mid_frame(self) -> bool:
+        return bool(self.buf) or self.body_len >= 0
+
+    def _headers(self, text: str, out: List[bytes]) -> int:
+        length = -1
+        for line in text.split("\r\n"):
+            colon = line.find(":")
+            if colon <= 0:
+                self._fail("malformed header line", out)
+            name = line[:colon].strip(_JS_SPACE).lower()
+            value = line[colon + 1:].strip(_JS_SPACE)
+            if name == "content-length":
+                if not re.fullmatch(r"[0-9]{1,15}", value):
+                    self._fail("invalid Content-Length", out)
+                length = int(value)
+        if length < 0:
+            self._fail("frame without a Content-Length header", out)
+        if length > self.max_frame:
+            self._fail("frame too large", out)
+        return length
+
+    def _fail(self, why: str, out: List[bytes]) -> None:
+        self.failed = True
+        err = FramingError(why)
+        err.bodies = out  # type: ignore[attr-defined]  # the frames read before the bad one
+        raise err
+
+
+class JsReal:
+    """A float64/float32 whose value is integral: the server holds it as SqlReal (not a number)."""
+
+
+class JsBigInt:
+    """An integer beyond 2^53: the server holds it as a bigint (not a number)."""
+
+
+def strict_decode(body: bytes) -> Any:
+    """The server's MessagePack decoder (src/transport/msgpack.ts), ported for its verdicts:
+    raises DecodeError where it does; strings decode with replacement, as Buffer.toString."""
+    import struct
+
+    pos = 0
+
+    def need(n: int) -> None:
+        if pos + n > len(body):
+            raise DecodeError("truncated")
+
+    def read(depth: int) -> Any:
+        nonlocal pos
+        if depth > MAX_DEPTH:
+            raise DecodeError("too deep")
+        need(1)
+        t = body[pos]
+        pos += 1
+        if t < 0x80:
+            return t
+        if t >= 0xE0:
+            return t - 0x100
+        if 0xA0 <= t <= 0xBF:
+            return text(t & 0x1F)
+        if 0x90 <= t <= 0x9F:
+            return arr(t & 0x0F, depth)
+        if 0x80 <= t <= 0x8F:
+            return mapping(t & 0x0F, depth)
+        fixed = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xD0: ">b", 0xD1: ">h", 0xD2: ">i"}
+        if t == 0xC0:
+            return None
+        if t == 0xC2:
+            return False
+        if t == 0xC3:
+            return True
+        if t in (0xC4, 0xC5, 0xC6):
+            n = uint({0xC4: 1, 0xC5: 2, 0xC6: 4}[t])
+            need(n)
+            v = body[pos:pos + n]
+            pos += n
+            return bytes(v)
+        if t in (0xCA, 0xCB):
+            size = 4 if t == 0xCA else 8
+            need(size)
+            v = struct.unpack(">f" if size == 4 else ">d", body[pos:pos + size])[0]
+            pos += size
+            return JsReal() if v == v and v not in (float("inf"), float("-inf")) and v == int(v) else v
+        if t in fixed:
+            size = struct.calcsize(fixed[t])
+            need(size)
+            v = struct.unpack(fixed[t], body[pos:pos + size])[0]
+            pos += size
+            return v
+        if t in (0xCF, 0xD3):
+            need(8)
+            v = struct.unpack(">Q" if t == 0xCF else ">q", body[pos:pos + 8])[0]
+            pos += 8
+            return v if -MAX_SAFE <= v <= MAX_SAFE else JsBigInt()
+        if t in (0xD9, 0xDA, 0xDB):
+            return text(uint({0xD9: 1, 0xDA: 2, 0xDB: 4}[t]))
+        if t in (0xDC, 0xDD):
+            return arr(uint(2 if t == 0xDC else 4), depth)
+        if t in (0xDE, 0xDF):
+            return mapping(uint(2 if t == 0xDE else 4), depth)
+        raise DecodeError("0x%02x: never used, or an extension type" % t)
+
+    def uint(size: int) -> int:
+        nonlocal pos
+        need(size)
+        v = int.from_bytes(body[pos:pos + size], "big")
+        pos += size
+        return v
+
+    def text(n: int) -> str:
+        nonlocal pos
+        need(n)
+        v = body[pos:pos + n].decode("utf-8", "replace")
+        pos += n
+        return v
+
+    def arr(n: int, depth: int) -> List[Any]:
+        if n > len(body) - pos:
+            raise DecodeError("array truncated")
+        return [read(depth + 1) for _ in range(n)]
+
+    def mapping(n: int, depth: int) -> Dict[str, Any]:
+        if n * 2 > len(body) - pos:
+            raise DecodeError("map truncated")
+        out: Dict[str, Any] = {}
+        for _ in range(n):
+            k = read(depth + 1)
+            if not isinstance(k, str):
+                raise DecodeError("map key is not a string")
+            out[k] = read(depth + 1)
+        return out
+
+    value = read(0)
+    if pos != len(body):
+        raise DecodeError("trailing bytes")
+    return value
+
+
+def _valid_id(v: Any) -> bool:
+    return v is None or isinstance(v, str) or (type(v) is int)  # a JS number that is an integer
+
+
+def id_key(v: Any) -> str:
+    # Invalid UTF-8 becomes U+FFFD on both sides, but not always as many of them.
+    return "s:" + re.sub("\ufffd+", "\ufffd", v) if isinstance(v, str) else "n:%d" % v
+
+
+def predict(data: bytes, methods: Any, max_frame: int) -> Dict[str, Any]:
+    """What the server must answer to these bytes (see above)."""
+    from collections import Counter
+
+    p: Dict[str, Any] = {"ids": Counter(), "nulls": 0, "processed": 0, "outcome": "alive"}
+    framer = Framer(max_frame)
+    try:
+        bodies = framer.push(data)
+    except FramingError as e:
+        bodies = e.bodies  # type: ignore[attr-defined]
+        p["outcome"] = "fatal"
+    for i, body in enumerate(bodies):
+        p["processed"] += 1
+        try:
+            m = strict_decode(body)
+        except DecodeError:
+            p["outcome"] = "fatal"
+            p["nulls"] += 1  # the ParseError reply
+            return p
+        reply: Any = "none"
+        if isinstance(m, JsReal):
+            # A known bug (pinned in test/70.reliability.fuzz): the server holds an integral
+            # float as an object, takes it for an id-less request and answers nothing, where
+            # any other non-map body gets InvalidRequest.
+            reply = "none"
+        elif not isinstance(m, dict):
+            reply = None
+        else:
+            has_id = "id" in m
+            ident = m["id"] if has_id and _valid_id(m["id"]) else None
+            if m.get("jsonrpc") != "2.0":
+                reply = ident if has_id else "none"
+            elif has_id and not _valid_id(m["id"]):
+                reply = None
+            elif not isinstance(m.get("method"), str):
+                reply = ident if has_id else "none"
+            elif m["method"] in ("shutdown", "exit"):
+                p["outcome"] = "lifecycle"
+                return p
+            elif m["method"] not in methods and (not has_id or m["method"].startswith("$/")):
+                reply = "none"
+            else:
+                reply = ident if has_id else "none"
+        if reply is None:
+            p["nulls"] += 1
+        elif reply != "none":
+            p["ids"][id_key(reply)] += 1
+    if p["outcome"] == "fatal":
+        p["processed"] += 1  # the frame that could not be framed
+    elif framer.mid_frame:
+        p["outcome"] = "tail"
+    return p
+
+
+def _fuzz_strategies(tag: str) -> Any:
+    """Hypothesis strategies for a batch of frames: valid requests with random params,
+    notifications, arbitrary values, mutated bodies and headers, random bytes."""
+    from hypothesis import strategies as st
+
+    anyint = st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what MessagePack can carry
+    value = st.one_of(
+        st.none(), st.booleans(), anyint, st.floats(),
+        st.text(max_size=30), st.binary(max_size=60),
+        st.lists(anyint, max_size=3), st.dictionaries(st.sampled_from(["a", "b"]), anyint, max_size=2),
+    )
+    params = st.one_of(st.lists(value, max_size=5), st.dictionaries(st.sampled_from(["a", "b", "x"]), value, max_size=3), value)
+    sql = st.one_of(
+        st.sampled_from([
+            "SELECT 1", "SELECT ?", "SELECT ?, ?", "SELECT :a, :b", "CREATE TABLE IF NOT EXISTS t(x, y)",
+            "INSERT INTO t VALUES (?, ?)", "INSERT INTO t(x) VALUES (:a)", "SELECT * FROM t", "UPDATE t SET y = ? WHERE x = ?",
+            "DELETE FROM t WHERE rowid % 2 = 0", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT s", "RELEASE s", "PRAGMA user_version = 2",
+            "VACUUM", "SELECT zeroblob(70000)", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) SELECT i FROM n",
+            "SELECT * FROM missing", "SELEC 1", "", "SELECT 1; SELECT 2", "INSERT OR ROLLBACK INTO t VALUES (1, 1)",
+        ]),
+        st.text(max_size=30),
+    )
+    session = st.one_of(st.integers(min_value=1, max_value=4), anyint, st.sampled_from([0, "one", None, 1.5]))
+    begin = st.sampled_from(["deferred", "immediate", "exclusive", "maybe"])
+    page_rows = st.one_of(st.integers(min_value=1, max_value=300), st.sampled_from([0, -1, 10**7, "x"]))
+    path = st.one_of(st.sampled_from([":memory:", "", "p.db", "q.db", "sub/r.db", "file:p.db?mode=ro"]), st.text(max_size=10))
+
+    def fixed(method: str, required: Sequence[str] = (), **fields: Any) -> Any:
+        # Mostly with the fields a call needs (so that it reaches the engine), sometimes any subset.
+        need = {k: v for k, v in fields.items() if k in required}
+        rest = {k: v for k, v in fields.items() if k not in required}
+        return st.one_of(st.fixed_dictionaries(need, optional=rest), st.fixed_dictionaries(need, optional=rest),
+                         st.fixed_dictionaries(need, optional=rest), st.fixed_dictionaries({}, optional=fields)).map(lambda p: (method, p))
+
+    request = st.one_of(
+        fixed("open", ("session", "path"), session=session, path=path, readonly=st.booleans(), create=st.booleans(),
+              timeout=st.one_of(st.floats(min_value=0, max_value=0.2), st.sampled_from([-1, 1e9, "x"]))),
+        fixed("execute", ("session", "sql"), session=session, sql=sql, params=params, page_rows=page_rows, begin=begin, decltypes=st.booleans()),
+        fixed("executemany", ("session", "sql", "seq_of_params"), session=session, sql=sql, seq_of_params=st.one_of(st.lists(params, max_size=3), value), begin=begin),
+        fixed("batch", ("session", "statements"), session=session, statements=st.one_of(st.lists(st.tuples(sql, params).map(list), max_size=3), value), begin=begin),
+        fixed("script", ("session", "sql"), session=session, sql=st.lists(sql, max_size=3).map("; ".join)),
+        st.sampled_from(["begin", "commit", "rollback", "close"]).flatmap(lambda m: fixed(m, ("session",), session=session, mode=begin)),
+        st.sampled_from(["fetch", "close_cursor"]).flatmap(lambda m: fixed(m, ("cursor",), cursor=st.one_of(st.integers(min_value=1, max_value=40), anyint), page_rows=page_rows)),
+        st.sampled_from(["ping", "stats"]).map(lambda m: (m, {})),
+        fixed("initialize", protocol_version=st.integers(min_value=-1, max_value=3), client=value),
+        st.tuples(st.one_of(st.text(max_size=12), st.sampled_from(["$/cancelRequest", "initialized"])), st.dictionaries(st.text(max_size=3), value, max_size=2)),
+    )
+
+    @st.composite
+    def envelope(draw: Any, notify: bool = False) -> Dict[str, Any]:
+        method, p = draw(request)
+        if method in ("shutdown", "exit"):
+            method = "ping"  # lifecycle is not what is fuzzed here
+        msg: Dict[str, Any] = {"jsonrpc": "2.0"}
+        shape = draw(st.integers(min_value=0, max_value=99))
+        if shape >= 95:
+            msg["jsonrpc"] = draw(st.sampled_from(["1.0", 2, None]))
+        if not notify:
+            if shape < 85:
+                # Drawn, not counted: hypothesis needs generation free of outside state.
+                # Replies are compared as a multiset, so a repeated id does no harm.
+                msg["id"] = "%s-%x" % (tag, draw(st.integers(min_value=0, max_value=2**48)))
+            else:
+                msg["id"] = draw(value)
+        msg["method"] = method
+        if p or draw(st.booleans()):
+            msg["params"] = p
+        if shape % 17 == 0:
+            msg.update(draw(st.dictionaries(st.text(max_size=4), value, max_size=2)))
+        return msg
+
+    def pack(o: Any) -> bytes:
+        return msgpack.packb(o, use_bin_type=True)
+
+    def framed(body: bytes) -> bytes:
+        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    valid = envelope().map(lambda m: framed(pack(m)))
+    notification = envelope(notify=True).map(lambda m: framed(pack(m)))
+    any_value = st.one_of(value, st.lists(value, max_size=4)).map(lambda v: framed(pack(v)))
+
+    @st.composite
+    def body_mutation(draw: Any) -> bytes:
+        body = bytearray(pack(draw(envelope())))
+        original = len(body)
+        for _ in range(draw(st.integers(min_value=1, max_value=3))):
+            op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+            at = draw(st.integers(min_value=0, max_value=max(0, len(body) - 1)))
+            if op == "flip" and body:
+                body[at] ^= 1 << draw(st.integers(min_value=0, max_value=7))
+            elif op == "set" and body:
+                body[at] = draw(st.integers(min_value=0, max_value=255))
+            elif op == "insert":
+                body[at:at] = draw(st.binary(min_size=1, max_size=12))
+            elif op == "delete":
+                del body[at:at + draw(st.integers(min_value=1, max_value=12))]
+            elif op == "truncate":
+                del body[at:]
+        if draw(st.integers(min_value=0, max_value=9)) < 8:
+            return framed(bytes(body))
+        return b"Content-Length: %d\r\n\r\n" % original + bytes(body)  # the old length: framing is off
+
+    @st.composite
+    def header_variant(draw: Any) -> bytes:
+        body = pack(draw(envelope()))
+        n = len(body)
+        junk = draw(st.text(alphabet=st.characters(max_codepoint=255), max_size=10))
+        header = draw(st.sampled_from([
+            "content-length: %d\r\n\r\n" % n, "CONTENT-LENGTH:%d\r\n\r\n" % n,
+            "Content-Type: application/msgpack\r\nContent-Length: %d\r\n\r\n" % n,
+            "Content-Length:  \t%d \xa0\r\n\r\n" % n, "Content-Length: 000%d\r\n\r\n" % n,
+            "Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (n + 3, n), "Content-Length: %d\n\n" % n,
+            "Content-Length %d\r\n\r\n" % n, "X-Only: 1\r\n\r\n", "Content-Length: -%d\r\n\r\n" % n,
+            "Content-Length: %d.0\r\n\r\n" % n, "Content-Length: 1%s\r\n\r\n" % ("0" * 15), "Content-Length: 65537\r\n\r\n",
+            "Content-Length: %s\r\n\r\n" % junk, "X-Pad: %s\r\nContent-Length: %d\r\n\r\n" % ("a" * 9000, n), "%s\r\n\r\n" % junk,
+            "Content-Length: %d\r\n%s: v\r\n\r\n" % (n, junk.replace(":", "").replace("\r", "").replace("\n", "") or "X"),
+        ]))
+        return header.encode("latin-1") + body
+
+    random_bytes = st.binary(min_size=1, max_size=200)
+    frame = st.one_of(valid, valid, valid, valid, valid, notification, any_value, body_mutation(), body_mutation(),
+                      header_variant(), random_bytes)
+    return st.fixed_dictionaries({
+        "frames": st.lists(frame, min_size=10, max_size=60),
+        "keep_bad": st.integers(min_value=0, max_value=99).map(lambda n: (n * 37) % 100),  # hypothesis favours 0: spread it
+        "cuts": st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=6),
+    })
+
+
+class _FuzzTarget:
+    """Servers under fuzz, one at a time; the next one is started ahead of need."""
+
+    def __init__(self, folder: str, args: List[str]) -> None:
+        self.folder, self.args = folder, args
+        self.methods: Any = set()
+        self.srv: Optional[Pipe] = None
+        self.spare: Optional[Pipe] = None
+        self.started = 0
+        self.figures: Dict[str, Any] = {"frames_generated": 0, "frames_sent": 0, "frames_read_by_server": 0, "batches": 0,
+                                        "servers": 0, "outcomes": {}, "exit_codes": {}, "replies": 0, "reply_kinds": {},
+                                        "known_bugs": 0}
+
+    def _spawn(self) -> Pipe:
+        self.started += 1
+        p = Pipe(self.args, cwd=os.path.join(self.folder, "scratch"), stderr_path=os.path.join(self.folder, "server-%d.stderr" % self.started))
+        p.send("initialize", {"protocol_version": 1}, id_="init")
+        return p
+
+    def server(self) -> Pipe:
+        if self.srv is None or self.srv.poll() is not None or self.srv.eof:
+            if self.srv is not None:
+                self.srv.close()
+                self._forget(self.srv)
+            self.srv = self.spare or self._spawn()
+            self.spare = self._spawn()
+            self.figures["servers"] += 1
+            init = self.srv.reply("init", 30)
+            self.methods = set(init["result"]["capabilities"]["methods"])
+            self.srv.messages.clear()
+        return self.srv
+
+    def _forget(self, p: Pipe) -> None:
+        if p.stderr_path:
+            try:
+                os.remove(p.stderr_path)
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        for p in (self.srv, self.spare):
+            if p is not None:
+                p.close_stdin()
+                code = p.wait(30)
+                assert code == 0 or p is self.srv, "a spare server exited %s at end of input" % code
+                p.close()
+                self._forget(p)
+
+    def batch(self, plan: Dict[str, Any], max_frame: int) -> None:
+        srv = self.server()
+        frames: List[bytes] = []
+        bad = False
+        for f in plan["frames"]:
+            if predict(f, self.methods, max_frame)["outcome"] != "alive":
+                if bad or plan["keep_bad"] >= 15:
+                    continue
+                bad = True
+            frames.append(f)
+        fig = self.figures
+        fig["frames_generated"] += len(plan["frames"])
+        if not frames:
+            return
+        _, sentinel = srv.request_bytes("ping", None, id_="sentinel-%d" % fig["batches"])
+        data = b"".join(frames) + sentinel
+        p = predict(data, self.methods, max_frame)
+        fig["batches"] += 1
+        fig["frames_sent"] += len(frames)
+        fig["frames_read_by_server"] += min(p["processed"], len(frames))
+        fig["outcomes"][p["outcome"]] = fig["outcomes"].get(p["outcome"], 0) + 1
+        expected = p["nulls"] + sum(p["ids"].values())
+        start = len(srv.messages)
+        at, i = 0, 0
+        while at < len(data):
+            n = plan["cuts"][i % len(plan["cuts"])]
+            if not srv.write(data[at:at + n]):
+                break  # it closed: what it read is what counts
+            at += n
+            i += 1
+
+        def context() -> str:
+            return ("batch %d: %d frames, predicted %s with %d replies (%d id null), got %d; status %s\nbytes: %s\nstderr: %s"
+                    % (fig["batches"], len(frames), p["outcome"], expected, p["nulls"], len(srv.messages) - start,
+                       srv.poll(), data.hex()[:3000], srv.stderr_text()[-2000:]))
+
+        deadline = time.monotonic() + 20
+        if p["outcome"] == "alive":
+            while len(srv.messages) - start < expected and not srv.eof:
+                assert time.monotonic() < deadline, "hang: replies missing\n" + context()
+                srv.pump(0.5)
+            assert not srv.eof, "the server closed on input it must survive\n" + context()
+        elif p["outcome"] == "fatal":
+            srv.drain_until_eof(20)
+            assert srv.eof, "hang: the server did not close the connection\n" + context()
+        else:  # half a frame at the end: it waits; end of input ends it
+            t = time.monotonic() + 2
+            while len(srv.messages) - start < expected and not srv.eof and time.monotonic() < t:
+                srv.pump(0.2)
+            srv.close_stdin()
+            srv.drain_until_eof(20)
+            assert srv.eof, "hang at end of input\n" + context()
+        got = srv.messages[start:]
+        from collections import Counter
+
+        ids: Counter = Counter()
+        nulls = 0
+        for m in got:
+            why = well_formed_reply(m)
+            if why and why.startswith("an InternalError") and re.search(KNOWN_INTERNAL_ERRORS, m["error"]["message"]):
+                why = None
+                fig["known_bugs"] += 1
+            assert why is None, "malformed reply (%s): %r\n%s" % (why, m, context())
+            kind = m["error"]["data"]["kind"] if "error" in m else "result"
+            fig["reply_kinds"][kind] = fig["reply_kinds"].get(kind, 0) + 1
+            if m["id"] is None:
+                nulls += 1
+            else:
+                ids[id_key(m["id"])] += 1
+        fig["replies"] += len(got)
+        assert not srv.garbage and not srv.undecodable, "stdout carried bytes that are not reply frames\n" + context()
+        if p["outcome"] != "lifecycle":
+            assert nulls == p["nulls"] and ids == p["ids"], \
+                "replies differ from the prediction: %r nulls %d; predicted %r nulls %d\n%s" % (dict(ids), nulls, dict(p["ids"]), p["nulls"], context())
+        if srv.eof:
+            code = srv.wait(20)
+            fig["exit_codes"][str(code)] = fig["exit_codes"].get(str(code), 0) + 1
+            want = {"fatal": (3,), "tail": (0,)}.get(p["outcome"], (0, 1))
+            assert code in want, "exit status %s, expected %s\n%s" % (code, want, context())
+            events = [e.get("event") for e in srv.log_events()]
+            assert "fatal" not in events, "the server logged a fatal error\n" + context()
+            if p["outcome"] == "fatal":
+                assert "protocol_error" in events, "exit 3 without a protocol_error log line\n" + context()
+
+
+# InternalError replies the fuzzers met that are known bugs (pinned by their own tests):
+# open of a path in a missing directory (test/70.reliability.fuzz), executemany of SQL with
+# no statement (test_reliability_params.py). Counted, not fatal to a fuzz run.
+KNOWN_INTERNAL_ERRORS = r"^internal error: (Cannot open database because the directory does not exist|The supplied SQL string contains no statements)$"
+
+
+def python_fuzz(folder: str, frames: int, seed: Optional[int] = None, max_frame: int = 65536) -> Dict[str, Any]:
+    """Fuzz the real binary with `frames` generated and mutated frames (hypothesis), batched
+    through long-lived servers, against the predictions above. A database file the servers
+    hold open (--db) throughout must be byte-for-byte unchanged afterwards, and every
+    scratch database the fuzzed requests wrote must pass integrity_check."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+
+    seed = random.randrange(2**31) if seed is None else seed
+    os.makedirs(os.path.join(folder, "scratch", "sub"), exist_ok=True)
+    protected = os.path.join(folder, "protected.sqlite")
+    remove_db(protected)
+    con = sqlite3.connect(protected)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE keep(id INTEGER PRIMARY KEY, v TEXT)")
+    con.executemany("INSERT INTO keep(v) VALUES (?)", [("one",), ("two",), ("three",)])
+    con.commit()
+    con.close()
+    with open(protected, "rb") as f:
+        before = hashlib.sha256(f.read()).hexdigest()
+    target = _FuzzTarget(folder, ["--max-frame-bytes", str(max_frame), "--idle-tx-timeout", "300", "--pool-size", "1", "--db", protected])
+    strategy = _fuzz_strategies("py%d" % seed)
+    t0 = time.monotonic()
+    rnd = 0
+    try:
+        while target.figures["frames_sent"] < frames:
+            @hseed(seed + rnd)
+            @settings(max_examples=50, phases=[Phase.generate], deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(strategy)
+            def run(plan: Dict[str, Any]) -> None:
+                target.batch(plan, max_frame)
+
+            run()
+            rnd += 1
+        target.close()
+    finally:
+        for p in (target.srv, target.spare):
+            if p is not None:
+                p.close()
+    with open(protected, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == before, "the database the server held open changed"
+    assert logical_dump(protected)[-4:-1] == ["INSERT INTO \"keep\" VALUES(%d,'%s');" % iv for iv in enumerate(["one", "two", "three"], 1)]
+    scratch_checked = 0
+    for name in os.listdir(os.path.join(folder, "scratch")):
+        full = os.path.join(folder, "scratch", name)
+        if not os.path.isfile(full) or re.search(r"-(wal|shm|journal)$", name):
+            continue
+        try:
+            verdict, c = check_file(full)
+            c.close()
+        except sqlite3.DatabaseError as e:
+            if "not a database" in str(e):
+                continue
+            raise
+        assert verdict == "ok", "%s: %s" % (name, verdict)
+        scratch_checked += 1
+    fig = dict(target.figures, seed=seed, seconds=round(time.monotonic() - t0, 1), scratch_databases_checked=scratch_checked)
+    return fig

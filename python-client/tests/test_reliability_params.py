@@ -219,6 +219,15 @@ def wrong_counts_in_named_and_many(r):
     db.rollback()
 
 
+@C.script(xfail="bug: executemany() of SQL with no statement in it raises sqlite3.InternalError('internal error: "
+                "The supplied SQL string contains no statements') from the server, where sqlite3 raises "
+                "ProgrammingError('executemany() can only execute DML statements.')")
+def executemany_of_no_statement(r):
+    db = r.connect(MEM)
+    db.executemany("", [(1,)])
+    db.executemany("  -- only a comment", [])
+
+
 @pytest.mark.parametrize("script", C.params())
 def test_same_as_sqlite3(script, tmp_path):
     assert_same(script, tmp_path)
