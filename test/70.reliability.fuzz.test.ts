@@ -412,6 +412,7 @@ interface Figures {
   reply_kinds: Record<string, number>;
   bytes_sent: number;
   seconds: number;
+  startup_busy?: number;
 }
 
 class Fuzzer {
@@ -433,16 +434,34 @@ class Fuzzer {
   }
 
   private async start(): Promise<FuzzServer> {
+    for (;;) {
+      const srv = await this.startOnce();
+      // Known bug (see the report in bench/RELIABILITY.md): opening a file that another
+      // process is opening or closing can fail at once with SQLITE_BUSY instead of waiting.
+      // Here the next server opens the --db file while the previous one closes it.
+      if (srv.exited && srv.msgs.length === 0 && /startup_failed.*database is locked/.test(srv.proc.stderr)) {
+        this.figures.startup_busy = (this.figures.startup_busy ?? 0) + 1;
+        continue;
+      }
+      return srv;
+    }
+  }
+
+  private async startOnce(): Promise<FuzzServer> {
     const srv = new FuzzServer(this.args, this.cwd);
     this.figures.servers++;
-    // One server in ten is left uninitialized: every request then meets NotInitialized.
-    if (++this.serverNo % 10 !== 0 || this.methods.size === 0) {
-      srv.write(frame(pack({ jsonrpc: '2.0', id: 'init', method: 'initialize', params: { protocol_version: 1 } })));
-      if (!(await srv.until(() => srv.msgs.length >= 1 || srv.exited))) throw new Error('no reply to initialize');
-      const init = srv.msgs[0];
-      expect(init.id).toBe('init');
-      this.methods = new Set(init.result.capabilities.methods);
+    // One server in ten is left uninitialized: every request then meets NotInitialized
+    // (a ping proves it is up).
+    const init = ++this.serverNo % 10 !== 0 || this.methods.size === 0;
+    srv.write(frame(pack({ jsonrpc: '2.0', id: 'init', method: init ? 'initialize' : 'ping', params: { protocol_version: 1 } })));
+    const replied = await srv.until(() => srv.msgs.length >= 1 || srv.exited);
+    const first = srv.msgs[0];
+    if (srv.exited && srv.msgs.length === 0) {
+      await srv.until(() => srv.stdoutClosed);
+      return srv;
     }
+    if (!replied || first?.id !== 'init') throw new Error(`no reply from a fresh server: exit ${JSON.stringify(srv.proc.exitInfo)}, stdout ${JSON.stringify(srv.msgs)}, stderr ${srv.proc.stderr.slice(-3000)}`);
+    if (init) this.methods = new Set(first.result.capabilities.methods);
     return srv;
   }
 
