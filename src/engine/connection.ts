@@ -14,6 +14,13 @@ export interface ConnectionOptions {
   synchronous: SynchronousMode;
   /** SQLite's own busy wait. The writer uses 0: the engine retries without blocking the event loop. */
   busyTimeoutMs: number;
+  /**
+   * The busy wait while the connection is being set up (default busyTimeoutMs). Switching a
+   * file to WAL needs a lock that another process opening or closing the same file holds
+   * for a moment; with the writer's 0 the server used to fail to start ("database is
+   * locked") when it opened a file just as another process closed it.
+   */
+  openBusyTimeoutMs?: number;
   /** sqlite3 (Python) leaves foreign keys off; better-sqlite3 turns them on. We follow sqlite3. */
   foreignKeys: boolean;
   /** The native addon, loaded by native.ts (required inside the single binary). */
@@ -36,7 +43,7 @@ export function openConnection(path: string, o: ConnectionOptions): DB {
   const db = new Database(path, {
     readonly: o.readonly,
     fileMustExist: !o.create,
-    timeout: o.busyTimeoutMs,
+    timeout: o.openBusyTimeoutMs ?? o.busyTimeoutMs,
     nativeBinding: o.nativeBinding as string | undefined,
   });
   try {

@@ -194,11 +194,11 @@ function fileSignature(path: string): string {
   return `${sig(path)}|${sig(`${path}-wal`)}`;
 }
 
-export function checkIntegrity(path: string, mode: 'quick' | 'full', nativeBinding: unknown): void {
+export function checkIntegrity(path: string, mode: 'quick' | 'full', nativeBinding: unknown, busyTimeoutMs: number): void {
   let rows: string[];
   let db: Database | null = null;
   try {
-    db = new BetterSqlite(path, { readonly: true, fileMustExist: true, nativeBinding: nativeBinding as string | undefined });
+    db = new BetterSqlite(path, { readonly: true, fileMustExist: true, timeout: busyTimeoutMs, nativeBinding: nativeBinding as string | undefined });
     rows = db.prepare(mode === 'quick' ? 'PRAGMA quick_check(20)' : 'PRAGMA integrity_check(20)').pluck().all() as string[];
   } catch (e) {
     // Damage bad enough stops the check itself (SQLITE_CORRUPT): that is its verdict. A file
@@ -265,7 +265,7 @@ export class DatabaseEngine {
     // Checked before the writer opens it: opening switches the file to WAL, and a damaged
     // file must be left exactly as it was found.
     if (o.openCheck !== undefined && o.openCheck !== 'off' && fs.existsSync(path) && fs.statSync(path).size > 0 && leftAsIs.get(path) !== fileSignature(path)) {
-      checkIntegrity(path, o.openCheck, o.nativeBinding);
+      checkIntegrity(path, o.openCheck, o.nativeBinding, o.readerBusyTimeoutMs);
     }
     leftAsIs.delete(path);
     const writerDb = openConnection(path, {
@@ -273,6 +273,7 @@ export class DatabaseEngine {
       create: !o.readOnly,
       synchronous: o.synchronous,
       busyTimeoutMs: 0, // never block the event loop inside SQLite: busy is retried by pump()
+      openBusyTimeoutMs: o.readerBusyTimeoutMs,
       foreignKeys: o.foreignKeys,
       nativeBinding: o.nativeBinding,
       setWal: !o.readOnly,
