@@ -20,7 +20,7 @@
 // A database file opened by the server (--db) throughout must be byte-for-byte unchanged
 // afterwards, and every scratch database the fuzzed requests wrote must pass integrity_check.
 //
-// FUZZ_FRAMES (default 3000) sets how many frames; `npm run reliability` runs 100k.
+// FUZZ_FRAMES (default 3000) sets how many frames the server must read; `npm run reliability` runs 100k.
 // FUZZ_SEED replays a run; FUZZ_REPORT names a file for the figures (JSON).
 import Database from 'better-sqlite3';
 import crypto from 'node:crypto';
@@ -572,7 +572,7 @@ describe('frame fuzzing against the real binary', () => {
     const t0 = Date.now();
     let round = 0;
     try {
-      while (fuzzer.figures.frames_sent < TARGET_FRAMES) {
+      while (fuzzer.figures.frames_read_by_server < TARGET_FRAMES) {
         await fc.assert(
           fc.asyncProperty(batchArb, async (plan) => {
             try {

@@ -1436,7 +1436,7 @@ def python_fuzz(folder: str, frames: int, seed: Optional[int] = None, max_frame:
     t0 = time.monotonic()
     rnd = 0
     try:
-        while target.figures["frames_sent"] < frames:
+        while target.figures["frames_read_by_server"] < frames:
             @hseed(seed + rnd)
             @settings(max_examples=50, phases=[Phase.generate], deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
