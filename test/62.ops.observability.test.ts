@@ -460,3 +460,20 @@ describe('integrity check at open', () => {
     }
   });
 });
+
+describe('blank statements', () => {
+  it('a batch with a statement that is only a comment runs, as in sqlite3 (found by the fuzzers)', async () => {
+    const c = await RpcClient.start(['--audit-dir', fs.mkdtempSync(path.join(tmp(), 'audit-blank-'))]);
+    try {
+      await c.open(1, dbPath(tmp()));
+      await c.exec(1, 'CREATE TABLE t (a)');
+      const r = await c.request('batch', { session: 1, statements: [['  -- nothing', { a: 1 }], ['INSERT INTO t VALUES (1)', []]] });
+      expect(r.results.map((x: any) => x.changes)).toEqual([0, 1]);
+      const e = await rpcError(c.request('executemany', { session: 1, sql: '/* none */', seq_of_params: [[]] }), -32000, 'SqliteError');
+      expect(e.data.dbapi).toBe('ProgrammingError');
+      expect(e.message).toBe('executemany() can only execute DML statements.');
+    } finally {
+      c.dispose();
+    }
+  });
+});

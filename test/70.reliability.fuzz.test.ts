@@ -82,7 +82,7 @@ function predict(bytes: Buffer, methods: Set<string>): Prediction {
       return;
     }
     // The dispatcher's rules (src/rpc/dispatcher.ts, PROTOCOL.md section 3).
-    if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || msg instanceof Uint8Array) return reply(null);
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || msg instanceof Uint8Array || Object.getPrototypeOf(msg) !== Object.prototype) return reply(null);
     const m = msg as Record<string, unknown>;
     const hasId = 'id' in m;
     const id = hasId && validId(m.id) ? m.id : null;
@@ -197,9 +197,10 @@ class FuzzServer {
   }
 }
 
-// Known bugs: a missing directory (pinned by the it.fails below) and executemany of SQL
-// with no statement (pinned in python-client/tests/test_reliability_params.py).
-const KNOWN_INTERNAL_ERRORS = /^internal error: (Cannot open database because the directory does not exist|The supplied SQL string contains no statements)$/;
+// Known bugs that answer InternalError: none left. (Both found here, a missing directory and
+// executemany of SQL with no statement, are fixed and pinned below and in
+// python-client/tests/test_reliability_params.py.)
+const KNOWN_INTERNAL_ERRORS = /(?!)/;
 
 /** Problems with one reply, or null (PROTOCOL.md sections 3 and 10, protocol/errors.json). */
 function malformed(msg: any): string | null {
@@ -622,12 +623,10 @@ describe('frame fuzzing against the real binary', () => {
 });
 
 describe('what the fuzzing found', () => {
-  // Bug: a body that is a float with an integral value (1.0, 1e300) decodes to a SqlReal
-  // box, which the dispatcher takes for a JSON-RPC object without an id: it is dropped
-  // without a reply, where 1.5, 5, "x", nil, [] and bytes all get InvalidRequest (the same
-  // slip once hit bin bodies; see src/rpc/dispatcher.ts). The predictions above follow the
-  // server here, so the fuzzers do not trip on it.
-  it.fails('a body that is the float 1.0 gets InvalidRequest like any other non-object', async () => {
+  // Found (and fixed): a body that is a float with an integral value (1.0, 1e300) decodes to
+  // a SqlReal box, which the dispatcher took for a JSON-RPC object without an id: it was
+  // dropped without a reply, where 1.5, 5, "x", nil, [] and bytes all get InvalidRequest.
+  it('a body that is the float 1.0 gets InvalidRequest like any other non-object', async () => {
     const srv = new FuzzServer([], tmp());
     try {
       srv.write(frame(pack({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {} })));
@@ -640,12 +639,11 @@ describe('what the fuzzing found', () => {
     }
   });
 
-  // Bug: better-sqlite3 refuses a path in a missing directory with a TypeError before SQLite
-  // sees it, and the server passes that on as InternalError (-32603), which PROTOCOL.md
-  // reserves for server bugs. sqlite3 (and this server with readonly or create: false)
-  // answers SQLITE_CANTOPEN "unable to open database file". The Python client checks the
-  // directory itself, so only other clients meet it.
-  it.fails('open of a path in a directory that does not exist is SQLITE_CANTOPEN, not InternalError', async () => {
+  // Found (and fixed): better-sqlite3 refuses a path in a missing directory with a TypeError
+  // before SQLite sees it, and the server passed that on as InternalError (-32603), which
+  // PROTOCOL.md reserves for server bugs. sqlite3 answers SQLITE_CANTOPEN "unable to open
+  // database file", and so does the server now.
+  it('open of a path in a directory that does not exist is SQLITE_CANTOPEN, not InternalError', async () => {
     const srv = new FuzzServer([], tmp());
     try {
       srv.write(frame(pack({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {} })));

@@ -143,9 +143,13 @@ def bind_value(v: Any, index: int) -> Any:
     if isinstance(v, str):
         return str(v)
     try:
-        return bytes(memoryview(v))  # anything with the buffer protocol binds as a BLOB
+        mv = memoryview(v)  # anything with the buffer protocol binds as a BLOB
     except TypeError:
         pass
+    else:
+        if not mv.c_contiguous:
+            raise BufferError("memoryview: underlying buffer is not C-contiguous")  # as sqlite3
+        return mv.tobytes()
     raise sqlite3.ProgrammingError("Error binding parameter %d: type '%s' is not supported" % (index, _tp_name(t)))
 
 

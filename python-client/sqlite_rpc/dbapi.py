@@ -30,6 +30,9 @@ Op = Generator[Tuple[str, Dict[str, Any]], Any, Any]
 _EXPLAIN = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*EXPLAIN\b", re.I | re.S)
 
 
+_COMMIT_SQL = re.compile(r"\s*(?:COMMIT|END)\b", re.IGNORECASE)
+
+
 def _run(conn: "Connection", op: Op) -> Any:
     """Drive an operation with blocking round trips; its result is the generator's return value."""
     lock = conn._lock
@@ -648,6 +651,9 @@ class Connection:
                 raise
             was_in_tx, self._in_tx = self._in_tx, False
             if was_in_tx:
+                if not getattr(e, "rpc_unsent", False) and (method == "commit" or (method == "execute" and _COMMIT_SQL.match(params.get("sql", "")))):
+                    # The server may have made it durable just before it died: nobody knows.
+                    raise sqlite3.OperationalError("%s; the COMMIT was interrupted: the transaction may or may not have taken effect" % e) from None
                 raise sqlite3.OperationalError("%s; the open transaction was lost and nothing of it was committed" % e) from None
             if self._private:
                 self._broken = "%s; this connection's in-memory database was lost with it" % e

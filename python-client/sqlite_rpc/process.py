@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sqlite3
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
@@ -169,11 +170,19 @@ class ServerProcess:
                 code = None
         return code
 
+    def _check_size(self, frame: bytes) -> None:
+        # The server refuses a frame over its limit by closing the connection (it cannot
+        # skip what it will not read), which would take every connection down with it.
+        limit = (getattr(self, "info", None) or {}).get("capabilities", {}).get("max_frame_bytes")
+        if limit is not None and len(frame) > limit:
+            raise sqlite3.DataError("the request is %d bytes, over the server's limit of %d (--max-frame-bytes): it was not sent" % (len(frame), limit))
+
     def send(self, method: str, params: Dict[str, Any]) -> _Slot:
         """Send a request without waiting; wait() on the slot later (pipelining)."""
         rid, slot = self._register()
         try:
             frame = encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            self._check_size(frame)
         except BaseException:  # e.g. a lone surrogate in a string: nothing was sent
             self._pending.pop(rid, None)
             raise
@@ -276,6 +285,7 @@ class ServerProcess:
         rid, slot = self._register()
         try:
             frame = encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            self._check_size(frame)
         except BaseException:  # nothing was sent
             self._pending.pop(rid, None)
             raise

@@ -127,7 +127,10 @@ class Database:
             yield self
         except BaseException:
             self._local.in_tx = False
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                # Not after a server crash: the transaction is gone already, and a failing
+                # ROLLBACK would replace the error that says so.
+                conn.execute("ROLLBACK")
             raise
         self._local.in_tx = False
         conn.execute("COMMIT")

@@ -136,9 +136,6 @@ def test_seed_transaction_interrupted_by_a_crash_loses_nothing_committed(table):
     db.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Database.transaction() rolls back in its except clause; after a crash "
-                   "that ROLLBACK fails ('cannot rollback - no transaction is active') and replaces the clear "
-                   "'open transaction was lost' error, which survives only as __context__")
 def test_seed_transaction_interrupted_by_a_crash_says_the_transaction_was_lost(table):
     path, _ = table
     db = sqlite_rpc.Database(path)
@@ -259,9 +256,6 @@ class CommitMisreported(AssertionError):
     pass
 
 
-@pytest.mark.xfail(strict=True, raises=CommitMisreported, reason="bug: a commit() in flight when the server dies is reported as 'the open "
-                   "transaction was lost and nothing of it was committed' even when the COMMIT was durable; the "
-                   "client cannot know, so it must say 'may or may not have taken effect' (as for other writes)")
 def test_commit_whose_reply_was_lost_is_not_reported_as_not_committed(tmp_path):
     path = str(tmp_path / "reply-lost.sqlite")
     child = subprocess.Popen([sys.executable, "-c", _COMMIT_REPLY_LOST, path], stdout=subprocess.PIPE,

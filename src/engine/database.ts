@@ -360,6 +360,11 @@ export class DatabaseEngine {
     return i;
   }
 
+  /** A statement's kind for metrics and the audit log (blank SQL, which nothing prepares, is 'other'). */
+  private kindOf(sql: string): StatementKind {
+    return isBlank(sql) ? 'other' : this.infoFor(sql).kind;
+  }
+
   execute(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult | Promise<ExecResult> {
     if (isBlank(sql)) return this.emptyResult(s);
     const info = this.infoFor(sql);
@@ -384,7 +389,7 @@ export class DatabaseEngine {
     const inTx = () => {
       this.touch(s);
       const t0 = performance.now();
-      const kind = this.infoFor(sql).kind;
+      const kind = this.kindOf(sql);
       try {
         return this.audited(s, kind, sql, () => {
           const r = this.writer.many(sql, boundList);
@@ -1177,7 +1182,7 @@ export class DatabaseEngine {
     switch (work.t) {
       case 'exec': {
         const t0 = performance.now();
-        const kind = this.infoFor(work.sql).kind;
+        const kind = this.kindOf(work.sql);
         let r;
         try {
           r = this.writer.run(work.sql, work.bound, work.opts);
@@ -1193,7 +1198,7 @@ export class DatabaseEngine {
       }
       case 'many': {
         const t0 = performance.now();
-        const kind = this.infoFor(work.sql).kind;
+        const kind = this.kindOf(work.sql);
         let r;
         try {
           r = this.writer.many(work.sql, work.boundList);
@@ -1218,7 +1223,7 @@ export class DatabaseEngine {
     const o: ExecOptions = { pageRows: 1 << 30, pageBytes: Infinity, decltypes: false, begin: null };
     return items.map(([sql, bound]) => {
       const t0 = performance.now();
-      const kind = this.infoFor(sql).kind;
+      const kind = this.kindOf(sql);
       let r;
       try {
         r = this.writer.run(sql, bound, o);

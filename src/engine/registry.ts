@@ -9,7 +9,7 @@ import { openConnection } from './connection';
 import { CursorTable } from './cursors';
 import { Session } from './session';
 import { bindParamsFor, type BoundParams } from './values';
-import { classify, parameterCount, type BeginMode } from './sqlText';
+import { classify, isBlank, parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
 import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
 import type { DbMetrics } from '../ops/metrics';
@@ -132,6 +132,8 @@ export class Registry {
     try {
       e = new DatabaseEngine(real, this.o, this.cursors, this.log);
     } catch (err) {
+      // better-sqlite3 checks the folder itself and throws a TypeError; sqlite3 says this.
+      if (err instanceof TypeError && /directory does not exist/.test(err.message)) throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
       const rpc = toRpcError(err);
       if (rpc.data.kind !== 'IntegrityCheckFailed' || !this.o.recoverFromBackup || !this.o.backupDir) throw rpc;
       e = this.recover(real, rpc);
@@ -338,6 +340,8 @@ export class Registry {
   }
 
   private executeManyInner(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
+    // No statement at all is not DML either (better-sqlite3 would throw a TypeError).
+    if (isBlank(sql)) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
     const boundList = paramsList.map((p) => bindParamsFor(sql, p));
     for (const b of boundList) this.checkPaths(s, sql, b);
     if (s.privateDb) {

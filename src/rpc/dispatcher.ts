@@ -35,8 +35,11 @@ export class Dispatcher {
   handle(msg: unknown): void {
     // A msgpack bin body decodes to a Buffer: typeof 'object', but not a JSON-RPC object
     // either (it used to pass this check and be dropped silently as an id-less notification).
-    if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || msg instanceof Uint8Array) {
-      this.hooks.send(errorReply(null, new RpcError('InvalidRequest', `invalid request: expected a JSON-RPC 2.0 object, got ${Array.isArray(msg) ? 'an array (batches are not supported)' : msg === null ? 'null' : msg instanceof Uint8Array ? 'bytes' : typeof msg}`)));
+    // A float body decodes to a SqlReal object (our codec keeps 5.0 apart from 5): anything
+    // but a plain map is not a request (found by the fuzzers: a float got no reply at all).
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || msg instanceof Uint8Array || Object.getPrototypeOf(msg) !== Object.prototype) {
+      const what = Array.isArray(msg) ? 'an array (batches are not supported)' : msg === null ? 'null' : msg instanceof Uint8Array ? 'bytes' : typeof msg === 'object' ? 'a number' : typeof msg;
+      this.hooks.send(errorReply(null, new RpcError('InvalidRequest', `invalid request: expected a JSON-RPC 2.0 object, got ${what}`)));
       return;
     }
     const m = msg as Record<string, unknown>;
