@@ -109,6 +109,8 @@ function main(): void {
       pathPolicy: new PathPolicy({ any: opts.attachAny, dirs: opts.attachDirs }),
       backupDir: opts.backupDir,
       recoverFromBackup: opts.recoverFromBackup,
+      // 8 MiB of replies waiting for a slow client: worker reads hold off until it catches up.
+      outputBacklogged: () => conn.backlog() > 8 << 20,
     },
     log,
   );

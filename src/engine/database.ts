@@ -12,6 +12,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { openConnection, type SynchronousMode } from './connection';
 import { DirectConnection, execResult, OpenIterator } from './direct';
 import { ReaderPool } from './readerPool';
+import type { ReaderReply } from './readerWorker';
 import { readPage, shapeOf } from './reads';
 import { StatementCache } from './statementCache';
 import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
@@ -60,6 +61,8 @@ export interface EngineOptions {
   checkpointIntervalMs?: number;
   /** Check the file when it is opened: quick_check, a full integrity_check, or nothing. */
   openCheck?: 'quick' | 'full' | 'off';
+  /** True while replies wait to be written to a slow client: worker reads hold off (bounded memory). */
+  outputBacklogged?: () => boolean;
   /** Which files ATTACH and VACUUM INTO may name (none given: any, as in sqlite3); checked by the Registry. */
   pathPolicy?: PathPolicy;
 }
@@ -565,11 +568,62 @@ export class DatabaseEngine {
     return it;
   }
 
+  /**
+   * Worker reads in flight, and the ones waiting to start. A worker's result page (up to
+   * --page-bytes) sits in memory until the client reads its reply: a client that pipelines
+   * hundreds of large reads and reads the replies slowly used to cost one page of server
+   * memory per request. Reads start only while fewer than 2 per worker are in flight and
+   * the output is not backed up; the others wait here as their (small) requests. Only reads
+   * wait: they never hold the writer, so nothing else can be stuck behind them.
+   */
+  private workerReadsInFlight = 0;
+  private readonly readWaiters: Array<() => void> = [];
+  private readGateTimer: NodeJS.Timeout | null = null;
+
+  private readSlot(): Promise<void> | null {
+    if (this.readWaiters.length === 0 && this.readGateOpen()) {
+      this.workerReadsInFlight++;
+      return null;
+    }
+    return new Promise((resolve) => {
+      this.readWaiters.push(() => {
+        this.workerReadsInFlight++;
+        resolve();
+      });
+      this.pumpReads();
+    });
+  }
+
+  private readGateOpen(): boolean {
+    return this.workerReadsInFlight < 2 * Math.max(1, this.pool!.size) && !(this.o.outputBacklogged?.() ?? false);
+  }
+
+  private readonly pumpReads = (): void => {
+    while (this.readWaiters.length > 0 && this.readGateOpen()) this.readWaiters.shift()!();
+    // Blocked by the output: look again shortly (draining is not signalled to the engine).
+    if (this.readWaiters.length > 0 && this.readGateTimer === null && this.workerReadsInFlight < 2 * Math.max(1, this.pool!.size)) {
+      this.readGateTimer = setTimeout(() => {
+        this.readGateTimer = null;
+        this.pumpReads();
+      }, 2);
+    }
+  };
+
   private async readOnWorker(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): Promise<ExecResult> {
     const pool = this.pool!;
-    const slot = pool.pick();
-    const generation = pool.generationOf(slot);
-    const rep = await pool.send(slot, { t: 'query', sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes });
+    const wait = this.readSlot();
+    if (wait !== null) await wait;
+    let slot: number;
+    let generation: number;
+    let rep: ReaderReply;
+    try {
+      slot = pool.pick();
+      generation = pool.generationOf(slot);
+      rep = await pool.send(slot, { t: 'query', sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes });
+    } finally {
+      this.workerReadsInFlight--;
+      if (this.readWaiters.length > 0) setImmediate(this.pumpReads); // after this reply has been queued for output
+    }
     if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
     this.workerReads++;
     this.observe(info?.kind ?? 'other', 'worker', sql, performance.now() - (rep.micros ?? 0) / 1000, bindArgs(bound), this.inlineDb);

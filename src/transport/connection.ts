@@ -113,6 +113,11 @@ export class StreamConnection {
     }
   }
 
+  /** Reply bytes not yet taken by the OS (queued here and in the output stream). */
+  backlog(): number {
+    return this.outBytes + this.output.writableLength;
+  }
+
   /** Flush everything and end the output; resolves when the bytes are handed to the OS. */
   finish(): Promise<void> {
     this.flush();
