@@ -245,6 +245,8 @@ export class DatabaseEngine {
   private groupUnits = 0;
   private groupMax = 0;
   private busyRetries = 0;
+  /** When the writer last found another process holding the write lock. */
+  private lastBusyAt = 0;
   private inlineReads = 0;
   /** Main-thread reads in the current tick, and whether they share one read transaction (see inlineSnapshot). */
   private inlineTickReads = 0;
@@ -1073,10 +1075,29 @@ export class DatabaseEngine {
     });
   }
 
+  /**
+   * After a COMMIT, while another process has wanted the write lock lately, leave it a
+   * moment (1-3 ms) to take it before ours is taken again. SQLite's file locks have no
+   * queue: a busy server re-locking at once could starve another past its timeout (4
+   * processes on one file met "database is locked" after 5 s, once in a 60 s run).
+   */
+  private yieldUntil = 0;
+  private yieldTimer: NodeJS.Timeout | null = null;
+
+  private yielding(): boolean {
+    const wait = this.yieldUntil - performance.now();
+    if (wait <= 0) return false;
+    this.yieldTimer ??= setTimeout(() => {
+      this.yieldTimer = null;
+      this.pump();
+    }, wait);
+    return true;
+  }
+
   /** Open the outer transaction if needed; false (and a retry scheduled) when another process holds the lock. */
   private ensureOuter(): boolean {
     if (this.outer) return true;
-    if (this.retryTimer !== null) return false;
+    if (this.retryTimer !== null || this.yielding()) return false;
     try {
       this.sql.beginImmediate.run();
     } catch (e) {
@@ -1093,6 +1114,7 @@ export class DatabaseEngine {
   private scheduleRetry(): void {
     if (this.retryTimer !== null) return;
     this.busyRetries++;
+    this.lastBusyAt = Date.now();
     for (const u of this.queue) this.armExpiry(u);
     // Exponential backoff with jitter, capped: another process holds the write lock.
     const delay = this.retryDelay * (0.5 + Math.random());
@@ -1132,7 +1154,7 @@ export class DatabaseEngine {
         if (w.kind === 'direct') {
           this.grant(w, 'direct');
         } else if (this.o.realTransactions) {
-          if (this.retryTimer !== null) return;
+          if (this.retryTimer !== null || this.yielding()) return;
           try {
             this.sql.beginImmediate.run();
           } catch (e) {
@@ -1201,6 +1223,7 @@ export class DatabaseEngine {
       return;
     }
     this.m.groupCommit(acks.length, (performance.now() - t0) / 1000);
+    if (Date.now() - this.lastBusyAt < 1000) this.yieldUntil = performance.now() + 1 + Math.random() * 2;
     this.commitsSinceCheckpoint++;
     this.lastCommitAt = Date.now();
     this.groupCommits++;
@@ -1547,6 +1570,7 @@ export class DatabaseEngine {
     if (this.closed) return;
     this.closed = true;
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    if (this.yieldTimer) clearTimeout(this.yieldTimer);
     if (this.retryTimer) {
       clearTimeout(this.retryTimer);
       this.retryTimer = null;

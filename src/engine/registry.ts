@@ -273,7 +273,11 @@ export class Registry {
     return this.guard(s, sql, params, () => {
       const bound = bindParamsFor(sql, params);
       this.checkPaths(s, sql, bound);
-      if (s.privateDb) return this.privateExec(s, sql, bound, o);
+      if (s.privateDb) {
+        // Nothing to run (and nothing to prepare or begin for), as in sqlite3.
+        if (isBlank(sql)) return { columns: null, rows: new SqlRows([]), cursor: null, changes: 0, lastrowid: null, in_transaction: s.inTx };
+        return this.privateExec(s, sql, bound, o);
+      }
       return this.sessionEngine.get(s)!.execute(s, sql, bound, o);
     });
   }
