@@ -1408,10 +1408,12 @@ class _FuzzTarget:
                 assert "protocol_error" in events, "exit 3 without a protocol_error log line\n" + context()
 
 
-# InternalError replies that are known bugs, counted rather than fatal to a fuzz run: none
-# left (the two found, open in a missing directory and executemany of no statement, are
-# fixed and pinned in test/70.reliability.fuzz and test_reliability_params.py).
-KNOWN_INTERNAL_ERRORS = r"(?!)"
+# InternalError replies that are known bugs, counted rather than fatal to a fuzz run. The two
+# found first (open in a missing directory, executemany of no statement) are fixed and pinned
+# in test/70.reliability.fuzz and test_reliability_params.py. Open: `execute` of blank SQL
+# with `begin` now and then answers "The supplied SQL string contains no statements" in some
+# session state the fuzzers reach but a replay does not (bench/RELIABILITY.md).
+KNOWN_INTERNAL_ERRORS = r"^internal error: The supplied SQL string contains no statements$"
 
 
 def python_fuzz(folder: str, frames: int, seed: Optional[int] = None, max_frame: int = 65536) -> Dict[str, Any]:
