@@ -472,6 +472,13 @@ describe('blank statements', () => {
       const e = await rpcError(c.request('executemany', { session: 1, sql: '/* none */', seq_of_params: [[]] }), -32000, 'SqliteError');
       expect(e.data.dbapi).toBe('ProgrammingError');
       expect(e.message).toBe('executemany() can only execute DML statements.');
+      // Blank SQL with the client's implicit BEGIN: nothing to run, so no transaction, on a
+      // private database as on a file (the private one answered InternalError).
+      await c.open(2, ':memory:');
+      for (const session of [1, 2]) {
+        const b = await c.exec(session, '  -- only a comment', undefined, { begin: 'exclusive' });
+        expect(b).toMatchObject({ columns: null, rows: [], in_transaction: false });
+      }
     } finally {
       c.dispose();
     }
