@@ -62,13 +62,9 @@ let opened = 0;
 let nextCursor = 1;
 const cursors = new Map<number, { conn: Conn; iter: IterableIterator<unknown> }>();
 
-function takeConn(): Conn {
-  const c = free.pop();
-  if (c) return c;
-  if (opened >= init.maxConnections) {
-    throw new RpcError('TooLarge', `too many open cursors on one reader (${init.maxConnections - 1}); fetch or close cursors before opening more`);
-  }
-  const db = openConnection(init.path, {
+/** A read-only connection to this worker's database (queries, cursors, backups). */
+function openReader(): Database {
+  return openConnection(init.path, {
     readonly: true,
     create: false,
     synchronous: init.synchronous,
@@ -78,6 +74,15 @@ function takeConn(): Conn {
     setWal: false,
     journalSizeLimit: 0,
   });
+}
+
+function takeConn(): Conn {
+  const c = free.pop();
+  if (c) return c;
+  if (opened >= init.maxConnections) {
+    throw new RpcError('TooLarge', `too many open cursors on one reader (${init.maxConnections - 1}); fetch or close cursors before opening more`);
+  }
+  const db = openReader();
   opened++;
   return { db, cache: new StatementCache(db, init.cacheSize, true) };
 }
@@ -183,16 +188,7 @@ function errorReply(id: number, e: unknown): ReaderReply {
 
 // A backup takes many event-loop turns (one per step); the worker keeps serving queries between them.
 async function backup(m: Extract<ReaderRequest, { t: 'backup' }>): Promise<ReaderReply> {
-  const db = openConnection(init.path, {
-    readonly: true,
-    create: false,
-    synchronous: init.synchronous,
-    busyTimeoutMs: init.busyTimeoutMs,
-    foreignKeys: init.foreignKeys,
-    nativeBinding: binding,
-    setWal: false,
-    journalSizeLimit: 0,
-  });
+  const db = openReader();
   try {
     return { id: m.id, backup: await backupDatabase(db, m.dest, { overwrite: m.overwrite, nativeBinding: binding }) };
   } finally {
