@@ -9,8 +9,13 @@ demo=1
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "npm ci (compiles better-sqlite3: about 3 minutes)"
-npm ci --no-audit --no-fund
+# Install scripts are held back so better-sqlite3 compiles once, from patched sources (SQLite's
+# default double-quoted-string setting, not its SQLITE_DQS=0): scripts/sqlite-addon.mjs.
+step "npm ci --ignore-scripts"
+npm ci --ignore-scripts --no-audit --no-fund
+
+step "install scripts; better-sqlite3 compiled without SQLITE_DQS=0 (about 1-3 minutes)"
+node scripts/sqlite-addon.mjs install
 
 step "Python virtual environment at .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -1,0 +1,269 @@
+#!/usr/bin/env node
+// better-sqlite3's addon built with SQLite's default double-quoted-string setting (issue 11).
+//
+// better-sqlite3 compiles SQLite with SQLITE_DQS=0 (its deps/defines.gypi), so `WHERE x = "abc"`,
+// `SELECT "text"`, and triggers, views and CHECK constraints written by other tools with
+// double-quoted strings are errors; Python's sqlite3 (SQLite's default, DQS=3) accepts them.
+// This script removes that define and compiles the addon from source: once, and never from a
+// prebuilt download (prebuilt binaries have DQS=0).
+//
+//   node scripts/sqlite-addon.mjs check    exit 0 if the installed addon accepts double-quoted
+//                                          strings, 1 if not (or it is missing / does not load)
+//   node scripts/sqlite-addon.mjs ensure   check; if that fails, patch and compile (a few
+//                                          minutes) and put the new build in place
+//   node scripts/sqlite-addon.mjs install  after `npm ci --ignore-scripts` (scripts/setup.sh):
+//                                          the other packages' install scripts (npm rebuild),
+//                                          then ensure
+//
+// `ensure` runs before every `npm run build` (package.json "prebuild"), so the single binary
+// (which embeds node_modules/better-sqlite3/build/Release/better_sqlite3.node) never ships an
+// unpatched addon; when the addon is fine it costs one short node child (about 0.1 s).
+//
+// The compile happens in a private copy of the package (node_modules/.cache/sqlite-rpc-addon/)
+// and its build/ directory replaces the package's only when it passed the check: processes
+// using the old addon meanwhile (tests, a running server) are not disturbed, and a failed or
+// interrupted compile leaves the old addon in place. A lock file serialises concurrent runs.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const PKG = 'better-sqlite3';
+const WORK = path.join(ROOT, 'node_modules', '.cache', 'sqlite-rpc-addon');
+const LOCK = path.join(WORK, 'lock');
+const DEFINE = 'SQLITE_DQS=0';
+
+const t0 = Date.now();
+const log = (msg) => process.stderr.write(`[sqlite-addon ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
+
+class AddonError extends Error {}
+function fail(msg) {
+  throw new AddonError(msg);
+}
+
+function packageDir() {
+  try {
+    return path.dirname(createRequire(path.join(ROOT, 'package.json')).resolve(`${PKG}/package.json`));
+  } catch {
+    return fail(`${PKG} is not installed; run npm ci (or npm run setup)`);
+  }
+}
+
+const addonFile = (dir) => path.join(dir, 'build', 'Release', 'better_sqlite3.node');
+
+// Removes the SQLITE_DQS=0 define from <dir>/deps/defines.gypi. Idempotent.
+function patchDefines(dir) {
+  const file = path.join(dir, 'deps', 'defines.gypi');
+  if (!fs.existsSync(file)) fail(`${file} not found: ${PKG}'s build files changed; update scripts/sqlite-addon.mjs`);
+  const text = fs.readFileSync(file, 'utf8');
+  const out = text.replace(/^[ \t]*'SQLITE_DQS=0',[ \t]*\r?\n/m, '');
+  if (out.includes('SQLITE_DQS')) {
+    fail(`${file} still sets SQLITE_DQS after patching: its format changed; update scripts/sqlite-addon.mjs`);
+  }
+  if (out !== text) fs.writeFileSync(file, out);
+  return out !== text;
+}
+
+// Loads the addon `file` in a child node (a bad addon cannot take this process down, and a
+// fresh process sees the file as it is now) and runs double-quoted strings in DML and DDL.
+function probe(pkgDir, file) {
+  if (!fs.existsSync(file)) return { ok: false, why: `${path.relative(ROOT, file)} does not exist` };
+  const code = `
+    const Database = require(${JSON.stringify(pkgDir)});
+    const db = new Database(':memory:', { nativeBinding: ${JSON.stringify(file)} });
+    const out = { version: db.prepare('SELECT sqlite_version()').pluck().get() };
+    out.options = db.pragma('compile_options', { simple: false }).map((r) => r.compile_options);
+    try {
+      out.dml = db.prepare('SELECT "dqs probe"').pluck().get();
+      db.exec('CREATE TABLE t(x CHECK (x <> "bad"))');
+      out.ddl = true;
+    } catch (err) {
+      out.error = err.message;
+    }
+    process.stdout.write(JSON.stringify(out));
+  `;
+  const env = { ...process.env };
+  for (const key of Object.keys(env)) if (key.startsWith('NODE_')) delete env[key];
+  const res = spawnSync(process.execPath, ['-e', code], { cwd: ROOT, env, encoding: 'utf8' });
+  if (res.status !== 0) {
+    const msg = `${res.stderr ?? ''}`.trim().split('\n').find((l) => /Error/.test(l)) ?? `exit ${res.status ?? res.signal}`;
+    return { ok: false, why: `${path.relative(ROOT, file)} does not load: ${msg}` };
+  }
+  let out;
+  try {
+    out = JSON.parse(res.stdout);
+  } catch {
+    return { ok: false, why: `probe printed ${JSON.stringify(res.stdout.slice(0, 200))}` };
+  }
+  const dqs = out.options.find((o) => o.startsWith('DQS=')) ?? 'DQS not set (default 3)';
+  if (out.error || out.dml !== 'dqs probe' || out.ddl !== true) {
+    return { ok: false, why: `SQLite ${out.version} (${dqs}) rejects double-quoted strings: ${out.error}` };
+  }
+  return { ok: true, why: `SQLite ${out.version}, ${dqs}: double-quoted strings accepted` };
+}
+
+const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+}
+
+// One compile at a time per tree (test runs and builds may call ensure together). A lock left
+// by a process that died is taken over.
+function withLock(fn) {
+  fs.mkdirSync(WORK, { recursive: true });
+  let waited = false;
+  for (;;) {
+    try {
+      fs.writeFileSync(LOCK, `${process.pid}\n`, { flag: 'wx' });
+      break;
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err;
+    }
+    const holder = Number.parseInt(fs.readFileSync(LOCK, 'utf8'), 10);
+    if (!Number.isInteger(holder) || !alive(holder)) {
+      fs.rmSync(LOCK, { force: true });
+      continue;
+    }
+    if (!waited) log(`waiting for process ${holder}, which is compiling the addon`);
+    waited = true;
+    sleep(2000);
+  }
+  try {
+    return fn(waited);
+  } finally {
+    fs.rmSync(LOCK, { force: true });
+  }
+}
+
+// Leftovers of a compile that was killed (its lock was taken over): only called with the lock.
+function removeLeftovers(pkgDir) {
+  for (const name of fs.readdirSync(WORK)) {
+    if (name.startsWith('build-')) fs.rmSync(path.join(WORK, name), { recursive: true, force: true });
+  }
+  for (const name of fs.readdirSync(pkgDir)) {
+    if (name.startsWith('build.old-')) fs.rmSync(path.join(pkgDir, name), { recursive: true, force: true });
+  }
+}
+
+function compile(pkgDir) {
+  const stage = path.join(WORK, `build-${process.pid}`);
+  const logFile = path.join(WORK, 'compile.log');
+  fs.rmSync(stage, { recursive: true, force: true });
+  try {
+    fs.cpSync(pkgDir, stage, {
+      recursive: true,
+      filter: (src) => {
+        const top = path.relative(pkgDir, src).split(path.sep)[0];
+        return top !== 'build' && !top.startsWith('build.old-') && top !== 'node_modules';
+      },
+    });
+    patchDefines(stage);
+    log(`compiling ${PKG} from source without ${DEFINE} (about 1-3 minutes; output in ${path.relative(ROOT, logFile)})`);
+    // Through npm so node-gyp gets npm's configuration (e.g. nodedir) as in an install script.
+    // --jobs max: SQLite and the addon's C++ compile side by side.
+    const fd = fs.openSync(logFile, 'w');
+    let res;
+    try {
+      res = spawnSync('npm', ['run', '--no-update-notifier', 'build-release', '--', '--jobs', 'max'], {
+        cwd: stage,
+        stdio: ['ignore', fd, fd],
+      });
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (res.error) fail(`cannot run npm: ${res.error.message}`);
+    if (res.status !== 0) {
+      const tail = fs.readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-30).join('\n');
+      fail(`compiling ${PKG} failed (exit ${res.status ?? res.signal}); last lines of ${logFile}:\n${tail}`);
+    }
+    const result = probe(pkgDir, addonFile(stage));
+    if (!result.ok) fail(`the new build does not pass the check: ${result.why}`);
+    // Swap build/ directories: two renames on one file system, so the package never has a
+    // half-written addon (and a process that loaded the old one keeps it).
+    const dest = path.join(pkgDir, 'build');
+    const old = path.join(pkgDir, `build.old-${process.pid}`);
+    if (fs.existsSync(dest)) fs.renameSync(dest, old);
+    fs.renameSync(path.join(stage, 'build'), dest);
+    fs.rmSync(old, { recursive: true, force: true });
+    return result;
+  } finally {
+    fs.rmSync(stage, { recursive: true, force: true });
+  }
+}
+
+function ensure() {
+  const pkgDir = packageDir();
+  const before = probe(pkgDir, addonFile(pkgDir));
+  if (before.ok) return before;
+  return withLock((waited) => {
+    if (waited) {
+      const now = probe(pkgDir, addonFile(pkgDir));
+      if (now.ok) return now;
+    }
+    log(`${PKG} needs a build: ${before.why}`);
+    removeLeftovers(pkgDir);
+    // Patched in place too, so a later `npm rebuild better-sqlite3` compiles the same way.
+    if (patchDefines(pkgDir)) log(`removed ${DEFINE} from ${path.relative(ROOT, path.join(pkgDir, 'deps', 'defines.gypi'))}`);
+    const after = compile(pkgDir);
+    log(`done: ${after.why}`);
+    return after;
+  });
+}
+
+// The install scripts `npm ci --ignore-scripts` skipped, except better-sqlite3's (compiled by
+// ensure). Taken from package-lock.json, so a new native dependency is covered too.
+function rebuildOthers() {
+  const lock = JSON.parse(fs.readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8'));
+  const names = new Set();
+  for (const [where, info] of Object.entries(lock.packages ?? {})) {
+    if (!where || !info.hasInstallScript) continue;
+    const name = where.slice(where.lastIndexOf('node_modules/') + 'node_modules/'.length);
+    if (name === PKG) continue;
+    if (!fs.existsSync(path.join(ROOT, where, 'package.json'))) continue; // optional, not installed here
+    names.add(name);
+  }
+  if (names.size === 0) return;
+  log(`npm rebuild ${[...names].join(' ')}`);
+  const res = spawnSync('npm', ['rebuild', '--no-audit', '--no-fund', ...names], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (res.error) fail(`cannot run npm: ${res.error.message}`);
+  if (res.status !== 0) fail(`npm rebuild ${[...names].join(' ')} failed (exit ${res.status ?? res.signal})`);
+}
+
+function main() {
+  const [cmd, ...rest] = process.argv.slice(2);
+  if (rest.length) fail(`unexpected arguments: ${rest.join(' ')}`);
+  switch (cmd) {
+    case 'check': {
+      const pkgDir = packageDir();
+      const result = probe(pkgDir, addonFile(pkgDir));
+      process.stdout.write(`${result.ok ? 'ok' : 'NOT OK'}: ${result.why}\n`);
+      process.exit(result.ok ? 0 : 1);
+      break;
+    }
+    case 'ensure':
+      ensure();
+      break;
+    case 'install':
+      rebuildOthers();
+      log(`${PKG}: ${ensure().why}`);
+      break;
+    default:
+      process.stderr.write('usage: node scripts/sqlite-addon.mjs check|ensure|install\n');
+      process.exit(2);
+  }
+}
+
+try {
+  main();
+} catch (err) {
+  process.stderr.write(`\nsqlite-addon FAILED: ${err instanceof AddonError ? err.message : err?.stack ?? err}\n`);
+  process.exit(1);
+}
