@@ -47,13 +47,6 @@ def test_databases_are_in_wal_mode(tmp_path):
         db.close()
 
 
-def test_double_quoted_strings_are_errors():
-    # "Double-quoted strings": the server's SQLite is built with SQLITE_DQS=0.
-    assert sqlite3.connect(":memory:").execute('SELECT "text"').fetchone() == ("text",)
-    with pytest.raises(sqlite3.OperationalError, match="no such column"):
-        sqlite_rpc.connect(":memory:").execute('SELECT "text"')
-
-
 def test_pragma_settings_are_shared_by_connections_to_the_same_file(tmp_path):
     # "PRAGMAs": connection-level settings apply to the file's one writer, shared by all.
     for m, path in _both(tmp_path):

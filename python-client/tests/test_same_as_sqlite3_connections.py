@@ -162,8 +162,8 @@ def foreign_keys_off_by_default_and_switchable(r):
     db.execute("SELECT * FROM c")
 
 
-# DIFFERENCES.md "Double-quoted strings": the server's SQLite is built with SQLITE_DQS=0.
-@C.script(xfail="documented difference: double-quoted string literals are errors")
+# More in test_same_as_sqlite3_dqs.py.
+@C.script
 def double_quoted_string_literals(r):
     db = r.connect(MEM)
     db.execute("CREATE TABLE t(a)")
