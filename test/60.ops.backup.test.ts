@@ -514,7 +514,7 @@ describe('reader worker messages', () => {
   it("'backup' and 'check' run in the worker on the worker's database", async () => {
     const src = makeDb(file(), { batches: 50 });
     const pool = new ReaderPool(
-      { path: src, addonPath: addonPath(), codec: 'msgpack', cacheSize: 8, busyTimeoutMs: 5000, foreignKeys: false, synchronous: 'normal', maxConnections: 4 },
+      { path: src, addonPath: addonPath(), codec: 'msgpack', cacheSize: 8, busyTimeoutMs: 5000, foreignKeys: false, synchronous: 'normal' },
       1,
       () => undefined,
     );

@@ -12,7 +12,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { openConnection, type SynchronousMode } from './connection';
 import { DirectConnection, execResult, OpenIterator } from './direct';
 import { ReaderPool } from './readerPool';
-import type { ReaderReply } from './readerWorker';
+import type { CursorLimits, ReaderReply } from './readerWorker';
 import { readPage, shapeOf } from './reads';
 import { StatementCache } from './statementCache';
 import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
@@ -65,6 +65,8 @@ export interface EngineOptions {
   outputBacklogged?: () => boolean;
   /** Which files ATTACH and VACUUM INTO may name (none given: any, as in sqlite3); checked by the Registry. */
   pathPolicy?: PathPolicy;
+  /** How many reader connections open cursors may pin, and how much of their rest is buffered (readerWorker.ts CURSOR_LIMITS). */
+  readerCursorLimits?: Partial<CursorLimits>;
 }
 
 const NO_METRICS: DbMetrics = { statement() {}, writerWait() {}, groupCommit() {}, checkpoint() {}, error() {}, slowQuery() {}, backup() {} };
@@ -336,7 +338,7 @@ export class DatabaseEngine {
               busyTimeoutMs: o.readerBusyTimeoutMs,
               foreignKeys: o.foreignKeys,
               synchronous: o.synchronous,
-              maxConnections: 17,
+              cursorLimits: o.readerCursorLimits,
             },
             o.poolSize,
             log,
@@ -621,7 +623,7 @@ export class DatabaseEngine {
     try {
       slot = pool.pick();
       generation = pool.generationOf(slot);
-      rep = await pool.send(slot, { t: 'query', sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes });
+      rep = await pool.send(slot, { t: 'query', session: s.id, sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes });
     } finally {
       this.workerReadsInFlight--;
       if (this.readWaiters.length > 0) setImmediate(this.pumpReads); // after this reply has been queued for output
@@ -651,8 +653,13 @@ export class DatabaseEngine {
     }
     let cursor: number | null = null;
     if (rep.cursor) {
-      cursor = this.cursors.add({ kind: 'worker', session: s.id, pool, slot, generation, local: rep.cursor, lastUsed: Date.now() });
-      s.cursors.add(cursor);
+      if (this.sessions.has(s)) {
+        cursor = this.cursors.add({ kind: 'worker', session: s.id, pool, slot, generation, local: rep.cursor, lastUsed: Date.now() });
+        s.cursors.add(cursor);
+      } else if (pool.generationOf(slot) === generation) {
+        // The session closed while this read ran: nobody can fetch the rest, release it now.
+        pool.send(slot, { t: 'close', cursor: rep.cursor }).catch(() => undefined);
+      }
     }
     const r: ExecResult = { columns: rep.names ?? null, rows: new RawEncoded(rep.rows!), cursor, changes: 0, lastrowid: null, in_transaction: s.inTx };
     if (o.decltypes) r.decltypes = rep.decltypes ?? null;

@@ -1,5 +1,6 @@
-// The pool of reader workers for one database file: least-loaded dispatch, a worker that
-// dies fails only its own in-flight requests (WorkerFailed) and is replaced.
+// The pool of reader workers for one database file: least-loaded dispatch (between equally
+// loaded workers, the one whose connections open cursors pin least), a worker that dies
+// fails only its own in-flight requests (WorkerFailed) and is replaced.
 import { Worker } from 'node:worker_threads';
 import { RpcError } from '../protocol/errors';
 import { readerWorkerSource } from './native';
@@ -18,6 +19,8 @@ class Slot {
   alive = false;
   /** The worker has started running JavaScript ('online'); until then a request would wait for its boot. */
   online = false;
+  /** Connections pinned by open cursors in the worker, as of its last reply. */
+  pinned = 0;
 }
 
 export class ReaderPool {
@@ -58,6 +61,7 @@ export class ReaderPool {
     slot.worker = w;
     slot.alive = true;
     slot.online = false;
+    slot.pinned = 0;
     w.once('online', () => {
       slot.online = true;
     });
@@ -67,6 +71,7 @@ export class ReaderPool {
       const p = slot.pending.get(r.id);
       if (!p) return;
       slot.pending.delete(r.id);
+      if (r.pinned !== undefined) slot.pinned = r.pinned;
       p.resolve(r);
     });
     const fail = (why: string) => {
@@ -85,10 +90,14 @@ export class ReaderPool {
     w.on('exit', (code) => fail(`exited with code ${code}`));
   }
 
-  /** Least-loaded slot index. */
+  /** Least-loaded slot index; among equals, the one with the fewest connections pinned by cursors. */
   pick(): number {
     let best = 0;
-    for (let i = 1; i < this.slots.length; i++) if (this.slots[i].pending.size < this.slots[best].pending.size) best = i;
+    for (let i = 1; i < this.slots.length; i++) {
+      const s = this.slots[i];
+      const b = this.slots[best];
+      if (s.pending.size < b.pending.size || (s.pending.size === b.pending.size && s.pinned < b.pinned)) best = i;
+    }
     this.ensure(this.slots[best]); // callers read generationOf(best) next
     return best;
   }

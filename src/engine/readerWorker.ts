@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Database, Statement } from 'better-sqlite3';
 import { openConnection, type SynchronousMode } from './connection';
 import { StatementCache } from './statementCache';
-import { readPage, shapeOf } from './reads';
+import { readPage, rowBytes, shapeOf } from './reads';
 import { loadAddonFrom } from './native';
 import { bindArgs, type BoundParams } from './values';
 import { createCodec, type CodecName } from '../transport/codec';
@@ -20,12 +20,42 @@ export interface ReaderInit {
   busyTimeoutMs: number;
   foreignKeys: boolean;
   synchronous: SynchronousMode;
-  /** Connections this worker may hold: one per open cursor, plus one to serve queries. */
-  maxConnections: number;
+  /** How many connections open cursors may hold, and how much of their rest may be buffered (defaults: CURSOR_LIMITS). */
+  cursorLimits?: Partial<CursorLimits>;
 }
 
+/**
+ * An open cursor keeps its SQLite statement stepping on a connection of its own (the
+ * statement holds the read transaction that is its snapshot, and better-sqlite3 runs
+ * nothing else on a connection while one of its iterators is open), so a cursor "pins" a
+ * connection. Queries never wait for a pinned one: they take an idle connection, or a new
+ * one. To keep the connections (and the WAL snapshots they hold) bounded, once more than
+ * `pinnedSoft` cursors pin connections in this worker, the least recently used ones have
+ * the rest of their rows read into memory (same rows, same snapshot), which frees their
+ * connection: at most `bufferBytesPerCursor` each and `bufferBytesPerWorker` in all. A
+ * cursor whose rest is larger keeps its connection. Only when more than `pinnedMax` such
+ * large cursors pin connections here does the session holding the most of them lose its
+ * least recently used one (its next fetch fails with TooLarge): one client hoarding huge
+ * half-read results cannot exhaust the server, and never makes another session's reads fail.
+ */
+export interface CursorLimits {
+  pinnedSoft: number;
+  pinnedMax: number;
+  /** Rough encoded bytes (see reads.ts rowBytes). */
+  bufferBytesPerCursor: number;
+  bufferBytesPerWorker: number;
+}
+
+export const CURSOR_LIMITS: CursorLimits = {
+  pinnedSoft: 16,
+  pinnedMax: 64,
+  bufferBytesPerCursor: 2 << 20,
+  bufferBytesPerWorker: 32 << 20,
+};
+
 export type ReaderRequest =
-  | { t: 'query'; id: number; sql: string; params: BoundParams; pageRows: number; pageBytes: number; types: boolean }
+  /** session: whose cursor a result left open (see CursorLimits: who loses a cursor at pinnedMax). */
+  | { t: 'query'; id: number; session: number; sql: string; params: BoundParams; pageRows: number; pageBytes: number; types: boolean }
   | { t: 'fetch'; id: number; cursor: number; pageRows: number; pageBytes: number }
   | { t: 'close'; id: number; cursor: number }
   | { t: 'stats'; id: number }
@@ -44,7 +74,9 @@ export interface ReaderReply {
   /** Worker-local cursor id when more rows remain, else 0. */
   cursor?: number;
   micros?: number;
-  stats?: { hits: number; misses: number; evictions: number; connections: number; cursors: number };
+  /** Connections pinned by open cursors in this worker after the request (the pool prefers workers with fewer). */
+  pinned?: number;
+  stats?: { hits: number; misses: number; evictions: number; connections: number; cursors: number; pinned: number; buffered_bytes: number };
   backup?: BackupResult;
   check?: CheckResult;
 }
@@ -54,13 +86,37 @@ interface Conn {
   cache: StatementCache;
 }
 
+/**
+ * An open result. Its rows come first from `buf` (read ahead into memory, from `buf[pos]`
+ * on), then from `iter` while it is open on `conn` (the pinned connection).
+ */
+interface OpenCursor {
+  session: number;
+  conn: Conn | null;
+  iter: IterableIterator<unknown> | null;
+  buf: unknown[][];
+  pos: number;
+  /** Rough encoded size of buf[pos..]. */
+  bufBytes: number;
+  /** Its rest did not fit the buffer budget: it keeps its connection. */
+  large: boolean;
+  /** Set when the cursor was given up to free a connection (pinnedMax): the next fetch reports it. */
+  lost: string | null;
+}
+
 const init = workerData as ReaderInit;
+const limits: CursorLimits = { ...CURSOR_LIMITS, ...init.cursorLimits };
 const binding = init.addonPath ? loadAddonFrom(init.addonPath) : undefined;
 const codec = createCodec(init.codec);
 const free: Conn[] = [];
 let opened = 0;
 let nextCursor = 1;
-const cursors = new Map<number, { conn: Conn; iter: IterableIterator<unknown> }>();
+/** Open cursors, least recently used first (a fetch moves its cursor to the end). */
+const cursors = new Map<number, OpenCursor>();
+let pinned = 0;
+let buffered = 0;
+/** A cursor was opened since the last relieve(): only then can there be something to do. */
+let opening = false;
 
 /** A read-only connection to this worker's database (queries, cursors, backups). */
 function openReader(): Database {
@@ -76,28 +132,130 @@ function openReader(): Database {
   });
 }
 
+/** An idle connection, or a new one: a query never waits for (or fails on) connections pinned by cursors. */
 function takeConn(): Conn {
   const c = free.pop();
   if (c) return c;
-  if (opened >= init.maxConnections) {
-    throw new RpcError('TooLarge', `too many open cursors on one reader (${init.maxConnections - 1}); fetch or close cursors before opening more`);
-  }
   const db = openReader();
   opened++;
   return { db, cache: new StatementCache(db, init.cacheSize, true) };
 }
 
-function page(iter: IterableIterator<unknown>, pageRows: number, pageBytes: number, conn: Conn, reply: ReaderReply): void {
-  const p = readPage(iter, pageRows, pageBytes);
-  reply.rows = codec.encodeRows(p.rows);
-  reply.count = p.rows.length;
-  if (p.done) {
+/** Back to the idle list; beyond the usual number of connections (after a burst of cursors) it is closed. */
+function releaseConn(c: Conn): void {
+  if (opened <= limits.pinnedSoft + 1) {
+    free.push(c);
+    return;
+  }
+  opened--;
+  try {
+    c.db.close();
+  } catch {
+    // nothing more to release
+  }
+}
+
+/** The cursor gives its connection back (exhausted, closed, or its rest now buffered). */
+function unpin(c: OpenCursor): void {
+  if (c.conn === null) return;
+  c.iter?.return?.();
+  c.iter = null;
+  releaseConn(c.conn);
+  c.conn = null;
+  pinned--;
+}
+
+function dropBuffer(c: OpenCursor): void {
+  buffered -= c.bufBytes;
+  c.bufBytes = 0;
+  c.buf = [];
+  c.pos = 0;
+}
+
+const SERVED: unknown[] = [];
+
+/** The next page of a cursor: buffered rows first, then its statement. */
+function nextPage(c: OpenCursor, pageRows: number, pageBytes: number): { rows: unknown[][]; done: boolean } {
+  if (c.pos >= c.buf.length) {
+    if (c.iter === null) return { rows: [], done: true };
+    const p = readPage(c.iter, pageRows, pageBytes);
+    if (p.done) c.iter = null; // SQLite finished (and reset) the statement
+    return { rows: p.rows, done: p.done };
+  }
+  const rows: unknown[][] = [];
+  let bytes = 0;
+  while (rows.length < pageRows && bytes < pageBytes && c.pos < c.buf.length) {
+    const row = c.buf[c.pos];
+    c.buf[c.pos++] = SERVED; // not kept alive until the whole buffer is served
+    const n = rowBytes(row);
+    bytes += n;
+    c.bufBytes -= n;
+    buffered -= n;
+    rows.push(row);
+  }
+  if (c.pos >= c.buf.length) {
+    dropBuffer(c);
+    if (c.iter !== null && rows.length < pageRows && bytes < pageBytes) {
+      const p = readPage(c.iter, pageRows - rows.length, pageBytes - bytes);
+      for (const r of p.rows) rows.push(r);
+      if (p.done) c.iter = null;
+    }
+  }
+  return { rows, done: c.iter === null && c.pos >= c.buf.length };
+}
+
+/** After a page: an exhausted cursor is gone and its connection idle again; else it stays (at the end: most recently used). */
+function settle(id: number, c: OpenCursor, done: boolean, reply: ReaderReply): void {
+  cursors.delete(id);
+  if (done) {
+    unpin(c);
+    dropBuffer(c);
     reply.cursor = 0;
-    free.push(conn);
   } else {
-    const id = nextCursor++;
-    cursors.set(id, { conn, iter });
+    cursors.set(id, c);
     reply.cursor = id;
+  }
+}
+
+/**
+ * More connections pinned than pinnedSoft: read the rest of the least recently used cursors
+ * into memory (within the budgets), freeing their connections. Then, over pinnedMax, give
+ * up a cursor of the session pinning the most. Runs after a reply has been sent.
+ */
+function relieve(): void {
+  for (const c of cursors.values()) {
+    if (pinned <= limits.pinnedSoft) return;
+    if (c.conn === null || c.large || c.iter === null) continue;
+    // The worker's budget is spent: the other cursors keep their connections for now.
+    if (buffered + limits.bufferBytesPerCursor > limits.bufferBytesPerWorker) break;
+    // Never buffered before (a cursor is buffered once: then it is unpinned, or large).
+    const p = readPage(c.iter, Number.MAX_SAFE_INTEGER, limits.bufferBytesPerCursor);
+    let n = 0;
+    for (const r of p.rows) n += rowBytes(r);
+    c.buf = p.rows;
+    c.pos = 0;
+    c.bufBytes = n;
+    buffered += n;
+    if (p.done) {
+      c.iter = null;
+      unpin(c);
+    } else {
+      c.large = true; // what was read stays buffered (in order, before the statement's rows)
+    }
+  }
+  while (pinned > limits.pinnedMax) {
+    const bySession = new Map<number, number>();
+    for (const c of cursors.values()) if (c.conn !== null) bySession.set(c.session, (bySession.get(c.session) ?? 0) + 1);
+    let worst = -1;
+    let most = 0;
+    for (const [s, n] of bySession) if (n > most) [worst, most] = [s, n];
+    for (const c of cursors.values()) {
+      if (c.conn === null || c.session !== worst) continue;
+      unpin(c);
+      dropBuffer(c);
+      c.lost = `the rest of this result was dropped, and its cursor closed to free a reader connection: its connection kept ${most} large results open and unread at once, more than the server holds (${limits.pinnedMax} per reader thread); read or close cursors before opening more`;
+      break;
+    }
   }
 }
 
@@ -123,41 +281,59 @@ function handle(m: ReaderRequest): ReaderReply {
         } else {
           // bindArgs: named params arrive as a map, which cannot be spread (that was an
           // InternalError "Spread syntax requires ...iterable" for every :name read on a worker).
-          page(stmt.iterate(...bindArgs(m.params)), m.pageRows, m.pageBytes, conn, reply);
+          const iter = stmt.iterate(...bindArgs(m.params)) as IterableIterator<unknown>;
+          const p = readPage(iter, m.pageRows, m.pageBytes);
+          reply.rows = codec.encodeRows(p.rows);
+          reply.count = p.rows.length;
+          if (p.done) {
+            reply.cursor = 0;
+            free.push(conn);
+          } else {
+            const id = nextCursor++;
+            cursors.set(id, { session: m.session, conn, iter, buf: [], pos: 0, bufBytes: 0, large: false, lost: null });
+            pinned++;
+            opening = true;
+            reply.cursor = id;
+          }
         }
       } catch (e) {
         free.push(conn);
         throw e;
       }
       reply.micros = Math.round((performance.now() - t0) * 1000);
+      reply.pinned = pinned;
       return reply;
     }
     case 'fetch': {
       const c = cursors.get(m.cursor);
       if (!c) throw new RpcError('CursorNotFound', `cursor is closed or exhausted`);
-      cursors.delete(m.cursor);
+      if (c.lost !== null) {
+        cursors.delete(m.cursor);
+        throw new RpcError('TooLarge', c.lost);
+      }
+      let p: { rows: unknown[][]; done: boolean };
       try {
-        page(c.iter, m.pageRows, m.pageBytes, c.conn, reply);
+        p = nextPage(c, m.pageRows, m.pageBytes);
       } catch (e) {
-        free.push(c.conn);
+        cursors.delete(m.cursor);
+        unpin(c);
+        dropBuffer(c);
         throw e;
       }
-      if (reply.cursor !== 0) {
-        // Keep the caller's id stable across pages.
-        const again = cursors.get(reply.cursor!)!;
-        cursors.delete(reply.cursor!);
-        cursors.set(m.cursor, again);
-        reply.cursor = m.cursor;
-      }
+      reply.rows = codec.encodeRows(p.rows);
+      reply.count = p.rows.length;
+      settle(m.cursor, c, p.done, reply); // the caller's id stays the same across pages
+      reply.pinned = pinned;
       return reply;
     }
     case 'close': {
       const c = cursors.get(m.cursor);
       if (c) {
         cursors.delete(m.cursor);
-        c.iter.return?.();
-        free.push(c.conn);
+        unpin(c);
+        dropBuffer(c);
       }
+      reply.pinned = pinned;
       return reply;
     }
     case 'stats': {
@@ -167,7 +343,7 @@ function handle(m: ReaderRequest): ReaderReply {
         misses += c.cache.misses;
         evictions += c.cache.evictions;
       }
-      reply.stats = { hits, misses, evictions, connections: opened, cursors: cursors.size };
+      reply.stats = { hits, misses, evictions, connections: opened, cursors: cursors.size, pinned, buffered_bytes: buffered };
       return reply;
     }
     case 'check':
@@ -212,4 +388,16 @@ parentPort!.on('message', (m: ReaderRequest) => {
   }
   if (reply.rows) parentPort!.postMessage(reply, [reply.rows.buffer as ArrayBuffer]);
   else parentPort!.postMessage(reply);
+  // After the reply: making room costs the next request, never this one.
+  if (opening) {
+    opening = false;
+    if (pinned > limits.pinnedSoft) {
+      try {
+        relieve();
+      } catch (e) {
+        process.stderr.write(`reader worker: freeing cursor connections failed: ${(e as Error).message}\n`);
+      }
+    }
+  }
 });
+

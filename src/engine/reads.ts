@@ -31,7 +31,7 @@ export interface Page {
 }
 
 /** A rough encoded size, to keep a page near its byte budget without encoding twice. */
-function rowBytes(row: unknown[]): number {
+export function rowBytes(row: unknown[]): number {
   let n = 1;
   for (let i = 0; i < row.length; i++) {
     const v = row[i];
