@@ -99,7 +99,8 @@ Protocol
                           (default 67108864)
   --page-rows N           rows per result page before a cursor is returned (default 4096)
   --page-bytes N          approximate bytes per result page (default 1048576)
-  --cursor-idle-ms MS     close cursors not fetched for this long (default 300000)
+  --cursor-idle-ms MS     close a cursor whose session is gone after MS unused
+                          (default 300000); a live session's cursors stay open
 
 Operations
   --metrics-port PORT     serve Prometheus metrics on http://127.0.0.1:PORT/metrics

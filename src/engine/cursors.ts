@@ -1,5 +1,8 @@
-// Server-wide table of open result cursors (results larger than one page). A cursor not
-// fetched for `idleMs` is closed, so a client that forgets one cannot pin a reader forever.
+// Server-wide table of open result cursors (results larger than one page). A cursor lives
+// as long as its session: it is closed when the client closes it, exhausts it, or closes the
+// session (the client library closes the cursors it drops). Only a cursor whose session is
+// gone (closed while the cursor's read was still running) is closed after `idleMs` unused.
+// Open cursors do not exhaust the readers: see readerWorker.ts CursorLimits.
 import type { OpenIterator } from './direct';
 import type { ReaderPool } from './readerPool';
 
@@ -35,10 +38,10 @@ export class CursorTable {
     return this.map.size;
   }
 
-  /** Ids idle for longer than idleMs. */
-  expired(now: number): number[] {
+  /** Ids idle for longer than idleMs whose session is gone (a live session's cursors never expire). */
+  expired(now: number, sessionAlive: (session: number) => boolean): number[] {
     const out: number[] = [];
-    for (const [id, c] of this.map) if (now - c.lastUsed > this.idleMs) out.push(id);
+    for (const [id, c] of this.map) if (now - c.lastUsed > this.idleMs && !sessionAlive(c.session)) out.push(id);
     return out;
   }
 }

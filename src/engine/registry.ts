@@ -485,7 +485,7 @@ export class Registry {
       const s = e.idleOwner(now);
       if (s) e.abortTransaction(s, `idle in transaction for more than ${this.o.idleTxMs} ms`);
     }
-    for (const id of this.cursors.expired(now)) this.closeCursor(id);
+    for (const id of this.cursors.expired(now, (session) => this.sessions.has(session))) this.closeCursor(id);
     if (this.o.dbIdleCloseMs > 0) {
       for (const [path, e] of this.engines) {
         if (!this.pinned.has(e) && e.idleSince !== null && now - e.idleSince > this.o.dbIdleCloseMs) {
