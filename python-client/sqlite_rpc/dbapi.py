@@ -24,6 +24,21 @@ Params = Union[Sequence[Any], Dict[str, Any], None]
 _DML = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I | re.S)
 _closed_db = "Cannot operate on a closed database."
 _closed_cursor = "Cannot operate on a closed cursor."
+# close_cursor requests of cursors collected while a request was being written (Cursor.__del__).
+_unsent_releases: List[Tuple[Any, int]] = []
+
+
+def _send_unsent_releases() -> None:
+    while _unsent_releases:
+        try:
+            srv, cid = _unsent_releases.pop()
+        except IndexError:
+            return
+        if srv.dead is None and srv is process.current():
+            try:
+                srv.send("close_cursor", {"cursor": cid})
+            except Exception:
+                pass
 
 
 Op = Generator[Tuple[str, Dict[str, Any]], Any, Any]
@@ -187,9 +202,8 @@ class Cursor:
 
     def _reset(self) -> None:
         self._settle_changes()
-        if self._cursor_id is not None:
-            self._connection._discard_cursor(self._cursor_id)
-            self._cursor_id = None
+        if self._cursor_id is not None or _unsent_releases:
+            self._release_server_cursor()
         self._rows = ()
         self._pos = 0
         self.description = None
@@ -372,6 +386,9 @@ class Cursor:
             if self._result_srv is not None and self._result_srv.dead is not None:
                 self._cursor_id = None  # reported once; the cursor is then exhausted
             raise
+        except sqlite3.Error:
+            self._cursor_id = None  # a fetch that fails closes the server's cursor: nothing to release
+            raise
         return self._take_page(res)
 
     def _check_result_alive(self) -> None:
@@ -472,11 +489,47 @@ class Cursor:
         self._connection._check()  # sqlite3 checks the connection (thread, open), not the cursor
         if not self._closed:
             self._settle_changes()
-            if self._cursor_id is not None:
-                self._connection._discard_cursor(self._cursor_id)
+            self._release_server_cursor()
         self._cursor_id = None
         self._rows = ()
         self._closed = True
+
+    # -- the server-side rest of a result --------------------------------------------------------
+    #
+    # A result larger than a page leaves a cursor open on the server (it holds a reader
+    # connection, or buffered rows) until it is read to the end. Like sqlite3 finalizing its
+    # statement, the cursor releases it as soon as the rest is not wanted: re-executed,
+    # closed, or collected (CPython frees a dropped `conn.execute(...)` cursor at once).
+
+    def _release_server_cursor(self, from_del: bool = False) -> None:
+        if _unsent_releases and not from_del:
+            _send_unsent_releases()
+        cid, self._cursor_id = self._cursor_id, None
+        srv = self._result_srv
+        # Only on the server that holds it: cursor ids are counted per server, and the next
+        # server (after a restart; the parent's after a fork) may have given that id to another.
+        if cid is None or srv is None or srv.dead is not None or srv is not process.current():
+            return
+        if self._connection._closed:
+            return  # closing the session closed its cursors
+        if from_del and not srv._wlock.acquire(False):
+            # Collected while a request is being written, perhaps by this very thread (the
+            # cycle collector runs anywhere): writing now could deadlock. The next statement sends it.
+            _unsent_releases.append((srv, cid))
+            return
+        if from_del:
+            srv._wlock.release()
+        try:
+            srv.send("close_cursor", {"cursor": cid})  # reply not awaited
+        except Exception:
+            pass
+
+    def __del__(self) -> None:
+        try:
+            if self._cursor_id is not None:
+                self._release_server_cursor(from_del=True)
+        except Exception:
+            pass
 
     def setinputsizes(self, sizes: Any) -> None:
         pass
