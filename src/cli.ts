@@ -20,6 +20,7 @@ export interface CliOptions {
   pageBytes: number;
   cursorIdleMs: number;
   dbIdleCloseMs: number;
+  keepOpenMs: number;
   shutdownGraceMs: number;
   inlineReadMicros: number;
   readOnly: boolean;
@@ -59,9 +60,15 @@ on SIGTERM, after finishing and answering every request it accepted.
 Databases
   --db PATH               open PATH at start-up (repeatable); fails fast if it cannot
   --restrict              serve only the --db paths; opening any other path is refused
-  --db-idle-close-ms MS   close a database (releasing its file and reader threads) when
-                          no session has used it for MS (default 10000; 0 = never);
-                          --db databases stay open
+  --db-idle-close-ms MS   let go of a database (close it, give back its journal mode,
+                          remove its -wal/-shm, end its reader threads) MS after its
+                          last session closed (default 200; 0 = never). Its WAL is
+                          folded into the file before that last close is answered,
+                          as with sqlite3; --db databases stay open
+  --keep-open-ms MS       the same for a database whose last session was opened with
+                          keep_open (the CrewAI integration): no checkpoint at close,
+                          the WAL folded in at the first quiet moment (within 250 ms)
+                          and the file let go after MS (default 2000)
   --read-only             open every database read-only (enforced by SQLite, not by SQL
                           filtering); writes fail with "attempt to write a readonly database"
   --attach-dir DIR        let ATTACH and VACUUM INTO name files in DIR (repeatable); by
@@ -174,7 +181,8 @@ export function parseArgs(argv: string[]): CliOptions {
     pageRows: 4096,
     pageBytes: 1 << 20,
     cursorIdleMs: 300000,
-    dbIdleCloseMs: 10000,
+    dbIdleCloseMs: 200,
+    keepOpenMs: 2000,
     shutdownGraceMs: 10000,
     inlineReadMicros: 200,
     readOnly: false,
@@ -239,6 +247,7 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--page-bytes': o.pageBytes = int(a, 1024, 1 << 30); break;
       case '--cursor-idle-ms': o.cursorIdleMs = int(a, 100, 86_400_000); break;
       case '--db-idle-close-ms': o.dbIdleCloseMs = int(a, 0, 86_400_000); break;
+      case '--keep-open-ms': o.keepOpenMs = int(a, 0, 86_400_000); break;
       case '--shutdown-grace-ms': o.shutdownGraceMs = int(a, 0, 86_400_000); break;
       case '--log-level': o.logLevel = choice(a, ['debug', 'info', 'warn', 'error'] as const); break;
       case '--enable-test-hooks': o.testHooks = true; break;

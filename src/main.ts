@@ -100,6 +100,7 @@ function main(): void {
       nativeBinding,
       cursorIdleMs: opts.cursorIdleMs,
       dbIdleCloseMs: opts.dbIdleCloseMs,
+      keepOpenMs: opts.keepOpenMs,
       allowedPaths: null,
       metrics,
       slowQueryMs: opts.slowQueryMs,

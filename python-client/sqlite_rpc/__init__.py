@@ -69,11 +69,16 @@ globals().update({_k: getattr(_stdlib, _k) for _k in dir(_stdlib) if _k.startswi
 
 def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolation_level: Any = "",
             check_same_thread: bool = True, factory: Any = None, cached_statements: int = 128,
-            uri: bool = False, *, slow_query_ms: Any = None) -> Any:
+            uri: bool = False, *, slow_query_ms: Any = None, keep_open: bool = False) -> Any:
     """sqlite3.connect's signature; returns a sqlite_rpc.Connection (or the stdlib's, as fallback).
 
     slow_query_ms (keyword only, server only): log this database's statements slower than
-    that to the "sqlite_rpc.slow_query" logger (the server's --slow-query-ms otherwise)."""
+    that to the "sqlite_rpc.slow_query" logger (the server's --slow-query-ms otherwise).
+
+    keep_open (keyword only, server only): for callers that own their files. close() does
+    not wait for the WAL to be folded into the file; the server does that once the file has
+    been idle for a moment and lets go of it after --keep-open-ms (2 s). A file deleted,
+    replaced or changed on disk is still never served stale."""
     if factory is not None and factory is not _stdlib.Connection and not (isinstance(factory, type) and issubclass(factory, Connection)):
         # A custom sqlite3.Connection subclass needs the real module.
         return _stdlib.connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, cached_statements, uri)
@@ -81,7 +86,7 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolatio
     if srv is None:
         return _stdlib.connect(database, timeout, detect_types, isolation_level, check_same_thread, _stdlib.Connection, cached_statements, uri)
     cls = factory if isinstance(factory, type) and issubclass(factory, Connection) else Connection
-    return cls(database, timeout, detect_types, isolation_level, check_same_thread, None, cached_statements, uri, slow_query_ms=slow_query_ms, _server=srv)
+    return cls(database, timeout, detect_types, isolation_level, check_same_thread, None, cached_statements, uri, slow_query_ms=slow_query_ms, keep_open=keep_open, _server=srv)
 
 
 def backend() -> str:

@@ -73,9 +73,29 @@ TARGETS: Tuple[str, ...] = (
 FLOW_FACTORY_MODULE = "crewai.flow.persistence.factory"
 
 
+class _KeepOpenSqlite3(types.ModuleType):
+    """sqlite_rpc as CrewAI's modules see it: connect() keeps the file open for reuse.
+
+    CrewAI owns its storage files and opens a connection per operation; plain connect()
+    would fold the WAL into the file at every last close. The server still never serves a
+    file that was deleted, replaced or changed on disk, and lets go of it once idle."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_rpc, name)
+
+    @staticmethod
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("keep_open", True)
+        return _rpc.connect(*args, **kwargs)
+
+
+#: What a patched CrewAI module's `sqlite3` global is.
+SQLITE3 = _KeepOpenSqlite3("sqlite_rpc.crewai.SQLITE3")
+
+
 def _replacements() -> Dict[str, types.ModuleType]:
     # global name in a CrewAI module -> what takes its place
-    return {"sqlite3": _rpc, "aiosqlite": _aio}
+    return {"sqlite3": SQLITE3, "aiosqlite": _aio}
 
 
 class _State:
@@ -562,7 +582,7 @@ def _now_iso() -> str:
 
 def _connect(path: str, timeout: float = 30.0) -> Any:
     """A connection that the caller closes: `with closing(_connect(p)) as conn, conn:`."""
-    return _rpc.connect(path, timeout=timeout)
+    return _rpc.connect(path, timeout=timeout, keep_open=True)
 
 
 # -- kickoff task outputs ------------------------------------------------------------------

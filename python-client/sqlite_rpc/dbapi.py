@@ -8,6 +8,7 @@ nothing; the context manager commits or rolls back and does not close.
 from __future__ import annotations
 
 import operator
+import os
 import re
 import sqlite3
 import threading
@@ -23,6 +24,9 @@ Params = Union[Sequence[Any], Dict[str, Any], None]
 
 _DML = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I | re.S)
 _closed_db = "Cannot operate on a closed database."
+# Open file connections per (server, absolute path) in this process: the last close of a file waits.
+_open_files: Dict[Tuple[int, str], int] = {}
+_open_files_lock = threading.Lock()
 _closed_cursor = "Cannot operate on a closed cursor."
 # close_cursor requests of cursors collected while a request was being written (Cursor.__del__).
 _unsent_releases: List[Tuple[Any, int]] = []
@@ -604,6 +608,7 @@ class Connection:
         uri: bool = False,
         *,
         slow_query_ms: Optional[int] = None,
+        keep_open: bool = False,
         _server: Optional[ServerProcess] = None,
     ) -> None:
         # sqlite3's argument conversions, with its messages.
@@ -640,7 +645,15 @@ class Connection:
         if slow_query_ms is not None:
             # The server's threshold for this database file (every session of it), not just this connection.
             self._open_params["slow_query_ms"] = operator.index(slow_query_ms)
+        if keep_open:
+            self._open_params["keep_open"] = True
         self._open_slot: Any = self._srv.send("open", self._open_params)
+        self._file_key: Optional[Tuple[int, str]] = None
+        if not self._private and not keep_open:
+            # The last close of a file in this process waits for the server to fold the WAL in.
+            self._file_key = (id(self._srv), os.path.abspath(path))
+            with _open_files_lock:
+                _open_files[self._file_key] = _open_files.get(self._file_key, 0) + 1
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -842,15 +855,39 @@ class Connection:
         if self._check_same_thread and threading.get_ident() != self._thread:
             self._check()
         self._closed = True
+        last = self._forget_file()
         srv = self._srv
         if srv.dead is None and self._gen == process.generation():
             try:
-                if self._open_slot is not None:
-                    self._open_slot = None
-                # close rolls back server-side; its reply is not awaited (no round trip).
-                srv.send("close", {"session": self._session})
+                opened, self._open_slot = self._open_slot, None
+                # close rolls back server-side. Its reply is awaited only at the last close of a
+                # file in this process: the server then folds the WAL into the file, and a copy of
+                # the .db alone made after close() returns holds every committed row, as with sqlite3.
+                if last:
+                    slot = srv.send("close", {"session": self._session})
+                    if opened is not None:
+                        try:
+                            srv.wait(opened)
+                        except sqlite3.Error:
+                            pass
+                    srv.wait(slot)
+                else:
+                    srv.send("close", {"session": self._session})
             except Exception:
                 pass
+
+    def _forget_file(self) -> bool:
+        """This connection no longer counts towards its file's open connections; True if it was the last."""
+        key, self._file_key = self._file_key, None
+        if key is None:
+            return False
+        with _open_files_lock:
+            n = _open_files.get(key, 1) - 1
+            if n > 0:
+                _open_files[key] = n
+                return False
+            _open_files.pop(key, None)
+            return True
 
     def __enter__(self) -> "Connection":
         return self
@@ -869,6 +906,7 @@ class Connection:
         try:
             if not self._closed:
                 self._closed = True
+                self._forget_file()
                 if self._srv.dead is None:
                     self._srv.send("close", {"session": self._session})
         except Exception:

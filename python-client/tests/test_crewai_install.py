@@ -59,7 +59,7 @@ def test_install_before_crewai_is_imported_patches_each_module_as_it_is_imported
 
     for name in adapter.TARGETS:
         mod = importlib.import_module(name)
-        assert mod.__dict__["sqlite3"] is sqlite_rpc, name
+        assert mod.__dict__["sqlite3"] is sqlite_rpc.crewai.SQLITE3, name
         if name in WITH_AIOSQLITE:
             assert mod.__dict__["aiosqlite"] is sqlite_rpc.aio, name
         # the module keeps its real loader; the process keeps the real sqlite3
@@ -89,7 +89,7 @@ def test_install_after_crewai_is_imported_patches_the_loaded_modules(fake_crewai
         n: (["sqlite3", "aiosqlite"] if n in WITH_AIOSQLITE else ["sqlite3"]) for n in adapter.TARGETS
     }
     assert report["pending"] == [] and report["absent"] == [] and report["warnings"] == []
-    assert all(m.sqlite3 is sqlite_rpc for m in mods)
+    assert all(m.sqlite3 is sqlite_rpc.crewai.SQLITE3 for m in mods)
     assert sys.modules["sqlite3"] is sqlite3
 
 
@@ -100,7 +100,7 @@ def test_install_is_idempotent_and_uninstall_restores_the_originals(fake_crewai)
     second = adapter.install()
     assert first == second
     assert len(_hooks()) == 1
-    assert kick.sqlite3 is sqlite_rpc and ltm.aiosqlite is sqlite_rpc.aio
+    assert kick.sqlite3 is sqlite_rpc.crewai.SQLITE3 and ltm.aiosqlite is sqlite_rpc.aio
 
     undone = adapter.uninstall()
     assert undone["restored"] == {
@@ -119,9 +119,9 @@ def test_install_is_idempotent_and_uninstall_restores_the_originals(fake_crewai)
 def test_reload_of_a_patched_module_stays_patched(fake_crewai):
     adapter.install()
     mod = importlib.import_module("crewai.flow.persistence.sqlite")
-    assert mod.sqlite3 is sqlite_rpc
+    assert mod.sqlite3 is sqlite_rpc.crewai.SQLITE3
     mod = importlib.reload(mod)
-    assert mod.sqlite3 is sqlite_rpc
+    assert mod.sqlite3 is sqlite_rpc.crewai.SQLITE3
     adapter.uninstall()
     assert mod.sqlite3 is sqlite3
 

@@ -2,6 +2,8 @@
 // did not take (a read-only file, an old journal) is an error at open, not a surprise later.
 import Database from 'better-sqlite3';
 import type { Database as DB } from 'better-sqlite3';
+import fs from 'node:fs';
+import nodePath from 'node:path';
 
 export type SynchronousMode = 'full' | 'normal' | 'off' | 'extra';
 const SYNC_LEVEL: Record<SynchronousMode, number> = { off: 0, normal: 1, full: 2, extra: 3 };
@@ -32,6 +34,34 @@ export interface ConnectionOptions {
 
 export class ConnectionSetupError extends Error {}
 
+/** Which file is at path now (device and inode), or null when none is. */
+export function fileId(path: string): string | null {
+  try {
+    const st = fs.statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/** The journal mode a file had before the writer switched it to WAL, to give it back at release. */
+export const journalModeBefore = new WeakMap<DB, string>();
+
+/**
+ * Whether this process may write the file and create its -wal/-shm beside it. Without both,
+ * switching to WAL would fail ("attempt to write a readonly database") on a file sqlite3
+ * reads without trouble, so such a file is served in the mode it has.
+ */
+function canWriteBeside(path: string): boolean {
+  try {
+    fs.accessSync(path, fs.constants.W_OK);
+    fs.accessSync(nodePath.dirname(path), fs.constants.W_OK | fs.constants.X_OK);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+}
+
 function check(db: DB, pragma: string, expected: string | number): void {
   const got = db.pragma(pragma, { simple: true });
   if (String(got).toLowerCase() !== String(expected).toLowerCase()) {
@@ -51,6 +81,10 @@ export function openConnection(path: string, o: ConnectionOptions): DB {
     const memory = db.memory;
     if (!memory) {
       if (o.setWal) {
+        const before = String(db.pragma('journal_mode', { simple: true })).toLowerCase();
+        journalModeBefore.set(db, before);
+      }
+      if (o.setWal && (journalModeBefore.get(db) === 'wal' || canWriteBeside(path))) {
         db.pragma('journal_mode = WAL');
         check(db, 'journal_mode', 'wal');
         db.pragma(`journal_size_limit = ${o.journalSizeLimit}`);

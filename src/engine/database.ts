@@ -9,7 +9,7 @@
 // waits for that COMMIT. Details where the writer section starts, below.
 import BetterSqlite from 'better-sqlite3';
 import type { Database, Statement } from 'better-sqlite3';
-import { openConnection, type SynchronousMode } from './connection';
+import { fileId, journalModeBefore, openConnection, type SynchronousMode } from './connection';
 import { DirectConnection, execResult, OpenIterator } from './direct';
 import { ReaderPool } from './readerPool';
 import type { CursorLimits, ReaderReply } from './readerWorker';
@@ -187,16 +187,27 @@ function explainPlan(db: Database, sql: string, args: unknown[]): string[] {
  */
 const leftAsIs = new Map<string, string>();
 
+/** A file's identity, size and times (ns), or '-' when there is none. */
+function statSignature(p: string): string {
+  try {
+    const st = fs.statSync(p, { bigint: true });
+    return `${st.dev}:${st.ino}/${st.size}/${st.mtimeNs}/${st.ctimeNs}`;
+  } catch {
+    return '-';
+  }
+}
+
 function fileSignature(path: string): string {
-  const sig = (p: string) => {
-    try {
-      const st = fs.statSync(p);
-      return `${st.size}/${st.mtimeMs}/${st.ino}`;
-    } catch {
-      return '-';
-    }
-  };
-  return `${sig(path)}|${sig(`${path}-wal`)}`;
+  return `${statSignature(path)}|${statSignature(`${path}-wal`)}`;
+}
+
+/**
+ * The database file as a server holding it only for reuse left it: the .db's identity, size
+ * and times, and which -wal/-shm files are beside it. An idle engine writes nothing, so any
+ * difference is someone else's doing (a copy over it, a replace, a deleted -wal).
+ */
+function idleSignature(path: string): string {
+  return `${statSignature(path)}|${fileId(`${path}-wal`) ?? '-'}|${fileId(`${path}-shm`) ?? '-'}`;
 }
 
 export function checkIntegrity(path: string, mode: 'quick' | 'full', nativeBinding: unknown, busyTimeoutMs: number): void {
@@ -242,6 +253,18 @@ export class DatabaseEngine {
   private retryDelay = 1;
   private closed = false;
   readonly sessions = new Set<Session>();
+  /** Device and inode of the file this engine opened: a file now at the path with others is not ours. */
+  private readonly identity: string | null;
+  /** Device and inode of the -wal and -shm beside the file when it was opened. */
+  private readonly walFiles: Array<string | null>;
+  /** The file's journal mode before the writer switched it to WAL; it gets it back at release. */
+  private readonly journalBefore: string;
+  /** The file as the last close left it, while no session has it; null otherwise. */
+  private idleSig: string | null = null;
+  /** The WAL has been folded into the file since the last session closed. */
+  private walFolded = true;
+  /** The last session to close asked to keep the file open for reuse (no checkpoint at its close). */
+  keepOpen = false;
 
   private groupCommits = 0;
   private groupUnits = 0;
@@ -287,6 +310,9 @@ export class DatabaseEngine {
       journalSizeLimit: o.journalSizeLimit,
     });
     this.writer = new DirectConnection(writerDb, o.cacheSize);
+    this.identity = fileId(path);
+    this.walFiles = [fileId(`${path}-wal`), fileId(`${path}-shm`)];
+    this.journalBefore = journalModeBefore.get(writerDb) ?? 'wal';
     this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
     this.slowQueryMs = o.slowQueryMs ?? 0;
     try {
@@ -339,6 +365,7 @@ export class DatabaseEngine {
               foreignKeys: o.foreignKeys,
               synchronous: o.synchronous,
               cursorLimits: o.readerCursorLimits,
+              identity: this.identity,
             },
             o.poolSize,
             log,
@@ -1559,6 +1586,76 @@ export class DatabaseEngine {
     return this.pool.send(this.pool.pick(), { t: 'crash' }).catch((e) => e);
   }
 
+  /**
+   * Why this engine must not serve a new session, or null: the file at its path is another
+   * one (deleted, replaced), or, while the engine only held it for reuse, someone changed it
+   * on disk (copied over it in place, removed its -wal/-shm). Its pages would be stale.
+   */
+  staleness(): string | null {
+    const id = fileId(this.path);
+    if (id === null) return 'the file was deleted';
+    if (id !== this.identity) return 'the file was replaced';
+    if (this.changedWhileIdle()) return 'the file was changed on disk';
+    return null;
+  }
+
+  /** Someone else wrote the file, or its -wal/-shm, while no session had it open. */
+  private changedWhileIdle(): boolean {
+    return this.sessions.size === 0 && this.idleSig !== null && idleSignature(this.path) !== this.idleSig;
+  }
+
+  /**
+   * The last session has closed. Unless it asked to keep the file open, fold the WAL into
+   * the file (TRUNCATE checkpoint) before its close is answered, as sqlite3's last close
+   * does, so that the .db alone holds every committed row. A reader still leaving (an async
+   * cursor close) only delays that.
+   */
+  lastSessionClosed(keepOpen: boolean): Promise<void> | void {
+    this.keepOpen = keepOpen;
+    this.idleSig = idleSignature(this.path);
+    this.walFolded = this.walBytes() === 0;
+    if (keepOpen || this.foldWal()) return;
+    return new Promise<void>((resolve) => {
+      const started = Date.now();
+      const retry = () => {
+        if (this.foldWal()) return resolve();
+        if (Date.now() - started > Math.max(10_000, this.o.readerBusyTimeoutMs)) {
+          this.log('checkpoint_at_close_gave_up', { db: this.path, waited_ms: Date.now() - started }, 'warn');
+          return resolve();
+        }
+        setTimeout(retry, 2);
+      };
+      setTimeout(retry, 1);
+    });
+  }
+
+  /** Fold the WAL of an idle engine into the file; true once done (or nothing is left to do). */
+  foldWal(): boolean {
+    if (this.closed || this.sessions.size > 0 || this.walFolded) return true;
+    // Never fold our frames into a file someone has put in its place meanwhile.
+    if (this.changedWhileIdle()) return true;
+    if (this.owner !== null || this.outer || this.queue.length > 0) return false;
+    try {
+      this.writer.drain();
+      const [busy] = (this.writer.db.prepare('PRAGMA wal_checkpoint(TRUNCATE)').raw(true).get() as bigint[]).map(Number);
+      if (busy !== 0) return false;
+    } catch (e) {
+      if (isBusy(e)) return false;
+      this.log('checkpoint_failed', { db: this.path, mode: 'TRUNCATE', error: (e as Error).message }, 'warn');
+      return true;
+    }
+    this.checkpoints++;
+    this.commitsSinceCheckpoint = 0;
+    this.walFolded = true;
+    this.idleSig = idleSignature(this.path);
+    return true;
+  }
+
+  /** The idle engine still has WAL frames to fold in (a keep-open close skipped it). */
+  get walPending(): boolean {
+    return this.sessions.size === 0 && !this.walFolded;
+  }
+
   /** Since when the database has had no session (null while it has one). */
   get idleSince(): number | null {
     return this.sessions.size === 0 && this.owner === null && this.queue.length === 0 && !this.outer && this.maintenance === 0 ? this.lastSessionAt : null;
@@ -1576,6 +1673,40 @@ export class DatabaseEngine {
     }
     this.sessions.delete(s);
     this.lastSessionAt = Date.now();
+  }
+
+  addSession(s: Session): void {
+    this.sessions.add(s);
+    this.idleSig = null;
+  }
+
+  /**
+   * A file that was not in WAL mode before this server opened it gets its mode back when the
+   * server lets go of it (every reader is closed by now). If another process still has it
+   * open, SQLite refuses (busy) and the file stays in WAL, as it would with sqlite3.
+   */
+  private restoreJournalMode(): void {
+    if (this.journalBefore === 'wal' || this.o.readOnly || fileId(this.path) !== this.identity) return;
+    try {
+      this.writer.db.pragma('wal_checkpoint(TRUNCATE)');
+      this.writer.db.pragma(`journal_mode = ${this.journalBefore}`);
+    } catch (e) {
+      this.log('journal_mode_kept', { db: this.path, journal_mode: 'wal', wanted: this.journalBefore, error: (e as Error).message }, 'debug');
+    }
+  }
+
+  /**
+   * The file was deleted or replaced under this engine: SQLite leaves the old -wal/-shm at
+   * the path when it closes a moved file, and a new file at that path would take the old
+   * file's log as its own. Only ours are removed: our open handles pin their inodes, so a
+   * match is the very file this engine opened.
+   */
+  private removeOrphanedWal(): void {
+    if (fileId(this.path) === this.identity) return;
+    for (const [i, suffix] of ['-wal', '-shm'].entries()) {
+      const p = `${this.path}${suffix}`;
+      if (this.walFiles[i] !== null && fileId(p) === this.walFiles[i]) fs.rmSync(p, { force: true });
+    }
   }
 
   /** Finish queued writes, roll back open transactions, close every connection. */
@@ -1610,6 +1741,8 @@ export class DatabaseEngine {
     await this.pool?.close();
     this.inlineDb.close();
     this.writer.drain();
+    this.restoreJournalMode();
+    this.removeOrphanedWal();
     this.writer.db.close();
     if (leftAsIs.size > 1024) leftAsIs.clear();
     leftAsIs.set(this.path, fileSignature(this.path));

@@ -3,13 +3,13 @@
 // transferred (not cloned) to the main thread, which writes them into the reply as is.
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Database, Statement } from 'better-sqlite3';
-import { openConnection, type SynchronousMode } from './connection';
+import { fileId, openConnection, type SynchronousMode } from './connection';
 import { StatementCache } from './statementCache';
 import { readPage, rowBytes, shapeOf } from './reads';
 import { loadAddonFrom } from './native';
 import { bindArgs, type BoundParams } from './values';
 import { createCodec, type CodecName } from '../transport/codec';
-import { RpcError, toRpcError } from '../protocol/errors';
+import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
 import { backupDatabase, checkDatabaseFile, type BackupResult, type CheckResult } from '../ops/backup';
 
 export interface ReaderInit {
@@ -20,6 +20,8 @@ export interface ReaderInit {
   busyTimeoutMs: number;
   foreignKeys: boolean;
   synchronous: SynchronousMode;
+  /** Device and inode of the database file the engine opened: a reader never opens another file at that path. */
+  identity?: string | null;
   /** How many connections open cursors may hold, and how much of their rest may be buffered (defaults: CURSOR_LIMITS). */
   cursorLimits?: Partial<CursorLimits>;
 }
@@ -120,7 +122,7 @@ let opening = false;
 
 /** A read-only connection to this worker's database (queries, cursors, backups). */
 function openReader(): Database {
-  return openConnection(init.path, {
+  const db = openConnection(init.path, {
     readonly: true,
     create: false,
     synchronous: init.synchronous,
@@ -130,6 +132,13 @@ function openReader(): Database {
     setWal: false,
     journalSizeLimit: 0,
   });
+  if (init.identity != null && fileId(init.path) !== init.identity) {
+    // The engine serves sessions opened before its file was deleted or replaced; a new
+    // connection would read the other file now at the path.
+    db.close();
+    throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file: it was deleted or replaced since this connection opened it; connect again');
+  }
+  return db;
 }
 
 /** An idle connection, or a new one: a query never waits for (or fails on) connections pinned by cursors. */

@@ -20,12 +20,21 @@ export interface RegistryOptions extends EngineOptions {
   cursorIdleMs: number;
   /** A database with no session for this long is closed (its file released); 0 = never. */
   dbIdleCloseMs: number;
+  /** The same for a database whose last session asked to keep it open (keep_open). */
+  keepOpenMs: number;
   /** When set, only these database paths (resolved) may be opened. */
   allowedPaths: string[] | null;
   /** Scheduled backups go here; --recover-from-backup looks here. */
   backupDir?: string | null;
   /** A database failing its open check is replaced by the newest verified backup. */
   recoverFromBackup?: boolean;
+}
+
+export interface OpenResult {
+  session: number;
+  path: string;
+  private: boolean;
+  readonly: boolean;
 }
 
 /** Which database a maintenance request (backup, restore, check) is about. */
@@ -39,6 +48,8 @@ export interface OpenRequest {
   timeoutMs: number;
   /** Per-database slow-query threshold (ms); changes it for every session of that database. */
   slowQueryMs?: number | null;
+  /** Skip the checkpoint at this session's close; the file is checkpointed and let go once idle. */
+  keepOpen?: boolean;
 }
 
 const PRIVATE_PATHS = new Set([':memory:', '']);
@@ -81,7 +92,8 @@ export class Registry {
     this.cursors = new CursorTable(o.cursorIdleMs);
     this.allowed = o.allowedPaths;
     // One coarse timer for idle transactions and forgotten cursors: nothing per request.
-    const every = Math.max(10, Math.min(250, Math.floor(o.idleTxMs / 4)));
+    const idleClose = o.dbIdleCloseMs > 0 ? o.dbIdleCloseMs / 2 : 250;
+    const every = Math.max(10, Math.floor(Math.min(250, o.idleTxMs / 4, idleClose)));
     this.sweeper = setInterval(() => this.sweep(), every);
     this.sweeper.unref();
     o.metrics?.addSource(() => [...this.engines.values()].map((e) => e.metricsSnapshot()));
@@ -172,7 +184,7 @@ export class Registry {
     return e;
   }
 
-  open(r: OpenRequest): { session: number; path: string; private: boolean; readonly: boolean } {
+  open(r: OpenRequest): OpenResult | Promise<OpenResult> {
     if (this.sessions.has(r.session)) throw new RpcError('InvalidParams', `invalid params: session: ${r.session} is already open`, { field: 'session' });
     if (PRIVATE_PATHS.has(r.path)) {
       let db;
@@ -199,13 +211,71 @@ export class Registry {
       throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${r.path} is not among the databases this server serves (--db)`);
     }
     const readonly = r.readonly || this.o.readOnly;
-    const engine = this.engineFor(real, r.create && !readonly);
-    if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
+    const current = this.engines.get(real);
+    const stale = current?.staleness();
+    if (current && stale) this.retire(real, current, stale);
     const s = new Session(r.session, real, r.timeoutMs, readonly, null);
-    this.sessions.set(r.session, s);
+    s.keepOpen = r.keepOpen === true;
+    const opened = { session: r.session, path: real, private: false, readonly };
+    const pending = this.closing.get(real);
+    if (pending === undefined) {
+      this.attach(s, real, r);
+      return opened;
+    }
+    // The engine that had this path is still letting go of it: the new one opens after that,
+    // and the session's requests queue behind its open.
+    this.sessions.set(s.id, s);
+    const p = pending.then(() => {
+      if (this.sessions.get(s.id) !== s) throw new RpcError('SessionNotFound', `session ${s.id} was closed`);
+      try {
+        this.attach(s, real, r);
+      } catch (e) {
+        this.sessions.delete(s.id);
+        throw e;
+      }
+      return opened;
+    });
+    this.track(s, p);
+    return p;
+  }
+
+  private attach(s: Session, real: string, r: OpenRequest): void {
+    const engine = this.engineFor(real, r.create && !s.readonly);
+    if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
+    this.sessions.set(s.id, s);
     this.sessionEngine.set(s, engine);
-    engine.sessions.add(s);
-    return { session: r.session, path: real, private: false, readonly };
+    engine.addSession(s);
+  }
+
+  /** Engines that are letting go of their file, by path: a new engine for that path waits. */
+  private readonly closing = new Map<string, Promise<void>>();
+  /** Stale engines still serving sessions opened before their file went; closed after the last. */
+  private readonly retired = new Set<DatabaseEngine>();
+
+  /** The engine no longer serves new sessions for path; it is closed now, or after its last session. */
+  private retire(path: string, e: DatabaseEngine, reason: string): void {
+    this.engines.delete(path);
+    this.pinned.delete(e);
+    this.log('database_close', { path, reason });
+    if (e.sessions.size > 0) {
+      this.retired.add(e);
+      return;
+    }
+    this.o.metrics?.forgetDatabase(path);
+    this.closeEngine(path, e);
+  }
+
+  private closeEngine(path: string, e: DatabaseEngine): void {
+    const before = this.closing.get(path);
+    const p: Promise<void> = Promise.all([before, e.close()])
+      .then(
+        () => undefined,
+        (err: Error) => this.log('database_close_failed', { path, error: err.message }, 'error'),
+      )
+      .finally(() => {
+        if (this.closing.get(path) === p) this.closing.delete(path);
+      });
+    this.closing.set(path, p);
   }
 
   /** The session with that id, if open (no checks, no side effects). */
@@ -252,19 +322,31 @@ export class Registry {
     s.tail = p.then(done, done);
   }
 
-  close(id: number): { closed: boolean } {
+  /**
+   * Closing the last session of a file folds its WAL into it before the reply (unless the
+   * session asked to keep the file open), as sqlite3's last close does.
+   */
+  close(id: number): { closed: boolean } | Promise<{ closed: boolean }> {
     const s = this.sessions.get(id);
     if (!s) return { closed: false };
     for (const c of s.cursors) this.closeCursor(c);
+    this.sessions.delete(id);
     if (s.privateDb) {
       s.privateDb.drain();
       s.privateDb.db.close();
-    } else {
-      this.sessionEngine.get(s)?.removeSession(s);
-      this.sessionEngine.delete(s);
+      return { closed: true };
     }
-    this.sessions.delete(id);
-    return { closed: true };
+    const e = this.sessionEngine.get(s);
+    this.sessionEngine.delete(s);
+    if (!e) return { closed: true };
+    e.removeSession(s);
+    if (e.sessions.size > 0) return { closed: true };
+    if (this.retired.delete(e)) {
+      this.closeEngine(e.path, e);
+      return { closed: true };
+    }
+    const folded = e.lastSessionClosed(s.keepOpen);
+    return folded ? folded.then(() => ({ closed: true })) : { closed: true };
   }
 
   // ---- statements ----------------------------------------------------------------------
@@ -486,15 +568,17 @@ export class Registry {
       if (s) e.abortTransaction(s, `idle in transaction for more than ${this.o.idleTxMs} ms`);
     }
     for (const id of this.cursors.expired(now, (session) => this.sessions.has(session))) this.closeCursor(id);
-    if (this.o.dbIdleCloseMs > 0) {
-      for (const [path, e] of this.engines) {
-        if (!this.pinned.has(e) && e.idleSince !== null && now - e.idleSince > this.o.dbIdleCloseMs) {
-          // Release the file (and the reader threads) of a database nobody uses any more.
-          this.engines.delete(path);
-          this.log('database_close', { path, reason: `no session for ${this.o.dbIdleCloseMs} ms` });
-          this.o.metrics?.forgetDatabase(path);
-          void e.close();
-        }
+    for (const [path, e] of this.engines) {
+      if (this.pinned.has(e) || e.idleSince === null) continue;
+      // A keep-open close left WAL frames: fold them in at the first quiet moment.
+      if (e.walPending) e.foldWal();
+      const limit = e.keepOpen ? this.o.keepOpenMs : this.o.dbIdleCloseMs;
+      if (limit > 0 && now - e.idleSince > limit) {
+        // Let go of the file (and the reader threads) of a database nobody uses any more.
+        this.engines.delete(path);
+        this.log('database_close', { path, reason: `no session for ${limit} ms` });
+        this.o.metrics?.forgetDatabase(path);
+        this.closeEngine(path, e);
       }
     }
   }
@@ -599,8 +683,10 @@ export class Registry {
       const s = this.sessions.get(id)!;
       if (s.privateDb) this.close(id);
     }
-    await Promise.all([...this.engines.values()].map((e) => e.close()));
+    await Promise.all([...this.engines.values(), ...this.retired].map((e) => e.close()));
+    await Promise.all(this.closing.values());
     this.engines.clear();
+    this.retired.clear();
     this.sessions.clear();
   }
 }

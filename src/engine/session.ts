@@ -15,6 +15,8 @@ export class Session {
   audited = 0;
   /** When the transaction was opened by a SQL SAVEPOINT: releasing that savepoint commits it. */
   userSavepoint: string | null = null;
+  /** Keep the file open for reuse after this session closes (an opt-in for owners of their files). */
+  keepOpen = false;
 
   constructor(
     readonly id: number,

@@ -74,6 +74,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
       create: bool(p, 'create', true),
       timeoutMs: Math.round(number(p, 'timeout', 0, 86400, 5) * 1000),
       slowQueryMs: p.slow_query_ms == null ? null : int(p, 'slow_query_ms', 0, 86_400_000),
+      keepOpen: bool(p, 'keep_open', false),
     }),
   );
   m.set('close', (p) => {

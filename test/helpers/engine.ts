@@ -36,6 +36,7 @@ export function makeRegistry(over: Partial<RegistryOptions> = {}, logs: LogEntry
       nativeBinding: loadAddon(),
       cursorIdleMs: 60000,
       dbIdleCloseMs: 0,
+      keepOpenMs: 0,
       allowedPaths: null,
       ...over,
     },
