@@ -119,8 +119,6 @@ def test_folder_removed_and_made_again(tmp_path, keep_open):
     both(tmp_path, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="DIFFERENCES.md 19: a connection opened before its file was deleted may get "
-                   "'it was deleted or replaced since this connection opened it' on a read that needs a new reader connection")
 def test_deleted_while_another_connection_is_open(tmp_path):
     """sqlite3: the open connection keeps its (deleted) file, a new connect gets a new one."""
 
@@ -352,3 +350,28 @@ def _read_only_sides(tmp_path) -> None:
             assert sorted(os.listdir(d)) == ["data.db"], (side, os.listdir(d))
     assert results["sqlite_rpc"] == results["sqlite3"]
     assert '"read", [[0], [1], [2]]' in results["sqlite3"]
+
+
+def test_large_read_on_a_deleted_file_fails_clearly_never_reads_the_new_file(tmp_path):
+    """DIFFERENCES.md 19: a result larger than one page, read by a connection opened before
+    its file was deleted, raises a named error; it never returns rows of the file now there."""
+    p = str(tmp_path / "app.db")
+    conn = sqlite_rpc.connect(p)
+    conn.execute("CREATE TABLE big(x)")
+    conn.executemany("INSERT INTO big VALUES (?)", [("old-%d" % i,) for i in range(20000)])
+    conn.commit()
+    remove_db(p)
+    newer = sqlite_rpc.connect(p)
+    newer.execute("CREATE TABLE big(x)")
+    newer.execute("INSERT INTO big VALUES ('new')")
+    newer.commit()
+    try:
+        rows = conn.execute("SELECT x FROM big").fetchall()
+    except sqlite3.OperationalError as e:
+        assert "deleted or replaced since this connection opened it" in str(e)
+    else:
+        assert len(rows) == 20000 and rows[0] == ("old-0",)
+    assert conn.execute("SELECT count(*) FROM big").fetchone() == (20000,)
+    newer.close()
+    conn.close()
+    assert on_disk(p) == {"big": [("new",)]}

@@ -496,7 +496,7 @@ export class DatabaseEngine {
   // ---- reads outside a transaction -----------------------------------------------------
 
   private read(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): ExecResult | Promise<ExecResult> {
-    if (this.pool === null || (info !== null && info.inline === INLINE_YES)) {
+    if (this.pool === null || this.detached || (info !== null && info.inline === INLINE_YES)) {
       const r = this.readInline(s, sql, bound, o, info);
       if (r !== null) return r;
     } else if (info !== null && info.inline === INLINE_UNKNOWN && !this.pool.anyOnline()) {
@@ -1598,6 +1598,13 @@ export class DatabaseEngine {
     if (this.changedWhileIdle()) return 'the file was changed on disk';
     return null;
   }
+
+  /**
+   * The file went while sessions still had it open: they keep it, as with sqlite3, so their
+   * reads stay on the main-thread connection, which has the file open. A reader worker would
+   * have to open a new connection, and that would find the other file now at the path.
+   */
+  detached = false;
 
   /** Someone else wrote the file, or its -wal/-shm, while no session had it open. */
   private changedWhileIdle(): boolean {

@@ -258,6 +258,7 @@ export class Registry {
     this.pinned.delete(e);
     this.log('database_close', { path, reason });
     if (e.sessions.size > 0) {
+      e.detached = true;
       this.retired.add(e);
       return;
     }
