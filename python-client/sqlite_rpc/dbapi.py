@@ -986,9 +986,21 @@ def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
         database = path
     if database in (":memory:", ""):
         return database, False, True
-    parent = os.path.dirname(os.path.abspath(database))
-    if not os.path.isdir(parent) or os.path.isdir(database) or (not create and not os.path.exists(database)):
+    database = os.path.abspath(database)
+    if os.path.isdir(database):
+        raise _cantopen()
+    # Open the file as SQLite would (read-write, else read-only), creating it when allowed:
+    # what this process cannot open is refused now, and the file exists once connect()
+    # returns, as with sqlite3.
+    flags = [os.O_RDONLY] if readonly else [os.O_RDWR | (os.O_CREAT if create else 0), os.O_RDONLY]
+    for f in flags:
+        try:
+            os.close(os.open(database, f | getattr(os, "O_CLOEXEC", 0), 0o644))
+            break
+        except OSError:
+            continue
+    else:
         raise _cantopen()
     # Absolute: the server's working directory is the one this process had when it started
     # the server, and a "file:" prefix without uri=True is part of the file name.
-    return os.path.abspath(database), readonly, create
+    return database, readonly, create

@@ -375,3 +375,83 @@ def test_large_read_on_a_deleted_file_fails_clearly_never_reads_the_new_file(tmp
     newer.close()
     conn.close()
     assert on_disk(p) == {"big": [("new",)]}
+
+
+# -- open errors come at connect() -----------------------------------------------------------
+
+def test_connect_creates_the_file_and_refuses_what_it_cannot_open(tmp_path):
+    def scenario(mod, folder):
+        out = []
+        p = os.path.join(folder, "new.db")
+        c = mod.connect(p)
+        out.append(os.path.exists(p))  # at once, before any statement
+        c.close()
+        blocker = os.path.join(folder, "plain-file")
+        open(blocker, "w").close()
+        for bad in (os.path.join(folder, "missing", "x.db"), os.path.join(blocker, "x.db"), folder):
+            out.append(attempt(lambda: mod.connect(bad) and "connected"))
+        # fixed, the same path opens
+        later = os.path.join(folder, "later", "x.db")
+        out.append(attempt(lambda: mod.connect(later) and "connected"))
+        os.makedirs(os.path.dirname(later))
+        c = mod.connect(later)
+        out.append(attempt(lambda: c.execute("SELECT 1").fetchall()))
+        c.close()
+        out.append(attempt(lambda: mod.connect("file:%s?mode=rw" % os.path.join(folder, "absent.db"), uri=True) and "connected"))
+        out.append(os.path.exists(os.path.join(folder, "absent.db")))
+        return out
+
+    both(tmp_path, scenario)
+
+
+PERMISSION_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, sqlite3
+    mod = sqlite3
+    if sys.argv[1] == "sqlite_rpc":
+        import sqlite_rpc as mod
+        assert mod.backend() == "sqlite-rpc"
+    out = []
+    for target in sys.argv[2:]:
+        try:
+            c = mod.connect(target)
+            out.append(["connected", os.path.exists(target)])
+            c.close()
+        except sqlite3.Error as e:
+            out.append(["error", type(e).__name__, str(e)])
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an ordinary user with setpriv")
+def test_connect_refuses_files_an_ordinary_user_cannot_open():
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="sqlite-rpc-perm-")
+    try:
+        os.chmod(base, 0o755)
+        results = {}
+        for side in ("sqlite3", "sqlite_rpc"):
+            d = os.path.join(base, "side-" + side)  # not "sqlite_rpc": the cwd would shadow the package
+            os.makedirs(os.path.join(d, "closed"))
+            make_fixture(os.path.join(d, "secret.db"), "t", 1)
+            os.chmod(os.path.join(d, "secret.db"), 0o000)
+            os.chmod(os.path.join(d, "closed"), 0o555)
+            os.chmod(d, 0o755)
+            targets = [os.path.join(d, "secret.db"), os.path.join(d, "closed", "new.db")]
+            r = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", PERMISSION_SCRIPT, side, *targets],
+                capture_output=True, text=True, env=subprocess_env(HOME="/nonexistent"), timeout=120, cwd=base,
+            )
+            assert r.returncode == 0, r.stderr
+            results[side] = r.stdout
+        assert results["sqlite_rpc"] == results["sqlite3"]
+        assert results["sqlite3"].count("unable to open database file") == 2
+    finally:
+        for root, dirs, _ in os.walk(base):
+            for x in dirs:
+                os.chmod(os.path.join(root, x), 0o755)
+        shutil.rmtree(base)
