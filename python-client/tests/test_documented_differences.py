@@ -28,6 +28,16 @@ def test_engine_is_sqlite_3_51_with_newer_functions():
     assert sqlite_rpc.sqlite_version != sqlite3.sqlite_version
 
 
+def test_sum_of_floats_is_compensated_on_the_server():
+    """DIFFERENCES.md 21: SQLite 3.43+ sums floats with Kahan-Babuska-Neumaier."""
+    sql = "SELECT sum(x) FROM (SELECT 0.1 x UNION ALL SELECT 0.2 UNION ALL SELECT 0.3 UNION ALL SELECT 1e16 UNION ALL SELECT -1e16)"
+    plain = sqlite3.connect(":memory:").execute(sql).fetchone()[0]
+    served = sqlite_rpc.connect(":memory:").execute(sql).fetchone()[0]
+    if sqlite3.sqlite_version_info < (3, 43, 0):
+        assert plain == 0.0
+    assert served == pytest.approx(0.6)
+
+
 def test_quote_of_reals_needing_17_digits():
     # "Engine version": quote() (and so iterdump) spells such REALs differently; both round-trip.
     sql = "SELECT quote(1 / 3.0)"
