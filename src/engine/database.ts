@@ -291,11 +291,12 @@ export class DatabaseEngine {
   /** Statements slower than this many ms are logged with their query plan (0 = off). */
   slowQueryMs: number;
 
-  constructor(readonly path: string, private readonly o: EngineOptions, private readonly cursors: CursorTable, private readonly log: LogFn) {
+  /** openWaitMs: how long opening waits for a lock another process holds (the opening session's timeout). */
+  constructor(readonly path: string, private readonly o: EngineOptions, private readonly cursors: CursorTable, private readonly log: LogFn, openWaitMs = o.readerBusyTimeoutMs) {
     // Checked before the writer opens it: opening switches the file to WAL, and a damaged
     // file must be left exactly as it was found.
     if (o.openCheck !== undefined && o.openCheck !== 'off' && fs.existsSync(path) && fs.statSync(path).size > 0 && leftAsIs.get(path) !== fileSignature(path)) {
-      checkIntegrity(path, o.openCheck, o.nativeBinding, o.readerBusyTimeoutMs);
+      checkIntegrity(path, o.openCheck, o.nativeBinding, openWaitMs);
     }
     leftAsIs.delete(path);
     const writerDb = openConnection(path, {
@@ -303,7 +304,7 @@ export class DatabaseEngine {
       create: !o.readOnly,
       synchronous: o.synchronous,
       busyTimeoutMs: 0, // never block the event loop inside SQLite: busy is retried by pump()
-      openBusyTimeoutMs: o.readerBusyTimeoutMs,
+      openBusyTimeoutMs: openWaitMs,
       foreignKeys: o.foreignKeys,
       nativeBinding: o.nativeBinding,
       setWal: !o.readOnly,

@@ -137,12 +137,12 @@ export class Registry {
     }
   }
 
-  private engineFor(real: string, create: boolean): DatabaseEngine {
+  private engineFor(real: string, create: boolean, openWaitMs?: number): DatabaseEngine {
     let e = this.engines.get(real);
     if (e) return e;
     if (!create && !fs.existsSync(real)) throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
     try {
-      e = new DatabaseEngine(real, this.o, this.cursors, this.log);
+      e = new DatabaseEngine(real, this.o, this.cursors, this.log, openWaitMs);
     } catch (err) {
       // better-sqlite3 checks the folder itself and throws a TypeError; sqlite3 says this.
       if (err instanceof TypeError && /directory does not exist/.test(err.message)) throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
@@ -240,7 +240,7 @@ export class Registry {
   }
 
   private attach(s: Session, real: string, r: OpenRequest): void {
-    const engine = this.engineFor(real, r.create && !s.readonly);
+    const engine = this.engineFor(real, r.create && !s.readonly, s.timeoutMs);
     if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
     this.sessions.set(s.id, s);
     this.sessionEngine.set(s, engine);
