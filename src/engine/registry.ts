@@ -574,13 +574,8 @@ export class Registry {
       // A keep-open close left WAL frames: fold them in at the first quiet moment.
       if (e.walPending) e.foldWal();
       const limit = e.keepOpen ? this.o.keepOpenMs : this.o.dbIdleCloseMs;
-      if (limit > 0 && now - e.idleSince > limit) {
-        // Let go of the file (and the reader threads) of a database nobody uses any more.
-        this.engines.delete(path);
-        this.log('database_close', { path, reason: `no session for ${limit} ms` });
-        this.o.metrics?.forgetDatabase(path);
-        this.closeEngine(path, e);
-      }
+      // Let go of the file (and the reader threads) of a database nobody uses any more.
+      if (limit > 0 && now - e.idleSince > limit) this.retire(path, e, `no session for ${limit} ms`);
     }
   }
 
