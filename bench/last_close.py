@@ -65,7 +65,7 @@ for rnd in range(ROUNDS):
                 fn(SIDES[name], paths[name])
             res[(name, op)].append((time.perf_counter() - t0) / N * 1e6)
 
-print("connect + statement + close, median us per operation over %d rounds of %d (fsync as it is)" % (ROUNDS, N))
+print("connect + statement + close, median us per operation over %d rounds of %d" % (ROUNDS, N))
 for op in ("write", "read"):
     base = statistics.median(res[("stdlib", op)])
     for name in SIDES:
