@@ -13,7 +13,7 @@ import { fileId, journalModeBefore, openConnection, type SynchronousMode } from 
 import { DirectConnection, execResult, OpenIterator } from './direct';
 import { ReaderPool } from './readerPool';
 import type { CursorLimits, ReaderReply } from './readerWorker';
-import { readPage, shapeOf } from './reads';
+import { knownShape, readPage, shapeAfterRun } from './reads';
 import { StatementCache } from './statementCache';
 import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
@@ -333,7 +333,7 @@ export class DatabaseEngine {
       this.audit?.close();
       throw e;
     }
-    this.inline = new StatementCache(this.inlineDb, o.cacheSize, true);
+    this.inline = new StatementCache(this.inlineDb, o.cacheSize, true, () => this.writer.schemaChanged());
     const p = (s: string) => writerDb.prepare(s);
     // Savepoint names starting with sqlite_rpc_ are reserved (PROTOCOL.md).
     this.sql = {
@@ -459,6 +459,7 @@ export class DatabaseEngine {
         if (this.writer.db.inTransaction) {
           this.sql.unitRollbackTo.run();
           this.sql.unitRelease.run();
+          this.writer.transactionEnded();
         }
         this.auditUndone(mark, `the batch failed and was rolled back: ${toRpcError(e).message}`, s.id);
         throw e;
@@ -522,14 +523,22 @@ export class DatabaseEngine {
    * it. A session's read behind its own pending write waits for that commit (Registry.inOrder).
    */
   private inlineSnapshot(): void {
-    if (this.inlineTx) return;
+    if (this.inlineTx) {
+      if (this.inlineTxGen === this.writer.schemaGen) return;
+      // A schema change was committed in this tick: the reads after it see the new schema
+      // (a result shape read from the old one would be kept as the new one's).
+      this.inlineTx = false;
+      if (this.inlineDb.inTransaction) (this.inlineCommit ??= this.inlineDb.prepare('COMMIT')).run();
+    }
     if (++this.inlineTickReads === 1) {
       process.nextTick(this.endInlineTick);
       return;
     }
     (this.inlineBegin ??= this.inlineDb.prepare('BEGIN')).run();
     this.inlineTx = true;
+    this.inlineTxGen = this.writer.schemaGen;
   }
+  private inlineTxGen = 0;
 
   private readonly endInlineTick = (): void => {
     this.inlineTickReads = 0;
@@ -546,11 +555,11 @@ export class DatabaseEngine {
     this.inlineSnapshot();
     const stmt = this.inline.get(sql);
     const args = bindArgs(bound);
-    const shape = shapeOf(stmt);
     if (!stmt.reader) {
       stmt.run(...args);
       return this.emptyResult(s);
     }
+    const known = knownShape(stmt, this.writer.schemaGen);
     const t0 = performance.now();
     let rows: unknown[][];
     let cursor: number | null = null;
@@ -589,6 +598,7 @@ export class DatabaseEngine {
     }
     this.inlineReads++;
     this.observe(info?.kind ?? 'other', 'reader', sql, t0, args, this.inlineDb);
+    const shape = shapeAfterRun(stmt, this.writer.schemaGen, known, rows[0]);
     const r: ExecResult = { columns: shape.names, rows: new SqlRows(rows), cursor, changes: 0, lastrowid: null, in_transaction: s.inTx };
     if (o.decltypes) r.decltypes = shape.decltypes;
     return r;
@@ -651,7 +661,7 @@ export class DatabaseEngine {
     try {
       slot = pool.pick();
       generation = pool.generationOf(slot);
-      rep = await pool.send(slot, { t: 'query', session: s.id, sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes });
+      rep = await pool.send(slot, { t: 'query', session: s.id, sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes, gen: this.writer.schemaGen });
     } finally {
       this.workerReadsInFlight--;
       if (this.readWaiters.length > 0) setImmediate(this.pumpReads); // after this reply has been queued for output
@@ -798,7 +808,10 @@ export class DatabaseEngine {
       if (this.writer.db.inTransaction) {
         // Only what this layer adds is undone; an SQL error keeps what sqlite3 would keep
         // (the rows an executemany applied before the failing one).
-        if (undo) this.sql.stmtRollbackTo.run();
+        if (undo) {
+          this.sql.stmtRollbackTo.run();
+          this.writer.transactionEnded();
+        }
         this.sql.stmtRelease.run();
       }
       if (audit !== null && err.data.kind !== 'AuditFailed') {
@@ -1044,6 +1057,7 @@ export class DatabaseEngine {
     s.inTx = false;
     s.userSavepoint = null;
     this.writer.drain();
+    this.writer.transactionEnded(); // committed, or rolled back (a rolled-back ALTER TABLE gives the old columns back)
     this.schedulePump();
   }
 
@@ -1146,7 +1160,36 @@ export class DatabaseEngine {
     this.outer = true;
     this.retryDelay = 1;
     this.auditMark = this.audit?.records ?? 0;
+    this.checkSchemaVersion();
     return true;
+  }
+
+  /** The schema cookie as the writer last read it (-1: not yet): another process's DDL moves it. */
+  private schemaVersion = -1;
+  private schemaVersionStmt: Statement | null = null;
+
+  /**
+   * Another process changed the schema (ALTER TABLE ... RENAME COLUMN): cached result shapes
+   * are read again (reads.ts knownShape). A change of the number of columns is seen in the
+   * rows themselves; a rename is seen here, when the writer begins (cheap inside its
+   * transaction) and between writes (pollSchema).
+   */
+  private checkSchemaVersion(): void {
+    try {
+      const v = Number((this.schemaVersionStmt ??= this.writer.db.prepare('PRAGMA schema_version').pluck()).get());
+      if (v !== this.schemaVersion) {
+        if (this.schemaVersion !== -1) this.writer.schemaChanged();
+        this.schemaVersion = v;
+      }
+    } catch {
+      // busy or closing: the next look will do
+    }
+  }
+
+  /** Looks for another process's schema change while the writer is idle (Registry.sweep, every 250 ms at most). */
+  pollSchema(): void {
+    if (this.closed || this.owner !== null || this.outer || this.queue.length > 0 || this.sessions.size === 0) return;
+    this.checkSchemaVersion();
   }
 
   private scheduleRetry(): void {
@@ -1200,6 +1243,7 @@ export class DatabaseEngine {
             this.scheduleRetry();
             return;
           }
+          this.checkSchemaVersion();
           this.grant(w, 'real');
         } else {
           if (!this.ensureOuter()) return;
@@ -1255,11 +1299,13 @@ export class DatabaseEngine {
       this.sql.commit.run();
     } catch (e) {
       if (this.writer.db.inTransaction) this.sql.rollback.run();
+      this.writer.transactionEnded();
       const err = toRpcError(e);
       this.auditUndone(this.auditMark, `the COMMIT failed: ${err.message}`, null);
       for (const a of acks) a.settle(err);
       return;
     }
+    this.writer.transactionEnded();
     this.m.groupCommit(acks.length, (performance.now() - t0) / 1000);
     if (Date.now() - this.lastBusyAt < 1000 && ++this.commitsSinceYield >= 8) {
       this.commitsSinceYield = 0;
@@ -1277,6 +1323,7 @@ export class DatabaseEngine {
   private outerLost(why: string): void {
     this.auditUndone(this.auditMark, `the group transaction was rolled back: ${why}; its writes are re-run and recorded again`, null);
     this.outer = false;
+    this.writer.transactionEnded();
     const acks = this.acks;
     this.acks = [];
     const rerun: Unit[] = [];
@@ -1370,6 +1417,7 @@ export class DatabaseEngine {
         if (this.writer.db.inTransaction) {
           this.sql.unitRollbackTo.run();
           this.sql.unitRelease.run();
+          this.writer.transactionEnded();
           const err = toRpcError(e);
           this.auditUndone(mark, `the ${u.work.t === 'batch' ? 'batch' : 'write'} failed and was rolled back: ${err.message}`, u.session.id);
           if (u.work.t !== 'batch' && err.data.kind !== 'AuditFailed') this.auditFailure(u.session, u.work.sql, err);
@@ -1554,6 +1602,7 @@ export class DatabaseEngine {
       this.releaseOwner(me);
     }
     this.info.clear(); // the schema may be another one now: re-learn routes
+    this.writer.schemaChanged();
     this.auditEvent({ kind: 'restore', session, outcome: 'ok', source, pages: r.pages });
     this.log('database_restored', { path: this.path, source, pages: r.pages, forced_rollbacks: aborted }, 'warn');
     return { ...r, aborted_transactions: aborted };

@@ -4,9 +4,9 @@
 // iterator is open, `drain()` turns open iterators into buffered rows first.
 import type { Database, Statement } from 'better-sqlite3';
 import { StatementCache } from './statementCache';
-import { readPage, shapeOf } from './reads';
+import { knownShape, readPage, shapeAfterRun } from './reads';
 import { bindArgs, type BoundParams } from './values';
-import { isBlank } from './sqlText';
+import { classify, isBlank } from './sqlText';
 import { SqlRows } from '../transport/msgpack';
 import { RpcError, toRpcError } from '../protocol/errors';
 import type { ExecOptions, ExecResult } from './types';
@@ -63,9 +63,16 @@ export class DirectConnection {
   // write gives exact per-statement deltas on a connection that many sessions share.
   private lastRowid: bigint;
   private totalChanges: bigint;
+  /**
+   * Bumped whenever this connection's schema may have changed (reads.ts knownShape): the
+   * column names of cached statements are read again. A change made inside a transaction
+   * bumps it again when the transaction ends (a rollback takes the change back).
+   */
+  schemaGen = 0;
+  private schemaDirty = false;
 
   constructor(readonly db: Database, cacheSize: number) {
-    this.cache = new StatementCache(db, cacheSize, true);
+    this.cache = new StatementCache(db, cacheSize, true, () => this.schemaChanged());
     [this.lastRowid, this.totalChanges] = this.counters();
   }
 
@@ -98,6 +105,19 @@ export class DirectConnection {
     }
   }
 
+  /** The schema may have changed (DDL, a script, another process's ALTER TABLE seen here). */
+  schemaChanged(): void {
+    this.schemaGen++;
+    if (this.db.inTransaction) this.schemaDirty = true;
+  }
+
+  /** A transaction ended here, wholly or back to a savepoint: a schema change in it may be undone, or now committed. */
+  transactionEnded(): void {
+    if (!this.schemaDirty) return;
+    this.schemaGen++;
+    this.schemaDirty = this.db.inTransaction;
+  }
+
   forget(it: OpenIterator): void {
     this.open.delete(it);
   }
@@ -123,27 +143,36 @@ export class DirectConnection {
     if (isBlank(sql)) return { names: null, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
     const stmt = this.cache.get(sql);
     const args = bindArgs(bound);
-    const shape = shapeOf(stmt);
     if (!stmt.reader) {
-      const info = this.counted(() => stmt.run(...args));
+      let info;
+      try {
+        info = this.counted(() => stmt.run(...args));
+      } finally {
+        // Read-only statements that return nothing: BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE.
+        if (stmt.readonly) this.transactionEnded();
+        else if (mayChangeSchema(sql)) this.schemaChanged();
+      }
       return { names: null, rows: [], open: null, changes: Number(info.changes), ...this.mark() };
     }
-    const res: DirectResult = { names: shape.names, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
-    if (o.decltypes) res.decltypes = shape.decltypes;
+    const known = knownShape(stmt, this.schemaGen);
+    const res: DirectResult = { names: null, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
     if (!stmt.readonly) {
       // A write that returns rows (RETURNING): run it to completion so it is applied whole.
       res.rows = this.counted(() => stmt.all(...args) as unknown[][]);
       res.changes = Number((this.cache.get('SELECT changes()').get() as [bigint])[0]);
       Object.assign(res, this.mark());
-      return res;
+    } else {
+      const iter = stmt.iterate(...args);
+      const p = readPage(iter, o.pageRows, o.pageBytes);
+      res.rows = p.rows;
+      if (!p.done) {
+        res.open = new OpenIterator(iter, this);
+        this.open.add(res.open);
+      }
     }
-    const iter = stmt.iterate(...args);
-    const p = readPage(iter, o.pageRows, o.pageBytes);
-    res.rows = p.rows;
-    if (!p.done) {
-      res.open = new OpenIterator(iter, this);
-      this.open.add(res.open);
-    }
+    const shape = shapeAfterRun(stmt, this.schemaGen, known, res.rows[0]);
+    res.names = shape.names;
+    if (o.decltypes) res.decltypes = shape.decltypes;
     return res;
   }
 
@@ -162,11 +191,26 @@ export class DirectConnection {
   /** A script (several statements); returns its counts. */
   exec(sql: string): WriteCounts {
     this.drain();
-    this.counted(() => this.db.exec(sql));
+    try {
+      this.counted(() => this.db.exec(sql));
+    } finally {
+      this.schemaChanged(); // a script may hold DDL, and may end (or open) a transaction
+      this.transactionEnded();
+    }
     const m = this.mark();
     return { changes: m.total_changes, ...m };
   }
 
+}
+
+/**
+ * Statements after which cached result shapes are read again: DDL, ATTACH, DETACH, and
+ * statements of no known kind that write. Not INSERT, UPDATE, DELETE (the hot path), nor
+ * PRAGMA (run at every connect by some frameworks; none renames a column).
+ */
+function mayChangeSchema(sql: string): boolean {
+  const k = classify(sql);
+  return k === 'ddl' || k === 'other' || k === 'attach' || k === 'detach';
 }
 
 /** The protocol result of a statement run directly; a result left open becomes a cursor of session s. */

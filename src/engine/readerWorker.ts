@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Database, Statement } from 'better-sqlite3';
 import { fileId, openConnection, type SynchronousMode } from './connection';
 import { StatementCache } from './statementCache';
-import { readPage, rowBytes, shapeOf } from './reads';
+import { knownShape, readPage, rowBytes, shapeAfterRun } from './reads';
 import { loadAddonFrom } from './native';
 import { bindArgs, type BoundParams } from './values';
 import { createCodec, type CodecName } from '../transport/codec';
@@ -57,7 +57,7 @@ export const CURSOR_LIMITS: CursorLimits = {
 
 export type ReaderRequest =
   /** session: whose cursor a result left open (see CursorLimits: who loses a cursor at pinnedMax). */
-  | { t: 'query'; id: number; session: number; sql: string; params: BoundParams; pageRows: number; pageBytes: number; types: boolean }
+  | { t: 'query'; id: number; session: number; sql: string; params: BoundParams; pageRows: number; pageBytes: number; types: boolean; /** The engine's schema generation (reads.ts knownShape). */ gen: number }
   | { t: 'fetch'; id: number; cursor: number; pageRows: number; pageBytes: number }
   | { t: 'close'; id: number; cursor: number }
   | { t: 'stats'; id: number }
@@ -277,10 +277,9 @@ function handle(m: ReaderRequest): ReaderReply {
       let stmt: Statement;
       try {
         stmt = conn.cache.get(m.sql);
-        const shape = shapeOf(stmt);
-        reply.names = shape.names;
-        if (m.types) reply.decltypes = shape.decltypes;
         if (!stmt.reader) {
+          reply.names = null;
+          if (m.types) reply.decltypes = null;
           // Read-only but returns nothing (e.g. a comment-only or BEGIN-like statement).
           stmt.run(...bindArgs(m.params));
           reply.rows = codec.encodeRows([]);
@@ -290,8 +289,13 @@ function handle(m: ReaderRequest): ReaderReply {
         } else {
           // bindArgs: named params arrive as a map, which cannot be spread (that was an
           // InternalError "Spread syntax requires ...iterable" for every :name read on a worker).
+          const known = knownShape(stmt, m.gen);
           const iter = stmt.iterate(...bindArgs(m.params)) as IterableIterator<unknown>;
           const p = readPage(iter, m.pageRows, m.pageBytes);
+          // Columns after the first step: a statement recompiled for a new schema has new ones.
+          const shape = shapeAfterRun(stmt, m.gen, known, p.rows[0] as unknown[] | undefined);
+          reply.names = shape.names;
+          if (m.types) reply.decltypes = shape.decltypes;
           reply.rows = codec.encodeRows(p.rows);
           reply.count = p.rows.length;
           if (p.done) {

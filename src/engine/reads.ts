@@ -8,19 +8,41 @@ export interface StatementShape {
   decltypes: (string | null)[] | null;
 }
 
-const shapes = new WeakMap<Statement, StatementShape>();
+interface KnownShape extends StatementShape {
+  /** The connection's schema generation when the shape was read. */
+  gen: number;
+}
 
-export function shapeOf(stmt: Statement): StatementShape {
-  let s = shapes.get(stmt);
-  if (s === undefined) {
-    if (stmt.reader) {
-      const cols = stmt.columns();
-      s = { names: cols.map((c) => c.name), decltypes: cols.map((c) => c.type) };
-    } else {
-      s = { names: null, decltypes: null };
-    }
-    shapes.set(stmt, s);
+const shapes = new WeakMap<Statement, KnownShape>();
+
+/**
+ * A statement's result columns, remembered per statement while the connection's schema
+ * generation `gen` stays the same; null when they must be read again. The shape of a cached
+ * statement goes stale when the schema changes (ALTER TABLE ... RENAME COLUMN here, another
+ * process's ADD COLUMN): SQLite recompiles the statement when it next steps, and only then
+ * do its columns say the new names. So a shape that is not known is read by shapeAfterRun,
+ * after the statement has stepped.
+ */
+export function knownShape(stmt: Statement, gen: number): StatementShape | null {
+  const s = shapes.get(stmt);
+  return s !== undefined && s.gen === gen ? s : null;
+}
+
+/**
+ * The shape of a statement that has run (stepped at least once, or finished): the known one,
+ * unless it is unknown or the first row has another number of columns (the schema changed
+ * under a connection that had not heard of it: another process's ALTER TABLE).
+ */
+export function shapeAfterRun(stmt: Statement, gen: number, known: StatementShape | null, first: unknown[] | undefined): StatementShape {
+  if (known !== null && (first === undefined || known.names === null || first.length === known.names.length)) return known;
+  let s: KnownShape;
+  if (stmt.reader) {
+    const cols = stmt.columns();
+    s = { names: cols.map((c) => c.name), decltypes: cols.map((c) => c.type), gen };
+  } else {
+    s = { names: null, decltypes: null, gen };
   }
+  shapes.set(stmt, s);
   return s;
 }
 

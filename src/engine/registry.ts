@@ -464,6 +464,7 @@ export class Registry {
         return { results, in_transaction: db.inTransaction };
       } catch (e) {
         if (db.inTransaction) db.exec('ROLLBACK TO sqlite_rpc_unit; RELEASE sqlite_rpc_unit');
+        conn.transactionEnded();
         throw e;
       } finally {
         s.inTx = db.inTransaction;
@@ -517,6 +518,7 @@ export class Registry {
       const db = s.privateDb.db;
       s.privateDb.drain();
       if (db.inTransaction) db.exec('ROLLBACK');
+      s.privateDb.transactionEnded();
       s.inTx = false;
       return;
     }
@@ -567,6 +569,7 @@ export class Registry {
     for (const e of this.engines.values()) {
       const s = e.idleOwner(now);
       if (s) e.abortTransaction(s, `idle in transaction for more than ${this.o.idleTxMs} ms`);
+      e.pollSchema(); // another process's ALTER TABLE: result column names follow it
     }
     for (const id of this.cursors.expired(now, (session) => this.sessions.has(session))) this.closeCursor(id);
     for (const [path, e] of this.engines) {

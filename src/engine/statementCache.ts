@@ -23,7 +23,13 @@ export class StatementCache {
   misses = 0;
   evictions = 0;
 
-  constructor(private readonly db: Database, private readonly capacity: number, private readonly rawReaders: boolean) {}
+  /** onSchemaReload: called when a statement compiled only after the stale schema was reloaded (see prepare). */
+  constructor(
+    private readonly db: Database,
+    private readonly capacity: number,
+    private readonly rawReaders: boolean,
+    private readonly onSchemaReload?: () => void,
+  ) {}
 
   get(sql: string): Statement {
     const hit = this.map.get(sql);
@@ -33,7 +39,7 @@ export class StatementCache {
       return hit.stmt;
     }
     this.misses++;
-    const stmt = this.db.prepare(sql);
+    const stmt = this.prepare(sql);
     stmt.safeIntegers(true);
     if (this.rawReaders && stmt.reader) stmt.raw(true);
     if (this.capacity > 0) {
@@ -41,6 +47,39 @@ export class StatementCache {
       this.map.set(sql, { stmt, used: ++this.tick });
     }
     return stmt;
+  }
+
+  /**
+   * A connection compiles against the schema it read last. After another connection (another
+   * process) changed it, SQLite notices only when a statement runs, or at a compile error that
+   * may come from a stale schema ("no such table/column"), not at every one: `INSERT INTO t
+   * VALUES (?, ?, ?)` after another process's `ALTER TABLE t ADD COLUMN c` kept failing with
+   * "table t has 2 columns but 3 values were supplied" on a writer that only writes. So a
+   * failed compile runs a statement that checks the schema (reloading a stale one) and
+   * compiles once more; the second error, if any, is the one reported.
+   */
+  private prepare(sql: string): Statement {
+    try {
+      return this.db.prepare(sql);
+    } catch (e) {
+      if (!this.checkSchema(e)) throw e;
+      const stmt = this.db.prepare(sql);
+      this.onSchemaReload?.();
+      return stmt;
+    }
+  }
+
+  private schemaProbe: Statement | null = null;
+
+  private checkSchema(e: unknown): boolean {
+    const err = e as { code?: unknown; message?: unknown };
+    if (err.code !== 'SQLITE_ERROR' || /syntax error|incomplete input|unrecognized token/.test(String(err.message))) return false;
+    try {
+      (this.schemaProbe ??= this.db.prepare('SELECT 1 FROM sqlite_schema LIMIT 0')).get();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private evictOldest(): void {
