@@ -415,7 +415,11 @@ export class DatabaseEngine {
     }
     if (this.owner === s) return this.onWriter(s, sql, bound, o, info.kind);
     if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind));
-    if (info.route === 'read') return this.read(s, sql, bound, o, info);
+    if (info.route === 'read') {
+      // What the session attached, or created as TEMP, exists only on the writer: its reads run there.
+      if (s.attached.size > 0 || s.temps.size > 0) return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
+      return this.read(s, sql, bound, o, info);
+    }
     if (info.route === 'direct') return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
     return this.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
@@ -485,6 +489,7 @@ export class DatabaseEngine {
       } finally {
         this.observe('script', 'writer', sql, t0, null, null);
         this.afterStatement(s);
+        this.noteObjects(s, 'script', sql);
       }
       return { ...counts, in_transaction: s.inTx };
     });
@@ -760,7 +765,105 @@ export class DatabaseEngine {
       this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
       this.afterStatement(s);
     }
+    this.noteObjects(s, kind, sql);
     return execResult(r, s, this.cursors, o);
+  }
+
+  // ---- what a session attached or created as TEMP ----------------------------------------
+  //
+  // ATTACH and TEMP objects live on the writer connection, which every session of the file
+  // shares; the readers have neither. A session that has some reads on the writer (execute),
+  // and at its close they are detached and dropped (removeSession), as sqlite3's close does.
+
+  /** Which session attached each schema name, and which created each TEMP object. */
+  private readonly attachedBy = new Map<string, Session>();
+  private readonly tempBy = new Map<string, Session>();
+
+  /** After a statement of session s on the writer: note what it attached, detached, created or dropped. */
+  private noteObjects(s: Session, kind: StatementKind | 'script', sql: string): void {
+    if (kind === 'attach' || kind === 'detach' || (kind === 'script' && /\b(ATTACH|DETACH)\b/i.test(sql))) this.syncAttached(s);
+    if ((kind === 'ddl' || kind === 'script') && (s.temps.size > 0 || this.tempBy.size > 0 || /\bTEMP(ORARY)?\b/i.test(sql))) this.syncTemps(s);
+  }
+
+  private syncAttached(s: Session): void {
+    let names: string[];
+    try {
+      this.writer.drain();
+      names = (this.writer.db.prepare('PRAGMA database_list').raw(true).all() as unknown[][]).map((r) => String(r[1])).filter((n) => n !== 'main' && n !== 'temp');
+    } catch {
+      return;
+    }
+    this.syncOwners(this.attachedBy, names, s, (o) => o.attached);
+  }
+
+  private syncTemps(s: Session): void {
+    let names: string[];
+    try {
+      this.writer.drain();
+      names = (this.writer.db.prepare('SELECT name FROM temp.sqlite_schema').raw(true).all() as unknown[][]).map((r) => String(r[0]));
+    } catch {
+      return;
+    }
+    this.syncOwners(this.tempBy, names, s, (o) => o.temps);
+  }
+
+  /** New names become s's; names gone are taken from whoever had them. */
+  private syncOwners(owners: Map<string, Session>, names: string[], s: Session, set: (o: Session) => Set<string>): void {
+    const now = new Set(names);
+    for (const [name, o] of owners) {
+      if (now.has(name)) continue;
+      owners.delete(name);
+      set(o).delete(name);
+    }
+    for (const name of now) {
+      if (owners.has(name)) continue;
+      owners.set(name, s);
+      set(s).add(name);
+    }
+  }
+
+  /** The session closed: detach what it attached and drop its TEMP objects, on the writer, outside any transaction. */
+  private dropObjectsOf(s: Session): void {
+    if (s.attached.size === 0 && s.temps.size === 0) return;
+    const schemas = [...s.attached];
+    const temps = [...s.temps];
+    for (const n of schemas) this.attachedBy.delete(n);
+    for (const n of temps) this.tempBy.delete(n);
+    s.attached.clear();
+    s.temps.clear();
+    const me = new MaintenanceSession(0, this.path, Math.max(s.timeoutMs, 5000), false, null);
+    const q = (n: string) => `"${n.replace(/"/g, '""')}"`;
+    this.acquire(me, 'direct').then(
+      () => {
+        try {
+          this.writer.drain();
+          if (temps.length > 0) {
+            const rows = this.writer.db.prepare('SELECT type, name FROM temp.sqlite_schema').raw(true).all() as string[][];
+            const order = ['trigger', 'view', 'index', 'table'];
+            rows.sort((a, b) => order.indexOf(a[0]) - order.indexOf(b[0]));
+            for (const [type, name] of rows) {
+              if (!temps.includes(name) || !order.includes(type) || name.startsWith('sqlite_')) continue;
+              try {
+                this.writer.db.exec(`DROP ${type.toUpperCase()} IF EXISTS temp.${q(name)}`);
+              } catch (e) {
+                this.log('temp_drop_failed', { db: this.path, session: s.id, name, error: (e as Error).message }, 'debug');
+              }
+            }
+            this.writer.schemaChanged();
+          }
+          for (const n of schemas) {
+            try {
+              this.writer.db.exec(`DETACH ${q(n)}`);
+            } catch (e) {
+              this.log('detach_failed', { db: this.path, session: s.id, name: n, error: (e as Error).message }, 'debug');
+            }
+          }
+        } finally {
+          this.releaseOwner(me);
+        }
+      },
+      () => undefined, // closing, or the writer stayed busy: they go with the connection
+    );
   }
 
   // ---- observation: metrics, the slow-query log, the audit log ---------------------------
@@ -1356,6 +1459,7 @@ export class DatabaseEngine {
         }
         checkExpected(work.opts, r.changes);
         this.auditUnit(s, kind, work.sql, r.changes, null);
+        this.noteObjects(s, kind, work.sql);
         // A write never leaves an iterator open here: RETURNING runs to completion in run().
         const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor: null, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: false };
         if (work.opts.decltypes) res.decltypes = r.decltypes ?? null;
@@ -1397,6 +1501,7 @@ export class DatabaseEngine {
       }
       const ak = this.audit === null ? null : auditKindOf(kind, sql);
       if (this.audit !== null && this.audit.wants(ak)) this.audit.append({ kind: ak, session: s.id, sql, changes: r.changes, outcome: 'ok', in_transaction: inTx });
+      this.noteObjects(s, kind, sql);
       return { changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes };
     });
   }
@@ -1721,6 +1826,7 @@ export class DatabaseEngine {
 
   removeSession(s: Session): void {
     if (this.owner === s) this.abortTransaction(s, 'session closed');
+    this.dropObjectsOf(s);
     for (let i = this.waiters.length - 1; i >= 0; i--) {
       if (this.waiters[i].session === s) {
         const [w] = this.waiters.splice(i, 1);

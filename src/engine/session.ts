@@ -17,6 +17,14 @@ export class Session {
   userSavepoint: string | null = null;
   /** Keep the file open for reuse after this session closes (an opt-in for owners of their files). */
   keepOpen = false;
+  /**
+   * Schema names of the databases this session ATTACHed, and names of the TEMP tables,
+   * views, triggers and indexes it created. They exist only on the writer: while there are
+   * any, the session's reads outside a transaction run there too (DatabaseEngine.execute),
+   * and they are detached and dropped when the session closes, as sqlite3's close does.
+   */
+  readonly attached = new Set<string>();
+  readonly temps = new Set<string>();
 
   constructor(
     readonly id: number,
