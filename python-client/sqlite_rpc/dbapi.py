@@ -640,6 +640,7 @@ class Connection:
         self._session = self._srv.new_session_id()
         # open is pipelined: its reply is collected by the first request that needs it.
         self._open_params = {"session": self._session, "path": path, "readonly": readonly, "timeout": float(timeout)}
+        self._open_params.update(_file_name_context(uri))
         if not create:
             self._open_params["create"] = False
         if slow_query_ms is not None:
@@ -952,6 +953,18 @@ def _cantopen() -> sqlite3.OperationalError:
     e = sqlite3.OperationalError("unable to open database file")
     e.sqlite_errorname, e.sqlite_errorcode = "SQLITE_CANTOPEN", sqlite3.SQLITE_CANTOPEN  # type: ignore[attr-defined]
     return e
+
+
+def _file_name_context(uri: bool) -> Dict[str, Any]:
+    """open's `cwd` and `uri`: the server resolves a relative file name in ATTACH and VACUUM
+    INTO against this process's current folder (as sqlite3 does), and reads a `file:` name
+    there as a URI only for a connection opened with uri=True."""
+    out: Dict[str, Any] = {"uri": True} if uri else {}
+    try:
+        out["cwd"] = os.getcwd()
+    except OSError:  # the current folder was removed: the server's own is used
+        pass
+    return out
 
 
 def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:

@@ -250,6 +250,12 @@ export function loadAddonFrom(file: string): object {
   const hit = loaded.get(file);
   if (hit) return hit;
   const mod: { exports: object } = { exports: {} };
+  // The addon turns SQLite's URI file names on or off, once per process, from this variable
+  // when it loads. On: `ATTACH 'file:x.db?mode=ro'` from a connection opened with uri=True is
+  // a URI, as in sqlite3. Every other file name the server opens is an absolute path (and a
+  // `file:` name in ATTACH from any other connection is made one: pathPolicy.ts
+  // absoluteFileName), so nothing else is read as a URI.
+  process.env.SQLITE_USE_URI = '1';
   try {
     process.dlopen(mod, file);
   } catch (err) {

@@ -9,6 +9,7 @@ import { openConnection } from './connection';
 import { CursorTable } from './cursors';
 import { Session } from './session';
 import { bindParamsFor, type BoundParams } from './values';
+import { resolveFileNames, withNamesAsGiven } from './pathPolicy';
 import { classify, isBlank, parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
 import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
@@ -354,14 +355,15 @@ export class Registry {
 
   execute(s: Session, sql: string, params: unknown, o: ExecOptions): ExecResult | Promise<ExecResult> {
     return this.guard(s, sql, params, () => {
-      const bound = bindParamsFor(sql, params);
-      this.checkPaths(s, sql, bound);
+      const r = this.fileNames(s, sql, bindParamsFor(sql, params));
+      const bound = r.bound;
+      sql = r.sql;
       if (s.privateDb) {
         // Nothing to run (and nothing to prepare or begin for), as in sqlite3.
         if (isBlank(sql)) return { columns: null, rows: new SqlRows([]), cursor: null, changes: 0, lastrowid: null, in_transaction: s.inTx };
-        return this.privateExec(s, sql, bound, o);
+        return withNamesAsGiven(r.renamed, () => this.privateExec(s, sql, bound, o));
       }
-      return this.sessionEngine.get(s)!.execute(s, sql, bound, o);
+      return withNamesAsGiven(r.renamed, () => this.sessionEngine.get(s)!.execute(s, sql, bound, o));
     });
   }
 
@@ -397,7 +399,19 @@ export class Registry {
   private checkPaths(s: Session, sql: string, bound: BoundParams): void {
     if (this.o.pathPolicy === undefined) return;
     const kind = classify(sql);
-    if (kind === 'attach' || kind === 'vacuum') this.o.pathPolicy.check(sql, bound, s.privateDb ? null : s.path, false);
+    if (kind === 'attach' || kind === 'vacuum') this.o.pathPolicy.check(sql, bound, s.privateDb ? null : s.path, false, s.uri);
+  }
+
+  /**
+   * ATTACH and VACUUM INTO with their file names made absolute against the client's folder
+   * (pathPolicy.ts resolveFileNames), then checked against the policy.
+   */
+  private fileNames(s: Session, sql: string, bound: BoundParams): { sql: string; bound: BoundParams; renamed: Array<[string, string]> } {
+    const kind = classify(sql);
+    if (kind !== 'attach' && kind !== 'vacuum') return { sql, bound, renamed: [] };
+    const r = resolveFileNames(sql, bound, s.cwd ?? process.cwd(), s.uri, false);
+    this.checkPaths(s, r.sql, r.bound!);
+    return { sql: r.sql, bound: r.bound!, renamed: r.renamed };
   }
 
   private privateExec(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
@@ -447,8 +461,10 @@ export class Registry {
   }
 
   batch(s: Session, statements: Array<[string, unknown]>, begin: BeginMode | null): unknown {
-    const items = statements.map(([sql, p]) => [sql, bindParamsFor(sql, p)] as [string, BoundParams]);
-    for (const [sql, b] of items) this.checkPaths(s, sql, b);
+    const items = statements.map(([sql, p]) => {
+      const r = this.fileNames(s, sql, bindParamsFor(sql, p));
+      return [r.sql, r.bound] as [string, BoundParams];
+    });
     if (s.privateDb) {
       const conn = s.privateDb;
       const db = conn.db;
@@ -474,7 +490,13 @@ export class Registry {
   }
 
   script(s: Session, sql: string): WriteSummary | Promise<WriteSummary> {
-    this.o.pathPolicy?.check(sql, undefined, s.privateDb ? null : s.path, true);
+    let renamed: Array<[string, string]> = [];
+    if (/ATTACH|VACUUM/i.test(sql)) ({ sql, renamed } = resolveFileNames(sql, undefined, s.cwd ?? process.cwd(), s.uri, true));
+    this.o.pathPolicy?.check(sql, undefined, s.privateDb ? null : s.path, true, s.uri);
+    return withNamesAsGiven(renamed, () => this.scriptResolved(s, sql));
+  }
+
+  private scriptResolved(s: Session, sql: string): WriteSummary | Promise<WriteSummary> {
     if (s.privateDb) {
       const db = s.privateDb.db;
       try {

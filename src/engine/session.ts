@@ -25,6 +25,10 @@ export class Session {
    */
   readonly attached = new Set<string>();
   readonly temps = new Set<string>();
+  /** The client's current folder (open's `cwd`): relative file names in ATTACH and VACUUM INTO resolve against it. */
+  cwd: string | null = null;
+  /** The connection was opened with uri=True: a `file:` name in ATTACH is a URI (open's `uri`). */
+  uri = false;
 
   constructor(
     readonly id: number,

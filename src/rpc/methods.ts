@@ -66,8 +66,12 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     };
   });
   m.set('ping', () => ({}));
-  m.set('open', (p) =>
-    reg.open({
+  m.set('open', (p) => {
+    // The client's folder and uri flag: how ATTACH and VACUUM INTO read a file name.
+    const cwd = p.cwd == null ? null : str(p, 'cwd');
+    if (cwd !== null && !cwd.startsWith('/')) throw invalidParams('cwd', 'expected an absolute path');
+    const uri = bool(p, 'uri', false);
+    const r = reg.open({
       session: int(p, 'session', 1, MAX_ID),
       path: str(p, 'path'),
       readonly: bool(p, 'readonly', false),
@@ -75,8 +79,14 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
       timeoutMs: Math.round(number(p, 'timeout', 0, 86400, 5) * 1000),
       slowQueryMs: p.slow_query_ms == null ? null : int(p, 'slow_query_ms', 0, 86_400_000),
       keepOpen: bool(p, 'keep_open', false),
-    }),
-  );
+    });
+    const s = reg.peekSession(int(p, 'session', 1, MAX_ID));
+    if (s) {
+      s.cwd = cwd;
+      s.uri = uri;
+    }
+    return r;
+  });
   m.set('close', (p) => {
     const id = int(p, 'session', 1, MAX_ID);
     const s = reg.peekSession(id);
