@@ -69,7 +69,8 @@ def test_pragma_settings_are_shared_by_connections_to_the_same_file(tmp_path):
 
 
 def test_attach_is_shared_by_connections_to_the_same_file(tmp_path):
-    # "ATTACH": runs on the shared writer too.
+    # "ATTACH": runs on the shared writer too (another connection's reads outside a transaction
+    # do not see it, as in sqlite3; its PRAGMAs and transactions, which run there, do).
     for m, path in _both(tmp_path):
         a, b = m.connect(path), m.connect(path)
         a.execute("ATTACH ':memory:' AS aux")
@@ -80,20 +81,29 @@ def test_attach_is_shared_by_connections_to_the_same_file(tmp_path):
         b.close()
 
 
-def test_temp_tables_are_visible_only_inside_a_transaction(tmp_path):
-    # "TEMP tables": they live on the writer; reads outside a transaction run on readers.
+def test_temp_tables_are_seen_by_other_connections_transactions(tmp_path):
+    # "TEMP tables": they live on the file's writer. The connection that made one reads it as in
+    # sqlite3 (tests/test_same_as_sqlite3_schemas.py); another connection's transaction, which
+    # runs on that writer too, sees it where sqlite3's does not.
     for m, path in _both(tmp_path):
-        db = m.connect(path)
-        db.execute("CREATE TEMP TABLE tt(x)")
-        db.execute("INSERT INTO tt VALUES (1)")
-        assert db.execute("SELECT x FROM tt").fetchall() == [(1,)]  # in the implicit transaction
-        db.commit()
+        a, b = m.connect(path), m.connect(path)
+        b.execute("CREATE TABLE t(y)")
+        b.commit()
+        a.execute("CREATE TEMP TABLE tt(x)")
+        a.execute("INSERT INTO tt VALUES (1)")
+        a.commit()
+        assert a.execute("SELECT x FROM tt").fetchall() == [(1,)]
+        with pytest.raises(sqlite3.OperationalError, match="no such table: tt"):
+            b.execute("SELECT x FROM tt")  # b's read outside a transaction: as in sqlite3
+        b.execute("INSERT INTO t VALUES (1)")  # b's transaction
         if m is sqlite3:
-            assert db.execute("SELECT x FROM tt").fetchall() == [(1,)]
-        else:
             with pytest.raises(sqlite3.OperationalError, match="no such table: tt"):
-                db.execute("SELECT x FROM tt")
-        db.close()
+                b.execute("SELECT x FROM tt")
+        else:
+            assert b.execute("SELECT x FROM tt").fetchall() == [(1,)]
+        b.rollback()
+        a.close()
+        b.close()
 
 
 def test_connection_state_functions_outside_a_transaction(tmp_path):
@@ -242,6 +252,23 @@ def test_file_prefix_without_uri_is_a_plain_file_name(tmp_path, monkeypatch):
     db.commit()
     db.close()
     assert (tmp_path / "file:plain.sqlite").exists() and not (tmp_path / "plain.sqlite").exists()
+
+
+def test_relative_attach_resolves_against_the_folder_at_connect(tmp_path, monkeypatch):
+    # "ATTACH and VACUUM INTO are limited": a relative name resolves against the folder the
+    # process had at connect() (sqlite3: the one it has at the statement).
+    for m in (sqlite3, sqlite_rpc):
+        home = tmp_path / m.__name__
+        (home / "sub").mkdir(parents=True)
+        monkeypatch.chdir(home)
+        db = m.connect(str(home / "db.sqlite"))
+        monkeypatch.chdir(home / "sub")
+        db.execute("ATTACH 'other.db' AS o")
+        db.execute("CREATE TABLE o.t(x)")
+        db.commit()
+        db.close()
+        made = home / ("sub/other.db" if m is sqlite3 else "other.db")
+        assert made.exists()
 
 
 def test_attach_outside_the_database_folder_is_refused(tmp_path):
