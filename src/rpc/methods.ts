@@ -1,6 +1,6 @@
 // The method table: each method checks its params and calls the engine. PROTOCOL.md
 // documents every method; keep the two in step.
-import { RpcError, invalidParams } from '../protocol/errors';
+import { RpcError, invalidParams, toRpcError } from '../protocol/errors';
 import type { DbRef, Registry } from '../engine/registry';
 import type { ExecOptions } from '../engine/types';
 import type { BeginMode } from '../engine/sqlText';
@@ -39,6 +39,28 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
   const onSession = (p: Params, fn: (s: Session) => unknown) => {
     const s = session(p);
     return reg.inOrder(s, () => fn(s));
+  };
+  /**
+   * onSession for script, begin, commit and rollback: their errors carry data.in_transaction
+   * too (as execute's do), so that a client follows the session's transaction after a failure
+   * (a script that failed after its BEGIN leaves it open, a COMMIT that failed may not).
+   */
+  const onSessionTx = (p: Params, fn: (s: Session) => unknown) => {
+    const s = session(p);
+    const note = (e: unknown): never => {
+      const err = toRpcError(e);
+      if (err.data.in_transaction === undefined) err.data.in_transaction = s.inTx;
+      throw err;
+    };
+    return reg.inOrder(s, () => {
+      let r: unknown;
+      try {
+        r = fn(s);
+      } catch (e) {
+        return note(e);
+      }
+      return r instanceof Promise ? r.catch(note) : r;
+    });
   };
   const sql = (p: Params) => {
     const s = str(p, 'sql');
@@ -113,18 +135,18 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
   });
   m.set('script', (p) => {
     const text = sql(p);
-    return onSession(p, (s) => reg.script(s, text));
+    return onSessionTx(p, (s) => reg.script(s, text));
   });
   m.set('begin', (p) => {
     const mode = oneOf<BeginMode>(p, 'mode', BEGIN_MODES, 'deferred')!;
-    return onSession(p, (s) => {
+    return onSessionTx(p, (s) => {
       const r = reg.begin(s, mode);
       const done = () => ({ in_transaction: s.inTx });
       return r instanceof Promise ? r.then(done) : done();
     });
   });
   m.set('commit', (p) =>
-    onSession(p, (s) => {
+    onSessionTx(p, (s) => {
       // The reply waits until the commit is durable (the engine's promise).
       const r = reg.commit(s);
       const done = () => ({ in_transaction: s.inTx });
@@ -132,7 +154,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     }),
   );
   m.set('rollback', (p) =>
-    onSession(p, (s) => {
+    onSessionTx(p, (s) => {
       reg.rollback(s);
       return { in_transaction: s.inTx };
     }),
