@@ -11,6 +11,8 @@ while async requests are outstanding.
 from __future__ import annotations
 
 import atexit
+import collections
+import errno
 import io
 import itertools
 import json
@@ -23,7 +25,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional
 
 from .protocol import PROTOCOL_VERSION, ServerError, exception_from_error
-from .transport import FrameBuffer, FramingError, decode_body, encode_frame
+from .transport import MAX_HEADER, FramingError, decode_body, encode_frame
 
 log = logging.getLogger("sqlite_rpc")
 server_log = logging.getLogger("sqlite_rpc.server")
@@ -57,6 +59,22 @@ def find_binary() -> Optional[str]:
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return c
     return None
+
+
+# What an OSError from reading or writing the pipe must carry to mean that the pipe (the
+# server, or our end of it) is gone. Anything else raised while we block on the pipe was
+# raised by a signal handler (KeyboardInterrupt, a TimeoutError from an alarm handler...):
+# it belongs to the caller, and the server, its pipe and every session stay as they are.
+_PIPE_GONE = frozenset((errno.EPIPE, errno.EBADF, errno.EIO, errno.EINVAL, errno.ENXIO, errno.ECONNRESET))
+
+
+def _pipe_failed(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _PIPE_GONE
+
+
+def interrupted_slot(e: BaseException) -> "Optional[_Slot]":
+    """The request a send() interrupted part-way had written whole before it re-raised."""
+    return getattr(e, "_sqlite_rpc_slot", None)
 
 
 class _Slot:
@@ -94,12 +112,19 @@ class ServerProcess:
         self.pid = self.proc.pid
         self._in = self.proc.stdin.fileno()  # type: ignore[union-attr]
         self._out = self.proc.stdout.fileno()  # type: ignore[union-attr]
-        self._frames = FrameBuffer()
+        # Input is parsed so that an exception a signal handler raises at any point of it
+        # (between two bytecodes of the main thread) loses and repeats nothing: bytes read are
+        # appended to _inbuf at once; a frame leaves _inbuf in the same step as its decoded
+        # message enters _msgs; a message leaves _msgs only once delivered (idempotently).
+        # _dirty: an interrupted pass left frames to parse or messages to deliver.
+        self._inbuf = bytearray()
+        self._msgs: "collections.deque[Any]" = collections.deque()
+        self._dirty = False
+        self._reading = False  # a thread is reading the pipe (the "leader"), under _cond
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._pending: Dict[int, _Slot] = {}
         self._wlock = threading.Lock()
-        self._rlock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
         self._followers = 0
         self._async_pending = 0
@@ -160,17 +185,28 @@ class ServerProcess:
         return rid, slot
 
     def _write(self, data: bytes) -> bool:
-        """False when the server is gone: it never received these bytes (no reader: EPIPE)."""
+        """False when the server is gone: it never received these bytes (no reader: EPIPE).
+
+        An exception raised by a signal handler while the write blocks (a full pipe) is held
+        until the frame is written whole, then raised: half a frame would end the protocol."""
         with self._wlock:
             view = memoryview(data)
-            try:
-                while view:
+            held: Optional[BaseException] = None
+            while view:
+                try:
                     n = os.write(self._in, view)
-                    view = view[n:]
-                return True
-            except OSError as e:
-                self._die("the sqlite-rpc server exited unexpectedly (status %s: %s)" % (self._exit_status(), e.strerror))
-                return False
+                except BaseException as e:
+                    if not _pipe_failed(e):
+                        held = held or e  # nothing of this call was written: write the rest, then raise
+                        continue
+                    self._die("the sqlite-rpc server exited unexpectedly (status %s: %s)" % (self._exit_status(), e.strerror))  # type: ignore[attr-defined]
+                    if held is not None:
+                        raise held
+                    return False
+                view = view[n:]
+            if held is not None:
+                raise held
+            return True
 
     def _exit_status(self) -> Any:
         code = self.proc.poll()
@@ -186,7 +222,9 @@ class ServerProcess:
         # skip what it will not read), which would take every connection down with it.
         limit = (getattr(self, "info", None) or {}).get("capabilities", {}).get("max_frame_bytes")
         if limit is not None and len(frame) > limit:
-            raise sqlite3.DataError("the request is %d bytes, over the server's limit of %d (--max-frame-bytes): it was not sent" % (len(frame), limit))
+            e = sqlite3.DataError("the request is %d bytes, over the server's limit of %d (--max-frame-bytes): it was not sent" % (len(frame), limit))
+            e.rpc_too_large = True  # type: ignore[attr-defined]  # nothing was sent: a smaller request may be
+            raise e
 
     def send(self, method: str, params: Dict[str, Any]) -> _Slot:
         """Send a request without waiting; wait() on the slot later (pipelining)."""
@@ -197,7 +235,17 @@ class ServerProcess:
         except BaseException:  # e.g. a lone surrogate in a string: nothing was sent
             self._pending.pop(rid, None)
             raise
-        if not self._write(frame) and slot.error is not None:
+        try:
+            written = self._write(frame)
+        except BaseException as e:
+            # A signal handler's exception, raised once the frame was written whole: the
+            # request is on its way, and the caller can still collect its reply.
+            try:
+                e._sqlite_rpc_slot = slot  # type: ignore[attr-defined]
+            except Exception:
+                pass
+            raise
+        if not written and slot.error is not None:
             # Never delivered, so never applied: the caller may safely send it elsewhere.
             slot.error = dict(slot.error, data=dict(slot.error["data"], unsent=True))
         return slot
@@ -212,24 +260,36 @@ class ServerProcess:
         return self.wait(self.send(method, params))
 
     def wait(self, slot: _Slot) -> Any:
+        """The reply to slot's request. The waiting thread reads the pipe itself unless another
+        one already does (then it waits for that one to hand over). An exception a signal
+        handler raises meanwhile propagates; the request stays pending and wait() may be
+        called again for it."""
         while not slot.done:
-            if self._rlock.acquire(False):
-                try:
+            if self.dead is not None:
+                # Gone without answering it (after a fork, this process's copy never will).
+                slot.error = {"code": -32007, "message": self.dead, "data": {"kind": "ServerGone", "dbapi": "OperationalError"}}
+                slot.done = True
+                break
+            lead = False
+            try:
+                with self._cond:
+                    if not self._reading:
+                        self._reading = lead = True  # one step: no handler runs in between
+                    else:
+                        self._followers += 1
+                        try:
+                            while not slot.done and self._reading:
+                                self._cond.wait(1.0)
+                        finally:
+                            self._followers -= 1
+                if lead:
                     while not slot.done:
                         self._read_some()
-                finally:
-                    self._rlock.release()
-                    if self._followers:
-                        with self._cond:
-                            self._cond.notify_all()
-            else:
-                with self._cond:
-                    self._followers += 1
-                    try:
-                        while not slot.done and self._rlock.locked():
-                            self._cond.wait(1.0)
-                    finally:
-                        self._followers -= 1
+            finally:
+                if lead:
+                    with self._cond:
+                        self._reading = False
+                        self._cond.notify_all()
         if slot.error is not None:
             raise exception_from_error(slot.error)
         return slot.result
@@ -237,9 +297,14 @@ class ServerProcess:
     def _read_some(self) -> None:
         if self.dead is not None:
             return
+        if self._dirty:
+            self._pump()  # what an interrupted pass left: it may hold the reply waited for
+            return
         try:
             data = os.read(self._out, 1 << 18)
         except OSError as e:
+            if not _pipe_failed(e):
+                raise  # a signal handler's (e.g. TimeoutError from an alarm): the caller's
             data = b""
             reason = str(e)
         else:
@@ -248,16 +313,43 @@ class ServerProcess:
             code = self._exit_status()
             self._die("the sqlite-rpc server exited unexpectedly (status %s)%s" % (code, ": " + reason if reason else ""))
             return
-        try:
-            bodies = self._frames.feed(data)
-        except FramingError as e:
-            self._die("the sqlite-rpc server broke the protocol: %s" % e)
-            return
-        for body in bodies:
-            self._deliver(decode_body(body))
+        self._inbuf += data
+        self._dirty = True
+        self._pump()
 
-    def _deliver(self, msg: Dict[str, Any]) -> None:
-        slot = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
+    def _pump(self) -> None:
+        """Parse the complete frames in _inbuf and deliver their messages. Restartable."""
+        buf = self._inbuf
+        msgs = self._msgs
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEADER:
+                    return self._die("the sqlite-rpc server broke the protocol: header block too long")
+                break
+            try:
+                length = _content_length(buf, end)
+            except FramingError as e:
+                return self._die("the sqlite-rpc server broke the protocol: %s" % e)
+            start = end + 4
+            if len(buf) < start + length:
+                break
+            try:
+                with memoryview(buf) as view:
+                    msg = decode_body(view[start:start + length])
+            except ValueError as e:  # msgpack's errors (ExtraData, FormatError, ...) are ValueErrors
+                return self._die("the sqlite-rpc server broke the protocol: undecodable reply (%s)" % e)
+            del buf[:start + length]
+            msgs.append(msg)  # with the line above, one step: no handler runs in between
+        while msgs:
+            self._deliver(msgs[0])
+            msgs.popleft()  # a redelivery after an interruption here changes nothing
+        self._dirty = False
+
+    def _deliver(self, msg: Any) -> None:
+        # Idempotent: the slot leaves _pending last.
+        rid = msg.get("id") if isinstance(msg, dict) else None
+        slot = self._pending.get(rid)  # type: ignore[arg-type]
         if slot is None:
             return
         if "error" in msg:
@@ -267,7 +359,8 @@ class ServerProcess:
         slot.done = True
         if slot.future is not None:
             slot.loop.call_soon_threadsafe(_settle_future, slot)
-        elif self._followers:
+        self._pending.pop(rid, None)
+        if slot.future is None and self._followers:
             with self._cond:
                 self._cond.notify_all()
 
@@ -319,15 +412,24 @@ class ServerProcess:
             self._async_wake.wait()
             self._async_wake.clear()
             while self._async_pending > 0 and self.dead is None:
-                with self._rlock:
-                    # Read while async requests are outstanding and not yet answered.
-                    if any(s.future is not None for s in list(self._pending.values())):
-                        self._read_some()
-                    else:
-                        break
-                if self._followers:
+                # Read while async requests are outstanding and not yet answered; a thread
+                # already reading delivers them too.
+                if not any(s.future is not None for s in list(self._pending.values())):
+                    break
+                lead = False
+                try:
                     with self._cond:
-                        self._cond.notify_all()
+                        if self._reading:
+                            self._cond.wait(1.0)
+                        else:
+                            self._reading = lead = True
+                    if lead:
+                        self._read_some()
+                finally:
+                    if lead:
+                        with self._cond:
+                            self._reading = False
+                            self._cond.notify_all()
 
     # ---- shutdown -------------------------------------------------------------------------
 
@@ -355,6 +457,25 @@ class ServerProcess:
                 f.close()  # type: ignore[union-attr]
             except OSError:
                 pass
+
+
+def _content_length(buf: bytearray, end: int) -> int:
+    """The Content-Length of the header block buf[:end] (FrameBuffer's rules)."""
+    if buf.startswith(b"Content-Length: ") and buf[16:end].isdigit():
+        return int(buf[16:end])  # the server's own form
+    length = -1
+    for line in bytes(buf[:end]).split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise FramingError("malformed header line %r" % line[:80])
+        if name.strip().lower() == b"content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                raise FramingError("bad Content-Length %r" % value[:40]) from None
+    if length < 0:
+        raise FramingError("frame without Content-Length")
+    return length
 
 
 def _settle_future(slot: _Slot) -> None:
