@@ -10,6 +10,7 @@ returns the stdlib's own objects, after one warning; backend() says which is in 
 from __future__ import annotations
 
 import sqlite3 as _stdlib
+import sys as _sys
 from typing import Any
 
 from . import fallback as _fallback
@@ -61,6 +62,8 @@ converters = _stdlib.converters
 complete_statement = _stdlib.complete_statement
 adapt = _stdlib.adapt
 enable_callback_tracebacks = _stdlib.enable_callback_tracebacks
+if hasattr(_stdlib, "enable_shared_cache"):  # Python < 3.12 (deprecated there); it concerns the stdlib's connections only
+    enable_shared_cache = _stdlib.enable_shared_cache
 Blob = _stdlib.Blob
 
 # sqlite3's SQLITE_* constants (result codes for sqlite_errorcode, authorizer action codes).
@@ -171,6 +174,16 @@ def shutdown() -> None:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "OptimizedUnicode" and _sys.version_info < (3, 12):
+        # As sqlite3's own module __getattr__ (Python 3.11), warning included.
+        import warnings
+
+        msg = ("""
+            OptimizedUnicode is deprecated and will be removed in Python 3.12.
+            Since Python 3.3 it has simply been an alias for 'str'.
+        """)
+        warnings.warn(msg, DeprecationWarning, stacklevel=2)
+        return str
     # sqlite_version describes the engine actually in use, which needs the server running.
     if name in ("sqlite_version", "sqlite_version_info"):
         if backend() == "sqlite3":

@@ -184,6 +184,9 @@ class Connection:
         except sqlite3.Error as e:
             if conn._note_error(e) == "ServerGone":
                 conn._in_tx = False
+            udf = conn._udf_error(e)  # a function registered with create_function(): NotSupportedError
+            if udf is not None:
+                raise udf from None
             raise
 
     async def _drive(self, op: Any) -> Any:

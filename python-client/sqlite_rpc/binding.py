@@ -157,7 +157,7 @@ def bind(sql: str, params: Any) -> Any:
     """The wire form of `params` for `sql` (None when the statement has no parameters and
     none were given), or the exception sqlite3 raises while binding them."""
     count, names, named = scan(sql)
-    if type(params) is tuple or type(params) is list or (not isinstance(params, dict) and hasattr(type(params), "__getitem__")):
+    if type(params) is tuple or type(params) is list or (not isinstance(params, dict) and _is_sequence(params)):
         n = len(params)
         if n != count:
             raise sqlite3.ProgrammingError(
@@ -193,6 +193,20 @@ def bind(sql: str, params: Any) -> Any:
                 out[key] = bind_value(v, i)
         return out if count else None
     raise sqlite3.ProgrammingError("parameters are of unsupported type")
+
+
+def _is_sequence(params: Any) -> bool:
+    """PySequence_Check, which sqlite3 asks: a Python class with __getitem__ (a Mapping too),
+    a C type only with the sequence protocol (so not a mappingproxy)."""
+    try:
+        import ctypes
+
+        return bool(ctypes.pythonapi.PySequence_Check(ctypes.py_object(params)))
+    except Exception:  # not CPython
+        return hasattr(type(params), "__getitem__") and not isinstance(params, _MappingABC)
+
+
+from collections.abc import Mapping as _MappingABC  # noqa: E402
 
 
 def bind_many_fast(sql: str, seq: Any) -> Optional[Any]:

@@ -46,6 +46,7 @@ def _send_unsent_releases() -> None:
 
 
 Op = Generator[Tuple[str, Dict[str, Any]], Any, Any]
+_BUSY_TIMEOUT = re.compile(r"\s*PRAGMA\s+(?:main\s*\.\s*)?busy_timeout\s*(?:=\s*([-+]?\d+)|\(\s*([-+]?\d+)\s*\))?\s*;?\s*\Z", re.I)
 _EXPLAIN = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*EXPLAIN\b", re.I | re.S)
 
 
@@ -62,6 +63,8 @@ def _run(conn: "Connection", op: Op) -> Any:
 
 
 def _drive(conn: "Connection", op: Op) -> Any:
+    if conn._unsettled is not None:
+        conn._settle()  # the op reads the connection's state (in_transaction) before it sends anything
     try:
         req = next(op)
         while True:
@@ -94,6 +97,16 @@ def _before_binding(conn: "Connection", sql: str, begin: Optional[str]) -> Op:
         conn._in_tx = (yield ("begin", {"session": conn._session, "mode": begin}))["in_transaction"]
 
 
+# executemany sends its parameter sets in chunks: the first of _MANY_FIRST_ROWS rows, the
+# others sized to about _MANY_CHUNK_BYTES (at most a quarter of the frame limit) and
+# _MANY_CHUNK_ROWS rows.
+_MANY_FIRST_ROWS = 256
+_MANY_CHUNK_ROWS = 50_000
+_MANY_CHUNK_BYTES = 8 << 20
+_DML_ONLY = "executemany() can only execute DML statements."
+_END = object()
+
+
 def _first_unencodable(rows: List[Any]) -> int:
     for i, r in enumerate(rows):
         try:
@@ -101,6 +114,11 @@ def _first_unencodable(rows: List[Any]) -> int:
         except UnicodeEncodeError:
             return i
     return len(rows)
+
+
+def _is_reply_error(slot: Any, e: BaseException) -> bool:
+    """e is the error the server replied to slot's request with (not a signal handler's)."""
+    return slot is not None and slot.done and slot.error is not None and isinstance(e, (sqlite3.Error, MemoryError, OverflowError))
 
 
 def _type_name(v: Any) -> str:
@@ -233,6 +251,9 @@ class Cursor:
         if error is not None:
             yield from _before_binding(conn, sql, begin)
             raise error
+        if wire is None and _BUSY_TIMEOUT.match(sql):
+            yield from self._busy_timeout_pragma(conn, sql)
+            return
         p: Dict[str, Any] = {"session": conn._session, "sql": sql}
         if wire is not None:
             p["params"] = wire
@@ -250,6 +271,23 @@ class Cursor:
             yield from _before_binding(conn, sql, begin)
             raise
         self._take_result(conn, res, sql)
+
+    def _busy_timeout_pragma(self, conn: "Connection", sql: str) -> "Op":
+        """PRAGMA busy_timeout [= N]: the connection's own, as in sqlite3 (timeout * 1000 until set).
+        On the server it would be the busy timeout of the writer that every connection to the
+        file shares (which the server keeps at 0: it waits for the writer itself, up to this
+        connection's timeout, which setting the pragma does not change)."""
+        m = _BUSY_TIMEOUT.match(sql)
+        value = m.group(1) or m.group(2) if m is not None else None
+        if value is not None:
+            ms = int(value)
+            conn._busy_ms = ms if 0 < ms < 2**31 else 0  # SQLite: none at all for 0 or less
+        res = {"columns": ["timeout"], "rows": ((conn._busy_ms,),), "cursor": None, "changes": 0, "lastrowid": None, "in_transaction": conn._in_tx}
+        if conn._detect_decltypes:
+            res["decltypes"] = [None]
+        self._take_result(conn, res, sql)
+        return
+        yield  # a generator, as the other ops
 
     def execute(self, sql: str, parameters: Params = (), *, expect_rows: Optional[int] = None) -> "Cursor":
         """sqlite3's execute. expect_rows (an extension, see sqlite_rpc.optimistic): the
@@ -308,43 +346,121 @@ class Cursor:
             raise TypeError("executemany() argument 1 must be str, not %s" % _type_name(sql))
         it = iter(seq_of_parameters)
         self._reset()
-        begin = conn._begin_mode_for(sql)
         # sqlite3 binds and runs the parameter sets one by one: the sets before a bad one are
-        # applied, then the error is raised. The good prefix is sent, then the error raised.
-        rows: Any = binding.bind_many_fast(sql, seq_of_parameters)  # None: not the plain case
+        # applied, then the error is raised. Here they are bound and sent in chunks (bounded
+        # in rows and bytes, so that no request meets the frame limit and a generator is read
+        # as it goes, not in full first): the good prefix is sent, then the error raised.
+        fast: Any = binding.bind_many_fast(sql, seq_of_parameters)  # None: not the plain case
+        budget = min(_MANY_CHUNK_BYTES, max(conn._frame_limit() // 4, 1))
+        n = _MANY_FIRST_ROWS  # the first chunk is small: it measures the rows (and gets the BEGIN done early)
+        pos = 0
         error: Optional[BaseException] = None
-        if rows is None:
-            rows = []
-            try:
-                for params in it:
-                    w = binding.bind(sql, params)
-                    rows.append([] if w is None else w)
-            except Exception as e:
-                error = e
-        p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": rows}
-        if begin is not None:
-            p["begin"] = begin
-        try:
-            res = yield ("executemany", p)
-        except UnicodeEncodeError as e:
-            sql.encode("utf-8")
-            p["seq_of_params"] = rows[: _first_unencodable(rows)]
-            res = yield ("executemany", p)
-            error = e
-        self._take_many(res)
+        total = 0
+        returning = False  # DML with RETURNING: the server's executemany refuses it, rows go one by one
+        first = True
+        while True:
+            if fast is not None:
+                rows = fast[pos:pos + n]
+                pos += len(rows)
+                more = pos < len(fast)
+            else:
+                rows = []
+                more = True
+                try:
+                    while len(rows) < n:
+                        params = next(it, _END)
+                        if params is _END:
+                            more = False
+                            break
+                        w = binding.bind(sql, params)
+                        rows.append([] if w is None else w)
+                except Exception as e:
+                    error, more = e, False
+            if rows or first:
+                try:
+                    if returning:
+                        yield from self._many_returning(conn, sql, rows)
+                    else:
+                        total += yield from self._many_chunk(conn, sql, rows)
+                except sqlite3.ProgrammingError as e:
+                    if not (first and not returning and _DML.match(sql) and str(e) == _DML_ONLY):
+                        self.rowcount = -1
+                        raise
+                    # INSERT/UPDATE/DELETE/REPLACE ... RETURNING: sqlite3 3.11 runs every set
+                    # (its rows are never returned, rowcount stays 0) where the server refuses.
+                    returning = True
+                    if not rows and conn._begin_mode_for(sql) is not None:
+                        conn._in_tx = (yield ("begin", {"session": conn._session, "mode": conn._begin_mode_for(sql)}))["in_transaction"]
+                    yield from self._many_returning(conn, sql, rows)
+                except BaseException:
+                    self.rowcount = -1
+                    raise
+                first = False
+            if error is not None or not more:
+                break
+            sample = rows[:32]
+            per_row = len(msgpack.packb(sample, use_bin_type=True)) / len(sample) if sample else 1
+            n = max(1, min(_MANY_CHUNK_ROWS, int(budget / max(per_row, 1.0))))
+        self.rowcount = 0 if returning else total
         if not _DML.match(sql):
             self.rowcount = -1  # sqlite3 counts rows for INSERT/UPDATE/DELETE/REPLACE only
         if error is not None:
             self.rowcount = -1
             raise error
 
-    def _take_many(self, res: Dict[str, Any]) -> None:
+    def _many_chunk(self, conn: "Connection", sql: str, rows: List[Any]) -> "Op":
+        """One executemany request for rows (split in halves while over the frame limit);
+        returns the rows changed. Its error is raised after the rows before the failing one."""
+        todo = [rows]
+        changed = 0
+        while todo:
+            part = todo.pop(0)
+            p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": part}
+            begin = conn._begin_mode_for(sql)
+            if begin is not None:
+                p["begin"] = begin
+            try:
+                res = yield ("executemany", p)
+            except sqlite3.DataError as e:
+                if not getattr(e, "rpc_too_large", False) or len(part) < 2:
+                    raise
+                half = len(part) // 2  # not sent: send it in two
+                todo[0:0] = [part[:half], part[half:]]
+                continue
+            except UnicodeEncodeError:
+                sql.encode("utf-8")
+                p["seq_of_params"] = part[: _first_unencodable(part)]
+                res = yield ("executemany", p)
+                changed += self._take_many(res)
+                raise
+            changed += self._take_many(res)
+        return changed
+
+    def _many_returning(self, conn: "Connection", sql: str, rows: List[Any]) -> "Op":
+        """sqlite3's executemany of a DML statement with RETURNING: each set runs, the rows it
+        returns are dropped; description names the returned columns."""
+        for row in rows:
+            p: Dict[str, Any] = {"session": conn._session, "sql": sql, "params": row}
+            begin = conn._begin_mode_for(sql)
+            if begin is not None:
+                p["begin"] = begin
+            res = yield ("execute", p)
+            conn._in_tx = res["in_transaction"]
+            conn._total_changes += res.get("total_changes", res["changes"])
+            if res["lastrowid"] is not None:
+                conn._last_rowid = res["lastrowid"]
+            if res.get("cursor") is not None:
+                conn._discard_cursor(res["cursor"])
+            if self.description is None and res["columns"] is not None:
+                self.description = tuple((c, None, None, None, None, None, None) for c in res["columns"])
+
+    def _take_many(self, res: Dict[str, Any]) -> int:
         conn = self._connection
         conn._in_tx = res["in_transaction"]
-        self.rowcount = res["changes"]
         conn._total_changes += res.get("total_changes", res["changes"])
         if res["lastrowid"] is not None:
             conn._last_rowid = res["lastrowid"]  # the connection's; this cursor's stays (sqlite3 3.11)
+        return res["changes"]
 
     def executemany(self, sql: str, seq_of_parameters: Any) -> "Cursor":
         _run(self._connection, self._op_executemany(sql, seq_of_parameters))
@@ -380,12 +496,17 @@ class Cursor:
 
     def _more(self) -> bool:
         """Fetch the next page; False when the result is exhausted."""
+        conn = self._connection
+        if conn._unsettled is not None:
+            conn._settle()  # an interrupted fetch of this cursor hands its page over
+            if self._pos < len(self._rows):
+                return True
         cid = self._cursor_id
         if cid is None:
             return False
         self._check_result_alive()
         try:
-            res = self._connection._rpc("fetch", {"cursor": cid})
+            res = conn._rpc("fetch", {"cursor": cid}, on_settle=lambda late: self._late_page(cid, late))
         except sqlite3.OperationalError:
             if self._result_srv is not None and self._result_srv.dead is not None:
                 self._cursor_id = None  # reported once; the cursor is then exhausted
@@ -394,6 +515,11 @@ class Cursor:
             self._cursor_id = None  # a fetch that fails closes the server's cursor: nothing to release
             raise
         return self._take_page(res)
+
+    def _late_page(self, cid: int, res: Dict[str, Any]) -> None:
+        """The page of a fetch whose wait was interrupted, collected on the connection's next use."""
+        if not self._closed and self._cursor_id == cid:
+            self._take_page(res)
 
     def _check_result_alive(self) -> None:
         # The rest of the result lived in a server that has since died (or in the parent
@@ -420,7 +546,18 @@ class Cursor:
         rf = self.row_factory  # copied from the connection when the cursor was made, as sqlite3
         if rf is None:
             return raw
-        return _normalise_row_factory(rf)(self, raw)
+        if rf is Row or rf is sqlite3.Row:
+            return Row(self, raw)
+        if isinstance(rf, type) and issubclass(rf, Row):
+            return rf(self, raw)
+        # The user's factory, or a subclass of sqlite3.Row: it gets a genuine sqlite3.Cursor
+        # that stands for this one (sqlite3.Row(cursor, row) insists on one).
+        view = _view_for(self)
+        prev, view._target = view._target, self
+        try:
+            return rf(view, raw)
+        finally:
+            view._target = prev
 
     def fetchone(self) -> Any:
         lock = self._connection._lock
@@ -623,6 +760,9 @@ class Connection:
         self._lock = threading.RLock() if not check_same_thread else None
         self._closed = False
         self._in_tx = False
+        # A request whose wait for the reply an exception from a signal handler cut short
+        # (srv, slot, method, on_settle): the next use of the connection collects the reply.
+        self._unsettled: Optional[Tuple[ServerProcess, Any, str, Optional[Callable[[Any], None]]]] = None
         self._last_rowid = 0
         self._total_changes = 0
         self._isolation_level: Optional[str] = None
@@ -641,6 +781,7 @@ class Connection:
         # open is pipelined: its reply is collected by the first request that needs it.
         self._open_params = {"session": self._session, "path": path, "readonly": readonly, "timeout": float(timeout)}
         self._open_params.update(_file_name_context(uri))
+        self._busy_ms = int(timeout * 1000)  # what PRAGMA busy_timeout reports (sqlite3 sets the connection's so)
         if not create:
             self._open_params["create"] = False
         if slow_query_ms is not None:
@@ -648,6 +789,7 @@ class Connection:
             self._open_params["slow_query_ms"] = operator.index(slow_query_ms)
         if keep_open:
             self._open_params["keep_open"] = True
+        self._reopen = False
         self._open_slot: Any = self._srv.send("open", self._open_params)
         self._file_key: Optional[Tuple[int, str]] = None
         if not self._private and not keep_open:
@@ -674,6 +816,10 @@ class Connection:
             self._last_rowid = rowid  # rows inserted before the failure moved it, as in sqlite3
         return kind
 
+    def _frame_limit(self) -> int:
+        caps = (getattr(self._srv, "info", None) or {}).get("capabilities", {})
+        return int(caps.get("max_frame_bytes") or (64 << 20))
+
     def _check_open(self) -> None:
         if self._closed:
             raise sqlite3.ProgrammingError(_closed_db)
@@ -687,14 +833,100 @@ class Connection:
                 "The object was created in thread id %d and this is thread id %d." % (self._thread, threading.get_ident())
             )
 
-    def _rpc(self, method: str, params: Dict[str, Any]) -> Any:
+    def _rpc(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
         lock = self._lock
         if lock is not None:
             with lock:
-                return self._rpc_unlocked(method, params)
-        return self._rpc_unlocked(method, params)
+                return self._rpc_unlocked(method, params, on_settle)
+        return self._rpc_unlocked(method, params, on_settle)
 
-    def _rpc_unlocked(self, method: str, params: Dict[str, Any]) -> Any:
+    def _exchange(self, srv: ServerProcess, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]]) -> Any:
+        """Send one request (behind the pipelined open, if any) and wait for its reply.
+
+        An exception raised meanwhile by a signal handler (Ctrl-C's KeyboardInterrupt, an
+        alarm handler's TimeoutError) reaches the caller, but the request is on its way and
+        the server applies it: it is noted as unsettled, and the connection's next use
+        collects its reply first (_settle), so that the client's view of the session, above
+        all in_transaction, stays the server's."""
+        if self._reopen:
+            # The open failed (a lock held too long, a file that is no database): every use
+            # tries it again, as each statement on such a sqlite3 connection does.
+            self._reopen = False
+            self._open_slot = srv.send("open", self._open_params)
+        try:
+            slot = srv.send(method, params)
+        except BaseException as e:
+            late = process.interrupted_slot(e)
+            if late is not None:
+                self._unsettled = (srv, late, method, on_settle)
+            raise
+        waiting = None
+        try:
+            opened = self._open_slot
+            if opened is not None:
+                # Pipelined behind the open: one round trip for connect + first statement.
+                waiting = opened
+                try:
+                    srv.wait(opened)  # raises the open error (e.g. unable to open database file)
+                except BaseException as e:
+                    if _is_reply_error(opened, e) and getattr(e, "rpc_kind", None) != "ServerGone":
+                        self._reopen = True  # (a server that died: _reattach opens again)
+                    raise
+                finally:
+                    if opened.done:
+                        self._open_slot = None
+            waiting = slot
+            return srv.wait(slot)
+        except BaseException as e:
+            if not _is_reply_error(waiting, e):
+                self._unsettled = (srv, slot, method, on_settle)
+            raise
+
+    def _settle(self) -> None:
+        """Collect the reply of the request an interruption left unsettled, and take in what
+        it says (in_transaction, changes, rowid; a page for its cursor). Its error, if it
+        failed, is not raised: the caller of that request got the interruption instead."""
+        pending = self._unsettled
+        if pending is None:
+            return
+        srv, slot, method, on_settle = pending
+        if srv is not self._srv or self._gen != process.generation() or (srv.dead is not None and not slot.done):
+            self._unsettled = None  # a server since replaced or gone (or a fork): the state went with it (_reattach)
+            return
+        try:
+            res = srv.wait(slot)
+        except BaseException as e:
+            if not _is_reply_error(slot, e):
+                raise  # interrupted again: still unsettled
+            self._unsettled = None
+            self._note_error(e)
+            return
+        self._unsettled = None
+        if on_settle is not None:
+            on_settle(res)
+        elif isinstance(res, dict):
+            if "in_transaction" in res:
+                self._in_tx = bool(res["in_transaction"])
+            changed = res.get("total_changes", res.get("changes"))
+            if changed:
+                self._total_changes += changed
+            if res.get("lastrowid") is not None:
+                self._last_rowid = res["lastrowid"]
+            if res.get("cursor") is not None and "columns" in res:
+                self._discard_cursor(res["cursor"])  # the rest of a result nobody will read
+
+    def _resync(self) -> None:
+        """_settle, under the connection's lock when it has one."""
+        lock = self._lock
+        if lock is not None:
+            with lock:
+                self._settle()
+        else:
+            self._settle()
+
+    def _rpc_unlocked(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
+        if self._unsettled is not None:
+            self._settle()
         if self._broken is not None:
             raise sqlite3.OperationalError(self._broken)
         srv = self._srv
@@ -703,18 +935,15 @@ class Connection:
             if "session" in params:
                 params = dict(params, session=self._session)
         try:
-            if self._open_slot is not None:
-                # Pipelined behind the open: one round trip for connect + first statement.
-                slot = srv.send(method, params)
-                opened, self._open_slot = self._open_slot, None
-                srv.wait(opened)  # raises the open error (e.g. unable to open database file)
-                return srv.wait(slot)
-            return srv.call(method, params)
+            return self._exchange(srv, method, params, on_settle)
         except process.ServerError:
             raise
         except sqlite3.Error as e:
             kind = self._note_error(e)
             if kind != "ServerGone":
+                udf = self._udf_error(e) if ("_udf_functions" in self.__dict__ or "_udf_collations" in self.__dict__) else None
+                if udf is not None:
+                    raise udf from None
                 raise
             was_in_tx, self._in_tx = self._in_tx, False
             if was_in_tx:
@@ -733,9 +962,7 @@ class Connection:
             # Safe to repeat, once, on a new server: a request the old one never received, or
             # a read that was in flight when it died.
             srv = self._reattach()
-            slot, self._open_slot = self._open_slot, None
-            srv.wait(slot)
-            return srv.call(method, dict(params, session=self._session))
+            return self._exchange(srv, method, dict(params, session=self._session), on_settle)
 
     def _reattach(self) -> ServerProcess:
         """The server died (or this process forked): attach to a new server with a new session.
@@ -813,15 +1040,21 @@ class Connection:
     @property
     def in_transaction(self) -> bool:
         self._check_open()
+        if self._unsettled is not None:
+            self._resync()  # in doubt: the server's answer
         return self._in_tx
 
     @property
     def total_changes(self) -> int:
         self._check_open()
+        if self._unsettled is not None:
+            self._resync()
         return self._total_changes
 
     def cursor(self, factory: Any = None) -> Cursor:
         self._check()
+        if isinstance(factory, type) and issubclass(factory, sqlite3.Cursor) and not issubclass(factory, Cursor):
+            factory = _cursor_class_for(factory)  # sqlite3.Cursor or a subclass (Django's backend)
         cur = (factory or Cursor)(self)
         if not isinstance(cur, Cursor):
             raise TypeError("factory must return a cursor, not %s" % type(cur).__name__)
@@ -840,12 +1073,16 @@ class Connection:
 
     def commit(self) -> None:
         self._check()
+        if self._unsettled is not None:
+            self._resync()
         if self._in_tx:
             res = self._rpc("commit", {"session": self._session})
             self._in_tx = res["in_transaction"]
 
     def rollback(self) -> None:
         self._check()
+        if self._unsettled is not None:
+            self._resync()
         if self._in_tx:
             res = self._rpc("rollback", {"session": self._session})
             self._in_tx = res["in_transaction"]
@@ -894,8 +1131,15 @@ class Connection:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc_type is None:
-            self.commit()
+        if exc_type is None and exc is None and tb is None:
+            try:
+                self.commit()
+            except BaseException:
+                # sqlite3 (3.11's pysqlite_connection_exit_impl): a failed commit is rolled back,
+                # to unlock the database, and its error raised (a failing rollback's instead,
+                # chained to it).
+                self.rollback()
+                raise
         else:
             try:
                 self.rollback()
@@ -921,6 +1165,90 @@ class Connection:
     def interrupt(self) -> None:
         raise sqlite3.NotSupportedError("interrupt() is not supported by sqlite-rpc")
 
+    # -- user-defined functions and collations -----------------------------------------------
+    #
+    # sqlite3 runs them inside SQLite, in this process; here SQLite runs in the server. So that
+    # code registering them when it connects (SQLAlchemy's regexp, peewee's and Django's
+    # backends) works, registering is accepted (with sqlite3's argument checks) and
+    # remembered; a statement that uses one fails when it runs, with NotSupportedError naming
+    # it (in place of the server's "no such function" / "no such collation sequence").
+
+    def _register_udf(self, table: str, name: str, remove: bool) -> None:
+        key = name.translate(_ASCII_LOWER)
+        names = self.__dict__.setdefault(table, {})
+        if remove:
+            names.pop(key, None)
+        else:
+            names[key] = name
+
+    def create_function(self, name: str, narg: int, func: Any, *, deterministic: bool = False) -> None:
+        self._check()
+        _udf_name("create_function() argument 'name'", name)
+        narg = _c_int(narg)
+        if narg < -1 or narg > 127:
+            raise sqlite3.OperationalError("Error creating function")
+        self._register_udf("_udf_functions", name, func is None)
+
+    def create_aggregate(self, name: str, n_arg: int, aggregate_class: Any) -> None:
+        self._check()
+        _udf_name("create_aggregate() argument 'name'", name)
+        n_arg = _c_int(n_arg)
+        if n_arg < -1 or n_arg > 127:
+            raise sqlite3.OperationalError("Error creating aggregate")
+        self._register_udf("_udf_functions", name, aggregate_class is None)
+
+    def create_window_function(self, name: str, num_params: int, aggregate_class: Any, /) -> None:
+        self._check()
+        _udf_name("create_window_function() argument 1", name)
+        num_params = _c_int(num_params)
+        if num_params < -1 or num_params > 127:
+            raise sqlite3.ProgrammingError("bad parameter or other API misuse")
+        self._register_udf("_udf_functions", name, aggregate_class is None)
+
+    def create_collation(self, name: str, callable: Any, /) -> None:  # noqa: A002 - sqlite3's name
+        self._check()
+        _udf_name("create_collation() argument 1", name)
+        if callable is not None and not _callable(callable):
+            raise TypeError("parameter must be callable")
+        self._register_udf("_udf_collations", name, callable is None)
+
+    # Callbacks sqlite3 calls from inside SQLite: clearing one (None) is accepted, as it
+    # changes nothing here; setting one is not supported.
+
+    def set_trace_callback(self, trace_callback: Any) -> None:
+        self._check()
+        if trace_callback is not None:
+            self._unsupported("set_trace_callback")()
+
+    def set_authorizer(self, authorizer_callback: Any) -> None:
+        self._check()
+        if authorizer_callback is not None:
+            self._unsupported("set_authorizer")()
+
+    def set_progress_handler(self, progress_handler: Any, n: int) -> None:
+        self._check()
+        if progress_handler is not None:
+            self._unsupported("set_progress_handler")()
+
+    def _udf_error(self, e: BaseException) -> Optional[BaseException]:
+        """NotSupportedError for the server's 'no such function: X' when X was registered here."""
+        if not isinstance(e, sqlite3.OperationalError):
+            return None
+        m = _NO_SUCH_UDF.match(str(e))
+        if m is None:
+            return None
+        table, what = ("_udf_collations", "collation") if m.group(1) else ("_udf_functions", "function")
+        name = self.__dict__.get(table, {}).get(m.group(2).translate(_ASCII_LOWER))
+        if name is None:
+            return None
+        err = sqlite3.NotSupportedError(
+            "user-defined %s %s%s is not supported by sqlite-rpc: it was registered with create_%s(), and "
+            "registered Python code runs in this process while the database runs in the sqlite-rpc server (%s)"
+            % (what, name, "()" if what == "function" else "", "collation" if what == "collation" else "function", e))
+        err.sqlite_errorname = getattr(e, "sqlite_errorname", None)  # type: ignore[attr-defined]
+        err.sqlite_errorcode = getattr(e, "sqlite_errorcode", None)  # type: ignore[attr-defined]
+        return err
+
     def _unsupported(self, name: str) -> Callable[..., Any]:
         def f(*a: Any, **k: Any) -> Any:
             raise sqlite3.NotSupportedError("%s() is not supported by sqlite-rpc: the database runs in another process" % name)
@@ -928,8 +1256,7 @@ class Connection:
         return f
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("create_function", "create_aggregate", "create_window_function", "create_collation", "set_authorizer",
-                    "set_progress_handler", "set_trace_callback", "enable_load_extension", "load_extension", "backup",
+        if name in ("enable_load_extension", "load_extension", "backup",
                     "blobopen", "serialize", "deserialize", "setlimit", "getlimit"):
             return self._unsupported(name)
         raise AttributeError("'%s' object has no attribute '%s'" % (type(self).__name__, name))
@@ -970,8 +1297,6 @@ def _file_name_context(uri: bool) -> Dict[str, Any]:
 def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
     """(path, readonly, create) for open. Failures sqlite3.connect reports at once are raised
     here: the open request itself is pipelined and would only fail at the first statement."""
-    import os
-
     if isinstance(database, bytes):
         database = database.decode("utf-8")
     if hasattr(database, "__fspath__"):
@@ -980,6 +1305,8 @@ def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
             database = database.decode("utf-8")
     if not isinstance(database, str):
         raise TypeError("expected str, bytes or os.PathLike object, not %s" % type(database).__name__)
+    if "\x00" in database:
+        raise ValueError("embedded null byte")  # sqlite3's (PyUnicode_FSConverter)
     readonly, create = False, True
     if uri and database.startswith("file:"):
         u = urlparse(database)
@@ -1017,3 +1344,119 @@ def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
     # Absolute: the server's working directory is the one this process had when it started
     # the server, and a "file:" prefix without uri=True is part of the file name.
     return database, readonly, create
+
+
+# ---- sqlite3.Cursor / sqlite3.Row subclasses over our cursors ---------------------------------
+
+_NO_SUCH_UDF = re.compile(r"no such (?:function|(collation sequence)): (.+)\Z", re.S)
+
+
+def _udf_name(what: str, name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError("%s must be str, not %s" % (what, type(name).__name__))
+    if "\x00" in name:
+        raise ValueError("embedded null character")
+
+
+def _c_int(v: Any) -> int:
+    v = operator.index(v)
+    if not -(2**31) <= v < 2**31:
+        raise OverflowError("Python int too large to convert to C int")
+    return v
+
+
+_callable = callable
+_stand_in: Optional[sqlite3.Connection] = None
+_stand_in_lock = threading.Lock()
+
+
+def _stand_in_connection() -> sqlite3.Connection:
+    """A private in-memory stdlib connection. It initialises the sqlite3.Cursor part of the
+    classes below and names their columns for sqlite3.Row, which reads its cursor's C-level
+    description; it never sees the user's data."""
+    global _stand_in
+    with _stand_in_lock:
+        if _stand_in is None:
+            _stand_in = sqlite3.connect(":memory:", check_same_thread=False)
+        return _stand_in
+
+
+class _StdCursor(Cursor, sqlite3.Cursor):  # type: ignore[misc]
+    """Our cursor as a sqlite3.Cursor, for cursor(factory=sqlite3.Cursor or a subclass of it):
+    Django's backend makes its cursors so. The sqlite3.Cursor part only satisfies isinstance
+    and super(); it is initialised on the stand-in connection and never runs anything."""
+
+    # Instance attributes of ours that sqlite3.Cursor has as (some read-only) C members.
+    __slots__ = ("arraysize", "lastrowid", "rowcount", "description", "row_factory")
+
+    def __init__(self, connection: "Connection", *args: Any, **kwargs: Any) -> None:
+        sqlite3.Cursor.__init__(self, _stand_in_connection())
+        Cursor.__init__(self, connection)
+
+
+_cursor_classes: Dict[type, type] = {sqlite3.Cursor: _StdCursor}
+
+
+def _cursor_class_for(factory: type) -> type:
+    cls = _cursor_classes.get(factory)
+    if cls is None:
+        # The factory's own methods first; their super() reaches our Cursor's.
+        cls = type(factory.__name__, (factory, _StdCursor), {"__slots__": (), "__module__": factory.__module__, "__qualname__": factory.__qualname__})
+        _cursor_classes[factory] = cls
+    return cls
+
+
+class _CursorView(sqlite3.Cursor):  # type: ignore[misc]
+    """A genuine sqlite3.Cursor that a row factory of the user's gets in place of our cursor:
+    its columns are named on the stand-in connection, so that sqlite3.Row(cursor, row) (and
+    subclasses of sqlite3.Row) work; every attribute and method is the cursor's own."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, description: Any) -> None:
+        sqlite3.Cursor.__init__(self, _stand_in_connection())
+        self._target: Any = None
+        names = ", ".join('NULL AS "%s"' % d[0].replace('"', '""') for d in description)
+        sqlite3.Cursor.execute(self, "SELECT %s LIMIT 0" % names)
+
+    description = property(lambda self: self._target.description)  # type: ignore[assignment]
+    connection = property(lambda self: self._target.connection)  # type: ignore[assignment]
+    rowcount = property(lambda self: self._target.rowcount)  # type: ignore[assignment]
+    lastrowid = property(lambda self: self._target.lastrowid)  # type: ignore[assignment]
+    arraysize = property(lambda self: self._target.arraysize, lambda self, v: setattr(self._target, "arraysize", v))  # type: ignore[assignment]
+    row_factory = property(lambda self: self._target.row_factory, lambda self, v: setattr(self._target, "row_factory", v))  # type: ignore[assignment]
+
+    def __iter__(self) -> Any:
+        return self._target
+
+    def __next__(self) -> Any:
+        return next(self._target)
+
+
+def _delegate(name: str) -> Callable[..., Any]:
+    def f(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._target, name)(*args, **kwargs)
+
+    f.__name__ = name
+    return f
+
+
+for _name in ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall", "close", "setinputsizes", "setoutputsize"):
+    setattr(_CursorView, _name, _delegate(_name))
+
+_views = threading.local()
+
+
+def _view_for(cursor: Cursor) -> _CursorView:
+    """A view whose columns have the names of cursor's description (one per thread and names)."""
+    desc = cursor.description or ()
+    cache = getattr(_views, "cache", None)
+    if cache is None:
+        cache = _views.cache = {}
+    key = tuple(d[0] for d in desc)
+    view = cache.get(key)
+    if view is None:
+        if len(cache) >= 256:
+            cache.clear()
+        view = cache[key] = _CursorView(desc)
+    return view

@@ -122,7 +122,10 @@ def test_row_factory_cursor_context_and_helpers(tmp_path):
             lines = [line async for line in db.iterdump()]
             assert lines[0] == "BEGIN TRANSACTION;" and lines[-1] == "COMMIT;"
             with pytest.raises(sqlite3.NotSupportedError):
-                await db.create_function("f", 1, lambda x: x)
+                await db.set_trace_callback(print)
+            assert await db.create_function("f", 1, lambda x: x) is None  # registered; using it fails
+            with pytest.raises(sqlite3.NotSupportedError, match=r"f\(\)"):
+                await db.execute("SELECT f(1)")
 
     run(main())
 

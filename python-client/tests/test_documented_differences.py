@@ -7,6 +7,7 @@ the difference changed: update DIFFERENCES.md with it.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 
@@ -182,13 +183,9 @@ def test_invalid_utf8_text_arrives_with_replacement_characters():
 
 
 @pytest.mark.parametrize("name, args", [
-    ("create_function", ("f", 1, lambda x: x)),
-    ("create_aggregate", ("a", 1, object)),
-    ("create_window_function", ("w", 1, object)),
-    ("create_collation", ("c", lambda a, b: 0)),
-    ("set_authorizer", (None,)),
-    ("set_progress_handler", (None, 1)),
-    ("set_trace_callback", (None,)),
+    ("set_authorizer", (lambda *a: 0,)),
+    ("set_progress_handler", (lambda: 0, 1)),
+    ("set_trace_callback", (print,)),
     ("enable_load_extension", (True,)),
     ("load_extension", ("x",)),
     ("blobopen", ("t", "c", 1)),
@@ -204,6 +201,22 @@ def test_python_callbacks_and_local_handles_are_not_supported(name, args):
     with pytest.raises(sqlite3.NotSupportedError, match="not supported by sqlite-rpc"):
         getattr(db, name)(*args)
     assert db.execute("SELECT 1").fetchone() == (1,)  # the connection is still usable
+
+
+@pytest.mark.parametrize("register, sql, name", [
+    (lambda db: db.create_function("twice", 1, lambda x: 2 * x), "SELECT twice(2)", "twice()"),
+    (lambda db: db.create_aggregate("mysum", 1, object), "SELECT mysum(1)", "mysum()"),
+    (lambda db: db.create_window_function("mywin", 1, object), "SELECT mywin(1) OVER ()", "mywin()"),
+    (lambda db: db.create_collation("backwards", lambda a, b: 0), "SELECT 'a' < 'b' COLLATE backwards", "backwards"),
+])
+def test_user_defined_functions_register_but_fail_when_used(register, sql, name):
+    # "User-defined functions": registering works (frameworks do it on connect); using one
+    # raises NotSupportedError naming it, when the statement runs.
+    db = sqlite_rpc.connect(":memory:")
+    assert register(db) is None
+    with pytest.raises(sqlite3.NotSupportedError, match=r"user-defined .*%s is not supported by sqlite-rpc" % re.escape(name)):
+        db.execute(sql)
+    assert db.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_backup_is_not_supported(tmp_path):
