@@ -253,6 +253,10 @@ def test_executemany_outside_a_transaction_is_all_or_nothing(tmp_path):
         with pytest.raises(sqlite3.IntegrityError):
             db.executemany("INSERT INTO t VALUES (?)", [("a",), ("b",), ("a",)])
         assert db.execute("SELECT count(*) FROM t").fetchone() == ((2,) if m is sqlite3 else (0,))
+        # Sets are sent in chunks (the first of 256): a failure in the second keeps the first.
+        with pytest.raises(sqlite3.IntegrityError):
+            db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(300)] + [(0,)])
+        assert db.execute("SELECT count(*) FROM t").fetchone() == ((302,) if m is sqlite3 else (256,))
         db.close()
 
 
