@@ -307,6 +307,7 @@ describe('method table parameter checks (real Registry, no workers)', () => {
     ['open', { session: '1', path: 'x.db' }, 'session'],
     ['open', { session: 5 }, 'path'],
     ['open', { session: 5, path: 7 }, 'path'],
+    ['open', { session: 5, path: 'a\0b.db' }, 'path'],
     ['open', { session: 5, path: 'x.db', readonly: 'yes' }, 'readonly'],
     ['open', { session: 5, path: 'x.db', timeout: -1 }, 'timeout'],
     ['open', { session: 5, path: 'x.db', timeout: 'soon' }, 'timeout'],

@@ -93,9 +93,12 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     const cwd = p.cwd == null ? null : str(p, 'cwd');
     if (cwd !== null && !cwd.startsWith('/')) throw invalidParams('cwd', 'expected an absolute path');
     const uri = bool(p, 'uri', false);
+    const path = str(p, 'path');
+    // SQLite would take the name up to the NUL: another file than the one asked for.
+    if (path.includes('\0')) throw invalidParams('path', 'embedded null character');
     const r = reg.open({
       session: int(p, 'session', 1, MAX_ID),
-      path: str(p, 'path'),
+      path,
       readonly: bool(p, 'readonly', false),
       create: bool(p, 'create', true),
       timeoutMs: Math.round(number(p, 'timeout', 0, 86400, 5) * 1000),
