@@ -455,3 +455,98 @@ def test_connect_refuses_files_an_ordinary_user_cannot_open():
             for x in dirs:
                 os.chmod(os.path.join(root, x), 0o755)
         shutil.rmtree(base)
+
+
+HOLD_SCRIPT = textwrap.dedent(
+    """
+    import sqlite3, sys
+    c = sqlite3.connect(sys.argv[1], isolation_level=None)
+    c.execute("BEGIN EXCLUSIVE")
+    c.execute("INSERT INTO t VALUES (1)")
+    print("held", flush=True)
+    sys.stdin.readline()  # until the test says so
+    c.execute("COMMIT")
+    print("committed", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("timeout", [0.3, 60.0], ids=["short-timeout", "long-timeout"])
+def test_opening_a_file_another_process_is_writing_waits_for_timeout(tmp_path, timeout):
+    """A rollback-journal file under another process's write lock: sqlite3 waits up to
+    connect()'s timeout at the first statement, then says 'database is locked'. The outcome,
+    not the time, is compared: with the long timeout the writer is released while waiting."""
+
+    def scenario(mod, folder):
+        p = os.path.join(folder, "r.db")
+        make_fixture(p, "t", 0)
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, p], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            conn = mod.connect(p, timeout=timeout)
+            if timeout > 1:
+                import threading
+
+                threading.Timer(0.5, lambda: (holder.stdin.write("go\n"), holder.stdin.flush())).start()
+            out = [attempt(lambda: conn.execute("SELECT count(*) FROM t").fetchall())]
+            if timeout <= 1:
+                holder.stdin.write("go\n")
+                holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "committed"
+            out.append(attempt(lambda: conn.execute("SELECT count(*) FROM t").fetchall()))
+            conn.close()
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=60)
+        return out
+
+    both(tmp_path, scenario)
+
+
+def test_a_file_that_is_no_database_fails_every_statement_until_fixed(tmp_path):
+    def scenario(mod, folder):
+        p = os.path.join(folder, "junk.db")
+        with open(p, "wb") as f:
+            f.write(b"this is not a database" * 100)
+        conn = mod.connect(p)
+        # (A statement that reads nothing of the file, such as SELECT 1, works on sqlite3 but
+        # not here: the server reads the file when it opens it.)
+        out = [attempt(lambda: conn.execute("SELECT name FROM sqlite_master").fetchall()) for _ in range(2)]
+        out.append(attempt(lambda: conn.execute("CREATE TABLE t(x)").fetchall()))
+        conn.close()
+        os.remove(p)
+        make_fixture(p, "t", 2)
+        conn = mod.connect(p)
+        out.append(attempt(lambda: conn.execute("SELECT x FROM t").fetchall()))
+        conn.close()
+        return out
+
+    both(tmp_path, scenario)
+
+
+def test_lastrowid_of_an_insert_that_reuses_the_previous_rowid(tmp_path):
+    """On the server's shared writer an INSERT whose rowid equals the writer's previous one
+    (another connection's rolled-back insert) still reports it."""
+
+    def scenario(mod, folder):
+        p = os.path.join(folder, "ids.db")
+        a = mod.connect(p)
+        b = mod.connect(p)
+        a.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+        a.commit()
+        out = [a.execute("INSERT INTO t(v) VALUES ('a')").lastrowid]
+        a.rollback()
+        cur = b.execute("INSERT INTO t(v) VALUES ('b')")
+        out.append(cur.lastrowid)
+        b.commit()
+        out.append(b.execute("REPLACE INTO t(id, v) VALUES (7, 'c')").lastrowid)
+        b.commit()
+        out.append(a.execute("INSERT INTO t(v) VALUES ('d')").lastrowid)
+        a.commit()
+        out.append(b.execute("UPDATE t SET v = 'e' WHERE id = 1").lastrowid)  # unchanged: 7
+        b.commit()
+        a.close()
+        b.close()
+        return out
+
+    both(tmp_path, scenario)

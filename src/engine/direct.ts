@@ -80,10 +80,14 @@ export class DirectConnection {
     return this.cache.get('SELECT last_insert_rowid(), total_changes()').get() as [bigint, bigint];
   }
 
-  /** What changed since the last mark: the new rowid (if it moved) and the total_changes delta. */
-  private mark(): { lastrowid: bigint | null; total_changes: number } {
+  /**
+   * What changed since the last mark: the new rowid and the total_changes delta. The rowid
+   * is reported when the statement inserted a row (it may equal the last one, e.g. after a
+   * rollback), or when it moved; otherwise it may be another session's, on a shared writer.
+   */
+  private mark(inserted = false): { lastrowid: bigint | null; total_changes: number } {
     const [rowid, total] = this.counters();
-    const out = { lastrowid: rowid !== this.lastRowid ? rowid : null, total_changes: Number(total - this.totalChanges) };
+    const out = { lastrowid: inserted || rowid !== this.lastRowid ? rowid : null, total_changes: Number(total - this.totalChanges) };
     this.lastRowid = rowid;
     this.totalChanges = total;
     return out;
@@ -152,7 +156,7 @@ export class DirectConnection {
         if (stmt.readonly) this.transactionEnded();
         else if (mayChangeSchema(sql)) this.schemaChanged();
       }
-      return { names: null, rows: [], open: null, changes: Number(info.changes), ...this.mark() };
+      return { names: null, rows: [], open: null, changes: Number(info.changes), ...this.mark(Number(info.changes) > 0 && classify(sql) === 'insert') };
     }
     const known = knownShape(stmt, this.schemaGen);
     const res: DirectResult = { names: null, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
@@ -160,7 +164,7 @@ export class DirectConnection {
       // A write that returns rows (RETURNING): run it to completion so it is applied whole.
       res.rows = this.counted(() => stmt.all(...args) as unknown[][]);
       res.changes = Number((this.cache.get('SELECT changes()').get() as [bigint])[0]);
-      Object.assign(res, this.mark());
+      Object.assign(res, this.mark(res.changes > 0 && classify(sql) === 'insert'));
     } else {
       const iter = stmt.iterate(...args);
       const p = readPage(iter, o.pageRows, o.pageBytes);
