@@ -17,6 +17,9 @@ import { knownShape, readPage, shapeAfterRun } from './reads';
 import { StatementCache } from './statementCache';
 import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
+import { applySettings, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
+import { splitStatements } from './sqlText';
+import type { WriteCounts } from './direct';
 import type { Session } from './session';
 import type { CursorTable } from './cursors';
 import type { ExecOptions, ExecResult, LogFn, WriteSummary } from './types';
@@ -24,6 +27,7 @@ import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
 import type { CodecName } from '../transport/codec';
 import fs from 'node:fs';
+import nodePath from 'node:path';
 import { AuditLog, auditKindOf, auditPathFor, type AuditKind, type AuditRecord } from '../ops/audit';
 import type { DbMetrics, DbSnapshot, Metrics, Role } from '../ops/metrics';
 import type { PathPolicy } from './pathPolicy';
@@ -87,6 +91,10 @@ interface StmtInfo {
   fastStreak: number;
   /** Largest result seen, to pick all() (small) or a paged iterator (large). */
   maxRows: number;
+  /** A PRAGMA of a per-session setting (settings.ts). */
+  setting: boolean;
+  /** Why the server refuses this PRAGMA (settings.ts refusedPragma), or null. */
+  refused: string | null;
 }
 
 type UnitWork =
@@ -147,6 +155,32 @@ export interface EngineStats {
 
 function locked(): RpcError {
   return sqliteError('SQLITE_BUSY', 'database is locked');
+}
+
+/** How long switching a new file to WAL (and a write to it before that) waits for a reader's lock. */
+const SWITCH_WAIT_MS = 250;
+const JOURNAL_MODES = new Set(['delete', 'truncate', 'persist', 'memory', 'wal', 'off']);
+
+/** No file yet, or an empty one with no WAL beside it, in a folder we may write: the engine creates the database. */
+function isNewFile(path: string): boolean {
+  try {
+    fs.accessSync(nodePath.dirname(path), fs.constants.W_OK | fs.constants.X_OK);
+  } catch {
+    return false; // no -wal can be made there: served in its own mode (connection.ts)
+  }
+  try {
+    return fs.statSync(path).size === 0 && !fs.existsSync(`${path}-wal`);
+  } catch {
+    return true;
+  }
+}
+
+function fileSize(path: string): number {
+  try {
+    return fs.statSync(path).size;
+  } catch {
+    return 0;
+  }
 }
 
 function isBusy(e: unknown): boolean {
@@ -258,7 +292,19 @@ export class DatabaseEngine {
   /** Device and inode of the -wal and -shm beside the file when it was opened. */
   private readonly walFiles: Array<string | null>;
   /** The file's journal mode before the writer switched it to WAL; it gets it back at release. */
-  private readonly journalBefore: string;
+  private journalBefore: string;
+  /** A new file, served in rollback mode until it has content (ensureWal): page_size and auto_vacuum still apply. */
+  private walDeferred = false;
+  /** The file was new (empty) when this engine opened it. */
+  private readonly createdHere: boolean;
+  /** The server keeps this file in WAL (it put it there, or will): journal_mode = X is kept for the release. */
+  private keepsWal: boolean;
+  /** PRAGMA page_size = N waiting for a VACUUM (SQLite's nextPagesize), which WAL would ignore. */
+  private nextPageSize: number | null = null;
+  /** The session settings the writer and the main-thread reader have now (settings.ts); null: not known. */
+  private writerSettings: string | null = DEFAULT_SETTINGS;
+  private inlineSettings: string | null = DEFAULT_SETTINGS;
+  private calc: SettingsCalculator | null = null;
   /** The file as the last close left it, while no session has it; null otherwise. */
   private idleSig: string | null = null;
   /** The WAL has been folded into the file since the last session closed. */
@@ -299,6 +345,7 @@ export class DatabaseEngine {
       checkIntegrity(path, o.openCheck, o.nativeBinding, openWaitMs);
     }
     leftAsIs.delete(path);
+    const fresh = !o.readOnly && isNewFile(path);
     const writerDb = openConnection(path, {
       readonly: o.readOnly,
       create: !o.readOnly,
@@ -307,13 +354,15 @@ export class DatabaseEngine {
       openBusyTimeoutMs: openWaitMs,
       foreignKeys: o.foreignKeys,
       nativeBinding: o.nativeBinding,
-      setWal: !o.readOnly,
+      setWal: !o.readOnly && !fresh, // a new file goes to WAL with its first content (ensureWal)
       journalSizeLimit: o.journalSizeLimit,
     });
     this.writer = new DirectConnection(writerDb, o.cacheSize);
     this.identity = fileId(path);
     this.walFiles = [fileId(`${path}-wal`), fileId(`${path}-shm`)];
-    this.journalBefore = journalModeBefore.get(writerDb) ?? 'wal';
+    this.journalBefore = fresh ? 'delete' : journalModeBefore.get(writerDb) ?? 'wal';
+    this.walDeferred = this.createdHere = fresh;
+    this.keepsWal = fresh || (!o.readOnly && String(writerDb.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal');
     this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
     this.slowQueryMs = o.slowQueryMs ?? 0;
     try {
@@ -389,7 +438,7 @@ export class DatabaseEngine {
       const stmt = this.writer.cache.get(sql);
       route = stmt.readonly && stmt.reader ? 'read' : 'write';
     }
-    i = { kind, route, inline: INLINE_UNKNOWN, workerSamples: 0, slowStreak: 0, fastStreak: 0, maxRows: 0 };
+    i = { kind, route, inline: INLINE_UNKNOWN, workerSamples: 0, slowStreak: 0, fastStreak: 0, maxRows: 0, setting: kind === 'pragma' && isSessionPragma(sql), refused: kind === 'pragma' ? refusedPragma(sql) : null };
     if (this.info.size > 4 * this.o.cacheSize + 1024) this.info.clear(); // bound memory for ad-hoc SQL
     this.info.set(sql, i);
     return i;
@@ -403,6 +452,8 @@ export class DatabaseEngine {
   execute(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult | Promise<ExecResult> {
     if (isBlank(sql)) return this.emptyResult(s);
     const info = this.infoFor(sql);
+    if (info.setting) return this.sessionSetting(s, sql, bound, o);
+    if (info.refused !== null) throw sqliteError('SQLITE_ERROR', info.refused);
     if (s.readonly) {
       // Read-only sessions never use the writer: everything runs on read-only connections.
       if (info.route === 'tx') return this.txStatement(s, sql, info.kind);
@@ -413,20 +464,22 @@ export class DatabaseEngine {
     if (o.expectRows != null && info.route !== 'write') {
       throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
     }
-    if (this.owner === s) return this.onWriter(s, sql, bound, o, info.kind);
+    if (this.owner === s) return info.route === 'direct' ? this.directStatement(s, sql, bound, o, info.kind) : this.onWriter(s, sql, bound, o, info.kind);
     if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind));
     if (info.route === 'read') {
       // What the session attached, or created as TEMP, exists only on the writer: its reads run there.
       if (s.attached.size > 0 || s.temps.size > 0) return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
       return this.read(s, sql, bound, o, info);
     }
-    if (info.route === 'direct') return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
+    if (info.route === 'direct') return this.direct(s, () => this.directStatement(s, sql, bound, o, info.kind));
     return this.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
 
   executeMany(s: Session, sql: string, boundList: BoundParams[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
+    if (s.readonly) return this.readonlyMany(s, sql, boundList, begin);
     const inTx = () => {
       this.touch(s);
+      this.useSettings(s);
       const t0 = performance.now();
       const kind = this.kindOf(sql);
       try {
@@ -449,6 +502,7 @@ export class DatabaseEngine {
   }
 
   batch(s: Session, items: Array<[string, BoundParams]>, begin: BeginMode | null): unknown {
+    if (s.readonly) return this.readonlyBatch(s, items, begin);
     const inTx = () => {
       this.touch(s);
       this.writer.drain();
@@ -477,16 +531,19 @@ export class DatabaseEngine {
   }
 
   script(s: Session, sql: string): Promise<WriteSummary> | WriteSummary {
+    if (s.readonly) return this.readonlyScript(s, sql);
     return this.direct(s, (): WriteSummary => {
       this.touch(s);
+      this.useSettings(s);
       const t0 = performance.now();
       let counts;
       try {
         counts = this.auditedDirect(s, 'script', sql, () => {
-          const c = this.writer.exec(sql);
+          const c = this.scriptOnWriter(sql);
           return [c, c.changes] as const;
         });
       } finally {
+        if (mentionsSessionPragma(sql)) this.settingsFromWriter(s);
         this.observe('script', 'writer', sql, t0, null, null);
         this.afterStatement(s);
         this.noteObjects(s, 'script', sql);
@@ -499,6 +556,322 @@ export class DatabaseEngine {
     return { columns: null, rows: new SqlRows([]), cursor: null, changes: 0, lastrowid: null, in_transaction: s.inTx };
   }
 
+
+  // ---- per-session settings, the journal mode, page_size (issue 11, item 6) --------------
+
+  /** A PRAGMA of a per-session setting (settings.ts): worked out for this session alone, on no shared connection. */
+  private sessionSetting(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
+    const r = (this.calc ??= new SettingsCalculator(this.o.nativeBinding)).run(s.settings, sql, bindArgs(bound));
+    s.settings = r.settings;
+    const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor: null, changes: 0, lastrowid: null, in_transaction: s.inTx };
+    if (o.decltypes) res.decltypes = r.decltypes;
+    return res;
+  }
+
+  /** The writer gets the settings of the session whose statement it runs next. */
+  private useSettings(s: Session): void {
+    if (s.settings !== this.writerSettings) this.writerTo(s.settings);
+  }
+
+  private writerTo(settings: string): void {
+    this.writer.drain();
+    const from = this.writerSettings;
+    this.writerSettings = null; // not known until applied
+    if (applySettings(this.writer.db, from, settings)) this.writer.cache.clear();
+    this.writerSettings = settings;
+  }
+
+  /** Before the writer's own BEGIN IMMEDIATE (or journal switch): a session's query_only would refuse it. */
+  private writerMayWrite(): void {
+    if (this.writerSettings === null || this.writerSettings.includes('query_only=')) this.writerTo(withoutQueryOnly(this.writerSettings));
+  }
+
+  /** SQL that may have changed a setting on the writer itself (a script, a PRAGMA on an attached schema): the session has what the writer has now. */
+  private settingsFromWriter(s: Session): void {
+    try {
+      this.writer.drain();
+      const now = readSettings(this.writer.db);
+      if (now !== this.writerSettings) this.writer.cache.clear(); // result column names may have changed
+      s.settings = this.writerSettings = now;
+    } catch {
+      this.writerSettings = null;
+    }
+  }
+
+  /** The main-thread reader gets the settings of the session whose read it runs. */
+  private inlineUse(s: Session): void {
+    if (s.settings === this.inlineSettings) return;
+    const from = this.inlineSettings;
+    this.inlineSettings = null;
+    if (applySettings(this.inlineDb, from, s.settings)) this.inline.clear();
+    this.inlineSettings = s.settings;
+  }
+
+  /**
+   * A read-only session never writes: its executemany runs on a read-only connection (it ran
+   * on the writer, and wrote), so a write fails as sqlite3's does, after sqlite3's implicit BEGIN.
+   */
+  private readonlyMany(s: Session, sql: string, boundList: BoundParams[], begin: BeginMode | null): WriteSummary {
+    this.inlineUse(s);
+    const stmt = this.inline.get(sql);
+    if (stmt.reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+    if (begin !== null) s.inTx = true;
+    for (const b of boundList) stmt.run(...bindArgs(b));
+    return { changes: 0, lastrowid: null, total_changes: 0, in_transaction: s.inTx };
+  }
+
+  private readonlyBatch(s: Session, items: Array<[string, BoundParams]>, begin: BeginMode | null): unknown {
+    this.inlineUse(s);
+    if (begin !== null) s.inTx = true;
+    const results = items.map(([sql, bound]) => {
+      if (!isBlank(sql)) {
+        const stmt = this.inline.get(sql);
+        if (stmt.reader) stmt.all(...bindArgs(bound));
+        else stmt.run(...bindArgs(bound));
+      }
+      return { changes: 0, lastrowid: null, total_changes: 0 };
+    });
+    return { results, in_transaction: s.inTx };
+  }
+
+  /** A read-only session's script, on a read-only connection of its own (it ran on the writer, and wrote). */
+  private readonlyScript(s: Session, sql: string): WriteSummary {
+    const db = openConnection(this.path, {
+      readonly: true,
+      create: false,
+      synchronous: this.o.synchronous,
+      busyTimeoutMs: this.o.readerBusyTimeoutMs,
+      foreignKeys: this.o.foreignKeys,
+      nativeBinding: this.o.nativeBinding,
+      setWal: false,
+      journalSizeLimit: 0,
+    });
+    try {
+      applySettings(db, DEFAULT_SETTINGS, s.settings);
+      try {
+        db.exec(sql);
+      } finally {
+        if (mentionsSessionPragma(sql)) s.settings = readSettings(db);
+        // A script that leaves BEGIN open gives the session its (read-only) transaction.
+        if (db.inTransaction) s.inTx = true;
+      }
+    } finally {
+      db.close();
+    }
+    return { changes: 0, lastrowid: null, total_changes: 0, in_transaction: s.inTx };
+  }
+
+  /** PRAGMA, VACUUM, ATTACH and DETACH, on the writer the session holds. */
+  private directStatement(s: Session, sql: string, bound: BoundParams, o: ExecOptions, kind: StatementKind): ExecResult {
+    const p = kind === 'pragma' ? parsePragma(sql) : null;
+    const set = p !== null && p.value !== null && (p.schema === null || p.schema === 'main') ? p : null;
+    if (set?.name === 'journal_mode') {
+      const r = this.journalModePragma(s, set.value!, o);
+      if (r !== null) return r;
+    }
+    if (set?.name === 'page_size') this.pageSizePragma(set.value!);
+    if (kind === 'vacuum') this.vacuumCheck(sql);
+    if (!this.walDeferred) {
+      const r = this.onWriter(s, sql, bound, o, kind);
+      if (set?.name === 'auto_vacuum') this.autoVacuumNow();
+      return r;
+    }
+    try {
+      return this.withSwitchWait(() => this.onWriter(s, sql, bound, o, kind));
+    } finally {
+      this.afterDeferredWrite();
+    }
+  }
+
+  /**
+   * PRAGMA journal_mode = X on a file the server keeps in WAL. Its readers and group commit
+   * need WAL while it serves the file (switching out of it fails while they have it open),
+   * so X is the mode the file is given back in when the server lets go of it (WAL stays, any
+   * other mode leaves the file in rollback mode, as sqlite3 would have), and the answer is X,
+   * as sqlite3's. An unknown mode is answered as SQLite does (the mode now). DIFFERENCES.md 3.
+   */
+  private journalModePragma(s: Session, value: string, o: ExecOptions): ExecResult | null {
+    const mode = value.toLowerCase();
+    if (!this.keepsWal || !JOURNAL_MODES.has(mode)) return null;
+    const r: ExecResult = { columns: ['journal_mode'], rows: new SqlRows([[this.setJournalMode(mode)]]), cursor: null, changes: 0, lastrowid: null, in_transaction: s.inTx };
+    if (o.decltypes) r.decltypes = [null];
+    return r;
+  }
+
+  /**
+   * Record the mode to give the file back in; returns sqlite3's answer. OFF and MEMORY leave
+   * the file in rollback mode, which 'delete' gives back (better-sqlite3 runs SQLite in
+   * defensive mode, which would not set OFF).
+   */
+  private setJournalMode(mode: string): string {
+    if (mode === 'wal' && this.walDeferred && !this.writer.db.inTransaction) this.ensureWal();
+    this.journalBefore = mode === 'off' || mode === 'memory' ? 'delete' : mode;
+    return mode;
+  }
+
+  /** The database has no tables, views, indexes or triggers. */
+  private schemaEmpty(): boolean {
+    this.writer.drain();
+    return Number(this.writer.db.prepare('SELECT count(*) FROM main.sqlite_schema').pluck().get()) === 0;
+  }
+
+  /**
+   * PRAGMA page_size = N on a file in WAL that sqlite3 would have in rollback mode. sqlite3
+   * applies N to a new, empty file at once, and to one with content at its next VACUUM; SQLite
+   * can do neither in WAL. A new file stays in rollback mode until it has content
+   * (ensureWal), so this only meets a file that got content, or a transaction, first.
+   */
+  private pageSizePragma(value: string): void {
+    if (this.walDeferred || !this.keepsWal || this.journalBefore === 'wal') return;
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 512 || n > 65536 || (n & (n - 1)) !== 0) return; // SQLite ignores it
+    this.writer.drain();
+    if (n === Number(this.writer.db.pragma('page_size', { simple: true }))) return;
+    if (this.createdHere && this.schemaEmpty()) throw this.pageSizeError(n, 'on this new database');
+    this.nextPageSize = n;
+  }
+
+  private pageSizeError(n: number, where: string): RpcError {
+    return sqliteError(
+      'SQLITE_ERROR',
+      `PRAGMA page_size = ${n} cannot take effect ${where}: sqlite-rpc keeps the database in WAL mode while it serves it, and SQLite cannot change the page size of a WAL database. Set page_size first thing on a new database file, before anything else uses it`,
+    );
+  }
+
+  /** VACUUM applies a pending page_size in sqlite3 (rollback mode); in WAL it would silently not. */
+  private vacuumCheck(sql: string): void {
+    if (!/^\s*VACUUM\s*(?:main|"main"|\[main\]|`main`)?\s*;?\s*$/i.test(sql)) return;
+    const n = this.nextPageSize;
+    this.nextPageSize = null; // VACUUM uses it up, as SQLite's does
+    if (n === null) return;
+    this.writer.drain();
+    if (n !== Number(this.writer.db.pragma('page_size', { simple: true }))) throw this.pageSizeError(n, 'at this VACUUM');
+  }
+
+  /** PRAGMA auto_vacuum on a new database that the switch to WAL gave its first page: sqlite3 applies it at once, a VACUUM does here. */
+  private autoVacuumNow(): void {
+    if (!this.createdHere || this.journalBefore === 'wal' || this.writer.db.inTransaction || !this.schemaEmpty()) return;
+    this.writer.db.exec('VACUUM');
+  }
+
+  /**
+   * A new, empty file is served in rollback mode until it has content, so that page_size,
+   * auto_vacuum and encoding set before the first table take effect as in sqlite3 (the switch
+   * to WAL writes the first page, after which they no longer can). Called before the writer
+   * begins a transaction and after a statement that gave the file content. Busy (a reader of
+   * the new file, another process) is thrown; the next write tries again.
+   */
+  private ensureWal(): void {
+    if (!this.walDeferred) return;
+    this.writer.drain();
+    this.writerMayWrite();
+    try {
+      this.withSwitchWait(() => {
+        const mode = String(this.writer.db.pragma('journal_mode = WAL', { simple: true })).toLowerCase();
+        if (mode !== 'wal') throw sqliteError('SQLITE_BUSY', 'database is locked');
+      });
+    } catch (e) {
+      if (isBusy(e)) throw e;
+      // It cannot be switched (no -wal can be made): it is served in its own mode, as a
+      // file the server cannot write beside is (connection.ts).
+      this.walDeferred = false;
+      this.keepsWal = false;
+      this.log('wal_switch_failed', { db: this.path, error: (e as Error).message }, 'warn');
+      return;
+    }
+    this.writer.db.pragma(`journal_size_limit = ${this.o.journalSizeLimit}`);
+    this.walDeferred = false;
+    this.walFiles[0] = fileId(`${this.path}-wal`);
+    this.walFiles[1] = fileId(`${this.path}-shm`);
+    // Reader connections opened before the switch open the -wal and -shm by name at their
+    // next read: they do it now, while those are this file's (DIFFERENCES.md 19: a connection
+    // keeps reading its file after it is deleted or replaced).
+    try {
+      this.inlineDb.prepare('SELECT count(*) FROM sqlite_schema').pluck().get();
+    } catch {
+      // the next read reports it
+    }
+    const pool = this.pool;
+    if (pool !== null) for (let i = 0; i < pool.size; i++) pool.send(i, { t: 'touch' }).catch(() => undefined);
+  }
+
+  /** ensureWal, for a writer outside any transaction; false (a retry scheduled) while busy. */
+  private walForWrite(): boolean {
+    if (!this.walDeferred) return true;
+    try {
+      this.ensureWal();
+      return true;
+    } catch (e) {
+      if (!isBusy(e)) throw e;
+      this.scheduleRetry();
+      return false;
+    }
+  }
+
+  /** After a statement on a new file still in rollback mode: once it has content, it goes to WAL. */
+  private afterDeferredWrite(): void {
+    if (!this.walDeferred || this.writer.db.inTransaction || fileSize(this.path) === 0) return;
+    try {
+      this.ensureWal();
+    } catch (e) {
+      if (!isBusy(e)) throw e; // busy: the next write switches it
+    }
+  }
+
+  /**
+   * In rollback mode a commit waits for readers to finish (they hold a lock while they
+   * read); the writer, which never waits, does so briefly for the few statements of a new
+   * file before its switch to WAL.
+   */
+  private withSwitchWait<T>(fn: () => T): T {
+    this.endInlineTick(); // the main-thread reader's snapshot would keep the switch waiting forever
+    this.writer.db.pragma(`busy_timeout = ${SWITCH_WAIT_MS}`);
+    try {
+      return fn();
+    } finally {
+      this.writer.db.pragma('busy_timeout = 0');
+    }
+  }
+
+  /**
+   * A script on the writer. PRAGMA journal_mode and page_size in it, and VACUUM, are handled
+   * as in execute (directStatement). On a new file still in rollback mode its leading PRAGMAs
+   * (page_size, auto_vacuum, ...) run first, as they are; the file goes to WAL for the rest.
+   */
+  private scriptOnWriter(sql: string): WriteCounts {
+    if (/journal_mode|page_size|vacuum|locking_mode/i.test(sql)) {
+      const kept: string[] = [];
+      for (const st of splitStatements(sql)) {
+        const why = refusedPragma(st);
+        if (why !== null) throw sqliteError('SQLITE_ERROR', why);
+        const p = parsePragma(st);
+        const set = p !== null && p.value !== null && (p.schema === null || p.schema === 'main') ? p : null;
+        if (set?.name === 'journal_mode' && this.keepsWal && JOURNAL_MODES.has(set.value!.toLowerCase())) {
+          this.setJournalMode(set.value!.toLowerCase());
+          continue;
+        }
+        if (set?.name === 'page_size') this.pageSizePragma(set.value!);
+        if (classify(st) === 'vacuum') this.vacuumCheck(st);
+        kept.push(st);
+      }
+      if (kept.length === 0) return { changes: 0, lastrowid: null, total_changes: 0 };
+      sql = kept.join(';');
+    }
+    if (!this.walDeferred) return this.writer.exec(sql);
+    const cut = leadingPragmas(sql);
+    if (cut > 0) {
+      const first = this.withSwitchWait(() => this.writer.exec(sql.slice(0, cut)));
+      if (isBlank(sql.slice(cut))) {
+        this.afterDeferredWrite();
+        return first;
+      }
+      this.ensureWal();
+      const rest = this.writer.exec(sql.slice(cut));
+      return { changes: first.changes + rest.changes, lastrowid: rest.lastrowid ?? first.lastrowid, total_changes: first.total_changes + rest.total_changes };
+    }
+    this.ensureWal();
+    return this.writer.exec(sql);
+  }
 
   // ---- reads outside a transaction -----------------------------------------------------
 
@@ -558,6 +931,7 @@ export class DatabaseEngine {
    */
   private readInline(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): ExecResult | null {
     this.inlineSnapshot();
+    if (s.settings !== this.inlineSettings) this.inlineUse(s);
     const stmt = this.inline.get(sql);
     const args = bindArgs(bound);
     if (!stmt.reader) {
@@ -666,7 +1040,7 @@ export class DatabaseEngine {
     try {
       slot = pool.pick();
       generation = pool.generationOf(slot);
-      rep = await pool.send(slot, { t: 'query', session: s.id, sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes, gen: this.writer.schemaGen });
+      rep = await pool.send(slot, { t: 'query', session: s.id, sql, params: bound, pageRows: o.pageRows, pageBytes: o.pageBytes, types: o.decltypes, gen: this.writer.schemaGen, settings: s.settings });
     } finally {
       this.workerReadsInFlight--;
       if (this.readWaiters.length > 0) setImmediate(this.pumpReads); // after this reply has been queued for output
@@ -750,6 +1124,7 @@ export class DatabaseEngine {
 
   private onWriter(s: Session, sql: string, bound: BoundParams, o: ExecOptions, kind: StatementKind): ExecResult {
     this.touch(s);
+    this.useSettings(s);
     const t0 = performance.now();
     let r;
     try {
@@ -764,6 +1139,7 @@ export class DatabaseEngine {
     } finally {
       this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
       this.afterStatement(s);
+      if (kind === 'pragma' && mentionsSessionPragma(sql)) this.settingsFromWriter(s); // e.g. PRAGMA aux.query_only
     }
     this.noteObjects(s, kind, sql);
     return execResult(r, s, this.cursors, o);
@@ -1253,6 +1629,8 @@ export class DatabaseEngine {
   private ensureOuter(): boolean {
     if (this.outer) return true;
     if (this.retryTimer !== null || this.yielding()) return false;
+    if (!this.walForWrite()) return false;
+    this.writerMayWrite();
     try {
       this.sql.beginImmediate.run();
     } catch (e) {
@@ -1339,6 +1717,8 @@ export class DatabaseEngine {
           this.grant(w, 'direct');
         } else if (this.o.realTransactions) {
           if (this.retryTimer !== null || this.yielding()) return;
+          if (!this.walForWrite()) return;
+          this.writerMayWrite();
           try {
             this.sql.beginImmediate.run();
           } catch (e) {
@@ -1386,6 +1766,9 @@ export class DatabaseEngine {
     this.ownerMode = mode;
     w.session.inTx = mode !== 'direct';
     this.touch(w.session);
+    // The holder's settings: the server's own work (a closed session's TEMP objects dropped,
+    // a restore) runs with the defaults, never with a leftover query_only.
+    this.useSettings(w.session);
     w.resolve();
   }
 
@@ -1447,6 +1830,7 @@ export class DatabaseEngine {
 
   /** One autocommit unit, inside its savepoint: a throw here rolls back just this unit. */
   private applyUnit(s: Session, work: UnitWork): unknown {
+    this.useSettings(s);
     switch (work.t) {
       case 'exec': {
         const t0 = performance.now();
@@ -1494,10 +1878,12 @@ export class DatabaseEngine {
       const t0 = performance.now();
       const kind = this.kindOf(sql);
       let r;
+      this.useSettings(s);
       try {
         r = this.writer.run(sql, bound, o);
       } finally {
         this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
+        if (kind === 'pragma' && mentionsSessionPragma(sql)) this.settingsFromWriter(s);
       }
       const ak = this.audit === null ? null : auditKindOf(kind, sql);
       if (this.audit !== null && this.audit.wants(ak)) this.audit.append({ kind: ak, session: s.id, sql, changes: r.changes, outcome: 'ok', in_transaction: inTx });
@@ -1891,6 +2277,7 @@ export class DatabaseEngine {
     try {
       while (this.queue.length > 0) {
         if (!this.outer) {
+          this.writerMayWrite();
           this.sql.beginImmediate.run();
           this.outer = true;
         }
@@ -1903,7 +2290,9 @@ export class DatabaseEngine {
     for (const u of this.queue.splice(0)) this.settle(u, new RpcError('ShuttingDown', 'the server shut down before this write could be committed; it was not applied'));
     await this.pool?.close();
     this.inlineDb.close();
+    this.calc?.close();
     this.writer.drain();
+    this.writerMayWrite();
     this.restoreJournalMode();
     this.removeOrphanedWal();
     this.writer.db.close();

@@ -7,6 +7,7 @@ import { fileId, openConnection, type SynchronousMode } from './connection';
 import { StatementCache } from './statementCache';
 import { knownShape, readPage, rowBytes, shapeAfterRun } from './reads';
 import { loadAddonFrom } from './native';
+import { applySettings, DEFAULT_SETTINGS } from './settings';
 import { bindArgs, type BoundParams } from './values';
 import { createCodec, type CodecName } from '../transport/codec';
 import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
@@ -57,14 +58,16 @@ export const CURSOR_LIMITS: CursorLimits = {
 
 export type ReaderRequest =
   /** session: whose cursor a result left open (see CursorLimits: who loses a cursor at pinnedMax). */
-  | { t: 'query'; id: number; session: number; sql: string; params: BoundParams; pageRows: number; pageBytes: number; types: boolean; /** The engine's schema generation (reads.ts knownShape). */ gen: number }
+  | { t: 'query'; id: number; session: number; sql: string; params: BoundParams; pageRows: number; pageBytes: number; types: boolean; /** The engine's schema generation (reads.ts knownShape). */ gen: number; /** The session's settings (settings.ts). */ settings: string }
   | { t: 'fetch'; id: number; cursor: number; pageRows: number; pageBytes: number }
   | { t: 'close'; id: number; cursor: number }
   | { t: 'stats'; id: number }
   /** An online backup of this worker's database to `dest`, from a fresh read-only connection. */
   | { t: 'backup'; id: number; dest: string; overwrite: boolean }
   | { t: 'check'; id: number; mode: 'quick' | 'full' }
-  | { t: 'crash'; id: number };
+  | { t: 'crash'; id: number }
+  /** The file was just switched to WAL: every idle connection reads once, opening the -wal and -shm while they are its own. */
+  | { t: 'touch'; id: number };
 
 export interface ReaderReply {
   id: number;
@@ -86,6 +89,8 @@ export interface ReaderReply {
 interface Conn {
   db: Database;
   cache: StatementCache;
+  /** The session settings the connection has (settings.ts); null: not known. */
+  settings: string | null;
 }
 
 /**
@@ -147,7 +152,7 @@ function takeConn(): Conn {
   if (c) return c;
   const db = openReader();
   opened++;
-  return { db, cache: new StatementCache(db, init.cacheSize, true) };
+  return { db, cache: new StatementCache(db, init.cacheSize, true), settings: DEFAULT_SETTINGS };
 }
 
 /** Back to the idle list; beyond the usual number of connections (after a burst of cursors) it is closed. */
@@ -276,6 +281,13 @@ function handle(m: ReaderRequest): ReaderReply {
       const conn = takeConn();
       let stmt: Statement;
       try {
+        if (conn.settings !== m.settings) {
+          // The session's per-connection settings (case_sensitive_like, ...), given to this connection first.
+          const from = conn.settings;
+          conn.settings = null; // not known until applied
+          if (applySettings(conn.db, from, m.settings)) conn.cache.clear();
+          conn.settings = m.settings;
+        }
         stmt = conn.cache.get(m.sql);
         if (!stmt.reader) {
           reply.names = null;
@@ -364,6 +376,15 @@ function handle(m: ReaderRequest): ReaderReply {
       return reply;
     case 'backup':
       throw new RpcError('InternalError', 'backup is handled asynchronously'); // see the message handler
+    case 'touch':
+      for (const c of free) {
+        try {
+          c.db.prepare('SELECT count(*) FROM sqlite_schema').pluck().get();
+        } catch {
+          // the next query on it reports whatever this was
+        }
+      }
+      return reply;
     case 'crash':
       // Test hook (only reachable when the server runs with --enable-test-hooks).
       process.exit(70);

@@ -4,6 +4,8 @@ import type { DirectConnection } from './direct';
 
 export class Session {
   inTx = false;
+  /** Per-connection settings (case_sensitive_like, ...) this session changed; '' = defaults (settings.ts). */
+  settings = '';
   /** Set when the server rolled the session's transaction back; reported on its next request. */
   abortedReason: string | null = null;
   lastActivity = Date.now();
