@@ -374,8 +374,10 @@ class Connection:
 
 
 def connect(database: Any, *, timeout: float = 5.0, isolation_level: Optional[str] = "", detect_types: int = 0,
-            uri: bool = False, **kwargs: Any) -> _Awaitable:
-    """aiosqlite.connect: `await connect(...)` or `async with connect(...) as db`."""
+            uri: bool = False, keep_open: bool = False, **kwargs: Any) -> _Awaitable:
+    """aiosqlite.connect: `await connect(...)` or `async with connect(...) as db`.
+
+    keep_open: as sqlite_rpc.connect's (for callers that own their files)."""
 
     async def open_() -> Connection:
         srv = fallback.server_or_none()
@@ -386,7 +388,7 @@ def connect(database: Any, *, timeout: float = 5.0, isolation_level: Optional[st
                 ex, lambda: sqlite3.connect(database, timeout=timeout, isolation_level=isolation_level,
                                             detect_types=detect_types, uri=uri, check_same_thread=False))
             return Connection(sync, ex)
-        sync = SyncConnection(database, timeout, detect_types, isolation_level, False, None, 128, uri, _server=srv)
+        sync = SyncConnection(database, timeout, detect_types, isolation_level, False, None, 128, uri, keep_open=keep_open, _server=srv)
         conn = Connection(sync, None)
         await conn._rpc("ping", {})  # collects the pipelined open: connect() fails here, as aiosqlite's does
         return conn

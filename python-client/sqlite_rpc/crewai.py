@@ -93,9 +93,25 @@ class _KeepOpenSqlite3(types.ModuleType):
 SQLITE3 = _KeepOpenSqlite3("sqlite_rpc.crewai.SQLITE3")
 
 
+class _KeepOpenAiosqlite(types.ModuleType):
+    """sqlite_rpc.aio as CrewAI's modules see it: connect() keeps the file open for reuse."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_aio, name)
+
+    @staticmethod
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("keep_open", True)
+        return _aio.connect(*args, **kwargs)
+
+
+#: What a patched CrewAI module's `aiosqlite` global is.
+AIOSQLITE = _KeepOpenAiosqlite("sqlite_rpc.crewai.AIOSQLITE")
+
+
 def _replacements() -> Dict[str, types.ModuleType]:
     # global name in a CrewAI module -> what takes its place
-    return {"sqlite3": SQLITE3, "aiosqlite": _aio}
+    return {"sqlite3": SQLITE3, "aiosqlite": AIOSQLITE}
 
 
 class _State:
@@ -890,7 +906,7 @@ class _ProviderMethods:
         checkpoint_id, ts = _make_checkpoint_id()
         Path(location).parent.mkdir(parents=True, exist_ok=True)
         row = (checkpoint_id, ts, parent_id, branch, data)
-        async with _aio.connect(location, timeout=30.0) as db:
+        async with _aio.connect(location, timeout=30.0, keep_open=True) as db:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(_CHECKPOINTS_CREATE)
             try:
@@ -923,7 +939,7 @@ class _ProviderMethods:
 
     async def afrom_checkpoint(self, location: str) -> str:
         db_path, checkpoint_id = location.rsplit("#", 1)
-        async with _aio.connect(db_path, timeout=30.0) as db:
+        async with _aio.connect(db_path, timeout=30.0, keep_open=True) as db:
             async with db.execute(_CHECKPOINT_SELECT, (checkpoint_id,)) as cursor:
                 row = await cursor.fetchone()
         if row is None:
@@ -1023,7 +1039,7 @@ class LTMSQLiteStorage:
 
     async def asave(self, task_description: str, metadata: Dict[str, Any], datetime: str, score: float) -> None:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True) as conn:
                 await conn.execute(_LTM_INSERT, (task_description, json.dumps(metadata), datetime, score))
                 await conn.commit()
         except sqlite3.Error as e:
@@ -1031,7 +1047,7 @@ class LTMSQLiteStorage:
 
     async def aload(self, task_description: str, latest_n: int) -> Optional[List[Dict[str, Any]]]:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True) as conn:
                 async with conn.execute(_LTM_SELECT, (task_description, latest_n)) as cursor:
                     rows = await cursor.fetchall()
             return _ltm_rows(rows)
@@ -1041,7 +1057,7 @@ class LTMSQLiteStorage:
 
     async def areset(self) -> None:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True) as conn:
                 await conn.execute("DELETE FROM long_term_memories")
                 await conn.commit()
         except sqlite3.Error as e:

@@ -61,7 +61,7 @@ def test_install_before_crewai_is_imported_patches_each_module_as_it_is_imported
         mod = importlib.import_module(name)
         assert mod.__dict__["sqlite3"] is sqlite_rpc.crewai.SQLITE3, name
         if name in WITH_AIOSQLITE:
-            assert mod.__dict__["aiosqlite"] is sqlite_rpc.aio, name
+            assert mod.__dict__["aiosqlite"] is sqlite_rpc.crewai.AIOSQLITE, name
         # the module keeps its real loader; the process keeps the real sqlite3
         assert type(mod.__loader__) is importlib.machinery.SourceFileLoader
         assert mod.__spec__.loader is mod.__loader__
@@ -76,9 +76,12 @@ def test_install_before_crewai_is_imported_patches_each_module_as_it_is_imported
     conn = sys.modules["crewai.flow.persistence.sqlite"].sqlite3.connect(path, timeout=30)
     try:
         assert type(conn) is sqlite_rpc.Connection
+        # CrewAI owns its files: its connections keep them open for reuse (no fold at close)
+        assert conn._open_params.get("keep_open") is True
     finally:
         conn.close()
     assert open_sessions(path) == 0
+    assert sqlite_rpc.connect(path)._open_params.get("keep_open") is None  # plain connect() is not
 
 
 def test_install_after_crewai_is_imported_patches_the_loaded_modules(fake_crewai):
@@ -100,7 +103,7 @@ def test_install_is_idempotent_and_uninstall_restores_the_originals(fake_crewai)
     second = adapter.install()
     assert first == second
     assert len(_hooks()) == 1
-    assert kick.sqlite3 is sqlite_rpc.crewai.SQLITE3 and ltm.aiosqlite is sqlite_rpc.aio
+    assert kick.sqlite3 is sqlite_rpc.crewai.SQLITE3 and ltm.aiosqlite is sqlite_rpc.crewai.AIOSQLITE
 
     undone = adapter.uninstall()
     assert undone["restored"] == {
