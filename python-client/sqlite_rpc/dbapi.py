@@ -1294,6 +1294,17 @@ def _file_name_context(uri: bool) -> Dict[str, Any]:
     return out
 
 
+def _uri_boolean(v: str) -> bool:
+    """sqlite3_uri_boolean(): yes/true/on and any non-zero number are true; anything else false."""
+    v = v.strip().lower()
+    if v in ("yes", "true", "on"):
+        return True
+    try:
+        return int(v) != 0
+    except ValueError:
+        return False
+
+
 def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
     """(path, readonly, create) for open. Failures sqlite3.connect reports at once are raised
     here: the open request itself is pipelined and would only fail at the first statement."""
@@ -1315,6 +1326,9 @@ def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
         path = unquote(u.path) if u.path else ""
         if mode == "memory" or path in (":memory:", ""):
             return ":memory:", False, True
+        # immutable=1: SQLite takes the file for unchangeable and refuses every write
+        # ("attempt to write a readonly database"), as a read-only session does.
+        readonly = _uri_boolean((q.get("immutable") or ["0"])[0])
         if mode == "ro":
             readonly, create = True, False
         elif mode == "rw":
@@ -1332,7 +1346,7 @@ def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
     # Open the file as SQLite would (read-write, else read-only), creating it when allowed:
     # what this process cannot open is refused now, and the file exists once connect()
     # returns, as with sqlite3.
-    flags = [os.O_RDONLY] if readonly else [os.O_RDWR | (os.O_CREAT if create else 0), os.O_RDONLY]
+    flags = [os.O_RDONLY | (os.O_CREAT if create else 0)] if readonly else [os.O_RDWR | (os.O_CREAT if create else 0), os.O_RDONLY]
     for f in flags:
         try:
             os.close(os.open(database, f | getattr(os, "O_CLOEXEC", 0), 0o644))

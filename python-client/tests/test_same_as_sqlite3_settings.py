@@ -260,10 +260,7 @@ def read_only_connection_refuses_every_write(r):
     r.note("rows", sqlite3.connect(path).execute("SELECT s FROM t ORDER BY id").fetchall())
 
 
-@C.script(
-    xfail="needs the client to read immutable= from the URI (dbapi._resolve_database: readonly=True); "
-    "the server side is done. Remove this mark with that change"
-)
+@C.script
 def immutable_uri_refuses_writes(r):
     path = _rows(r)
     im = r.connect("file:%s?immutable=1" % path, uri=True)
