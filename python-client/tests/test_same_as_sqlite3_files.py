@@ -257,16 +257,11 @@ def test_journal_mode_is_given_back(tmp_path, mode):
         c.commit()
         c.close()
         out = write_rows(mod, p, "u", [1])
-        wait_released(p) if mode == "wal" else None
-        deadline = time.monotonic() + RELEASE_WAIT_S
-        while True:
-            c = sqlite3.connect("file:%s?mode=ro" % p, uri=True)
-            got = c.execute("PRAGMA journal_mode").fetchone()[0]
-            c.close()
-            if got == mode or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        out.append(got)
+        # Not opened meanwhile: a connection open at the release keeps the file in WAL.
+        out.append(wait_released(p))
+        c = sqlite3.connect("file:%s?mode=ro" % p, uri=True)
+        out.append(c.execute("PRAGMA journal_mode").fetchone()[0])
+        c.close()
         out.append(on_disk(p))
         return out
 
@@ -275,9 +270,9 @@ def test_journal_mode_is_given_back(tmp_path, mode):
 
 # -- read-only files and folders ---------------------------------------------------------------
 
-READ_ONLY_SCRIPT = textwrap.dedent(
+AS_USER_SCRIPT = textwrap.dedent(
     """
-    import json, sys, sqlite3
+    import json, os, sys, sqlite3
     mod = sqlite3
     if sys.argv[1] == "sqlite_rpc":
         import sqlite_rpc as mod
@@ -286,70 +281,74 @@ READ_ONLY_SCRIPT = textwrap.dedent(
     for target in sys.argv[2:]:
         try:
             c = mod.connect(target, uri=target.startswith("file:"))
-            out.append(["read", c.execute("SELECT x FROM t ORDER BY x").fetchall()])
-            try:
-                c.execute("INSERT INTO t VALUES (9)")
-                c.commit()
-                out.append(["write", "ok"])
-            except sqlite3.Error as e:
-                out.append(["write", type(e).__name__, str(e)])
-            c.close()
         except sqlite3.Error as e:
             out.append(["error", type(e).__name__, str(e)])
+            continue
+        out.append(["connected", os.path.exists(target.split("?")[0].replace("file:", ""))])
+        try:
+            out.append(["read", c.execute("SELECT x FROM t ORDER BY x").fetchall()])
+            c.execute("INSERT INTO t VALUES (9)")
+            c.commit()
+            out.append(["write", "ok"])
+        except sqlite3.Error as e:
+            out.append(["failed", type(e).__name__, str(e)])
+        c.close()
     print(json.dumps(out))
     """
 )
 
 
+def as_ordinary_user(side: str, targets: List[str], cwd: str) -> str:
+    """AS_USER_SCRIPT's observations, run as uid 65534 (root ignores permissions)."""
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", AS_USER_SCRIPT, side, *targets],
+        capture_output=True, text=True, env=subprocess_env(HOME="/nonexistent"), timeout=120, cwd=cwd,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def reachable_temp_folder(prefix: str) -> str:
+    """pytest's own temporary folders are private to root: this one is reachable by everyone."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    return d
+
+
+def remove_folder(d: str) -> None:
+    for root, dirs, _ in os.walk(d):
+        for x in dirs:
+            os.chmod(os.path.join(root, x), 0o755)
+    shutil.rmtree(d)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an ordinary user with setpriv")
-def test_read_only_files_and_folders_are_read_as_an_ordinary_user(tmp_path_factory):
-    """Root ignores permissions, so both sides run as uid 65534 (setpriv)."""
+def test_read_only_files_and_folders_are_read_as_an_ordinary_user():
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv is not installed")
-    import tempfile
-    from pathlib import Path
-
-    # pytest's own temporary folders are private to root: this one must be reachable.
-    tmp_path = Path(tempfile.mkdtemp(prefix="sqlite-rpc-ro-"))
-    os.chmod(tmp_path, 0o755)
+    base = reachable_temp_folder("sqlite-rpc-ro-")
     try:
-        _read_only_sides(tmp_path)
+        results = {}
+        for side in ("sqlite3", "sqlite_rpc"):
+            d = os.path.join(base, "side-" + side)  # not "sqlite_rpc": the cwd would shadow the package
+            ro_file_dir, ro_dir = os.path.join(d, "rw-folder"), os.path.join(d, "ro-folder")
+            for f in (ro_file_dir, ro_dir):
+                os.makedirs(f)
+                make_fixture(os.path.join(f, "data.db"), "t", 3)
+                os.chmod(os.path.join(f, "data.db"), 0o444)
+            os.chmod(d, 0o755)
+            os.chmod(ro_file_dir, 0o777)  # the folder is writable, the file is not
+            os.chmod(ro_dir, 0o555)  # neither is writable
+            targets = [os.path.join(ro_file_dir, "data.db"), os.path.join(ro_dir, "data.db"), "file:%s?mode=ro" % os.path.join(ro_dir, "data.db")]
+            results[side] = as_ordinary_user(side, targets, base)
+            for f in (ro_file_dir, ro_dir):
+                assert sorted(os.listdir(f)) == ["data.db"], (side, os.listdir(f))
+        assert results["sqlite_rpc"] == results["sqlite3"]
+        assert '"read", [[0], [1], [2]]' in results["sqlite3"]
     finally:
-        for d in tmp_path.rglob("*"):
-            if d.is_dir():
-                os.chmod(d, 0o755)
-        shutil.rmtree(tmp_path)
-
-
-def _read_only_sides(tmp_path) -> None:
-    results = {}
-    for side in ("sqlite3", "sqlite_rpc"):
-        base = tmp_path / side
-        ro_file_dir = base / "rw-folder"
-        ro_dir = base / "ro-folder"
-        for d in (ro_file_dir, ro_dir):
-            os.makedirs(d)
-            make_fixture(str(d / "data.db"), "t", 3)
-            os.chmod(d / "data.db", 0o444)
-        os.chmod(base, 0o755)
-        os.chmod(ro_file_dir, 0o777)  # the folder is writable, the file is not
-        os.chmod(ro_dir, 0o555)  # neither is writable
-        targets = [
-            str(ro_file_dir / "data.db"),
-            str(ro_dir / "data.db"),
-            "file:%s?mode=ro" % (ro_dir / "data.db"),
-        ]
-        env = subprocess_env(HOME="/nonexistent")
-        r = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", READ_ONLY_SCRIPT, side, *targets],
-            capture_output=True, text=True, env=env, timeout=120, cwd=str(base),
-        )
-        assert r.returncode == 0, r.stderr
-        results[side] = r.stdout
-        for d in (ro_file_dir, ro_dir):
-            assert sorted(os.listdir(d)) == ["data.db"], (side, os.listdir(d))
-    assert results["sqlite_rpc"] == results["sqlite3"]
-    assert '"read", [[0], [1], [2]]' in results["sqlite3"]
+        remove_folder(base)
 
 
 def test_large_read_on_a_deleted_file_fails_clearly_never_reads_the_new_file(tmp_path):
@@ -404,57 +403,25 @@ def test_connect_creates_the_file_and_refuses_what_it_cannot_open(tmp_path):
     both(tmp_path, scenario)
 
 
-PERMISSION_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys, sqlite3
-    mod = sqlite3
-    if sys.argv[1] == "sqlite_rpc":
-        import sqlite_rpc as mod
-        assert mod.backend() == "sqlite-rpc"
-    out = []
-    for target in sys.argv[2:]:
-        try:
-            c = mod.connect(target)
-            out.append(["connected", os.path.exists(target)])
-            c.close()
-        except sqlite3.Error as e:
-            out.append(["error", type(e).__name__, str(e)])
-    print(json.dumps(out))
-    """
-)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an ordinary user with setpriv")
 def test_connect_refuses_files_an_ordinary_user_cannot_open():
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv is not installed")
-    import tempfile
-
-    base = tempfile.mkdtemp(prefix="sqlite-rpc-perm-")
+    base = reachable_temp_folder("sqlite-rpc-perm-")
     try:
-        os.chmod(base, 0o755)
         results = {}
         for side in ("sqlite3", "sqlite_rpc"):
-            d = os.path.join(base, "side-" + side)  # not "sqlite_rpc": the cwd would shadow the package
+            d = os.path.join(base, "side-" + side)
             os.makedirs(os.path.join(d, "closed"))
             make_fixture(os.path.join(d, "secret.db"), "t", 1)
             os.chmod(os.path.join(d, "secret.db"), 0o000)
             os.chmod(os.path.join(d, "closed"), 0o555)
             os.chmod(d, 0o755)
-            targets = [os.path.join(d, "secret.db"), os.path.join(d, "closed", "new.db")]
-            r = subprocess.run(
-                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", PERMISSION_SCRIPT, side, *targets],
-                capture_output=True, text=True, env=subprocess_env(HOME="/nonexistent"), timeout=120, cwd=base,
-            )
-            assert r.returncode == 0, r.stderr
-            results[side] = r.stdout
+            results[side] = as_ordinary_user(side, [os.path.join(d, "secret.db"), os.path.join(d, "closed", "new.db")], base)
         assert results["sqlite_rpc"] == results["sqlite3"]
         assert results["sqlite3"].count("unable to open database file") == 2
     finally:
-        for root, dirs, _ in os.walk(base):
-            for x in dirs:
-                os.chmod(os.path.join(root, x), 0o755)
-        shutil.rmtree(base)
+        remove_folder(base)
 
 
 HOLD_SCRIPT = textwrap.dedent(
