@@ -73,40 +73,28 @@ TARGETS: Tuple[str, ...] = (
 FLOW_FACTORY_MODULE = "crewai.flow.persistence.factory"
 
 
-class _KeepOpenSqlite3(types.ModuleType):
-    """sqlite_rpc as CrewAI's modules see it: connect() keeps the file open for reuse.
+class _KeepOpen(types.ModuleType):
+    """sqlite_rpc (or sqlite_rpc.aio) as CrewAI's modules see it: connect() keeps the file open.
 
     CrewAI owns its storage files and opens a connection per operation; plain connect()
     would fold the WAL into the file at every last close. The server still never serves a
     file that was deleted, replaced or changed on disk, and lets go of it once idle."""
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_rpc, name)
-
-    @staticmethod
-    def connect(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("keep_open", True)
-        return _rpc.connect(*args, **kwargs)
-
-
-#: What a patched CrewAI module's `sqlite3` global is.
-SQLITE3 = _KeepOpenSqlite3("sqlite_rpc.crewai.SQLITE3")
-
-
-class _KeepOpenAiosqlite(types.ModuleType):
-    """sqlite_rpc.aio as CrewAI's modules see it: connect() keeps the file open for reuse."""
+    def __init__(self, name: str, target: types.ModuleType) -> None:
+        super().__init__(name)
+        self._target = target
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(_aio, name)
+        return getattr(self._target, name)
 
-    @staticmethod
-    def connect(*args: Any, **kwargs: Any) -> Any:
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("keep_open", True)
-        return _aio.connect(*args, **kwargs)
+        return self._target.connect(*args, **kwargs)
 
 
-#: What a patched CrewAI module's `aiosqlite` global is.
-AIOSQLITE = _KeepOpenAiosqlite("sqlite_rpc.crewai.AIOSQLITE")
+#: What a patched CrewAI module's `sqlite3` and `aiosqlite` globals are.
+SQLITE3 = _KeepOpen("sqlite_rpc.crewai.SQLITE3", _rpc)
+AIOSQLITE = _KeepOpen("sqlite_rpc.crewai.AIOSQLITE", _aio)
 
 
 def _replacements() -> Dict[str, types.ModuleType]:
