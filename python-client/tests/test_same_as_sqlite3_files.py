@@ -517,3 +517,38 @@ def test_lastrowid_of_an_insert_that_reuses_the_previous_rowid(tmp_path):
         return out
 
     both(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("how", ["replace", "delete-db-only", "rename"])
+def test_file_going_under_an_open_connection(tmp_path, how):
+    """The -wal/-shm of the old file stay where they are: a new connection must not take them
+    for the new file's log, and the open one keeps reading its own file."""
+
+    def scenario(mod, folder):
+        p = os.path.join(folder, "app.db")
+        a = mod.connect(p)
+        a.execute("CREATE TABLE old(x)")
+        a.execute("INSERT INTO old VALUES ('old')")
+        a.commit()
+        out = [attempt(lambda: a.execute("SELECT x FROM old").fetchall())]
+        if how == "replace":
+            fresh = os.path.join(folder, "fresh.db")
+            make_fixture(fresh, "fresh", 2)
+            os.replace(fresh, p)
+        elif how == "rename":
+            os.rename(p, p + ".moved")
+        else:
+            os.remove(p)
+        out.append(attempt(lambda: a.execute("SELECT x FROM old").fetchall()))  # before any new connect
+        b = mod.connect(p)
+        out.append(attempt(lambda: b.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()))
+        out.append(attempt(lambda: b.execute("CREATE TABLE btab(y)").fetchall()))
+        b.execute("INSERT INTO btab VALUES (1)")
+        b.commit()
+        out.append(attempt(lambda: a.execute("SELECT x FROM old").fetchall()))
+        b.close()
+        a.close()
+        out.append(on_disk(p))
+        return out
+
+    both(tmp_path, scenario)

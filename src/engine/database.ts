@@ -221,6 +221,24 @@ function explainPlan(db: Database, sql: string, args: unknown[]): string[] {
  */
 const leftAsIs = new Map<string, string>();
 
+/** Whether this process has the file (device:inode) open (Linux: /proc/self/fd). */
+function openInThisProcess(id: string): boolean {
+  let fds: string[];
+  try {
+    fds = fs.readdirSync('/proc/self/fd');
+  } catch {
+    return false;
+  }
+  return fds.some((fd) => {
+    try {
+      const st = fs.statSync(`/proc/self/fd/${fd}`, { bigint: true });
+      return `${st.dev}:${st.ino}` === id;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** A file's identity, size and times (ns), or '-' when there is none. */
 function statSignature(p: string): string {
   try {
@@ -289,8 +307,6 @@ export class DatabaseEngine {
   readonly sessions = new Set<Session>();
   /** Device and inode of the file this engine opened: a file now at the path with others is not ours. */
   private readonly identity: string | null;
-  /** Device and inode of the -wal and -shm beside the file when it was opened. */
-  private readonly walFiles: Array<string | null>;
   /** The file's journal mode before the writer switched it to WAL; it gets it back at release. */
   private journalBefore: string;
   /** A new file, served in rollback mode until it has content (ensureWal): page_size and auto_vacuum still apply. */
@@ -359,7 +375,6 @@ export class DatabaseEngine {
     });
     this.writer = new DirectConnection(writerDb, o.cacheSize);
     this.identity = fileId(path);
-    this.walFiles = [fileId(`${path}-wal`), fileId(`${path}-shm`)];
     this.journalBefore = fresh ? 'delete' : journalModeBefore.get(writerDb) ?? 'wal';
     this.walDeferred = this.createdHere = fresh;
     this.keepsWal = fresh || (!o.readOnly && String(writerDb.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal');
@@ -781,8 +796,6 @@ export class DatabaseEngine {
     }
     this.writer.db.pragma(`journal_size_limit = ${this.o.journalSizeLimit}`);
     this.walDeferred = false;
-    this.walFiles[0] = fileId(`${this.path}-wal`);
-    this.walFiles[1] = fileId(`${this.path}-shm`);
     // Reader connections opened before the switch open the -wal and -shm by name at their
     // next read: they do it now, while those are this file's (DIFFERENCES.md 19: a connection
     // keeps reading its file after it is deleted or replaced).
@@ -1045,7 +1058,15 @@ export class DatabaseEngine {
       this.workerReadsInFlight--;
       if (this.readWaiters.length > 0) setImmediate(this.pumpReads); // after this reply has been queued for output
     }
-    if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
+    if (rep.error) {
+      if (rep.error.data?.reason === 'file_moved' && !this.detached) {
+        // The file went before any new session noticed: this engine keeps the one it has.
+        this.detach();
+        const r = this.readInline(s, sql, bound, o, info);
+        if (r !== null) return r;
+      }
+      throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
+    }
     this.workerReads++;
     this.observe(info?.kind ?? 'other', 'worker', sql, performance.now() - (rep.micros ?? 0) / 1000, bindArgs(bound), this.inlineDb);
     if (info !== null && info.inline !== INLINE_YES) {
@@ -2147,6 +2168,15 @@ export class DatabaseEngine {
    */
   detached = false;
 
+  /**
+   * Keep serving this engine's sessions the file they have, without handing its -wal/-shm to
+   * the file now at the path: a new engine there would take them for its own log.
+   */
+  detach(): void {
+    this.detached = true;
+    this.removeOrphanedWal();
+  }
+
   /** Someone else wrote the file, or its -wal/-shm, while no session had it open. */
   private changedWhileIdle(): boolean {
     return this.sessions.size === 0 && this.idleSig !== null && idleSignature(this.path) !== this.idleSig;
@@ -2247,14 +2277,16 @@ export class DatabaseEngine {
   /**
    * The file was deleted or replaced under this engine: SQLite leaves the old -wal/-shm at
    * the path when it closes a moved file, and a new file at that path would take the old
-   * file's log as its own. Only ours are removed: our open handles pin their inodes, so a
-   * match is the very file this engine opened.
+   * file's log as its own. Only ours are removed: a -wal/-shm this process has open is the
+   * one its connections use, since no other engine has opened the new file yet (retire()
+   * runs before one does, and a detached engine does this once, when it is detached).
    */
   private removeOrphanedWal(): void {
     if (fileId(this.path) === this.identity) return;
-    for (const [i, suffix] of ['-wal', '-shm'].entries()) {
+    for (const suffix of ['-wal', '-shm']) {
       const p = `${this.path}${suffix}`;
-      if (this.walFiles[i] !== null && fileId(p) === this.walFiles[i]) fs.rmSync(p, { force: true });
+      const id = fileId(p);
+      if (id !== null && openInThisProcess(id)) fs.rmSync(p, { force: true });
     }
   }
 
@@ -2294,7 +2326,7 @@ export class DatabaseEngine {
     this.writer.drain();
     this.writerMayWrite();
     this.restoreJournalMode();
-    this.removeOrphanedWal();
+    if (!this.detached) this.removeOrphanedWal();
     this.writer.db.close();
     if (leftAsIs.size > 1024) leftAsIs.clear();
     leftAsIs.set(this.path, fileSignature(this.path));

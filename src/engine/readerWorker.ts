@@ -141,7 +141,9 @@ function openReader(): Database {
     // The engine serves sessions opened before its file was deleted or replaced; a new
     // connection would read the other file now at the path.
     db.close();
-    throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file: it was deleted or replaced since this connection opened it; connect again');
+    const e = sqliteError('SQLITE_CANTOPEN', 'unable to open database file: it was deleted or replaced since this connection opened it; connect again');
+    e.data.reason = 'file_moved';
+    throw e;
   }
   return db;
 }

@@ -259,7 +259,7 @@ export class Registry {
     this.pinned.delete(e);
     this.log('database_close', { path, reason });
     if (e.sessions.size > 0) {
-      e.detached = true;
+      e.detach();
       this.retired.add(e);
       return;
     }

@@ -51,6 +51,8 @@ export interface ErrorData {
   changes?: number;
   /** IntegrityCheckFailed: what SQLite's check reported. */
   problems?: string[];
+  /** Why, where one error code has several causes a client acts on differently ('file_moved'). */
+  reason?: string;
 }
 
 export class RpcError extends Error {
