@@ -19,7 +19,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Dict, Generator, Iterable, List, Optional
 
-from . import fallback, process
+from . import dbapi, fallback, process
 from .dbapi import Connection as SyncConnection
 from .dbapi import Cursor as SyncCursor
 from .dbapi import Params, Row
@@ -168,6 +168,8 @@ class Connection:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _rpc(self, method: str, params: Dict[str, Any]) -> Any:
+        if dbapi._deferred:
+            dbapi._run_deferred()  # what a __del__ could not send (dbapi._deferred)
         conn: SyncConnection = self._sync
         srv = conn._srv
         if srv.dead is not None or conn._gen != process.generation():

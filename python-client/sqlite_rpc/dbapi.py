@@ -7,6 +7,7 @@ nothing; the context manager commits or rolls back and does not close.
 """
 from __future__ import annotations
 
+import collections
 import operator
 import os
 import re
@@ -28,21 +29,59 @@ _closed_db = "Cannot operate on a closed database."
 _open_files: Dict[Tuple[int, str], int] = {}
 _open_files_lock = threading.Lock()
 _closed_cursor = "Cannot operate on a closed cursor."
-# close_cursor requests of cursors collected while a request was being written (Cursor.__del__).
-_unsent_releases: List[Tuple[Any, int]] = []
 
 
-def _send_unsent_releases() -> None:
-    while _unsent_releases:
+def _forget_key(key: Tuple[int, str]) -> bool:
+    """One connection fewer to key's file (under _open_files_lock); True if it was the last."""
+    n = _open_files.get(key, 1) - 1
+    if n > 0:
+        _open_files[key] = n
+        return False
+    _open_files.pop(key, None)
+    return True
+
+
+def _forget_key_locked(key: Tuple[int, str]) -> None:
+    with _open_files_lock:
+        _forget_key(key)
+
+
+# What __del__ (Cursor's close_cursor, Connection's close) may not do where it runs: the
+# cycle collector calls it anywhere, also on a thread that holds the server's write lock
+# (inside ServerProcess._write) or _open_files_lock, neither of them reentrant, so waiting
+# for either there would deadlock. Such work is queued here and done, in order, before the
+# next request of this process (deque: appending needs no lock).
+_deferred: "collections.deque[Callable[[], None]]" = collections.deque()
+
+
+def _run_deferred() -> None:
+    while _deferred:
         try:
-            srv, cid = _unsent_releases.pop()
+            job = _deferred.popleft()
         except IndexError:
             return
+        try:
+            job()
+        except Exception:
+            pass
+
+
+def _send_from_del(srv: ServerProcess, method: str, params: Dict[str, Any]) -> None:
+    """srv.send(method, params), reply not awaited, for __del__: at once unless a request is
+    being written (perhaps by this very thread), else before the next request."""
+    if srv._wlock.acquire(False):
+        srv._wlock.release()
+        try:
+            srv.send(method, params)  # (a collection inside it defers its own sends)
+        except Exception:
+            pass
+        return
+
+    def job() -> None:
         if srv.dead is None and srv is process.current():
-            try:
-                srv.send("close_cursor", {"cursor": cid})
-            except Exception:
-                pass
+            srv.send(method, params)
+
+    _deferred.append(job)
 
 
 Op = Generator[Tuple[str, Dict[str, Any]], Any, Any]
@@ -224,7 +263,9 @@ class Cursor:
 
     def _reset(self) -> None:
         self._settle_changes()
-        if self._cursor_id is not None or _unsent_releases:
+        if _deferred:
+            _run_deferred()
+        if self._cursor_id is not None:
             self._release_server_cursor()
         self._rows = ()
         self._pos = 0
@@ -643,8 +684,8 @@ class Cursor:
     # closed, or collected (CPython frees a dropped `conn.execute(...)` cursor at once).
 
     def _release_server_cursor(self, from_del: bool = False) -> None:
-        if _unsent_releases and not from_del:
-            _send_unsent_releases()
+        if _deferred and not from_del:
+            _run_deferred()
         cid, self._cursor_id = self._cursor_id, None
         srv = self._result_srv
         # Only on the server that holds it: cursor ids are counted per server, and the next
@@ -653,13 +694,9 @@ class Cursor:
             return
         if self._connection._closed:
             return  # closing the session closed its cursors
-        if from_del and not srv._wlock.acquire(False):
-            # Collected while a request is being written, perhaps by this very thread (the
-            # cycle collector runs anywhere): writing now could deadlock. The next statement sends it.
-            _unsent_releases.append((srv, cid))
-            return
         if from_del:
-            srv._wlock.release()
+            _send_from_del(srv, "close_cursor", {"cursor": cid})
+            return
         try:
             srv.send("close_cursor", {"cursor": cid})  # reply not awaited
         except Exception:
@@ -848,6 +885,8 @@ class Connection:
         the server applies it: it is noted as unsettled, and the connection's next use
         collects its reply first (_settle), so that the client's view of the session, above
         all in_transaction, stays the server's."""
+        if _deferred:
+            _run_deferred()
         if self._reopen:
             # The open failed (a lock held too long, a file that is no database): every use
             # tries it again, as each statement on such a sqlite3 connection does.
@@ -1093,6 +1132,8 @@ class Connection:
         if self._check_same_thread and threading.get_ident() != self._thread:
             self._check()
         self._closed = True
+        if _deferred:
+            _run_deferred()
         last = self._forget_file()
         srv = self._srv
         if srv.dead is None and self._gen == process.generation():
@@ -1120,12 +1161,7 @@ class Connection:
         if key is None:
             return False
         with _open_files_lock:
-            n = _open_files.get(key, 1) - 1
-            if n > 0:
-                _open_files[key] = n
-                return False
-            _open_files.pop(key, None)
-            return True
+            return _forget_key(key)
 
     def __enter__(self) -> "Connection":
         return self
@@ -1148,12 +1184,24 @@ class Connection:
         return False
 
     def __del__(self) -> None:
+        # Run by the cycle collector anywhere, perhaps while this thread writes a request or
+        # holds _open_files_lock: it waits for neither (see _deferred).
         try:
-            if not self._closed:
-                self._closed = True
-                self._forget_file()
-                if self._srv.dead is None:
-                    self._srv.send("close", {"session": self._session})
+            if self._closed:
+                return
+            self._closed = True
+            key, self._file_key = self._file_key, None
+            if key is not None:
+                if _open_files_lock.acquire(False):
+                    try:
+                        _forget_key(key)
+                    finally:
+                        _open_files_lock.release()
+                else:
+                    _deferred.append(lambda: _forget_key_locked(key))
+            srv = self._srv
+            if srv.dead is None and self._gen == process.generation():
+                _send_from_del(srv, "close", {"session": self._session})
         except Exception:
             pass
 

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 
 import pytest
 
 import sqlite_rpc
 from sqlite_rpc import process
+
+from conftest import subprocess_env
 
 
 def test_sixteen_threads_with_their_own_connections(tmp_path):
@@ -147,3 +151,55 @@ def test_requests_from_threads_are_multiplexed_on_one_pipe(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
+
+
+_COLLECTED_WHILE_WRITING = r"""
+import gc, os, sys
+import sqlite_rpc
+from sqlite_rpc import dbapi
+
+con = sqlite_rpc.connect(sys.argv[1])
+other = sqlite_rpc.connect(sys.argv[1])
+_write = os.write
+
+
+def write(fd, data):
+    # The cycle collector runs wherever an allocation reaches its threshold: here, inside
+    # ServerProcess._write, which holds the server's write lock.
+    gc.collect()
+    return _write(fd, data)
+
+
+class Holder:
+    pass
+
+
+os.write = write
+for i in range(40):
+    c = sqlite_rpc.connect(":memory:" if i % 2 else sys.argv[1])
+    c.execute("SELECT 1")
+    cur = other.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) SELECT i FROM n")
+    cur.fetchone()  # a server cursor left open: its __del__ has something to send too
+    h = Holder()
+    h.c, h.cur, h.me = c, cur, h  # a reference cycle: only the collector frees it
+    del c, cur, h
+    con.execute("SELECT ?", ("x" * 100,)).fetchall()
+os.write = _write
+con.execute("SELECT 1")
+print("deferred:", len(dbapi._deferred), "sessions:", sqlite_rpc.stats()["sessions"])
+"""
+
+
+def test_connections_and_cursors_collected_while_a_request_is_written(tmp_path):
+    # Regression (CPython suite, test_statement_finalization_on_close_db hung): the cycle
+    # collector ran Connection.__del__ while this thread was inside ServerProcess._write,
+    # holding its non-reentrant write lock, and __del__'s close waited for that lock forever.
+    # Now __del__ never waits for it: what it cannot send at once goes before the next request.
+    try:
+        out = subprocess.run([sys.executable, "-c", _COLLECTED_WHILE_WRITING, str(tmp_path / "gc.sqlite")],
+                             env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: a connection or cursor collected while a request was being written hung the process")
+    assert out.returncode == 0, out.stderr
+    # Every collected connection's session was closed on the server (con and other remain).
+    assert out.stdout.split() == ["deferred:", "0", "sessions:", "2"], out.stdout
