@@ -9,6 +9,7 @@ returns the stdlib's own objects, after one warning; backend() says which is in 
 """
 from __future__ import annotations
 
+import inspect as _inspect
 import sqlite3 as _stdlib
 import sys as _sys
 from typing import Any
@@ -70,10 +71,11 @@ Blob = _stdlib.Blob
 globals().update({_k: getattr(_stdlib, _k) for _k in dir(_stdlib) if _k.startswith("SQLITE_")})
 
 
-def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolation_level: Any = "",
-            check_same_thread: bool = True, factory: Any = None, cached_statements: int = 128,
-            uri: bool = False, *, slow_query_ms: Any = None, keep_open: bool = False) -> Any:
-    """sqlite3.connect's signature; returns a sqlite_rpc.Connection (or the stdlib's, as fallback).
+def connect(*args: Any, **kwargs: Any) -> Any:
+    """sqlite3.connect(database, timeout=5.0, detect_types=0, isolation_level="",
+    check_same_thread=True, factory=Connection, cached_statements=128, uri=False); returns a
+    sqlite_rpc.Connection (or the stdlib's, as fallback). As sqlite3's, it calls factory
+    with its arguments as they were given, positional or keyword (gh-95132).
 
     slow_query_ms (keyword only, server only): log this database's statements slower than
     that to the "sqlite_rpc.slow_query" logger (the server's --slow-query-ms otherwise).
@@ -82,14 +84,23 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolatio
     not wait for the WAL to be folded into the file; the server does that once the file has
     been idle for a moment and lets go of it after --keep-open-ms (2 s). A file deleted,
     replaced or changed on disk is still never served stale."""
-    if factory is not None and factory is not _stdlib.Connection and not (isinstance(factory, type) and issubclass(factory, Connection)):
-        # A custom sqlite3.Connection subclass needs the real module.
-        return _stdlib.connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, cached_statements, uri)
-    srv = _fallback.server_or_none()
+    factory = args[_FACTORY_POS] if len(args) > _FACTORY_POS else kwargs.get("factory")
+    ours = factory is None or factory is _stdlib.Connection or (isinstance(factory, type) and issubclass(factory, Connection))
+    srv = _fallback.server_or_none() if ours else None
     if srv is None:
-        return _stdlib.connect(database, timeout, detect_types, isolation_level, check_same_thread, _stdlib.Connection, cached_statements, uri)
-    cls = factory if isinstance(factory, type) and issubclass(factory, Connection) else Connection
-    return cls(database, timeout, detect_types, isolation_level, check_same_thread, None, cached_statements, uri, slow_query_ms=slow_query_ms, keep_open=keep_open, _server=srv)
+        # A custom sqlite3.Connection subclass needs the real module; so does the fallback.
+        std_kwargs = {k: v for k, v in kwargs.items() if k not in _EXTENSIONS}
+        return _stdlib.connect(*args, **std_kwargs)
+    if isinstance(factory, type) and issubclass(factory, Connection):
+        return factory(*args, **kwargs)
+    return Connection(*args, **kwargs, _server=srv)
+
+
+_FACTORY_POS = 5
+_EXTENSIONS = ("slow_query_ms", "keep_open")
+connect.__signature__ = _inspect.signature(  # type: ignore[attr-defined]
+    lambda database, timeout=5.0, detect_types=0, isolation_level="", check_same_thread=True, factory=Connection,
+    cached_statements=128, uri=False, *, slow_query_ms=None, keep_open=False: None)
 
 
 def backend() -> str:

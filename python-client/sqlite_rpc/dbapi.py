@@ -8,6 +8,7 @@ nothing; the context manager commits or rolls back and does not close.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import operator
 import os
 import re
@@ -29,6 +30,8 @@ _closed_db = "Cannot operate on a closed database."
 _open_files: Dict[Tuple[int, str], int] = {}
 _open_files_lock = threading.Lock()
 _closed_cursor = "Cannot operate on a closed cursor."
+_base_connection = "Base Connection.__init__ not called."
+_base_cursor = "Base Cursor.__init__ not called."
 
 
 def _forget_key(key: Tuple[int, str]) -> bool:
@@ -144,6 +147,7 @@ _MANY_CHUNK_ROWS = 50_000
 _MANY_CHUNK_BYTES = 8 << 20
 _DML_ONLY = "executemany() can only execute DML statements."
 _END = object()
+_DEFAULT = object()
 
 
 def _first_unencodable(rows: List[Any]) -> int:
@@ -173,8 +177,12 @@ class Row:
     __slots__ = ("_description", "_values", "_index")
 
     def __init__(self, cursor: Any, values: Tuple[Any, ...]) -> None:
-        desc = cursor.description if cursor is not None else None
-        self._description = desc
+        # sqlite3's checks of the types themselves (a __class__ that claims one does not pass).
+        if not issubclass(type(cursor), (Cursor, sqlite3.Cursor)):
+            raise TypeError("Row() argument 1 must be sqlite3.Cursor, not %s" % _type_name(cursor))  # sqlite3's words
+        if not issubclass(type(values), tuple):
+            raise TypeError("Row() argument 2 must be tuple, not %s" % _type_name(values))
+        self._description = cursor.description
         self._values = tuple(values)
         self._index: Optional[Dict[str, int]] = None
 
@@ -222,6 +230,9 @@ class Row:
         return "<sqlite_rpc.Row %r>" % (self._values,)
 
 
+collections.abc.Sequence.register(Row)  # as sqlite3 registers sqlite3.Row
+
+
 def _normalise_row_factory(f: Any) -> Any:
     # Code written for the stdlib sets sqlite3.Row; it cannot wrap our cursor, ours can.
     return Row if f is sqlite3.Row else f
@@ -230,9 +241,18 @@ def _normalise_row_factory(f: Any) -> Any:
 class Cursor:
     """sqlite3.Cursor's behaviour over a server session."""
 
+    # Until __init__ has run (a subclass whose __init__ skips it), every use raises "Base
+    # Cursor.__init__ not called.", as in sqlite3. These defaults let the checks run.
+    _initialized = False
+    _connection: Any = None
+    _closed = False
+    _cursor_id: Optional[int] = None
+
     def __init__(self, connection: "Connection") -> None:
-        if not isinstance(connection, Connection):
-            raise TypeError("argument 1 must be sqlite_rpc.Connection")
+        if not issubclass(type(connection), Connection):
+            raise TypeError("Cursor() argument 1 must be sqlite3.Connection, not %s" % _type_name(connection))  # sqlite3's words
+        if self._cursor_id is not None:
+            self._release_server_cursor()  # a second __init__: the old result is not wanted
         self._connection = connection
         self.arraysize = 1
         self.lastrowid: Optional[int] = None
@@ -246,6 +266,9 @@ class Cursor:
         self._converters: Optional[List[Any]] = None
         self._rowcount_when_done: Optional[int] = None
         self._result_srv: Optional[ServerProcess] = None
+        self._result_session: Optional[int] = None
+        connection._check_thread()
+        self._initialized = True
 
     @property
     def connection(self) -> "Connection":
@@ -254,7 +277,9 @@ class Cursor:
     # -- execution ---------------------------------------------------------------------------
 
     def _check(self) -> "Connection":
-        # sqlite3's order: a closed cursor is reported before the connection's state.
+        # sqlite3's order: the cursor's state is reported before the connection's.
+        if not self._initialized:
+            raise sqlite3.ProgrammingError(_base_cursor)
         if self._closed:
             raise sqlite3.ProgrammingError(_closed_cursor)
         conn = self._connection
@@ -333,6 +358,8 @@ class Cursor:
     def execute(self, sql: str, parameters: Params = (), *, expect_rows: Optional[int] = None) -> "Cursor":
         """sqlite3's execute. expect_rows (an extension, see sqlite_rpc.optimistic): the
         statement must change exactly that many rows, or it is undone and ConflictError raised."""
+        if not self._initialized:
+            self._check()
         _run(self._connection, self._op_execute(sql, parameters, expect_rows))
         return self
 
@@ -368,6 +395,7 @@ class Cursor:
         self._pos = 0
         self._cursor_id = res["cursor"]
         self._result_srv = conn._srv
+        self._result_session = conn._session
         if self._cursor_id is None:
             self._exhausted_check()
 
@@ -504,6 +532,8 @@ class Cursor:
         return res["changes"]
 
     def executemany(self, sql: str, seq_of_parameters: Any) -> "Cursor":
+        if not self._initialized:
+            self._check()
         _run(self._connection, self._op_executemany(sql, seq_of_parameters))
         return self
 
@@ -524,6 +554,8 @@ class Cursor:
             conn._last_rowid = res["lastrowid"]
 
     def executescript(self, sql_script: str) -> "Cursor":
+        if not self._initialized:
+            self._check()
         _run(self._connection, self._op_script(sql_script))
         return self
 
@@ -569,6 +601,11 @@ class Cursor:
         if srv is not None and (srv.dead is not None or srv is not process.current()):
             self._cursor_id = None
             raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % (srv.dead or "the sqlite-rpc server restarted"))
+        if self._result_session != self._connection._session:
+            # The connection was opened again (a second __init__), which closed the session
+            # that held the rest (sqlite3 keeps reading the old database).
+            self._cursor_id = None
+            raise sqlite3.OperationalError("the connection was initialised again; the rest of this result was lost with its old session")
 
     def _buffered(self) -> bool:
         """A row is ready without a round trip."""
@@ -601,6 +638,8 @@ class Cursor:
             view._target = prev
 
     def fetchone(self) -> Any:
+        if not self._initialized:
+            self._check()
         lock = self._connection._lock
         if lock is not None:
             with lock:
@@ -619,6 +658,8 @@ class Cursor:
         return self._make(raw)
 
     def fetchmany(self, size: Optional[int] = None) -> List[Any]:
+        if not self._initialized:
+            self._check()
         lock = self._connection._lock
         if lock is not None:
             with lock:
@@ -639,6 +680,8 @@ class Cursor:
         return out
 
     def fetchall(self) -> List[Any]:
+        if not self._initialized:
+            self._check()
         lock = self._connection._lock
         if lock is not None:
             with lock:
@@ -668,7 +711,9 @@ class Cursor:
         return row
 
     def close(self) -> None:
-        self._connection._check()  # sqlite3 checks the connection (thread, open), not the cursor
+        if not self._initialized:
+            raise sqlite3.ProgrammingError(_base_cursor)
+        self._connection._check()  # then the connection (thread, open), not whether the cursor is closed
         if not self._closed:
             self._settle_changes()
             self._release_server_cursor()
@@ -692,8 +737,9 @@ class Cursor:
         # server (after a restart; the parent's after a fork) may have given that id to another.
         if cid is None or srv is None or srv.dead is not None or srv is not process.current():
             return
-        if self._connection._closed:
-            return  # closing the session closed its cursors
+        conn = self._connection
+        if conn._closed or self._result_session != conn._session:
+            return  # closing the session (or a second __init__ of the connection) closed its cursors
         if from_del:
             _send_from_del(srv, "close_cursor", {"cursor": cid})
             return
@@ -770,6 +816,16 @@ class Connection:
     ProgrammingError = sqlite3.ProgrammingError
     NotSupportedError = sqlite3.NotSupportedError
 
+    # Until __init__ has run (a subclass whose __init__ skips it), or after a second
+    # __init__ failed to open its database, every use raises "Base Connection.__init__ not
+    # called.", as in sqlite3. These defaults let the checks run on such an object.
+    _initialized = False
+    _closed = False
+    _check_same_thread = False
+    _lock: Any = None
+    _unsettled: Any = None
+    _file_key: Optional[Tuple[int, str]] = None
+
     def __init__(
         self,
         database: Any,
@@ -785,12 +841,22 @@ class Connection:
         keep_open: bool = False,
         _server: Optional[ServerProcess] = None,
     ) -> None:
-        # sqlite3's argument conversions, with its messages.
+        # sqlite3's argument conversions, with its messages. A second __init__ that fails
+        # here leaves the connection as it was.
         if not isinstance(timeout, (int, float)):
             if not hasattr(type(timeout), "__float__") and not hasattr(type(timeout), "__index__"):
                 raise TypeError("must be real number, not %s" % type(timeout).__name__)
             timeout = float(timeout)
         detect_types = operator.index(detect_types)
+        level = _isolation_level_value(isolation_level)
+        database = _file_name(database)
+        if self._initialized:
+            # A second __init__ (sqlite3: the old database is closed, its transaction rolled
+            # back; if the new one cannot be opened, the connection is left uninitialised).
+            self._initialized = False
+            if not self._closed:
+                self._closed = True
+                self._close_session()
         path, readonly, create = _resolve_database(database, uri)
         self._thread = threading.get_ident()
         self._check_same_thread = check_same_thread
@@ -802,8 +868,7 @@ class Connection:
         self._unsettled: Optional[Tuple[ServerProcess, Any, str, Optional[Callable[[Any], None]]]] = None
         self._last_rowid = 0
         self._total_changes = 0
-        self._isolation_level: Optional[str] = None
-        self.isolation_level = isolation_level
+        self._isolation_level: Optional[str] = level
         self.row_factory: Any = None
         self.text_factory: Any = str
         self._detect_types = detect_types
@@ -834,6 +899,7 @@ class Connection:
             self._file_key = (id(self._srv), os.path.abspath(path))
             with _open_files_lock:
                 _open_files[self._file_key] = _open_files.get(self._file_key, 0) + 1
+        self._initialized = True
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -858,17 +924,26 @@ class Connection:
         return int(caps.get("max_frame_bytes") or (64 << 20))
 
     def _check_open(self) -> None:
+        """sqlite3's pysqlite_check_connection."""
+        if not self._initialized:
+            raise sqlite3.ProgrammingError(_base_connection)
         if self._closed:
             raise sqlite3.ProgrammingError(_closed_db)
 
-    def _check(self) -> None:
-        if self._closed:
-            raise sqlite3.ProgrammingError(_closed_db)
+    def _check_thread(self) -> None:
+        """sqlite3's pysqlite_check_thread."""
         if self._check_same_thread and threading.get_ident() != self._thread:
             raise sqlite3.ProgrammingError(
                 "SQLite objects created in a thread can only be used in that same thread. "
                 "The object was created in thread id %d and this is thread id %d." % (self._thread, threading.get_ident())
             )
+
+    def _check(self) -> None:
+        # sqlite3's order: the thread, then the connection.
+        if self._check_same_thread and threading.get_ident() != self._thread:
+            self._check_thread()
+        if not self._initialized or self._closed:
+            self._check_open()
 
     def _rpc(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
         lock = self._lock
@@ -1065,15 +1140,13 @@ class Connection:
 
     @isolation_level.setter
     def isolation_level(self, value: Optional[str]) -> None:
-        if value is not None:
-            if not isinstance(value, str):
-                raise TypeError("isolation_level must be str or None")
-            if value.upper() not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
-                raise ValueError("isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'")
-            value = value.upper()  # sqlite3 stores (and returns) the canonical spelling
-        elif hasattr(self, "_srv"):
-            self.commit()  # sqlite3: switching to autocommit commits (and checks the connection)
-        self._isolation_level = value
+        if value is None:
+            # sqlite3: autocommit from now on, and a pending transaction is committed (which
+            # checks the connection; the level is None even if that fails).
+            self._isolation_level = None
+            self.commit()
+            return
+        self._isolation_level = _isolation_level_value(value)  # sqlite3 stores (and returns) the canonical spelling
 
     # These getters check that the connection is open, not the thread (as sqlite3's).
     @property
@@ -1090,12 +1163,14 @@ class Connection:
             self._resync()
         return self._total_changes
 
-    def cursor(self, factory: Any = None) -> Cursor:
+    def cursor(self, factory: Any = _DEFAULT) -> Cursor:
         self._check()
-        if isinstance(factory, type) and issubclass(factory, sqlite3.Cursor) and not issubclass(factory, Cursor):
+        if factory is _DEFAULT:
+            factory = Cursor
+        elif isinstance(factory, type) and issubclass(factory, sqlite3.Cursor) and not issubclass(factory, Cursor):
             factory = _cursor_class_for(factory)  # sqlite3.Cursor or a subclass (Django's backend)
-        cur = (factory or Cursor)(self)
-        if not isinstance(cur, Cursor):
+        cur = factory(self)  # (None: "'NoneType' object is not callable", as sqlite3)
+        if not issubclass(type(cur), Cursor):  # the type, not a __class__ that claims one (PyObject_TypeCheck)
             raise TypeError("factory must return a cursor, not %s" % type(cur).__name__)
         if self.row_factory is not None:
             cur.row_factory = self.row_factory  # sqlite3 copies it when the cursor is made
@@ -1127,11 +1202,15 @@ class Connection:
             self._in_tx = res["in_transaction"]
 
     def close(self) -> None:
+        self._check_thread()
+        if not self._initialized:
+            raise sqlite3.ProgrammingError(_base_connection)
         if self._closed:
             return
-        if self._check_same_thread and threading.get_ident() != self._thread:
-            self._check()
         self._closed = True
+        self._close_session()
+
+    def _close_session(self) -> None:
         if _deferred:
             _run_deferred()
         last = self._forget_file()
@@ -1187,7 +1266,7 @@ class Connection:
         # Run by the cycle collector anywhere, perhaps while this thread writes a request or
         # holds _open_files_lock: it waits for neither (see _deferred).
         try:
-            if self._closed:
+            if not self._initialized or self._closed:
                 return
             self._closed = True
             key, self._file_key = self._file_key, None
@@ -1206,11 +1285,13 @@ class Connection:
             pass
 
     def iterdump(self) -> Iterator[str]:
+        self._check_open()  # at the call, as sqlite3 (the dump itself is lazy)
         from sqlite3.dump import _iterdump  # the stdlib's own dump, over our cursor API
 
         return _iterdump(self)
 
     def interrupt(self) -> None:
+        self._check_open()  # sqlite3 checks the connection (from any thread) first
         raise sqlite3.NotSupportedError("interrupt() is not supported by sqlite-rpc")
 
     # -- user-defined functions and collations -----------------------------------------------
@@ -1299,6 +1380,7 @@ class Connection:
 
     def _unsupported(self, name: str) -> Callable[..., Any]:
         def f(*a: Any, **k: Any) -> Any:
+            self._check()  # sqlite3 checks the thread and the connection first
             raise sqlite3.NotSupportedError("%s() is not supported by sqlite-rpc: the database runs in another process" % name)
 
         return f
@@ -1353,9 +1435,9 @@ def _uri_boolean(v: str) -> bool:
         return False
 
 
-def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
-    """(path, readonly, create) for open. Failures sqlite3.connect reports at once are raised
-    here: the open request itself is pipelined and would only fail at the first statement."""
+def _file_name(database: Any) -> str:
+    """The database argument as a str, as sqlite3 takes it (PyUnicode_FSConverter: str, bytes
+    or os.PathLike)."""
     if isinstance(database, bytes):
         database = database.decode("utf-8")
     if hasattr(database, "__fspath__"):
@@ -1366,6 +1448,31 @@ def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
         raise TypeError("expected str, bytes or os.PathLike object, not %s" % type(database).__name__)
     if "\x00" in database:
         raise ValueError("embedded null byte")  # sqlite3's (PyUnicode_FSConverter)
+    return database
+
+
+_LEVELS = {b"": "", b"DEFERRED": "DEFERRED", b"IMMEDIATE": "IMMEDIATE", b"EXCLUSIVE": "EXCLUSIVE"}
+
+
+def _isolation_level_value(value: Any) -> Optional[str]:
+    """sqlite3's isolation_level converter: None, or the canonical spelling of a level named
+    by the string itself (ASCII letters in any case; a str subclass's methods are not used)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("isolation_level must be str or None")
+    raw = str.encode(value, "utf-8")  # a lone surrogate: UnicodeEncodeError, as sqlite3
+    if b"\x00" in raw:
+        raise ValueError("embedded null character")
+    level = _LEVELS.get(raw.upper())  # bytes.upper: ASCII only, as sqlite3_stricmp
+    if level is None:
+        raise ValueError("isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'")
+    return level
+
+
+def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
+    """(path, readonly, create) for open. Failures sqlite3.connect reports at once are raised
+    here: the open request itself is pipelined and would only fail at the first statement."""
     readonly, create = False, True
     if uri and database.startswith("file:"):
         u = urlparse(database)
@@ -1391,18 +1498,21 @@ def _resolve_database(database: Any, uri: bool) -> Tuple[str, bool, bool]:
     database = os.path.abspath(database)
     if os.path.isdir(database):
         raise _cantopen()
-    # Open the file as SQLite would (read-write, else read-only), creating it when allowed:
-    # what this process cannot open is refused now, and the file exists once connect()
-    # returns, as with sqlite3.
-    flags = [os.O_RDONLY | (os.O_CREAT if create else 0)] if readonly else [os.O_RDWR | (os.O_CREAT if create else 0), os.O_RDONLY]
-    for f in flags:
-        try:
-            os.close(os.open(database, f | getattr(os, "O_CLOEXEC", 0), 0o644))
-            break
-        except OSError:
-            continue
-    else:
+    # What sqlite3.connect refuses is found here, and a missing file is created, as sqlite3
+    # does; an existing file is never opened: closing any descriptor of a file drops every
+    # POSIX lock this process holds on it (a stdlib connection's transaction, say).
+    if os.path.exists(database):
+        if not os.access(database, os.R_OK):  # SQLite opens read-write, else read-only
+            raise _cantopen()
+    elif not create:
         raise _cantopen()
+    else:
+        try:
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644))
+        except FileExistsError:
+            pass  # made meanwhile by someone else
+        except OSError:
+            raise _cantopen() from None
     # Absolute: the server's working directory is the one this process had when it started
     # the server, and a "file:" prefix without uri=True is part of the file name.
     return database, readonly, create

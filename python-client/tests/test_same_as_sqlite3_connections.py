@@ -183,6 +183,125 @@ def complete_statement_and_module_helpers(r):
     r.note("codes", [m.SQLITE_OK, m.SQLITE_BUSY, m.SQLITE_CONSTRAINT_UNIQUE, m.SQLITE_DENY])
 
 
+@C.script
+def checks_and_their_order(r):
+    # sqlite3 checks the thread before the connection, and the cursor before both.
+    import threading
+
+    m = r.module
+    db = r.connect(MEM)
+    cur = db.raw.cursor()
+
+    def elsewhere(label, fn):
+        out = []
+        t = threading.Thread(target=lambda: out.append(_attempt_here(fn)))
+        t.start()
+        t.join()
+        r.note(label, out[0])
+
+    elsewhere("cursor() from another thread", db.raw.cursor)
+    elsewhere("Cursor(db) from another thread", lambda: m.Cursor(db.raw))
+    elsewhere("setlimit from another thread", lambda: db.raw.setlimit(m.SQLITE_LIMIT_LENGTH, 1))
+    db.raw.close()
+    elsewhere("close() of a closed connection from another thread", db.raw.close)
+    elsewhere("commit() of a closed connection from another thread", db.raw.commit)
+    r.attempt("closed: getlimit", lambda: db.raw.getlimit(m.SQLITE_LIMIT_LENGTH))
+    r.attempt("closed: blobopen", lambda: db.raw.blobopen("t", "b", 1))
+    r.attempt("closed: interrupt", db.raw.interrupt)
+    r.attempt("closed: iterdump()", lambda: db.raw.iterdump() and None)
+    r.attempt("closed: cursor's execute", lambda: cur.execute("SELECT 1"))
+    r.attempt("closed: isolation_level = None", lambda: setattr(db.raw, "isolation_level", None))
+    r.attempt("closed: isolation_level = 'immediate'", lambda: setattr(db.raw, "isolation_level", "immediate"))
+    r.attempt("closed: close() again", db.raw.close)
+
+
+def _attempt_here(fn):
+    from _harness import _attempt
+
+    return _attempt(fn)
+
+
+@C.script
+def isolation_level_strings(r):
+    db = r.connect(MEM)
+
+    class Odd(str):
+        def upper(self):
+            return "NOT A LEVEL"
+
+    for value in ["deferred", "Immediate", "exclusive", "", Odd("deferred"), "\u0131mmediate", "EXCLUSIVE\x00",
+                  "\udc80", "ß", b"DEFERRED", 1, None, "DEFERRED "]:
+        r.attempt("isolation_level = %r" % (value,), lambda v=value: setattr(db.raw, "isolation_level", v))
+        r.attempt("isolation_level", lambda: db.raw.isolation_level)
+    for value in ["immediate", Odd("exclusive"), "nope", 2]:
+        r.connect_fails(MEM, isolation_level=value)
+
+
+@C.script
+def cursor_and_row_argument_checks(r):
+    m = r.module
+    db = r.connect(MEM)
+
+    class Fake(str):
+        __class__ = m.Cursor
+
+    for label, fn in [("cursor(None)", lambda: db.raw.cursor(None)), ("cursor(factory=None)", lambda: db.raw.cursor(factory=None)),
+                      ("cursor(lambda: None)", lambda: db.raw.cursor(lambda: None)),
+                      ("cursor(str subclass faking Cursor)", lambda: db.raw.cursor(Fake)),
+                      ("Row(None, ())", lambda: m.Row(None, ())), ("Row(fake, ())", lambda: m.Row(Fake(), ())),
+                      ("Row(cursor, [])", lambda: m.Row(db.raw.cursor(), [])),
+                      ("Cursor(None)", lambda: m.Cursor(None))]:
+        r.attempt(label, lambda fn=fn: type(fn()).__name__)
+    import collections.abc
+
+    db.set("row_factory", m.Row)
+    r.note("Row is a Sequence", isinstance(db.raw.execute("SELECT 1").fetchone(), collections.abc.Sequence))
+
+
+@C.script
+def subclasses_that_skip_the_base_init(r):
+    m = r.module
+
+    class Conn(m.Connection):
+        def __init__(self, *a, **k):
+            pass
+
+    class Cur(m.Cursor):
+        def __init__(self, con):
+            pass
+
+    con = Conn(MEM)
+    for label, fn in [("cursor", con.cursor), ("execute", lambda: con.execute("SELECT 1")), ("commit", con.commit),
+                      ("close", con.close), ("in_transaction", lambda: con.in_transaction),
+                      ("total_changes", lambda: con.total_changes), ("isolation_level", lambda: con.isolation_level)]:
+        r.attempt("connection: " + label, fn)
+    db = r.connect(MEM)
+    cur = Cur(db.raw)
+    for label, fn in [("execute", lambda: cur.execute("SELECT 1")), ("executemany", lambda: cur.executemany("SELECT ?", [(1,)])),
+                      ("executescript", lambda: cur.executescript("SELECT 1")), ("fetchone", cur.fetchone),
+                      ("fetchall", cur.fetchall), ("fetchmany", cur.fetchmany), ("close", cur.close),
+                      ("connection", lambda: cur.connection), ("iter", lambda: next(iter(cur)))]:
+        r.attempt("cursor: " + label, fn)
+
+
+@C.script
+def second_init(r):
+    db = r.connect(MEM)
+    db.execute("CREATE TABLE t(x)")
+    db.execute("INSERT INTO t VALUES (1)")
+    cur = db.execute("SELECT x FROM t", fetch=False)
+    r.attempt("__init__ with a bad isolation_level", lambda: db.raw.__init__(MEM, isolation_level="nope"))
+    r.attempt("still the old database", lambda: db.raw.execute("SELECT count(*) FROM t").fetchall())
+    r.attempt("__init__ with a bad database type", lambda: db.raw.__init__(1.5))
+    r.attempt("still the old database, again", lambda: db.raw.execute("SELECT count(*) FROM t").fetchall())
+    r.attempt("__init__ on a folder", lambda: db.raw.__init__(r.folder))
+    r.attempt("then", lambda: db.raw.execute("SELECT 1").fetchall())
+    r.attempt("close", db.raw.close)
+    r.attempt("the old cursor's rows", cur.raw.fetchall)
+    r.attempt("__init__ again", lambda: db.raw.__init__(MEM))
+    r.attempt("a new database", lambda: db.raw.execute("SELECT name FROM sqlite_master").fetchall())
+
+
 @pytest.mark.parametrize("script", C.params())
 def test_same_as_sqlite3(script, tmp_path):
     assert_same(script, tmp_path)
