@@ -32,6 +32,7 @@ _open_files_lock = threading.Lock()
 _closed_cursor = "Cannot operate on a closed cursor."
 _base_connection = "Base Connection.__init__ not called."
 _base_cursor = "Base Cursor.__init__ not called."
+_recursive = "Recursive use of cursors not allowed."
 
 
 def _forget_key(key: Tuple[int, str]) -> bool:
@@ -247,10 +248,16 @@ class Cursor:
     _connection: Any = None
     _closed = False
     _cursor_id: Optional[int] = None
+    # sqlite3's guard while the cursor runs code of the user's (the parameters' iterator and
+    # adapters, converters, text_factory): using the cursor from there raises "Recursive use
+    # of cursors not allowed.". Set only around that code, never across a round trip.
+    _locked = False
 
     def __init__(self, connection: "Connection") -> None:
         if not issubclass(type(connection), Connection):
             raise TypeError("Cursor() argument 1 must be sqlite3.Connection, not %s" % _type_name(connection))  # sqlite3's words
+        if self._locked:
+            raise sqlite3.ProgrammingError(_recursive)
         if self._cursor_id is not None:
             self._release_server_cursor()  # a second __init__: the old result is not wanted
         self._connection = connection
@@ -282,6 +289,8 @@ class Cursor:
             raise sqlite3.ProgrammingError(_base_cursor)
         if self._closed:
             raise sqlite3.ProgrammingError(_closed_cursor)
+        if self._locked:
+            raise sqlite3.ProgrammingError(_recursive)
         conn = self._connection
         conn._check()
         return conn
@@ -310,10 +319,13 @@ class Cursor:
         self._reset()
         begin = conn._begin_mode_for(sql)
         error: Optional[BaseException] = None
+        self._locked = True
         try:
             wire = binding.bind(sql, parameters)
         except Exception as e:
             error = e
+        finally:
+            self._locked = False
         if error is not None:
             yield from _before_binding(conn, sql, begin)
             raise error
@@ -413,7 +425,11 @@ class Cursor:
         conn = self._check()
         if not isinstance(sql, str):
             raise TypeError("executemany() argument 1 must be str, not %s" % _type_name(sql))
-        it = iter(seq_of_parameters)
+        self._locked = True
+        try:
+            it = iter(seq_of_parameters)
+        finally:
+            self._locked = False
         self._reset()
         # sqlite3 binds and runs the parameter sets one by one: the sets before a bad one are
         # applied, then the error is raised. Here they are bound and sent in chunks (bounded
@@ -435,6 +451,7 @@ class Cursor:
             else:
                 rows = []
                 more = True
+                self._locked = True  # the generator and the adapters may not use this cursor
                 try:
                     while len(rows) < n:
                         params = next(it, _END)
@@ -445,6 +462,8 @@ class Cursor:
                         rows.append([] if w is None else w)
                 except Exception as e:
                     error, more = e, False
+                finally:
+                    self._locked = False
             if rows or first:
                 try:
                     if returning:
@@ -611,16 +630,28 @@ class Cursor:
         """A row is ready without a round trip."""
         return self._pos < len(self._rows)
 
-    def _make(self, raw: Tuple[Any, ...]) -> Any:
+    # A row is made in two steps, as sqlite3 3.11 does: its values are converted (if that
+    # fails, the row is not consumed: the next fetch tries it again), then it is consumed and
+    # the row factory called (if that fails, the row is gone).
+
+    def _converted(self, raw: Tuple[Any, ...]) -> Tuple[Any, ...]:
         conv = self._converters
         tf = self._connection.text_factory
-        if conv is not None:
-            # A converter gets the value's bytes; text_factory applies to the other columns.
-            raw = tuple(v if v is None else f(_as_bytes(v)) if f is not None else
-                        _apply_text_factory(tf, v) if tf is not str and type(v) is str else v
-                        for f, v in zip(conv, raw))
-        elif tf is not str:
-            raw = tuple(_apply_text_factory(tf, v) if type(v) is str else v for v in raw)
+        if conv is not None or tf is not str:
+            self._locked = True  # converters and text_factory may not use this cursor (sqlite3)
+            try:
+                if conv is not None:
+                    # A converter gets the value's bytes; text_factory applies to the other columns.
+                    raw = tuple(v if v is None else _convert(f, v) if f is not None else
+                                _apply_text_factory(tf, v) if tf is not str and type(v) is str else v
+                                for f, v in zip(conv, raw))
+                else:
+                    raw = tuple(_apply_text_factory(tf, v) if type(v) is str else v for v in raw)
+            finally:
+                self._locked = False
+        return raw
+
+    def _finish(self, raw: Tuple[Any, ...]) -> Any:
         rf = self.row_factory  # copied from the connection when the cursor was made, as sqlite3
         if rf is None:
             return raw
@@ -651,11 +682,11 @@ class Cursor:
         while self._pos >= len(self._rows):
             if not self._more():
                 return None
-        raw = self._rows[self._pos]
+        raw = self._converted(self._rows[self._pos])
         self._pos += 1
         if self._rowcount_when_done is not None:
             self._exhausted_check()
-        return self._make(raw)
+        return self._finish(raw)
 
     def fetchmany(self, size: Optional[int] = None) -> List[Any]:
         if not self._initialized:
@@ -691,12 +722,22 @@ class Cursor:
     def _fetchall(self) -> List[Any]:
         self._check()
         out: List[Any] = []
-        make = self._make
         while True:
             rows, pos = self._rows, self._pos
             if pos < len(rows):
-                out.extend(make(r) for r in rows[pos:])
-                self._pos = len(rows)
+                if self._converters is None and self.row_factory is None and self._connection.text_factory is str:
+                    out.extend(rows[pos:])  # the rows as they are: no code of the user's runs
+                    self._pos = len(rows)
+                else:
+                    # One row at a time, each consumed before the user's code sees it (a row
+                    # factory may fetch from, or execute on, this very cursor, as in sqlite3).
+                    converted, finish = self._converted, self._finish
+                    while self._rows is rows and pos < len(rows):
+                        raw = converted(rows[pos])
+                        self._pos = pos + 1
+                        out.append(finish(raw))
+                        pos = self._pos
+                    continue
             if not self._more():
                 self._exhausted_check()
                 return out
@@ -711,6 +752,8 @@ class Cursor:
         return row
 
     def close(self) -> None:
+        if self._locked:
+            raise sqlite3.ProgrammingError(_recursive)
         if not self._initialized:
             raise sqlite3.ProgrammingError(_base_cursor)
         self._connection._check()  # then the connection (thread, open), not whether the cursor is closed
@@ -768,6 +811,13 @@ def _strip_colname(name: str) -> str:
     if i < 0:
         return name
     return name[: i - 1] if i > 0 and name[i - 1] == " " else name[:i]
+
+
+def _convert(f: Any, v: Any) -> Any:
+    b = _as_bytes(v)
+    # sqlite3 calls the converter with sqlite3_column_blob's bytes, which is NULL for an
+    # empty value (BLOB or TEXT): then the column is None and the converter is not called.
+    return f(b) if b else None
 
 
 def _as_bytes(v: Any) -> bytes:
@@ -1498,21 +1548,18 @@ def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
     database = os.path.abspath(database)
     if os.path.isdir(database):
         raise _cantopen()
-    # What sqlite3.connect refuses is found here, and a missing file is created, as sqlite3
-    # does; an existing file is never opened: closing any descriptor of a file drops every
-    # POSIX lock this process holds on it (a stdlib connection's transaction, say).
-    if os.path.exists(database):
-        if not os.access(database, os.R_OK):  # SQLite opens read-write, else read-only
-            raise _cantopen()
-    elif not create:
-        raise _cantopen()
-    else:
+    # Open the file as SQLite would (read-write, else read-only), creating it when allowed:
+    # what this process cannot open is refused now, and the file exists once connect()
+    # returns, as with sqlite3.
+    flags = [os.O_RDONLY | (os.O_CREAT if create else 0)] if readonly else [os.O_RDWR | (os.O_CREAT if create else 0), os.O_RDONLY]
+    for f in flags:
         try:
-            os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644))
-        except FileExistsError:
-            pass  # made meanwhile by someone else
+            os.close(os.open(database, f | getattr(os, "O_CLOEXEC", 0), 0o644))
+            break
         except OSError:
-            raise _cantopen() from None
+            continue
+    else:
+        raise _cantopen()
     # Absolute: the server's working directory is the one this process had when it started
     # the server, and a "file:" prefix without uri=True is part of the file name.
     return database, readonly, create

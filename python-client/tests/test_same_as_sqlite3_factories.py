@@ -167,6 +167,104 @@ def converter_errors_propagate(r):
 
 
 @C.script
+def converter_of_empty_values_is_not_called(r):
+    # sqlite3 hands a converter sqlite3_column_blob's bytes: NULL for an empty BLOB or TEXT,
+    # so the column is None and the converter is not called.
+    calls = []
+    sqlite3.register_converter("SEEN", lambda b: calls.append(b) or ("conv", b))
+    db = r.connect(MEM, detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES)
+    db.execute("CREATE TABLE t(b SEEN, s SEEN, i SEEN)")
+    db.execute("INSERT INTO t VALUES (x'', '', 0), (x'00', ' ', 0.0), (zeroblob(0), NULL, '')")
+    db.execute("SELECT b, s, i FROM t ORDER BY rowid")
+    db.execute("""SELECT x'' AS "a [SEEN]", '' AS "b [SEEN]" """)
+    r.note("converter calls", list(calls))
+
+
+@C.script
+def failing_converter_leaves_the_row_to_fetch_again(r):
+    # sqlite3 3.11: a converter that raises leaves the row unconsumed; a row factory that
+    # raises consumes it.
+    n = [0]
+
+    def conv(b):
+        n[0] += 1
+        if n[0] == 1:
+            raise ValueError("boom")
+        return int(b)
+
+    sqlite3.register_converter("ONCE", conv)
+    db = r.connect(MEM, detect_types=sqlite3.PARSE_COLNAMES)
+    q = 'SELECT x AS "x [ONCE]" FROM (SELECT 1 x UNION ALL SELECT 2 UNION ALL SELECT 3)'
+    cur = db.execute(q, fetch=False)
+    r.attempt("fetchone", cur.raw.fetchone)
+    r.attempt("fetchall after", cur.raw.fetchall)
+    n[0] = 0
+    cur = db.execute(q, fetch=False)
+    r.attempt("fetchall", cur.raw.fetchall)
+    r.attempt("fetchall again", cur.raw.fetchall)
+
+    def rf(c, row):
+        n[0] += 1
+        if n[0] == 1:
+            raise ValueError("row factory boom")
+        return row
+
+    n[0] = 0
+    cur = db.raw.cursor()
+    cur.row_factory = rf
+    cur.execute("SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3")
+    r.attempt("row factory fails", cur.fetchall)
+    r.attempt("the rest", cur.fetchall)
+
+
+@C.script
+def row_factory_that_fetches_from_its_own_cursor(r):
+    # The row is consumed before the factory runs: fetching from the cursor there gets the
+    # next rows (each through the factory), as in sqlite3 3.11; no endless recursion.
+    db = r.connect(MEM)
+    db.execute("CREATE TABLE t(x)")
+    db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5)])
+    cur = db.raw.cursor()
+    cur.row_factory = lambda c, row: (row, c.fetchall())
+    cur.execute("SELECT x FROM t ORDER BY x")
+    r.attempt("fetchall", cur.fetchall)
+    cur.execute("SELECT x FROM t ORDER BY x")
+    r.attempt("fetchone", cur.fetchone)
+    cur.row_factory = lambda c, row: (row, c.fetchone())
+    cur.execute("SELECT x FROM t ORDER BY x")
+    r.attempt("fetchone in fetchall", cur.fetchall)
+
+
+@C.script
+def recursive_use_of_a_cursor(r):
+    # "Recursive use of cursors not allowed.": from the parameters' generator, an adapter,
+    # a converter or text_factory, on the cursor that runs them.
+    db = r.connect(MEM, detect_types=sqlite3.PARSE_COLNAMES)
+    db.execute("CREATE TABLE t(x)")
+    cur = db.raw.cursor()
+
+    def gen():
+        cur.execute("SELECT 1")
+        yield (1,)
+
+    r.attempt("executemany's generator executes", lambda: cur.executemany("INSERT INTO t VALUES (?)", gen()))
+    r.attempt("fetch after", lambda: cur.execute("SELECT count(*) FROM t").fetchall())
+
+    class Uses:
+        pass
+
+    sqlite3.register_adapter(Uses, lambda u: cur.fetchone() or 1)
+    r.attempt("adapter fetches", lambda: cur.execute("SELECT ?", (Uses(),)).fetchall())
+    sqlite3.register_converter("CLOSES", lambda b: cur.close())
+    r.attempt("converter closes", lambda: cur.execute('SELECT 1 AS "a [CLOSES]"').fetchall())
+    db.set("text_factory", lambda b: cur.fetchall())
+    cur2 = db.raw.cursor()
+    cur = cur2
+    r.attempt("text_factory fetches", lambda: cur2.execute("SELECT 'a'").fetchall())
+    r.attempt("cursor still usable", lambda: [cur2.execute("SELECT 2").fetchall(), cur2.close()])
+
+
+@C.script
 def adapters_and_conform(r):
     sqlite3.register_adapter(Point, lambda p: "%s;%s" % (p.x, p.y))
     sqlite3.register_adapter(decimal.Decimal, str)
