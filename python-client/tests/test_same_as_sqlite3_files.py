@@ -552,3 +552,26 @@ def test_file_going_under_an_open_connection(tmp_path, how):
         return out
 
     both(tmp_path, scenario)
+
+
+def test_connect_keeps_the_locks_of_a_stdlib_connection_in_the_same_process(tmp_path):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it:
+    connect() must not open an existing file itself, or a stdlib connection's write lock in
+    the same process silently goes (and another process writes under it)."""
+    p = str(tmp_path / "shared.db")
+    make_fixture(p, "t", 0)
+    holder = sqlite3.connect(p, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    rpc = sqlite_rpc.connect(p, timeout=0.1)
+    writer = subprocess.run(
+        [sys.executable, "-c", "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=0.2)\n"
+         "try:\n    c.execute('INSERT INTO t VALUES (2)'); c.commit(); print('wrote')\n"
+         "except sqlite3.OperationalError as e:\n    print(e)", p],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert writer.stdout.strip() == "database is locked"
+    holder.execute("COMMIT")
+    rpc.close()
+    holder.close()
+    assert on_disk(p) == {"t": [(1,)]}
