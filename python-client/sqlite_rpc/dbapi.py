@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, unquote_to_bytes, urlparse
 
 import msgpack
 
@@ -1487,15 +1487,14 @@ def _uri_boolean(v: str) -> bool:
 
 def _file_name(database: Any) -> str:
     """The database argument as a str, as sqlite3 takes it (PyUnicode_FSConverter: str, bytes
-    or os.PathLike)."""
+    or os.PathLike; bytes that are not UTF-8 come back with surrogate escapes)."""
+    if hasattr(type(database), "__fspath__") and not isinstance(database, (str, bytes)):
+        database = os.fspath(database)
     if isinstance(database, bytes):
-        database = database.decode("utf-8")
-    if hasattr(database, "__fspath__"):
-        database = database.__fspath__()
-        if isinstance(database, bytes):
-            database = database.decode("utf-8")
+        database = os.fsdecode(database)
     if not isinstance(database, str):
         raise TypeError("expected str, bytes or os.PathLike object, not %s" % type(database).__name__)
+    os.fsencode(database)  # a lone surrogate that is no escaped byte: UnicodeEncodeError, as sqlite3
     if "\x00" in database:
         raise ValueError("embedded null byte")  # sqlite3's (PyUnicode_FSConverter)
     return database
@@ -1520,6 +1519,12 @@ def _isolation_level_value(value: Any) -> Optional[str]:
     return level
 
 
+def _not_utf8(name: Union[str, bytes]) -> sqlite3.NotSupportedError:
+    return sqlite3.NotSupportedError(
+        "cannot open database file %r: its name is not valid UTF-8, and the sqlite-rpc server "
+        "takes file names as UTF-8 text (sqlite3 would open it)" % (name,))
+
+
 def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
     """(path, readonly, create) for open. Failures sqlite3.connect reports at once are raised
     here: the open request itself is pipelined and would only fail at the first statement."""
@@ -1528,7 +1533,12 @@ def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
         u = urlparse(database)
         q = parse_qs(u.query)
         mode = (q.get("mode") or [""])[0]
-        path = unquote(u.path) if u.path else ""
+        try:
+            # SQLite takes the bytes the %-escapes spell; a name that is no UTF-8 cannot be
+            # sent (decoding it with U+FFFD in place would open another file).
+            path = unquote_to_bytes(u.path).decode("utf-8") if u.path else ""
+        except UnicodeDecodeError:
+            raise _not_utf8(unquote_to_bytes(u.path)) from None
         if mode == "memory" or path in (":memory:", ""):
             return ":memory:", False, True
         # immutable=1: SQLite takes the file for unchangeable and refuses every write
@@ -1545,6 +1555,10 @@ def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
         database = path
     if database in (":memory:", ""):
         return database, False, True
+    try:
+        database.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _not_utf8(os.fsencode(database)) from None  # undecodable bytes, surrogate-escaped
     database = os.path.abspath(database)
     if os.path.isdir(database):
         raise _cantopen()

@@ -10,6 +10,7 @@ import os
 import re
 import sqlite3
 import threading
+import urllib.parse
 
 import pytest
 
@@ -180,6 +181,26 @@ def test_invalid_utf8_text_arrives_with_replacement_characters():
     assert db.execute("SELECT CAST(x'ff61' AS TEXT)").fetchone() == ("\ufffda",)
     db.text_factory = bytes
     assert db.execute("SELECT CAST(x'ff61' AS TEXT)").fetchone() == (b"\xef\xbf\xbda",)
+
+
+def test_file_names_that_are_not_utf8_are_refused(tmp_path):
+    # "Invalid UTF-8": a file name that is not UTF-8 (bytes, a str with surrogate escapes, a
+    # file: URI whose %-escapes spell such bytes) raises NotSupportedError naming it, and no
+    # file is created (sqlite3 opens exactly that file).
+    raw = os.fsencode(str(tmp_path)) + b"/db-\xe7w\xf0.sqlite"
+    uri = "file:" + urllib.parse.quote(raw)
+    with sqlite3.connect(raw) as cx:
+        cx.execute("CREATE TABLE t(x)")
+    assert os.path.exists(raw)
+    os.unlink(raw)
+    with sqlite3.connect(uri, uri=True):
+        pass
+    assert os.path.exists(raw)
+    os.unlink(raw)
+    for name, kw in [(raw, {}), (os.fsdecode(raw), {}), (uri, {"uri": True})]:
+        with pytest.raises(sqlite3.NotSupportedError, match="not valid UTF-8"):
+            sqlite_rpc.connect(name, **kw)
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("name, args", [
