@@ -241,7 +241,8 @@ export class Registry {
   }
 
   private attach(s: Session, real: string, r: OpenRequest): void {
-    const engine = this.engineFor(real, r.create && !s.readonly, s.timeoutMs);
+    // Opening waits on the event loop (SQLite's busy handler): at most the server's own wait.
+    const engine = this.engineFor(real, r.create && !s.readonly, Math.min(s.timeoutMs, this.o.readerBusyTimeoutMs));
     if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
     this.sessions.set(s.id, s);
     this.sessionEngine.set(s, engine);
