@@ -11,8 +11,7 @@ on, and one fix often clears tests of another group; failing someone's unrelated
 that would teach people to ignore this test. The stale entries are named in the warning
 and in `npm run test:cpython`'s output, so the list is trimmed when the fix lands.
 
-Takes 2-3 s, plus 30 s for each test that hangs (--test-timeout in compare.py); the
-gc-deadlock of allowlist.py makes some runs hang once.
+Takes 2-3 s, plus 30 s for each test that hangs (--test-timeout in compare.py).
 """
 from __future__ import annotations
 
