@@ -251,15 +251,13 @@ def test_the_reply_of_an_interrupted_request_is_collected_once(tmp_path):
 
     old = signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, 0.1)
-    t0 = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
             conn.execute("INSERT INTO t " + SLOW)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    assert time.monotonic() - t0 < 0.4  # raised while waiting, not after the statement
-    assert conn._unsettled is not None
+    assert conn._unsettled is not None  # raised while waiting, not after the statement
     assert conn.in_transaction is True  # waits for the INSERT's reply
     assert conn._unsettled is None
     conn.rollback()
