@@ -1562,18 +1562,21 @@ def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
     database = os.path.abspath(database)
     if os.path.isdir(database):
         raise _cantopen()
-    # Open the file as SQLite would (read-write, else read-only), creating it when allowed:
-    # what this process cannot open is refused now, and the file exists once connect()
-    # returns, as with sqlite3.
-    flags = [os.O_RDONLY | (os.O_CREAT if create else 0)] if readonly else [os.O_RDWR | (os.O_CREAT if create else 0), os.O_RDONLY]
-    for f in flags:
-        try:
-            os.close(os.open(database, f | getattr(os, "O_CLOEXEC", 0), 0o644))
-            break
-        except OSError:
-            continue
-    else:
+    # What sqlite3.connect refuses is found here, and a missing file is created, as sqlite3
+    # does; an existing file is never opened: closing any descriptor of a file drops every
+    # POSIX lock this process holds on it (a stdlib connection's transaction, say).
+    if os.path.exists(database):
+        if not os.access(database, os.R_OK):  # SQLite opens read-write, else read-only
+            raise _cantopen()
+    elif not create:
         raise _cantopen()
+    else:
+        try:
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644))
+        except FileExistsError:
+            pass  # made meanwhile by someone else
+        except OSError:
+            raise _cantopen() from None
     # Absolute: the server's working directory is the one this process had when it started
     # the server, and a "file:" prefix without uri=True is part of the file name.
     return database, readonly, create
