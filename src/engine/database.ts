@@ -17,7 +17,7 @@ import { knownShape, readPage, shapeAfterRun } from './reads';
 import { StatementCache } from './statementCache';
 import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
-import { applySettings, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
+import { applySettings, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
 import { splitStatements } from './sqlText';
 import type { WriteCounts } from './direct';
 import type { Session } from './session';
@@ -95,6 +95,8 @@ interface StmtInfo {
   maxRows: number;
   /** A PRAGMA of a per-session setting (settings.ts). */
   setting: boolean;
+  /** PRAGMA busy_timeout: the session's timeout. */
+  busyTimeout: boolean;
   /** Why the server refuses this PRAGMA (settings.ts refusedPragma), or null. */
   refused: string | null;
 }
@@ -455,10 +457,26 @@ export class DatabaseEngine {
       const stmt = this.writer.cache.get(sql);
       route = stmt.readonly && stmt.reader ? 'read' : 'write';
     }
-    i = { kind, route, inline: INLINE_UNKNOWN, workerSamples: 0, slowStreak: 0, fastStreak: 0, maxRows: 0, setting: kind === 'pragma' && isSessionPragma(sql), refused: kind === 'pragma' ? refusedPragma(sql) : null };
+    i = {
+      kind, route, inline: INLINE_UNKNOWN, workerSamples: 0, slowStreak: 0, fastStreak: 0, maxRows: 0,
+      setting: kind === 'pragma' && isSessionPragma(sql),
+      busyTimeout: kind === 'pragma' && busyTimeoutPragma(sql) !== null,
+      refused: kind === 'pragma' ? refusedPragma(sql) : null,
+    };
     if (this.info.size > 4 * this.o.cacheSize + 1024) this.info.clear(); // bound memory for ad-hoc SQL
     this.info.set(sql, i);
     return i;
+  }
+
+  /**
+   * PRAGMA busy_timeout is the session's timeout (sqlite3's connect timeout, in ms): how long
+   * its writes wait for the writer or another process's lock. It never reaches a shared
+   * connection, whose wait would block every session (the writer's is 0: pump() retries).
+   */
+  private busyTimeout(s: Session, sql: string): ExecResult {
+    const p = busyTimeoutPragma(sql)!;
+    if (p.value !== null) s.timeoutMs = p.value;
+    return { columns: ['timeout'], rows: new SqlRows([[BigInt(s.timeoutMs)]]), cursor: null, changes: 0, lastrowid: null, in_transaction: s.inTx };
   }
 
   /** A statement's kind for metrics and the audit log (blank SQL, which nothing prepares, is 'other'). */
@@ -470,6 +488,7 @@ export class DatabaseEngine {
     if (isBlank(sql)) return this.emptyResult(s);
     const info = this.infoFor(sql);
     if (info.setting) return this.sessionSetting(s, sql, bound, o);
+    if (info.busyTimeout) return this.busyTimeout(s, sql);
     if (info.refused !== null) throw sqliteError('SQLITE_ERROR', info.refused);
     if (s.readonly) {
       // Read-only sessions never use the writer: everything runs on read-only connections.
@@ -556,7 +575,7 @@ export class DatabaseEngine {
       let counts;
       try {
         counts = this.auditedDirect(s, 'script', sql, () => {
-          const c = this.scriptOnWriter(sql);
+          const c = this.scriptOnWriter(sql, s);
           return [c, c.changes] as const;
         });
       } finally {
@@ -853,8 +872,8 @@ export class DatabaseEngine {
    * as in execute (directStatement). On a new file still in rollback mode its leading PRAGMAs
    * (page_size, auto_vacuum, ...) run first, as they are; the file goes to WAL for the rest.
    */
-  private scriptOnWriter(sql: string): WriteCounts {
-    if (/journal_mode|page_size|vacuum|locking_mode/i.test(sql)) {
+  private scriptOnWriter(sql: string, s: Session): WriteCounts {
+    if (/journal_mode|page_size|vacuum|locking_mode|busy_timeout/i.test(sql)) {
       const kept: string[] = [];
       for (const st of splitStatements(sql)) {
         const why = refusedPragma(st);
@@ -863,6 +882,12 @@ export class DatabaseEngine {
         const set = p !== null && p.value !== null && (p.schema === null || p.schema === 'main') ? p : null;
         if (set?.name === 'journal_mode' && this.keepsWal && JOURNAL_MODES.has(set.value!.toLowerCase())) {
           this.setJournalMode(set.value!.toLowerCase());
+          continue;
+        }
+        const busy = busyTimeoutPragma(st);
+        if (busy !== null) {
+          // The session's own wait, never the shared writer's (which must not block the loop).
+          if (busy.value !== null) s.timeoutMs = busy.value;
           continue;
         }
         if (set?.name === 'page_size') this.pageSizePragma(set.value!);

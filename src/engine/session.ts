@@ -36,7 +36,7 @@ export class Session {
     readonly id: number,
     readonly path: string,
     /** How long a write waits for the writer before "database is locked" (sqlite3's timeout). */
-    readonly timeoutMs: number,
+    public timeoutMs: number,
     readonly readonly: boolean,
     /** Set for :memory: and temporary databases, private to this session. */
     readonly privateDb: DirectConnection | null,

@@ -230,6 +230,15 @@ export function withoutQueryOnly(key: string | null): string {
  * writer keep the file locked for good: every other connection of the server (its reader
  * threads included) would then fail with "database is locked".
  */
+/** `PRAGMA [main.]busy_timeout [= N]` (N < 0 counts as 0, as in SQLite), or null for anything else. */
+export function busyTimeoutPragma(sql: string): { value: number | null } | null {
+  const p = parsePragma(sql);
+  if (p === null || p.name !== 'busy_timeout' || (p.schema !== null && p.schema !== 'main')) return null;
+  if (p.value === null) return { value: null };
+  const n = Number.parseInt(p.value, 10);
+  return { value: Number.isFinite(n) && n > 0 ? n : 0 };
+}
+
 export function refusedPragma(sql: string): string | null {
   const p = parsePragma(sql);
   if (p === null || p.name !== 'locking_mode' || p.value === null || p.value.toLowerCase() !== 'exclusive') return null;
