@@ -593,7 +593,7 @@ export class DatabaseEngine {
   }
 
 
-  // ---- per-session settings, the journal mode, page_size (issue 11, item 6) --------------
+  // ---- per-session settings, the journal mode, page_size ------------------------------------
 
   /** A PRAGMA of a per-session setting (settings.ts): worked out for this session alone, on no shared connection. */
   private sessionSetting(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
@@ -670,7 +670,7 @@ export class DatabaseEngine {
     return { results, in_transaction: s.inTx };
   }
 
-  /** A read-only session's script, on a read-only connection of its own (it ran on the writer, and wrote). */
+  /** A read-only session's script, on a read-only connection of its own: the writer would write. */
   private readonlyScript(s: Session, sql: string): WriteSummary {
     const db = openConnection(this.path, {
       readonly: true,

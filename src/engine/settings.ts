@@ -1,4 +1,4 @@
-// Per-connection settings of a session (issue 11, item 6). In sqlite3 a PRAGMA such as
+// Per-connection settings of a session. In sqlite3 a PRAGMA such as
 // case_sensitive_like or reverse_unordered_selects belongs to the connection that ran it;
 // here a session's statements run on several connections (the shared writer, the
 // main-thread reader, the reader workers), so the session records its settings and every

@@ -53,8 +53,8 @@ export class StatementCache {
    * A connection compiles against the schema it read last. After another connection (another
    * process) changed it, SQLite notices only when a statement runs, or at a compile error that
    * may come from a stale schema ("no such table/column"), not at every one: `INSERT INTO t
-   * VALUES (?, ?, ?)` after another process's `ALTER TABLE t ADD COLUMN c` kept failing with
-   * "table t has 2 columns but 3 values were supplied" on a writer that only writes. So a
+   * VALUES (?, ?, ?)` after another process's `ALTER TABLE t ADD COLUMN c` would fail with
+   * "table t has 2 columns but 3 values were supplied" for as long as the writer only writes. So a
    * failed compile runs a statement that checks the schema (reloading a stale one) and
    * compiles once more; the second error, if any, is the one reported.
    */
