@@ -329,7 +329,7 @@ class Cursor:
         if error is not None:
             yield from _before_binding(conn, sql, begin)
             raise error
-        if wire is None and _BUSY_TIMEOUT.match(sql):
+        if wire is None and conn._private and _BUSY_TIMEOUT.match(sql):
             yield from self._busy_timeout_pragma(conn, sql)
             return
         p: Dict[str, Any] = {"session": conn._session, "sql": sql}
@@ -351,10 +351,9 @@ class Cursor:
         self._take_result(conn, res, sql)
 
     def _busy_timeout_pragma(self, conn: "Connection", sql: str) -> "Op":
-        """PRAGMA busy_timeout [= N]: the connection's own, as in sqlite3 (timeout * 1000 until set).
-        On the server it would be the busy timeout of the writer that every connection to the
-        file shares (which the server keeps at 0: it waits for the writer itself, up to this
-        connection's timeout, which setting the pragma does not change)."""
+        """PRAGMA busy_timeout [= N] of an in-memory database: the connection's own, as in
+        sqlite3 (timeout * 1000 until set), though nothing else can lock it. A file's session
+        has the server answer: there it is the session's timeout, which setting changes."""
         m = _BUSY_TIMEOUT.match(sql)
         value = m.group(1) or m.group(2) if m is not None else None
         if value is not None:
@@ -1263,34 +1262,28 @@ class Connection:
     def _close_session(self) -> None:
         if _deferred:
             _run_deferred()
-        last = self._forget_file()
         srv = self._srv
-        if srv.dead is None and self._gen == process.generation():
-            try:
-                opened, self._open_slot = self._open_slot, None
-                # close rolls back server-side. Its reply is awaited only at the last close of a
-                # file in this process: the server then folds the WAL into the file, and a copy of
-                # the .db alone made after close() returns holds every committed row, as with sqlite3.
-                if last:
-                    slot = srv.send("close", {"session": self._session})
-                    if opened is not None:
-                        try:
-                            srv.wait(opened)
-                        except sqlite3.Error:
-                            pass
-                    srv.wait(slot)
-                else:
-                    srv.send("close", {"session": self._session})
-            except Exception:
-                pass
-
-    def _forget_file(self) -> bool:
-        """This connection no longer counts towards its file's open connections; True if it was the last."""
+        live = srv.dead is None and self._gen == process.generation()
         key, self._file_key = self._file_key, None
-        if key is None:
-            return False
-        with _open_files_lock:
-            return _forget_key(key)
+        opened, self._open_slot = self._open_slot, None
+        try:
+            # close rolls back server-side. Its reply is awaited only at the last close of a file
+            # in this process: the server then folds the WAL into the file, and a copy of the
+            # .db alone made after close() returns holds every committed row, as with sqlite3.
+            # Counting and sending go together, so the server sees this process's closes of a
+            # file in the order they were counted: the last one counted is the last it gets.
+            with _open_files_lock:
+                last = key is not None and _forget_key(key)
+                slot = srv.send("close", {"session": self._session}) if live else None
+            if slot is not None and last:
+                if opened is not None:
+                    try:
+                        srv.wait(opened)
+                    except sqlite3.Error:
+                        pass
+                srv.wait(slot)
+        except Exception:
+            pass
 
     def __enter__(self) -> "Connection":
         return self

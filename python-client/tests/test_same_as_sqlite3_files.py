@@ -575,3 +575,75 @@ def test_connect_keeps_the_locks_of_a_stdlib_connection_in_the_same_process(tmp_
     rpc.close()
     holder.close()
     assert on_disk(p) == {"t": [(1,)]}
+
+
+def test_last_close_from_two_threads_folds_before_it_returns(tmp_path, monkeypatch):
+    """Two threads close the last two connections of a file: whichever close is counted last
+    must reach the server last, or its reply comes before the fold (here the first close is
+    held up inside send(), as a preemption there would)."""
+    import threading
+
+    from sqlite_rpc import process
+
+    p = str(tmp_path / "two.db")
+    first = sqlite_rpc.connect(p, check_same_thread=False)
+    second = sqlite_rpc.connect(p, check_same_thread=False)
+    first.execute("CREATE TABLE t(x)")
+    first.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+    first.commit()
+    inside, release = threading.Event(), threading.Event()
+    real_send = process.ServerProcess.send
+
+    def send(self, method, params=None, *a, **k):
+        if method == "close" and params == {"session": first._session}:
+            inside.set()
+            release.wait(30)
+        return real_send(self, method, params, *a, **k)
+
+    monkeypatch.setattr(process.ServerProcess, "send", send)
+    t = threading.Thread(target=first.close)
+    t.start()
+    assert inside.wait(30)
+    closer = threading.Thread(target=second.close)
+    closer.start()
+    closer.join(0.5)  # it may not finish before the first close is sent
+    release.set()
+    closer.join(30)
+    t.join(30)
+    assert second._closed and not closer.is_alive()
+    copy = str(tmp_path / "copy.db")
+    shutil.copyfile(p, copy)
+    assert on_disk(copy) == {"t": [(i,) for i in range(100)]}
+
+
+@pytest.mark.parametrize("form", ["PRAGMA busy_timeout = %d", "/* tuning */ PRAGMA busy_timeout = %d", "script"])
+def test_busy_timeout_set_by_pragma_is_how_long_writes_wait(tmp_path, form):
+    """connect(timeout=0.2), then PRAGMA busy_timeout = 60000: a write waits for another
+    process's lock (released by the test once the write is waiting) instead of failing."""
+
+    def scenario(mod, folder):
+        p = os.path.join(folder, "b.db")
+        make_fixture(p, "t", 0)
+        conn = mod.connect(p, timeout=0.2)
+        if form == "script":
+            conn.executescript("PRAGMA busy_timeout = 60000")
+        else:
+            conn.execute(form % 60000)
+        out = [attempt(lambda: conn.execute("PRAGMA busy_timeout").fetchall())]
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, p], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            import threading
+
+            threading.Timer(0.5, lambda: (holder.stdin.write("go\n"), holder.stdin.flush())).start()
+            out.append(attempt(lambda: conn.execute("INSERT INTO t VALUES (2)").rowcount))
+            conn.commit()
+            assert holder.stdout.readline().strip() == "committed"
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=60)
+        conn.close()
+        out.append(on_disk(p))
+        return out
+
+    both(tmp_path, scenario)
