@@ -101,7 +101,8 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
       path,
       readonly: bool(p, 'readonly', false),
       create: bool(p, 'create', true),
-      timeoutMs: Math.round(number(p, 'timeout', 0, 86400, 5) * 1000),
+      // As sqlite3 turns it into the busy timeout: (int)(timeout * 1000).
+      timeoutMs: Math.trunc(number(p, 'timeout', 0, 86400, 5) * 1000),
       slowQueryMs: p.slow_query_ms == null ? null : int(p, 'slow_query_ms', 0, 86_400_000),
       keepOpen: bool(p, 'keep_open', false),
     });
