@@ -214,13 +214,15 @@ export class Registry {
     const readonly = r.readonly || this.o.readOnly;
     const current = this.engines.get(real);
     const stale = current?.staleness();
+    // A --db file replaced on disk: the engine for the new file is kept open as the old one was.
+    const repin = current !== undefined && stale != null && this.pinned.has(current);
     if (current && stale) this.retire(real, current, stale);
     const s = new Session(r.session, real, r.timeoutMs, readonly, null);
     s.keepOpen = r.keepOpen === true;
     const opened = { session: r.session, path: real, private: false, readonly };
     const pending = this.closing.get(real);
     if (pending === undefined) {
-      this.attach(s, real, r);
+      this.attach(s, real, r, repin);
       return opened;
     }
     // The engine that had this path is still letting go of it: the new one opens after that,
@@ -229,7 +231,7 @@ export class Registry {
     const p = pending.then(() => {
       if (this.sessions.get(s.id) !== s) throw new RpcError('SessionNotFound', `session ${s.id} was closed`);
       try {
-        this.attach(s, real, r);
+        this.attach(s, real, r, repin);
       } catch (e) {
         this.sessions.delete(s.id);
         throw e;
@@ -240,9 +242,10 @@ export class Registry {
     return p;
   }
 
-  private attach(s: Session, real: string, r: OpenRequest): void {
+  private attach(s: Session, real: string, r: OpenRequest, repin: boolean): void {
     // Opening waits on the event loop (SQLite's busy handler): at most the server's own wait.
     const engine = this.engineFor(real, r.create && !s.readonly, Math.min(s.timeoutMs, this.o.readerBusyTimeoutMs));
+    if (repin) this.pinned.add(engine);
     if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
     this.sessions.set(s.id, s);
     this.sessionEngine.set(s, engine);
