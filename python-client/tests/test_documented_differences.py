@@ -83,6 +83,20 @@ def test_attach_is_shared_by_connections_to_the_same_file(tmp_path):
         b.close()
 
 
+def test_two_connections_cannot_share_a_temp_table_name(tmp_path):
+    # "TEMP tables": one writer holds them all.
+    for m, path in _both(tmp_path):
+        a, b = m.connect(path), m.connect(path)
+        a.execute("CREATE TEMP TABLE scratch(x)")
+        if m is sqlite3:
+            b.execute("CREATE TEMP TABLE scratch(x)")
+        else:
+            with pytest.raises(sqlite3.OperationalError, match="table scratch already exists"):
+                b.execute("CREATE TEMP TABLE scratch(x)")
+        a.close()
+        b.close()
+
+
 def test_temp_tables_are_seen_by_other_connections_transactions(tmp_path):
     # "TEMP tables": they live on the file's writer. The connection that made one reads it as in
     # sqlite3 (tests/test_same_as_sqlite3_schemas.py); another connection's transaction, which
