@@ -16,6 +16,9 @@ describe('idle databases', () => {
     reg.close(1);
     await until(() => reg.stats().databases.length === 0, 10_000, 'the idle database to close');
     const b = openSession(reg, 2, file);
+    // The old engine may still be closing: the open then completes after it, and the session's
+    // requests wait for it, as the rpc layer runs them (inOrder).
+    await reg.inOrder(b, () => undefined);
     expect(await all(reg, b, 'SELECT x FROM t')).toEqual([[1]]);
     expect(reg.stats().databases.length).toBe(1);
     await reg.closeAll();
