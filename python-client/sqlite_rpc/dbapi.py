@@ -1353,29 +1353,23 @@ class Connection:
         else:
             names[key] = name
 
-    def create_function(self, name: str, narg: int, func: Any, *, deterministic: bool = False) -> None:
+    def _register_function(self, argname: str, name: str, narg: Any, remove: bool, bad_narg: Exception) -> None:
+        """create_function / create_aggregate / create_window_function: sqlite3's checks, in its order."""
         self._check()
-        _udf_name("create_function() argument 'name'", name)
+        _udf_name(argname, name)
         narg = _c_int(narg)
         if narg < -1 or narg > 127:
-            raise sqlite3.OperationalError("Error creating function")
-        self._register_udf("_udf_functions", name, func is None)
+            raise bad_narg
+        self._register_udf("_udf_functions", name, remove)
+
+    def create_function(self, name: str, narg: int, func: Any, *, deterministic: bool = False) -> None:
+        self._register_function("create_function() argument 'name'", name, narg, func is None, sqlite3.OperationalError("Error creating function"))
 
     def create_aggregate(self, name: str, n_arg: int, aggregate_class: Any) -> None:
-        self._check()
-        _udf_name("create_aggregate() argument 'name'", name)
-        n_arg = _c_int(n_arg)
-        if n_arg < -1 or n_arg > 127:
-            raise sqlite3.OperationalError("Error creating aggregate")
-        self._register_udf("_udf_functions", name, aggregate_class is None)
+        self._register_function("create_aggregate() argument 'name'", name, n_arg, aggregate_class is None, sqlite3.OperationalError("Error creating aggregate"))
 
     def create_window_function(self, name: str, num_params: int, aggregate_class: Any, /) -> None:
-        self._check()
-        _udf_name("create_window_function() argument 1", name)
-        num_params = _c_int(num_params)
-        if num_params < -1 or num_params > 127:
-            raise sqlite3.ProgrammingError("bad parameter or other API misuse")
-        self._register_udf("_udf_functions", name, aggregate_class is None)
+        self._register_function("create_window_function() argument 1", name, num_params, aggregate_class is None, sqlite3.ProgrammingError("bad parameter or other API misuse"))
 
     def create_collation(self, name: str, callable: Any, /) -> None:  # noqa: A002 - sqlite3's name
         self._check()
