@@ -9,7 +9,7 @@
 // waits for that COMMIT. Details where the writer section starts, below.
 import BetterSqlite from 'better-sqlite3';
 import type { Database, Statement } from 'better-sqlite3';
-import { fileId, journalModeBefore, openConnection, type SynchronousMode } from './connection';
+import { fileId, fileMovedError, journalModeBefore, openConnection, type SynchronousMode } from './connection';
 import { DirectConnection, execResult, OpenIterator } from './direct';
 import { ReaderPool } from './readerPool';
 import type { CursorLimits, ReaderReply } from './readerWorker';
@@ -644,8 +644,8 @@ export class DatabaseEngine {
   }
 
   /**
-   * A read-only session never writes: its executemany runs on a read-only connection (it ran
-   * on the writer, and wrote), so a write fails as sqlite3's does, after sqlite3's implicit BEGIN.
+   * A read-only session never writes: its executemany runs on a read-only connection (the
+   * writer would write), so a write fails as sqlite3's does, after sqlite3's implicit BEGIN.
    */
   private readonlyMany(s: Session, sql: string, boundList: BoundParams[], begin: BeginMode | null): WriteSummary {
     this.inlineUse(s);
@@ -682,6 +682,10 @@ export class DatabaseEngine {
       setWal: false,
       journalSizeLimit: 0,
     });
+    if (fileId(this.path) !== this.identity) {
+      db.close();
+      throw fileMovedError();
+    }
     try {
       applySettings(db, DEFAULT_SETTINGS, s.settings);
       try {

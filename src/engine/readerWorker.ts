@@ -3,14 +3,14 @@
 // transferred (not cloned) to the main thread, which writes them into the reply as is.
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Database, Statement } from 'better-sqlite3';
-import { fileId, openConnection, type SynchronousMode } from './connection';
+import { fileId, fileMovedError, openConnection, type SynchronousMode } from './connection';
 import { StatementCache } from './statementCache';
 import { knownShape, readPage, rowBytes, shapeAfterRun } from './reads';
 import { loadAddonFrom } from './native';
 import { applySettings, DEFAULT_SETTINGS } from './settings';
 import { bindArgs, type BoundParams } from './values';
 import { createCodec, type CodecName } from '../transport/codec';
-import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
+import { RpcError, toRpcError } from '../protocol/errors';
 import { backupDatabase, checkDatabaseFile, type BackupResult, type CheckResult } from '../ops/backup';
 
 export interface ReaderInit {
@@ -141,9 +141,7 @@ function openReader(): Database {
     // The engine serves sessions opened before its file was deleted or replaced; a new
     // connection would read the other file now at the path.
     db.close();
-    const e = sqliteError('SQLITE_CANTOPEN', 'unable to open database file: it was deleted or replaced since this connection opened it; connect again');
-    e.data.reason = 'file_moved';
-    throw e;
+    throw fileMovedError();
   }
   return db;
 }
