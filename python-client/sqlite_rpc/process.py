@@ -25,7 +25,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional
 
 from .protocol import PROTOCOL_VERSION, ServerError, exception_from_error
-from .transport import MAX_HEADER, FramingError, decode_body, encode_frame
+from .transport import MAX_HEADER, FramingError, content_length, decode_body, encode_frame
 
 log = logging.getLogger("sqlite_rpc")
 server_log = logging.getLogger("sqlite_rpc.server")
@@ -328,7 +328,7 @@ class ServerProcess:
                     return self._die("the sqlite-rpc server broke the protocol: header block too long")
                 break
             try:
-                length = _content_length(buf, end)
+                length = content_length(buf, end)
             except FramingError as e:
                 return self._die("the sqlite-rpc server broke the protocol: %s" % e)
             start = end + 4
@@ -457,25 +457,6 @@ class ServerProcess:
                 f.close()  # type: ignore[union-attr]
             except OSError:
                 pass
-
-
-def _content_length(buf: bytearray, end: int) -> int:
-    """The Content-Length of the header block buf[:end] (FrameBuffer's rules)."""
-    if buf.startswith(b"Content-Length: ") and buf[16:end].isdigit():
-        return int(buf[16:end])  # the server's own form
-    length = -1
-    for line in bytes(buf[:end]).split(b"\r\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise FramingError("malformed header line %r" % line[:80])
-        if name.strip().lower() == b"content-length":
-            try:
-                length = int(value.strip())
-            except ValueError:
-                raise FramingError("bad Content-Length %r" % value[:40]) from None
-    if length < 0:
-        raise FramingError("frame without Content-Length")
-    return length
 
 
 def _settle_future(slot: _Slot) -> None:

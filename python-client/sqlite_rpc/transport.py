@@ -23,6 +23,25 @@ def decode_body(body: bytes) -> Any:
     return msgpack.unpackb(body, raw=False, use_list=False, strict_map_key=False)
 
 
+def content_length(buf: bytearray, end: int) -> int:
+    """The Content-Length of the header block buf[:end] (the server's own form, or any other)."""
+    if buf.startswith(b"Content-Length: ") and buf[16:end].isdigit():
+        return int(buf[16:end])  # the server's own form
+    length = -1
+    for line in bytes(buf[:end]).split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise FramingError("malformed header line %r" % line[:80])
+        if name.strip().lower() == b"content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                raise FramingError("bad Content-Length %r" % value[:40]) from None
+    if length < 0:
+        raise FramingError("frame without Content-Length")
+    return length
+
+
 class FrameBuffer:
     """Accumulates bytes; yields complete frame bodies. Any split of the stream works."""
 
@@ -49,15 +68,7 @@ class FrameBuffer:
                 if len(buf) > MAX_HEADER:
                     raise FramingError("header block too long")
                 return out
-            length = -1
-            for line in bytes(buf[:end]).split(b"\r\n"):
-                name, sep, value = line.partition(b":")
-                if not sep:
-                    raise FramingError("malformed header line %r" % line[:80])
-                if name.strip().lower() == b"content-length":
-                    length = int(value.strip())
-            if length < 0:
-                raise FramingError("frame without Content-Length")
+            length = content_length(buf, end)
             if length > self.max_frame:
                 raise FramingError("frame of %d bytes exceeds the limit" % length)
             start = end + 4
