@@ -287,12 +287,16 @@ class ServerProcess:
                         self._read_some()
             finally:
                 if lead:
-                    with self._cond:
-                        self._reading = False
-                        self._cond.notify_all()
+                    self._stop_reading()
         if slot.error is not None:
             raise exception_from_error(slot.error)
         return slot.result
+
+    def _stop_reading(self) -> None:
+        """The reading thread is done: another may read now (waiters are woken to see)."""
+        with self._cond:
+            self._reading = False
+            self._cond.notify_all()
 
     def _read_some(self) -> None:
         if self.dead is not None:
@@ -427,9 +431,7 @@ class ServerProcess:
                         self._read_some()
                 finally:
                     if lead:
-                        with self._cond:
-                            self._reading = False
-                            self._cond.notify_all()
+                        self._stop_reading()
 
     # ---- shutdown -------------------------------------------------------------------------
 
