@@ -181,6 +181,10 @@ class Connection:
                 await srv.call_async("ping", {}, asyncio.get_running_loop())  # replies come in order
             if slot.error is not None:
                 srv.wait(slot)  # raises the open error
+        if conn._held_begin:
+            params, alone = conn._carry_begin(method, params)
+            if alone is not None:
+                await self._rpc(*alone)
         try:
             return await srv.call_async(method, params, asyncio.get_running_loop())
         except sqlite3.Error as e:
@@ -316,6 +320,8 @@ class Connection:
             return await self._call(self._sync.commit)
         conn = self._sync
         conn._check()
+        if conn._drop_held_begin():
+            return
         if conn._in_tx:
             conn._in_tx = (await self._rpc("commit", {"session": conn._session}))["in_transaction"]
 
@@ -325,6 +331,8 @@ class Connection:
             return await self._call(self._sync.rollback)
         conn = self._sync
         conn._check()
+        if conn._drop_held_begin():
+            return
         if conn._in_tx:
             conn._in_tx = (await self._rpc("rollback", {"session": conn._session}))["in_transaction"]
 

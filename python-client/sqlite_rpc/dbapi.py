@@ -94,6 +94,10 @@ _EXPLAIN = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*EXPLAIN\b", re.I | re
 
 
 _COMMIT_SQL = re.compile(r"\s*(?:COMMIT|END)\b", re.IGNORECASE)
+# A BEGIN that takes no lock (DEFERRED), so nothing can make it fail but an open
+# transaction, which the client knows of: it is held back and rides with the next request.
+_PLAIN_BEGIN = re.compile(r"\s*BEGIN(?:\s+DEFERRED)?(?:\s+TRANSACTION)?\s*;?\s*\Z", re.IGNORECASE)
+_HELD_BEGIN_RESULT = {"in_transaction": True, "columns": None, "rows": (), "cursor": None, "changes": 0, "lastrowid": None}
 
 
 def _run(conn: "Connection", op: Op) -> Any:
@@ -332,6 +336,10 @@ class Cursor:
         if wire is None and conn._private and _BUSY_TIMEOUT.match(sql):
             yield from self._busy_timeout_pragma(conn, sql)
             return
+        if wire is None and expect_rows is None and not conn._in_tx and _PLAIN_BEGIN.match(sql):
+            conn._held_begin = True  # sent with the next request (Connection._carry_begin)
+            self._take_result(conn, _HELD_BEGIN_RESULT, sql)
+            return
         p: Dict[str, Any] = {"session": conn._session, "sql": sql}
         if wire is not None:
             p["params"] = wire
@@ -562,7 +570,7 @@ class Cursor:
         if "\x00" in sql_script:
             raise ValueError("embedded null character")
         # sqlite3 leaves the cursor as it was (rowcount, description, lastrowid, pending rows).
-        if conn._in_tx:
+        if conn._in_tx and not conn._drop_held_begin():
             # sqlite3 commits a pending transaction before running a script.
             conn._in_tx = (yield ("commit", {"session": conn._session}))["in_transaction"]
         res = yield ("script", {"session": conn._session, "sql": sql_script})
@@ -912,6 +920,8 @@ class Connection:
         self._lock = threading.RLock() if not check_same_thread else None
         self._closed = False
         self._in_tx = False
+        # A plain BEGIN not sent yet: in_transaction is already true; the next request carries it.
+        self._held_begin = False
         # A request whose wait for the reply an exception from a signal handler cut short
         # (srv, slot, method, on_settle): the next use of the connection collects the reply.
         self._unsettled: Optional[Tuple[ServerProcess, Any, str, Optional[Callable[[Any], None]]]] = None
@@ -960,6 +970,11 @@ class Connection:
             self._in_tx = in_tx
         elif kind == "TransactionAborted":
             self._in_tx = False  # the server rolled it back (idle limit, lost writer)
+        if getattr(e, "rpc_begin_failed", False) and getattr(e, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+            # The server's BEGIN waits for the writer; sqlite3's deferred BEGIN succeeds and its
+            # first write fails. As there: the transaction stays open, its BEGIN held again.
+            self._held_begin = True
+            self._in_tx = True
         changed = getattr(e, "rpc_changes", None)
         if changed:
             self._total_changes += changed  # rows changed before a multi-row operation failed
@@ -1097,6 +1112,10 @@ class Connection:
             srv = self._reattach()
             if "session" in params:
                 params = dict(params, session=self._session)
+        if self._held_begin:
+            params, alone = self._carry_begin(method, params)
+            if alone is not None:
+                self._rpc_unlocked(*alone)
         try:
             return self._exchange(srv, method, params, on_settle)
         except process.ServerError:
@@ -1127,6 +1146,22 @@ class Connection:
             srv = self._reattach()
             return self._exchange(srv, method, dict(params, session=self._session), on_settle)
 
+    def _carry_begin(self, method: str, params: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Tuple[str, Dict[str, Any]]]]:
+        """The held BEGIN goes with this request: inside an execute (begin_first, no extra
+        round trip), else as a request of its own sent first (returned to be sent)."""
+        self._held_begin = False
+        if method == "execute" and "begin" not in params:
+            return dict(params, begin_first="deferred"), None
+        return params, ("begin", {"session": self._session, "mode": "deferred"})
+
+    def _drop_held_begin(self) -> bool:
+        """COMMIT or ROLLBACK right after a held BEGIN: the empty transaction never has to exist."""
+        if not self._held_begin:
+            return False
+        self._held_begin = False
+        self._in_tx = False
+        return True
+
     def _reattach(self) -> ServerProcess:
         """The server died (or this process forked): attach to a new server with a new session.
         A file database is simply reopened; what lived only in the old session cannot be."""
@@ -1135,8 +1170,8 @@ class Connection:
             # Reopening would hand back an empty database as if nothing had happened.
             self._broken = "%s; this connection's in-memory database was lost with it" % why
             raise sqlite3.OperationalError(self._broken)
-        lost = self._in_tx
-        self._in_tx = False
+        lost = self._in_tx and not self._held_begin  # a held BEGIN never reached the old server
+        self._in_tx = self._held_begin
         self._srv = process.get_server()
         self._gen = process.generation()
         self._session = self._srv.new_session_id()
@@ -1238,6 +1273,8 @@ class Connection:
         self._check()
         if self._unsettled is not None:
             self._resync()
+        if self._drop_held_begin():
+            return
         if self._in_tx:
             res = self._rpc("commit", {"session": self._session})
             self._in_tx = res["in_transaction"]
@@ -1246,6 +1283,8 @@ class Connection:
         self._check()
         if self._unsettled is not None:
             self._resync()
+        if self._drop_held_begin():
+            return
         if self._in_tx:
             res = self._rpc("rollback", {"session": self._session})
             self._in_tx = res["in_transaction"]

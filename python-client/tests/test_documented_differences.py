@@ -146,29 +146,33 @@ def test_shared_cache_memory_uri_is_private(tmp_path):
 
 
 def test_begin_takes_the_write_lock_at_once(tmp_path):
-    # "BEGIN takes the write lock": a deferred BEGIN waits for (then fails on) a writer that
-    # another connection holds, where sqlite3's deferred BEGIN succeeds and fails later.
+    # "BEGIN takes the write lock": the server's deferred BEGIN waits for (then fails on) a
+    # writer that another connection holds; sqlite3's succeeds and the write after it fails.
+    # A plain BEGIN in SQL rides with the next statement, which fails as sqlite3's write does.
     for m, path in _both(tmp_path):
         a = m.connect(path)
         a.execute("CREATE TABLE t(x)")
         a.commit()
         a.execute("INSERT INTO t VALUES (1)")  # a holds the write lock
         b = m.connect(path, timeout=0.1)
+        b.execute("BEGIN")
+        assert b.in_transaction
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            b.execute("INSERT INTO t VALUES (2)")
+        assert b.in_transaction  # the deferred transaction stays open, on both
         if m is sqlite3:
-            b.execute("BEGIN")
-            assert b.in_transaction
-            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                b.execute("INSERT INTO t VALUES (2)")
-            assert b.in_transaction  # the deferred transaction stays open
-            b.rollback()
+            assert b.execute("SELECT count(*) FROM t").fetchone() == (0,)
         else:
             with pytest.raises(sqlite3.OperationalError, match="database is locked") as e:
-                b.execute("BEGIN")
+                b.execute("SELECT count(*) FROM t")  # the difference: the BEGIN sent with it waits
             assert e.value.sqlite_errorname == "SQLITE_BUSY"
-            assert not b.in_transaction
-            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                b.execute("INSERT INTO t VALUES (2)")
-            assert not b.in_transaction
+            assert b.in_transaction
+        b.rollback()
+        assert not b.in_transaction
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            b.execute("INSERT INTO t VALUES (2)")  # sqlite3's implicit BEGIN, then the write
+        assert b.in_transaction is (m is sqlite3)  # the difference: no empty transaction left
+        b.rollback()
         a.commit()
         b.execute("INSERT INTO t VALUES (2)")
         b.commit()

@@ -233,7 +233,7 @@ srv.send("execute", {"session": other._session, "sql": "WITH RECURSIVE n(i) AS (
 time.sleep(0.05)
 # Read in one chunk with the commit: a reply to fill the pipe (its write then pauses the
 # server's input, but the commit is already read), and the commit's reply queues behind it.
-srv.send("execute", {"session": other._session, "sql": "SELECT zeroblob(1000000)"})
+srv.send("execute", {"session": other._session, "sql": "SELECT zeroblob(4000000)"})  # over the 1 MiB pipe
 box = []
 def commit():
     try:

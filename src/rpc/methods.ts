@@ -121,7 +121,26 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
   m.set('execute', (p) => {
     const text = sql(p);
     const o = execOptions(p);
-    return onSession(p, (s) => reg.execute(s, text, p.params, o));
+    // A plain BEGIN the client held back to send with this statement (PROTOCOL.md): it runs
+    // as the session's own BEGIN would have, then the statement; a BEGIN that fails stops it.
+    const first = oneOf<BeginMode>(p, 'begin_first', BEGIN_MODES, null);
+    if (first === null) return onSession(p, (s) => reg.execute(s, text, p.params, o));
+    // data.begin_failed tells the client which of the two failed.
+    const beginFailed = (e: unknown): never => {
+      const err = toRpcError(e);
+      err.data.begin_failed = true;
+      throw err;
+    };
+    return onSession(p, (s) => {
+      let begun: unknown;
+      try {
+        begun = reg.execute(s, `BEGIN ${first.toUpperCase()}`, undefined, o);
+      } catch (e) {
+        return beginFailed(e);
+      }
+      const then = () => reg.execute(s, text, p.params, o);
+      return begun instanceof Promise ? begun.then(then, beginFailed) : then();
+    });
   });
   m.set('executemany', (p) => {
     const text = sql(p);
