@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/peers.py            # full run (about 9-10 minutes on 2 cores)
     .venv/bin/python bench/peers.py --quick    # everyday run (under 2 minutes)
-    .venv/bin/python bench/peers.py --only w1,w2   # some workloads (w1..w7)
+    .venv/bin/python bench/peers.py --only w1,w2   # some workloads (w1..w7, crewai, path)
     npm run bench                              # the full run
 
 Writes bench/results/latest.json (one record per workload and system), latest.md (the
@@ -61,6 +61,18 @@ SYSTEMS = {
     "stdlib-perop-wal-normal": ("stdlib, per op, WAL, NORMAL", "stdlib-perop-wal with PRAGMA synchronous=NORMAL after each connect", {}),
     "stdlib-tuned-normal": ("stdlib tuned, NORMAL", "stdlib-tuned with synchronous NORMAL", {}),
     "stdlib": ("stdlib (fresh process)", "cold start only: a fresh Python process, sqlite3.connect() to the first row", {}),
+    # issue 12 (workloads crewai and path: every side in one worker process)
+    "stdlib-crewai": ("stdlib, CrewAI 1.15 code", "crewAI 1.15.x's storage code on stdlib sqlite3 (bench/peers/crewai_standin.py), "
+                      "connect per operation, CrewAI's own journal modes (WAL: kickoff, flow, checkpoints; rollback: LTM), "
+                      "synchronous FULL; checkpoints without jsonb()/json() (SQLite 3.40)", {}),
+    "rpc-install": ("sqlite-rpc via crewai.install()", "the same code with its sqlite3 global swapped by "
+                    "sqlite_rpc.crewai.install() (connect(..., keep_open=True) per operation)", {}),
+    "stdlib-same": ("stdlib, same process", "stdlib sqlite3 in the measuring process, the same calls as connect()'s side", {}),
+    "rpc-keep-open": ("sqlite-rpc connect(keep_open=True)", "sqlite_rpc.connect(path, keep_open=True)", {}),
+    "rpc-big": ("sqlite-rpc, big file", "connect(), point SELECT, close() on the big database", {}),
+    "rpc-small": ("sqlite-rpc, ~1 MB file", "connect(), point SELECT, close() on the ~1 MB database", {}),
+    "stdlib-big": ("stdlib, big file", "the same on stdlib sqlite3", {}),
+    "stdlib-small": ("stdlib, ~1 MB file", "the same on stdlib sqlite3", {}),
     "rpc-normal": ("sqlite-rpc, per op, NORMAL", "rpc-perop with the server started with --synchronous normal",
                    {"SQLITE_RPC_ARGS": "--synchronous normal"}),
 }
@@ -109,6 +121,15 @@ class Cfg:
         self.w7_main_s = 8.0 if q else 60.0
         self.w7_paced_peer_s = 3.0 if q else 12.0
         self.w7_paced_peers = ["rpc-seed", "stdlib-tuned"] if q else ["rpc-seed", "rpc-aio", "stdlib-tuned", "apsw"]
+        # issue 12: crewai (calls per side per round, per op kind) and path
+        self.c12_rounds = 5 if q else 9
+        self.c12_n = {"write": 40 if q else 80, "read": 150 if q else 300, "big": 16 if q else 40}
+        self.p12_rounds = 5 if q else 9
+        self.p12_n = {"point": 600 if q else 1500, "200 KB": 60 if q else 120, "1 MB": 12 if q else 24,
+                      "10 MB": 2 if q else 4, "rows": 300 if q else 600, "connect_close": 400 if q else 1000,
+                      "complex": 6 if q else 10, "size": 400 if q else 1000}
+        self.p12_bulk_rounds = 1 if q else 3
+        self.p12_big_mb = 200 if q else 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -993,6 +1014,204 @@ def w7_targets(cfg: Cfg, res: dict, resp: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# issue 12: CrewAI's operations (crewai) and the request path (path), each in ONE worker
+# process with its sides alternating ABBA inside every round (bench/peers/issue12.py)
+
+FIG12: list = []  # the issue-12 tables: one row per figure
+
+
+def p50(r: dict) -> float:
+    s = sorted(r["lat_us"])
+    return s[len(s) // 2]
+
+
+def per_round(res: dict, a: str, b: str, stat: str = "p50") -> list:
+    """a / b per round: p50 of the calls, or mean time per call ("mean")."""
+    f = p50 if stat == "p50" else (lambda r: r["elapsed"] / r["n"])
+    return [f(x) / f(y) for x, y in zip(res[a], res[b])]
+
+
+def fig12(group: str, figure: str, res: dict, ratio: list | None, ratio_what: str, threshold: str, ok, cmd: str,
+          per_mb: float | None = None) -> None:
+    """One row of the issue-12 table (and of the target list when it has a threshold)."""
+    sides = {s: pooled(rr) for s, rr in res.items()}
+    row = {"group": group, "figure": figure, "sides": {s: {"p50_us": v["p50_us"], "p99_us": v["p99_us"]} for s, v in sides.items()},
+           "ratio": med(ratio) if ratio else None, "ratio_min": min(ratio) if ratio else None,
+           "ratio_max": max(ratio) if ratio else None, "ratio_rounds": [round(x, 3) for x in ratio or []],
+           "ratio_what": ratio_what, "threshold": threshold,
+           "verdict": "-" if ok is None else ("PASS" if ok else "MISS"), "command": cmd}
+    if per_mb:
+        row["per_mb_us"] = {s: v["p50_us"] / per_mb for s, v in sides.items()}
+    FIG12.append(row)
+    if ok is not None:
+        target(12, "%s: %s %s" % (group, figure, threshold), ratio_what, round(med(ratio), 2), threshold, ok,
+               "; ".join("%s p50 %s" % (SYSTEMS.get(s, (s,))[0], R.f_lat(v["p50_us"])) for s, v in sides.items()))
+    P.log("%-40s %s  ratio %s %s" % (figure[:40], ", ".join("%s %s" % (s, R.f_lat(v["p50_us"])) for s, v in sides.items()),
+                                     R.f_ratio(row["ratio"], row["ratio_min"], row["ratio_max"]) if ratio else "-", row["verdict"]))
+
+
+def print_fig12(group: str) -> None:
+    sys.stderr.write("\n" + R.fig12_text([r for r in FIG12 if r["group"] == group]) + "\n")
+
+
+CREWAI_OPS = [  # (op, write or read, what it runs, calls per round kind)
+    ("kickoff.add", "write", "KickoffTaskOutputsSQLiteStorage.add(): BEGIN TRANSACTION, INSERT OR REPLACE (4 KB output), commit", "write"),
+    ("kickoff.load", "read", "KickoffTaskOutputsSQLiteStorage.load(): 20 rows ORDER BY task_index", "read"),
+    ("flow.save_state", "write", "SQLiteFlowPersistence.save_state(): INSERT of a 20 KB state, commit on leaving `with`", "write"),
+    ("flow.load_state", "read", "SQLiteFlowPersistence.load_state(): latest state of a flow", "read"),
+    ("checkpoint.write", "write", "SqliteProvider.checkpoint(): PRAGMA journal_mode=WAL, CREATE IF NOT EXISTS, "
+     "INSERT jsonb(?) of 300 KB JSON, commit", "big"),
+    ("checkpoint.read", "read", "SqliteProvider.from_checkpoint(): SELECT json(data) of a 300 KB checkpoint", "big"),
+    ("ltm.save", "write", "LTMSQLiteStorage.save() (1.9.3): INSERT, commit (rollback journal)", "write"),
+    ("ltm.load", "read", "LTMSQLiteStorage.load() (1.9.3): 3 latest of a task, 1,000-row table", "read"),
+]
+
+
+def crewai(cfg: Cfg) -> None:
+    P.begin("CrewAI 1.15.x storage operations: stdlib vs sqlite_rpc.crewai.install(), connect per op, ABBA rounds")
+    d = fresh_dir("crewai")
+    w = Worker("rpc-install", "-crewai")
+    cmd = ".venv/bin/python bench/peers.py%s --only crewai" % (" --quick" if cfg.quick else "")
+    try:
+        for op, kind, what, nk in CREWAI_OPS:
+            P.tick("crewai %s: %d rounds" % (op, cfg.c12_rounds))
+            res = w.call("crewai12", dir=d, what=op, rounds=cfg.c12_rounds, n=cfg.c12_n[nk])
+            P.untick()
+            setup = res.pop("setup", None)
+            if setup:
+                NOTES.append("crewai: the stdlib side's files run journal modes %s, synchronous=%s (2 = FULL); the server "
+                             "runs WAL, synchronous FULL (its default)." % (setup["journal"], setup["stdlib_synchronous"]))
+            add_records("crewai." + op, "CrewAI %s" % what, res, "stdlib-crewai", None)
+            need = 2 if kind == "write" else 3
+            rat = per_round(res, "stdlib-crewai", "rpc-install", "mean")
+            fig12("crewai", op, res, rat, "stdlib time / sqlite-rpc time per call (mean in a round)", ">= %dx" % need,
+                  med(rat) >= need, cmd)
+    finally:
+        w.close()
+    NOTES.append("crewai: checkpoints on the stdlib side are stored and read as JSON text (INSERT ... VALUES (?), SELECT "
+                 "data): jsonb()/json() need SQLite 3.45+ and Python's sqlite3 here has %s. The sqlite-rpc side runs "
+                 "CrewAI's statements as they are (jsonb(?) in, json(data) out), which costs the server a JSON "
+                 "conversion each way." % sqlite3.sqlite_version)
+    print_fig12("crewai")
+
+
+def build_big(path: str, mb: int) -> None:
+    """The point table (10,000 rows, first in the file) and `mb` 1 MB blobs: a database of
+    about `mb` MB, built with the stdlib (journal off while building), left in WAL mode."""
+    tmp = path + ".building"
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    db = sqlite3.connect(tmp)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL, value REAL NOT NULL)")
+    db.executemany("INSERT INTO t VALUES (?, ?, ?)", ((i, "name-%d" % i, i * 1.5) for i in range(1, C.POINT_ROWS + 1)))
+    db.execute("CREATE TABLE pad(id INTEGER PRIMARY KEY, b BLOB)")
+    db.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
+               "INSERT INTO pad SELECT x, zeroblob(1048576) FROM c" % mb)
+    db.commit()
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+    os.replace(tmp, path)
+
+
+def cached_db(name: str, build, *args) -> str:
+    cache = os.path.join(C.TMP, "cache")
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, name)
+    if not os.path.exists(path):
+        t = time.monotonic()
+        build(path, *args)
+        P.log("built %s in %.1f s (kept for later runs)" % (os.path.relpath(path, C.ROOT), time.monotonic() - t))
+    return path
+
+
+def path(cfg: Cfg) -> None:
+    import issue12
+
+    P.begin("Request path: connect() against the echo floor and the stdlib, same process, ABBA rounds")
+    d = fresh_dir("path")
+    tpl = os.path.join(d, "values-template.db")
+    issue12.build_values(tpl)
+    paths = {"rpc": copy_db(tpl, os.path.join(d, "values-rpc.db"), "WAL"),
+             "stdlib": copy_db(tpl, os.path.join(d, "values-stdlib.db"), "WAL"),
+             "analytic": cached_db("analytic-v1-100000.db", build_analytic, 100_000),
+             "small": cached_db("big-v1-1mb.db", build_big, 1),
+             "big": cached_db("big-v1-%dmb.db" % cfg.p12_big_mb, build_big, cfg.p12_big_mb), "dir": d}
+    for k in ("analytic", "small", "big"):
+        set_journal(paths[k], "WAL")
+    big_label = "%.1f GB" % (os.path.getsize(paths["big"]) / 2 ** 30)
+    cmd = ".venv/bin/python bench/peers.py%s --only path" % (" --quick" if cfg.quick else "")
+    rounds, n = cfg.p12_rounds, cfg.p12_n
+    w = Worker("rpc-connect", "-path")
+    try:
+        def run(fig, count, rounds=rounds, **kw):
+            P.tick("path %s %s: %d rounds" % (fig, " ".join(kw.values()), rounds))
+            res = w.call("path12", fig=fig, paths=paths, rounds=rounds, n=count, **kw)
+            P.untick()
+            return res
+
+        res = run("point", n["point"])
+        add_records("path.point", "Request path: point SELECT, connection kept open (µs per call)", res, "stdlib-same", None)
+        fig12("path", "point SELECT, connect() vs echo", res, per_round(res, "rpc-connect", "echo"),
+              "p50 connect() / p50 echo of the same request", "<= 1.25x", med(per_round(res, "rpc-connect", "echo")) <= 1.25, cmd)
+        for size in issue12.SIZES:
+            for kind in ("text", "blob"):
+                for op in ("read", "write"):
+                    res = run(op, n[size], kind=kind, size=size)
+                    name = "%s of one %s %s value" % (op, size, kind.upper())
+                    add_records("path.%s.%s.%s" % (op, kind, size.replace(" ", "")), "Request path: %s" % name, res,
+                                "stdlib-same", None)
+                    mb = issue12.SIZES[size] / 1e6
+                    e, s = per_round(res, "rpc-connect", "echo"), per_round(res, "rpc-connect", "stdlib-same")
+                    judged = size == "200 KB"  # the targets are set at 200 KB; the larger sizes show linearity
+                    fig12("path", name + " vs echo", res, e, "p50 connect() / p50 echo of the same bytes",
+                          "<= 1.5x" if judged else "(info)", (med(e) <= 1.5) if judged else None, cmd, per_mb=mb)
+                    fig12("path", name + " vs stdlib", {k: res[k] for k in ("rpc-connect", "stdlib-same")}, s,
+                          "p50 connect() / p50 stdlib", "<= 10x" if judged else "(info)", (med(s) <= 10) if judged else None,
+                          cmd, per_mb=mb)
+        res = run("rows", n["rows"])
+        add_records("path.rows", "Request path: fetchall of 100 rows x 500 B", res, "stdlib-same", None)
+        e, s = per_round(res, "rpc-connect", "echo"), per_round(res, "rpc-connect", "stdlib-same")
+        fig12("path", "fetchall 100 rows x 500 B vs echo", res, e, "p50 connect() / p50 echo of the same bytes", "<= 1.5x",
+              med(e) <= 1.5, cmd)
+        fig12("path", "fetchall 100 rows x 500 B vs stdlib", {k: res[k] for k in ("rpc-connect", "stdlib-same")}, s,
+              "p50 connect() / p50 stdlib", "<= 10x", med(s) <= 10, cmd)
+        res = run("connect_close", n["connect_close"])
+        add_records("path.connect_close", "Request path: connect() + close(), no statement", res, "stdlib-same", None)
+        r = per_round(res, "rpc-connect", "stdlib-same")
+        fig12("path", "connect() + close(), no statement", res, r, "p50 connect()+close() / p50 stdlib's",
+              "<= 0.5x", med(r) <= 0.5, cmd)
+        res = run("bulk", cfg.w4_rows, rounds=cfg.p12_bulk_rounds)
+        add_records("path.bulk", "Request path: executemany of %d rows + commit (rows/s)" % cfg.w4_rows, res,
+                    "stdlib-same", None, unit="rows/s")
+        r = per_round(res, "stdlib-same", "rpc-connect", "mean")
+        fig12("path", "executemany 100k rows (connect())", {k: res[k] for k in ("rpc-connect", "stdlib-same")}, r,
+              "stdlib time / connect() time", ">= 1x", med(r) >= 1, cmd)
+        r = per_round(res, "stdlib-same", "rpc-seed", "mean")
+        fig12("path", "executemany 100k rows (Database.execute_many)", {k: res[k] for k in ("rpc-seed", "stdlib-same")}, r,
+              "stdlib time / Database.execute_many time", "(info)", None, cmd)
+        res = run("complex", n["complex"])
+        add_records("path.complex", "Request path: join + GROUP BY over 100k rows, connect per operation (queries/s)",
+                    res, "stdlib-perop", None, unit="queries/s")
+        r = per_round(res, "stdlib-perop", "rpc-perop", "mean")
+        fig12("path", "join + GROUP BY, 100k rows, connect per op", res, r, "stdlib time / connect() time", ">= 2x",
+              med(r) >= 2, cmd)
+        res = run("size", n["size"])
+        add_records("path.size", "Request path: connect, point SELECT, close on a %s vs a ~1 MB database" % big_label,
+                    res, "rpc-small", None)
+        r = per_round(res, "rpc-big", "rpc-small")
+        fig12("path", "connect+SELECT+close, %s vs 1 MB file" % big_label, res, r, "p50 big / p50 small (connect())",
+              "<= 1.2x", med(r) <= 1.2, cmd)
+    finally:
+        w.close()
+    if cfg.quick:
+        NOTES.append("path (quick run): the big database is %s, not 1 GB (the full run builds 1 GB once into "
+                     "bench/results/tmp/peers/cache/)." % big_label)
+    print_fig12("path")
+
+
+# ---------------------------------------------------------------------------------------------
 # machine
 
 
@@ -1036,14 +1255,14 @@ def ensure_echo() -> None:
     subprocess.run(["node", os.path.join(C.BENCH, "bundle-echo.mjs")], cwd=C.ROOT, check=True, env=C.child_env())
 
 
-WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "w6": w6, "w7": w7}
+WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "w6": w6, "w7": w7, "crewai": crewai, "path": path}
 
 
 def main() -> int:
     global P
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short rounds: under 2 minutes")
-    ap.add_argument("--only", help="comma list of workloads (w1..w7)")
+    ap.add_argument("--only", help="comma list of workloads (w1..w7, crewai, path)")
     ap.add_argument("--out", default=C.RESULTS, help="directory for latest.json / latest.md / chart.svg")
     ap.add_argument("--render", action="store_true", help="only rewrite latest.md and chart.svg from latest.json")
     args = ap.parse_args()
@@ -1098,7 +1317,7 @@ def main() -> int:
            "duration_s": round(time.monotonic() - t0, 1), "machine": mach,
            "systems": {k: {"label": v[0], "what": v[1], "env": v[2]} for k, v in SYSTEMS.items()},
            "config": {k: v for k, v in vars(cfg).items()},
-           "records": RECORDS, "issue3_latency": FINE, "targets": TARGETS, "notes": NOTES}
+           "records": RECORDS, "issue3_latency": FINE, "issue12": FIG12, "targets": TARGETS, "notes": NOTES}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)

@@ -69,6 +69,28 @@ def targets_table(out: dict) -> str:
     return "\n".join(lines)
 
 
+SIDE_SHORT = {"stdlib-crewai": "stdlib", "rpc-install": "sqlite-rpc", "rpc-connect": "connect()", "echo": "echo",
+              "stdlib-same": "stdlib", "rpc-keep-open": "keep_open", "rpc-seed": "Database", "rpc-perop": "connect()",
+              "stdlib-perop": "stdlib", "rpc-big": "big", "rpc-small": "1 MB", "stdlib-big": "stdlib big",
+              "stdlib-small": "stdlib 1 MB"}
+
+
+def fig12_text(rows: list) -> str:
+    """Issue 12's figures: p50 / p99 per side, the ratio (median of per-round ratios, min–max),
+    the target and the verdict. A markdown table, also printed as is."""
+    lines = ["| group | figure | p50 / p99 per side | ratio (rounds min–max) | ratio is | target | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        sides = "; ".join("%s %s / %s" % (SIDE_SHORT.get(k, k), f_lat(v["p50_us"]), f_lat(v["p99_us"]))
+                          for k, v in r["sides"].items())
+        if r.get("per_mb_us"):
+            sides += "; per MB: " + ", ".join("%s %s" % (SIDE_SHORT.get(k, k), f_lat(v)) for k, v in r["per_mb_us"].items())
+        ratio = f_ratio(r["ratio"], r["ratio_min"], r["ratio_max"]) if r["ratio"] is not None else "-"
+        lines.append("| %s | %s | %s | %s | %s | %s | **%s** |" % (r["group"], r["figure"], sides, ratio, r["ratio_what"],
+                                                                 r["threshold"], r["verdict"]))
+    return "\n".join(lines)
+
+
 def markdown(out: dict) -> str:
     m = out["machine"]
     parts = ["# sqlite-rpc against its peers (%s run, %s)" % (out["mode"], out["generated"]), "",
@@ -76,7 +98,12 @@ def markdown(out: dict) -> str:
              "Every figure is a median over rounds (min–max in brackets); within a round every system runs once, "
              "in an order reversed each round; ratios are taken inside each round, then the median. "
              "Throughput ratio > 1 means faster than the baseline named in the column.", "",
-             "## Targets", "", targets_table(out), "", "## Results", ""]
+             "## Targets", "", targets_table(out), ""]
+    if out.get("issue12"):
+        parts += ["## Issue 12: CrewAI operations and the request path", "",
+                  "Every side in one process, blocks ordered A B .. B A within each round (flipped every round); "
+                  "see bench/peers/README.md for what each figure runs.", "", fig12_text(out["issue12"]), ""]
+    parts += ["## Results", ""]
     systems = out["systems"]
     for wl, recs in groups(out):
         title = recs[0]["title"]

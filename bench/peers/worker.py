@@ -1101,7 +1101,14 @@ def op_close_all() -> dict:
     return {}
 
 
-OPS = {"point_seq": op_point_seq, "fine": op_fine, "point_conc": op_point_conc, "crewai": op_crewai, "inserts": op_inserts,
+def op_issue12(name: str, **args):
+    import issue12  # issue 12's figures: every side in this one process
+
+    return getattr(issue12, "op_" + name)(**args)
+
+
+OPS = {"crewai12": lambda **a: op_issue12("crewai12", **a), "path12": lambda **a: op_issue12("path12", **a),
+       "point_seq": op_point_seq, "fine": op_fine, "point_conc": op_point_conc, "crewai": op_crewai, "inserts": op_inserts,
        "bulk": op_bulk, "analytic": op_analytic, "mixed": op_mixed, "info": op_info, "probe": op_probe,
        "close_all": op_close_all}
 
@@ -1124,6 +1131,8 @@ def main() -> None:
     pipe = STATE.get("pipe")
     if pipe is not None:
         pipe.close()
+    if "issue12" in sys.modules:
+        sys.modules["issue12"].close_all()
 
 
 if __name__ == "__main__":
