@@ -185,6 +185,7 @@ class Connection:
             params, alone = conn._carry_begin(method, params)
             if alone is not None:
                 await self._rpc(*alone)
+        conn._note_write(method, params)
         try:
             return await srv.call_async(method, params, asyncio.get_running_loop())
         except sqlite3.Error as e:

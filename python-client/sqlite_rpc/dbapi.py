@@ -14,7 +14,7 @@ import os
 import re
 import sqlite3
 import threading
-from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import parse_qs, unquote_to_bytes, urlparse
 
 import msgpack
@@ -29,6 +29,11 @@ _closed_db = "Cannot operate on a closed database."
 # Open file connections per (server, absolute path) in this process: the last close of a file waits.
 _open_files: Dict[Tuple[int, str], int] = {}
 _open_files_lock = threading.Lock()
+# The files some connection of this process may have written since the last close of the file
+# that waited: only such a last close has anything to fold in, so only it waits.
+_written_files: Set[Tuple[int, str]] = set()
+# Requests that never write the database (an execute is checked by its SQL).
+_NEVER_WRITE = frozenset(("fetch", "close_cursor", "ping", "begin", "commit", "rollback"))
 _closed_cursor = "Cannot operate on a closed cursor."
 _base_connection = "Base Connection.__init__ not called."
 _base_cursor = "Base Cursor.__init__ not called."
@@ -1116,6 +1121,7 @@ class Connection:
             params, alone = self._carry_begin(method, params)
             if alone is not None:
                 self._rpc_unlocked(*alone)
+        self._note_write(method, params)
         try:
             return self._exchange(srv, method, params, on_settle)
         except process.ServerError:
@@ -1145,6 +1151,15 @@ class Connection:
             # a read that was in flight when it died.
             srv = self._reattach()
             return self._exchange(srv, method, dict(params, session=self._session), on_settle)
+
+    def _note_write(self, method: str, params: Dict[str, Any]) -> None:
+        """Before a request that may write the file: its last close in this process must wait."""
+        key = self._file_key
+        if key is None or key in _written_files or method in _NEVER_WRITE:
+            return
+        if method == "execute" and _is_read(params.get("sql", "")):
+            return
+        _written_files.add(key)
 
     def _carry_begin(self, method: str, params: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Tuple[str, Dict[str, Any]]]]:
         """The held BEGIN goes with this request: inside an execute (begin_first, no extra
@@ -1307,12 +1322,16 @@ class Connection:
         opened, self._open_slot = self._open_slot, None
         try:
             # close rolls back server-side. Its reply is awaited only at the last close of a file
-            # in this process: the server then folds the WAL into the file, and a copy of the
-            # .db alone made after close() returns holds every committed row, as with sqlite3.
+            # in this process, and only if the process may have written it since the last such
+            # wait: the server then folds the WAL into the file, and a copy of the .db alone
+            # made after close() returns holds every committed row, as with sqlite3.
             # Counting and sending go together, so the server sees this process's closes of a
             # file in the order they were counted: the last one counted is the last it gets.
             with _open_files_lock:
                 last = key is not None and _forget_key(key)
+                if last:
+                    last = key in _written_files
+                    _written_files.discard(key)
                 slot = srv.send("close", {"session": self._session}) if live else None
             if slot is not None and last:
                 if opened is not None:

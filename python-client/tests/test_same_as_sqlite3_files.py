@@ -21,6 +21,7 @@ import pytest
 
 import sqlite_rpc
 from conftest import subprocess_env
+from sqlite_rpc import process
 
 # How long the server may take to let go of a file after its last close (--db-idle-close-ms
 # 200 plus a sweep, plus closing the reader threads): generous, since this machine is shared.
@@ -201,6 +202,36 @@ def test_last_close_of_several_connections_folds_the_wal(tmp_path):
         return out
 
     both(tmp_path, scenario)
+
+
+def test_only_a_last_close_after_writes_waits(tmp_path, monkeypatch):
+    # The fold at the last close is what makes the .db alone complete; with nothing written
+    # since the last one that waited, there is nothing to fold and close() sends without
+    # waiting (issue 12: connect() + close() costs no waited round trip).
+    p = str(tmp_path / "a.db")
+    write_rows(sqlite_rpc, p, "t", [1, 2])
+    waited: List[str] = []
+    real_wait = process.ServerProcess.wait
+
+    def spy(self, slot):
+        waited.append(slot)
+        return real_wait(self, slot)
+
+    monkeypatch.setattr(process.ServerProcess, "wait", spy)
+    c = sqlite_rpc.connect(p)
+    assert c.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    del waited[:]
+    c.close()
+    assert waited == []
+    c = sqlite_rpc.connect(p)
+    c.execute("INSERT INTO t VALUES (3)")
+    c.commit()
+    del waited[:]
+    c.close()
+    assert len(waited) == 1  # the close's reply
+    copy = str(tmp_path / "copy.db")
+    shutil.copyfile(p, copy)
+    assert on_disk(copy) == {"t": [(1,), (2,), (3,)]}
 
 
 def test_built_in_a_temp_file_and_moved_into_place(tmp_path):
