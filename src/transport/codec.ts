@@ -9,6 +9,11 @@ export interface Codec {
   readonly contentType: string;
   decode(body: Buffer): unknown;
   encode(value: unknown): Buffer;
+  /**
+   * Encode into parts (MsgpackEncoder.encodeParts): even indexes are scratch views to copy
+   * before the next encode, odd ones large fragments by reference. Returns the total length.
+   */
+  encodeParts(value: unknown, parts: Uint8Array[]): number;
   /** Rows of SQL values as a standalone fragment (owning its ArrayBuffer), to embed later with RawEncoded. */
   encodeRows(rows: unknown[][]): Uint8Array;
 }
@@ -23,6 +28,9 @@ export class MsgpackCodec implements Codec {
   encode(value: unknown): Buffer {
     return this.enc.encode(value);
   }
+  encodeParts(value: unknown, parts: Uint8Array[]): number {
+    return this.enc.encodeParts(value, parts);
+  }
   encodeRows(rows: unknown[][]): Uint8Array {
     return this.enc.encodeRows(rows);
   }
@@ -31,6 +39,8 @@ export class MsgpackCodec implements Codec {
 // JSON has no bytes and no exact 64-bit integers: blobs travel as {"$blob": base64}; an
 // integer beyond 2^53 is written exactly but JSON.parse on the way in cannot keep it, and
 // 5.0 arrives as 5. PROTOCOL.md lists these limits; use msgpack for exact types.
+const EMPTY = new Uint8Array(0);
+
 export class JsonCodec implements Codec {
   readonly name = 'json';
   readonly contentType = 'application/json; charset=utf-8';
@@ -39,6 +49,12 @@ export class JsonCodec implements Codec {
   }
   encode(value: unknown): Buffer {
     return Buffer.from(jsonText(value, false), 'utf8');
+  }
+  encodeParts(value: unknown, parts: Uint8Array[]): number {
+    // A fresh buffer: handed out by reference, between two empty scratch parts.
+    const body = this.encode(value);
+    parts.push(EMPTY, body, EMPTY);
+    return body.length;
   }
   encodeRows(rows: unknown[][]): Uint8Array {
     return new Uint8Array(Buffer.from(jsonText(new SqlRows(rows), false), 'utf8'));

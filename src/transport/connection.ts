@@ -14,9 +14,24 @@ export interface ConnectionEvents {
   end(): void;
 }
 
+/** The output slab's usual size; a larger one (grown for a large reply) is kept up to SLAB_KEEP. */
+const SLAB_BYTES = 64 * 1024;
+const SLAB_KEEP = 4 << 20;
+
 export class StreamConnection {
   private readonly reader: FrameReader;
-  private out: Buffer[] = [];
+  /**
+   * Replies are framed into one reused slab (headers and small bodies copied in, no buffer
+   * per reply); large fragments (a worker's encoded rows, big blobs) stay where they are and
+   * are queued by reference between slab regions. A flush writes the queued chunks corked
+   * (one writev), so a 200 KB result is neither copied into a reply buffer nor concatenated.
+   */
+  private slab: Buffer = Buffer.allocUnsafe(SLAB_BYTES);
+  private slabPos = 0;
+  /** Start of the slab region not yet queued in `out`. */
+  private slabStart = 0;
+  private out: Uint8Array[] = [];
+  private readonly parts: Uint8Array[] = [];
   private outBytes = 0;
   private inChunk = false;
   private flushScheduled = false;
@@ -88,29 +103,93 @@ export class StreamConnection {
 
   send(msg: unknown): void {
     if (this.output.destroyed) return;
-    const body = this.codec.encode(msg);
-    const header = Buffer.from(`Content-Length: ${body.length}\r\n\r\n`, 'latin1');
-    this.out.push(header, body);
-    this.outBytes += header.length + body.length;
+    const parts = this.parts;
+    parts.length = 0;
+    let length: number;
+    try {
+      length = this.codec.encodeParts(msg, parts);
+    } catch (e) {
+      parts.length = 0;
+      throw e;
+    }
+    const header = `Content-Length: ${length}\r\n\r\n`;
+    let copied = header.length;
+    for (let i = 0; i < parts.length; i += 2) copied += parts[i].length;
+    this.reserve(copied);
+    this.slabPos += this.slab.write(header, this.slabPos, 'latin1');
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i];
+      if ((i & 1) === 0) {
+        this.slab.set(p, this.slabPos);
+        this.slabPos += p.length;
+      } else {
+        this.cut();
+        this.out.push(p);
+      }
+    }
+    parts.length = 0; // the scratch views are not kept
+    this.outBytes += header.length + length;
     if (!this.inChunk && !this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
   }
 
+  /** Room for n more bytes in the slab; a new slab when the current one is full. */
+  private reserve(n: number): void {
+    if (this.slabPos + n <= this.slab.length) return;
+    this.cut();
+    let size = SLAB_BYTES;
+    while (size < n) size *= 2;
+    // The old slab's queued regions keep it alive until they are written.
+    this.slab = Buffer.allocUnsafe(size);
+    this.slabPos = this.slabStart = 0;
+  }
+
+  /** Queue the slab's bytes written since the last cut. */
+  private cut(): void {
+    if (this.slabPos === this.slabStart) return;
+    this.out.push(this.slab.subarray(this.slabStart, this.slabPos));
+    this.slabStart = this.slabPos;
+  }
+
   flush(): void {
     this.flushScheduled = false;
+    this.cut();
     if (this.out.length === 0 || this.output.destroyed) return;
-    const data = Buffer.concat(this.out, this.outBytes);
+    const chunks = this.out;
     this.bytesOut += this.outBytes;
     this.out = [];
     this.outBytes = 0;
-    if (!this.output.write(data) && !this.closed) {
+    let ok: boolean;
+    if (chunks.length === 1) {
+      ok = this.output.write(chunks[0]);
+    } else {
+      // One writev for all of them (Writable batches corked writes into _writev).
+      this.output.cork();
+      ok = true;
+      for (const c of chunks) ok = this.output.write(c);
+      this.output.uncork();
+    }
+    if (this.output.writableLength === 0 && this.slab.length <= SLAB_KEEP) {
+      // Everything was handed to the OS synchronously: nothing refers to the slab any more.
+      this.slabPos = this.slabStart = 0;
+    } else {
+      // The stream still holds regions of this slab: the next replies go to a new one.
+      this.slab = Buffer.allocUnsafe(SLAB_BYTES);
+      this.slabPos = this.slabStart = 0;
+    }
+    if (!ok && !this.closed) {
       this.input.pause();
       this.output.once('drain', () => {
         if (!this.closed) this.input.resume();
       });
     }
+  }
+
+  /** More input is waiting behind the message being handled (bytes of the same chunk). */
+  inputPending(): boolean {
+    return this.reader.following > 0;
   }
 
   /** Reply bytes not yet taken by the OS (queued here and in the output stream). */

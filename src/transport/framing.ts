@@ -23,6 +23,8 @@ export class FrameReader {
   private pendingBytes = 0;
   private bodyLength = -1; // -1 while reading headers
   private failed = false;
+  /** While onFrame runs: bytes of the same chunk behind the frame (more requests waiting). */
+  following = 0;
 
   constructor(private readonly maxFrameBytes: number, private readonly onFrame: FrameSink) {}
 
@@ -63,7 +65,12 @@ export class FrameReader {
       const body = buf.subarray(pos, pos + this.bodyLength);
       pos += this.bodyLength;
       this.bodyLength = -1;
-      this.onFrame(body);
+      this.following = end - pos;
+      try {
+        this.onFrame(body);
+      } finally {
+        this.following = 0;
+      }
       if (this.failed) return;
     }
     if (pos < end) {

@@ -30,9 +30,48 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 // ---------------------------------------------------------------------------------------
 // Encoder. One growable scratch buffer per encoder; results are copied out of it.
 
+/**
+ * encodeParts hands out fragments at least this large (RawEncoded rows from a reader worker,
+ * large blobs) by reference instead of copying them into the scratch buffer.
+ */
+export const BY_REFERENCE_BYTES = 16 * 1024;
+
 export class MsgpackEncoder {
   private buf: Buffer = Buffer.allocUnsafe(64 * 1024);
   private pos = 0;
+  /** Set during encodeParts: where fragments by reference go (see encodeParts). */
+  private parts: Uint8Array[] | null = null;
+  /** Start of the scratch region not yet handed out as a part. */
+  private partStart = 0;
+  private refBytes = 0;
+
+  /**
+   * Encode `value` as a list of parts whose concatenation is its encoding; returns the total
+   * length. The parts alternate: even indexes are views of this encoder's scratch buffer
+   * (valid until its next encode: copy them), odd indexes are large fragments of the value
+   * itself (RawEncoded bytes, blobs of BY_REFERENCE_BYTES or more), handed out uncopied so a
+   * 200 KB result is not copied on its way to the output. There is always an odd number of parts.
+   */
+  encodeParts(value: unknown, parts: Uint8Array[]): number {
+    this.pos = 0;
+    this.partStart = 0;
+    this.refBytes = 0;
+    this.parts = parts;
+    try {
+      this.write(value, false);
+    } finally {
+      this.parts = null;
+    }
+    parts.push(this.buf.subarray(this.partStart, this.pos));
+    return this.pos + this.refBytes;
+  }
+
+  /** During encodeParts: end the current scratch part and hand out `bytes` by reference. */
+  private byReference(bytes: Uint8Array): void {
+    this.parts!.push(this.buf.subarray(this.partStart, this.pos), bytes);
+    this.partStart = this.pos;
+    this.refBytes += bytes.length;
+  }
 
   /** Encode `value`, prefixed by `prefix` bytes of head room; returns [scratch, start, end]. */
   encodeInto(value: unknown, headRoom: number): [Buffer, number] {
@@ -97,6 +136,10 @@ export class MsgpackEncoder {
         } else if (v instanceof SqlRows) {
           this.writeRows(v.rows);
         } else if (v instanceof RawEncoded) {
+          if (this.parts !== null && v.bytes.length >= BY_REFERENCE_BYTES) {
+            this.byReference(v.bytes);
+            return;
+          }
           this.ensure(v.bytes.length);
           this.buf.set(v.bytes, this.pos);
           this.pos += v.bytes.length;
@@ -278,7 +321,8 @@ export class MsgpackEncoder {
 
   private writeBin(v: Uint8Array): void {
     const len = v.length;
-    this.ensure(5 + len);
+    const byRef = this.parts !== null && len >= BY_REFERENCE_BYTES;
+    this.ensure(byRef ? 5 : 5 + len);
     const b = this.buf;
     if (len < 0x100) {
       b[this.pos++] = 0xc4;
@@ -291,6 +335,10 @@ export class MsgpackEncoder {
       b[this.pos++] = 0xc6;
       b.writeUInt32BE(len, this.pos);
       this.pos += 4;
+    }
+    if (byRef) {
+      this.byReference(v);
+      return;
     }
     b.set(v, this.pos);
     this.pos += len;
