@@ -112,6 +112,8 @@ function main(): void {
       recoverFromBackup: opts.recoverFromBackup,
       // 8 MiB of replies waiting for a slow client: worker reads hold off until it catches up.
       outputBacklogged: () => conn.backlog() > 8 << 20,
+      // Nothing else waits for the main thread: no request in flight, no more input in this chunk.
+      serverIdle: () => dispatcher.inFlight === 0 && !conn.inputPending(),
     },
     log,
   );

@@ -67,6 +67,12 @@ export interface EngineOptions {
   openCheck?: 'quick' | 'full' | 'off';
   /** True while replies wait to be written to a slow client: worker reads hold off (bounded memory). */
   outputBacklogged?: () => boolean;
+  /**
+   * True when nothing else is waiting for the main thread: no other request in flight and no
+   * more input behind the request being dispatched. Then a read known to take up to
+   * IDLE_INLINE_FACTOR x inlineReadMicros runs inline (see StmtInfo.idleInline).
+   */
+  serverIdle?: () => boolean;
   /** Which files ATTACH and VACUUM INTO may name (none given: any, as in sqlite3); checked by the Registry. */
   pathPolicy?: PathPolicy;
   /** How many reader connections open cursors may pin, and how much of their rest is buffered (readerWorker.ts CURSOR_LIMITS). */
@@ -81,6 +87,8 @@ const INLINE_UNKNOWN = 0, INLINE_YES = 1, INLINE_NO = 2;
 const FOLD_WAIT_MS = 250;
 /** Up to this many rows, a main-thread read uses all(). */
 const SMALL_RESULT = 64;
+/** A single-page read up to this many times --inline-read-us runs inline while the server is idle. */
+const IDLE_INLINE_FACTOR = 5;
 
 interface StmtInfo {
   kind: StatementKind;
@@ -93,6 +101,14 @@ interface StmtInfo {
   fastStreak: number;
   /** Largest result seen, to pick all() (small) or a paged iterator (large). */
   maxRows: number;
+  /**
+   * Its last worker run was a single page of at most IDLE_INLINE_FACTOR x inlineReadMicros
+   * (e.g. one row with a 200 KB value, ~300 us, mostly making the JS string): too slow to run
+   * inline while others wait, but when nothing else waits for the main thread (serverIdle),
+   * a single-threaded caller should not pay two thread hops (~300 us here) for it. Cleared
+   * when an inline run takes longer or needs more than a page; learnt again on a worker.
+   */
+  idleInline: boolean;
   /** A PRAGMA of a per-session setting (settings.ts). */
   setting: boolean;
   /** PRAGMA busy_timeout: the session's timeout. */
@@ -458,7 +474,7 @@ export class DatabaseEngine {
       route = stmt.readonly && stmt.reader ? 'read' : 'write';
     }
     i = {
-      kind, route, inline: INLINE_UNKNOWN, workerSamples: 0, slowStreak: 0, fastStreak: 0, maxRows: 0,
+      kind, route, inline: INLINE_UNKNOWN, workerSamples: 0, slowStreak: 0, fastStreak: 0, maxRows: 0, idleInline: false,
       setting: kind === 'pragma' && isSessionPragma(sql),
       busyTimeout: kind === 'pragma' && busyTimeoutPragma(sql) !== null,
       refused: kind === 'pragma' ? refusedPragma(sql) : null,
@@ -930,6 +946,9 @@ export class DatabaseEngine {
       // than a page still moves to a worker), and its timing is recorded as usual.
       const r = this.readInline(s, sql, bound, o, info);
       if (r !== null) return r;
+    } else if (info !== null && info.idleInline && this.workerReadsInFlight === 0 && (this.o.serverIdle?.() ?? false)) {
+      const r = this.readInline(s, sql, bound, o, info);
+      if (r !== null) return r;
     }
     return this.readOnWorker(s, sql, bound, o, info);
   }
@@ -1008,7 +1027,10 @@ export class DatabaseEngine {
       const page = readPage(iter, o.pageRows, o.pageBytes);
       if (!page.done) {
         iter.return?.();
-        if (info !== null) info.inline = INLINE_NO;
+        if (info !== null) {
+          info.inline = INLINE_NO;
+          info.idleInline = false;
+        }
         return null;
       }
       rows = page.rows;
@@ -1018,6 +1040,7 @@ export class DatabaseEngine {
       const micros = (performance.now() - t0) * 1000;
       if (micros <= this.o.inlineReadMicros) info.slowStreak = 0;
       else if (++info.slowStreak >= 3 || micros > 20 * this.o.inlineReadMicros) info.inline = INLINE_NO;
+      if (micros > IDLE_INLINE_FACTOR * this.o.inlineReadMicros) info.idleInline = false;
     }
     this.inlineReads++;
     this.observe(info?.kind ?? 'other', 'reader', sql, t0, args, this.inlineDb);
@@ -1100,6 +1123,7 @@ export class DatabaseEngine {
     }
     this.workerReads++;
     this.observe(info?.kind ?? 'other', 'worker', sql, performance.now() - (rep.micros ?? 0) / 1000, bindArgs(bound), this.inlineDb);
+    if (info !== null) info.idleInline = rep.cursor === 0 && (rep.micros ?? Infinity) <= IDLE_INLINE_FACTOR * this.o.inlineReadMicros;
     if (info !== null && info.inline !== INLINE_YES) {
       const fast = rep.cursor === 0 && (rep.micros ?? Infinity) <= this.o.inlineReadMicros;
       if (info.inline === INLINE_UNKNOWN) {
