@@ -93,12 +93,14 @@ _BASE_KEYS = tuple((t, _PROTO) for t in (int, float, str, bytearray))
 _OTHER_KEYS = tuple((t, _PROTO) for t in (type(None), bytes))
 _ALL_FAST = frozenset((int, float, str, bytearray, type(None), bytes))
 _fast_memo: Dict[Tuple[bool, ...], frozenset] = {}
+# Registry keys that change no fast type (the stdlib's own date and datetime adapters).
+_HARMLESS_KEYS = frozenset(k for k in sqlite3.adapters if k not in _BASE_KEYS + _OTHER_KEYS)  # type: ignore[attr-defined]
 
 
 def _fast_types() -> frozenset:
     """The types that bind as they are, without a look at the adapter registry."""
     reg = sqlite3.adapters  # type: ignore[attr-defined]
-    if len(reg) <= 2 and not any(k in reg for k in _BASE_KEYS + _OTHER_KEYS):
+    if reg.keys() <= _HARMLESS_KEYS:
         return _ALL_FAST  # the common case: only the stdlib's date/datetime adapters
     state = tuple(k in reg for k in _BASE_KEYS + _OTHER_KEYS)
     fast = _fast_memo.get(state)

@@ -169,6 +169,22 @@ def _first_unencodable(rows: List[Any]) -> int:
     return len(rows)
 
 
+_descriptions: Dict[Any, Tuple[Tuple[Any, ...], ...]] = {}
+
+
+def _description(cols: Any) -> Tuple[Tuple[Any, ...], ...]:
+    """cursor.description for these column names (immutable, so shared by the results of a query)."""
+    try:
+        return _descriptions[cols]
+    except (KeyError, TypeError):  # TypeError: a list (the JSON codec), not hashable
+        d = tuple((c, None, None, None, None, None, None) for c in cols)
+        if isinstance(cols, tuple):
+            if len(_descriptions) >= 1024:
+                _descriptions.clear()
+            _descriptions[cols] = d
+        return d
+
+
 def _is_reply_error(slot: Any, e: BaseException) -> bool:
     """e is the error the server replied to slot's request with (not a signal handler's)."""
     return slot is not None and slot.done and slot.error is not None and isinstance(e, (sqlite3.Error, MemoryError, OverflowError))
@@ -410,7 +426,7 @@ class Cursor:
                 self.rowcount = 0
                 self._rowcount_when_done = changes
                 conn._total_changes -= res.get("total_changes", changes)
-            self.description = tuple((c, None, None, None, None, None, None) for c in cols)
+            self.description = _description(cols)
             if conn._detect_types:
                 self._converters = conn._converters_for(cols, res.get("decltypes"))
                 if conn._detect_colnames:

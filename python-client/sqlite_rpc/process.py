@@ -234,11 +234,18 @@ class ServerProcess:
                 code = None
         return code
 
+    _frame_limit: Optional[int] = None
+
     def _check_size(self, frame: bytes) -> None:
         # The server refuses a frame over its limit by closing the connection (it cannot
         # skip what it will not read), which would take every connection down with it.
-        limit = (getattr(self, "info", None) or {}).get("capabilities", {}).get("max_frame_bytes")
-        if limit is not None and len(frame) > limit:
+        limit = self._frame_limit
+        if limit is None:
+            limit = (getattr(self, "info", None) or {}).get("capabilities", {}).get("max_frame_bytes")
+            if limit is None:
+                return  # before initialize's reply
+            self._frame_limit = limit
+        if len(frame) > limit:
             e = sqlite3.DataError("the request is %d bytes, over the server's limit of %d (--max-frame-bytes): it was not sent" % (len(frame), limit))
             e.rpc_too_large = True  # type: ignore[attr-defined]  # nothing was sent: a smaller request may be
             raise e
@@ -313,7 +320,8 @@ class ServerProcess:
         """The reading thread is done: another may read now (waiters are woken to see)."""
         with self._cond:
             self._reading = False
-            self._cond.notify_all()
+            if self._followers:
+                self._cond.notify_all()
 
     def _read_some(self) -> None:
         if self.dead is not None:
