@@ -180,3 +180,31 @@ def test_a_begin_first_that_fails_runs_nothing(tmp_path):
     db.commit()
     assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
     db.close()
+
+
+def test_held_begin_through_the_async_api(tmp_path, monkeypatch):
+    import asyncio
+
+    import sqlite_rpc.aio
+
+    path = os.path.join(tmp_path, "aio.db")
+
+    async def main():
+        async with sqlite_rpc.aio.connect(path) as db:
+            await db.execute("CREATE TABLE t(v)")
+            await db.commit()
+            sent = _requests(monkeypatch)
+            await db.execute("BEGIN")
+            assert sent == [] and db.in_transaction
+            await db.execute("INSERT INTO t VALUES (1)")
+            await db.rollback()
+            await db.execute("BEGIN TRANSACTION")
+            await db.executemany("INSERT INTO t VALUES (?)", [(2,), (3,)])  # sends the BEGIN first
+            await db.commit()
+            assert sent == ["execute", "rollback", "begin", "executemany", "commit"]
+            assert not db.in_transaction
+
+    asyncio.run(main())
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT v FROM t ORDER BY v").fetchall() == [(2,), (3,)]
+    check.close()
