@@ -437,7 +437,7 @@ describe('integrity check at open', () => {
     fs.closeSync(fd);
   }
 
-  it('refuses a database that fails quick_check with IntegrityCheckFailed naming the problems', async () => {
+  it('refuses a database that fails its open check with IntegrityCheckFailed naming the problems', async () => {
     const file = dbPath(tmp(), 'corrupt');
     corrupt(file);
     const before = fs.readFileSync(file);
@@ -445,12 +445,19 @@ describe('integrity check at open', () => {
     try {
       const e = await rpcError(c.open(1, file), -32011, 'IntegrityCheckFailed');
       expect(e.data.dbapi).toBe('DatabaseError');
-      expect(e.message).toContain('failed quick_check');
+      expect(e.message).toContain('failed its open check');
       expect(e.data.problems.length).toBeGreaterThan(0);
       expect(await c.request('ping')).toEqual({});
       expect(fs.readFileSync(file).equals(before)).toBe(true);
     } finally {
       c.dispose();
+    }
+    const quick = await RpcClient.start(['--open-check', 'quick']);
+    try {
+      const e = await rpcError(quick.open(1, file), -32011, 'IntegrityCheckFailed');
+      expect(e.message).toContain('failed quick_check');
+    } finally {
+      quick.dispose();
     }
     const off = await RpcClient.start(['--open-check', 'off']);
     try {
@@ -458,6 +465,70 @@ describe('integrity check at open', () => {
       expect((await off.exec(1, 'SELECT 1')).rows).toEqual([[1]]);
     } finally {
       off.dispose();
+    }
+  });
+
+  it('the default check does bounded work: damage it does not reach is a clear error where a statement reaches it; --open-check quick finds it at open', async () => {
+    // One row whose value spills over ~25 overflow pages; the sample walks b-tree paths, not
+    // overflow chains, so scribbling over the middle of that chain passes the open check.
+    const file = dbPath(tmp(), 'deep');
+    const db = new Database(file);
+    db.pragma('journal_mode = DELETE');
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+    db.prepare('INSERT INTO t VALUES (1, ?)').run('v'.repeat(100_000));
+    db.prepare('INSERT INTO t VALUES (2, ?)').run('small');
+    db.close();
+    const fd = fs.openSync(file, 'r+');
+    const junk = Buffer.alloc(4096 * 3, 0xa5);
+    fs.writeSync(fd, junk, 0, junk.length, 4096 * 10);
+    fs.closeSync(fd);
+    const c = await RpcClient.start();
+    try {
+      await c.open(1, file);
+      expect(await c.all(1, 'SELECT v FROM t WHERE id = 2')).toEqual([['small']]);
+      const e = await rpcError(c.all(1, 'SELECT v FROM t WHERE id = 1'), -32000);
+      expect(e.message).toBe('database disk image is malformed');
+      expect(e.data.sqlite_code).toMatch(/^SQLITE_CORRUPT/);
+      expect(e.data.dbapi).toBe('DatabaseError');
+    } finally {
+      c.dispose();
+    }
+    const quick = await RpcClient.start(['--open-check', 'quick']);
+    try {
+      const e = await rpcError(quick.open(1, file), -32011, 'IntegrityCheckFailed');
+      expect(e.message).toContain('failed quick_check');
+    } finally {
+      quick.dispose();
+    }
+  });
+
+  it('the default check reaches every leaf of a small table and the first entry of each index', async () => {
+    for (const where of ['leaf', 'index'] as const) {
+      const file = dbPath(tmp(), `sampled-${where}`);
+      const db = new Database(file);
+      db.pragma('journal_mode = DELETE');
+      db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+      const ins = db.prepare('INSERT INTO t (v) VALUES (?)');
+      db.transaction(() => {
+        for (let i = 0; i < 1500; i++) ins.run(`${'x'.repeat(100)}${i}`);
+      })();
+      db.exec('CREATE INDEX t_v ON t (v)');
+      const leaves = db.prepare("SELECT rootpage FROM sqlite_schema WHERE name = 't_v'").pluck().get() as number;
+      db.close();
+      // One page: a leaf in the middle of the table, or the index's root.
+      const page = where === 'leaf' ? 20 : leaves;
+      const fd = fs.openSync(file, 'r+');
+      fs.writeSync(fd, Buffer.alloc(4096, 0x5a), 0, 4096, 4096 * (page - 1));
+      fs.closeSync(fd);
+      const before = fs.readFileSync(file);
+      const c = await RpcClient.start();
+      try {
+        const e = await rpcError(c.open(1, file), -32011, 'IntegrityCheckFailed');
+        expect(e.data.problems.join('\n')).toContain(where === 'leaf' ? 'table t' : 'index t_v');
+        expect(fs.readFileSync(file).equals(before)).toBe(true);
+      } finally {
+        c.dispose();
+      }
     }
   });
 });
