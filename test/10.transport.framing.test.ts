@@ -72,6 +72,37 @@ describe('FrameReader: splits and coalescing', () => {
     expect(bodies[1].toString()).toBe('next');
   });
 
+  it('large frames split at odd sizes, with small frames sharing their chunks, arrive whole and in order', () => {
+    const big = (n: number, seed: number) => {
+      const b = Buffer.allocUnsafe(n);
+      for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+      return b;
+    };
+    const want = [Buffer.from('a'), big(10 << 20, 1), Buffer.from('b'), big(200_000, 2), Buffer.alloc(0), big(65_536, 3), Buffer.from('c')];
+    const bytes = Buffer.concat(want.map((b) => frame(b)));
+    for (const size of [65_536, 65_537, 4_093, 1 << 20, 3 << 20]) {
+      const { reader, bodies } = collect(16 << 20);
+      const held: number[] = [];
+      for (let i = 0; i < bytes.length; i += size) {
+        reader.push(bytes.subarray(i, i + size));
+        held.push(reader.buffered);
+      }
+      expectSame(bodies, want, `chunks of ${size}`);
+      expect(reader.buffered).toBe(0);
+      expect(reader.midFrame).toBe(false);
+      expect(Math.max(...held)).toBeLessThanOrEqual(10 << 20);
+    }
+  });
+
+  it('tells, while a frame is handled, whether more bytes of its chunk follow', () => {
+    const seen: number[] = [];
+    const reader = new FrameReader(1 << 20, () => seen.push(reader.following));
+    reader.push(Buffer.concat([frame('a'), frame('bb')]));
+    reader.push(frame('ccc'));
+    expect(seen[0]).toBe(frame('bb').length);
+    expect(seen.slice(1)).toEqual([0, 0]);
+  });
+
   it('multiple frames in one chunk are all delivered, in order', () => {
     const { reader, bodies } = collect();
     reader.push(Buffer.concat([frame('a'), frame('bb'), frame('ccc')]));
