@@ -64,15 +64,21 @@ class Sink extends Writable {
   constructor(private readonly delay: boolean, highWaterMark = 16 * 1024) {
     super({ highWaterMark });
   }
+  /** The distinct memory blocks written from (slabs and fragments). */
+  blocks = new Set<ArrayBufferLike>();
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
     this.writes++;
+    this.blocks.add(chunk.buffer);
     this.chunks.push(Buffer.from(chunk)); // a copy: what the OS would have taken at this moment
     if (this.delay) setTimeout(cb, 1);
     else cb();
   }
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
     this.writes++;
-    for (const c of chunks) this.chunks.push(Buffer.from(c.chunk));
+    for (const c of chunks) {
+      this.blocks.add(c.chunk.buffer);
+      this.chunks.push(Buffer.from(c.chunk));
+    }
     if (this.delay) setTimeout(cb, 1);
     else cb();
   }
@@ -139,6 +145,26 @@ describe('StreamConnection output', () => {
       expect(conn.bytesOut).toBe(Buffer.concat(sink.chunks).length);
     });
   }
+
+  it('a slow reader does not cost a new slab per flush: small replies share slabs while the stream holds them', async () => {
+    const input = new PassThrough();
+    const sink = new Sink(true, 1 << 30);
+    const conn = new StreamConnection(input, sink, new MsgpackCodec(), 1 << 20, { message() {}, protocolError() {}, end() {} });
+    const sent: unknown[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const m = { jsonrpc: '2.0', id: i, result: { n: i } };
+      sent.push(m);
+      conn.send(m);
+      conn.flush(); // one flush per reply, each while the earlier ones are still in the stream
+    }
+    while (sink.writableLength > 0) await settle(); // (no 'drain': the high water mark is never reached)
+    const enc = new MsgpackEncoder();
+    const got = sink.bodies();
+    expect(got.length).toBe(sent.length);
+    for (let i = 0; i < sent.length; i++) expect(got[i].equals(enc.encode(sent[i]))).toBe(true);
+    // ~40 bytes each: 2000 replies fit in two 64 KiB slabs.
+    expect(sink.blocks.size).toBeLessThanOrEqual(3);
+  });
 
   it('a reply split by cork/writev is still one correct frame', async () => {
     const input = new PassThrough();

@@ -171,14 +171,13 @@ export class StreamConnection {
       for (const c of chunks) ok = this.output.write(c);
       this.output.uncork();
     }
-    if (this.output.writableLength === 0 && this.slab.length <= SLAB_KEEP) {
+    if (this.output.writableLength === 0) {
       // Everything was handed to the OS synchronously: nothing refers to the slab any more.
-      this.slabPos = this.slabStart = 0;
-    } else {
-      // The stream still holds regions of this slab: the next replies go to a new one.
-      this.slab = Buffer.allocUnsafe(SLAB_BYTES);
+      if (this.slab.length > SLAB_KEEP) this.slab = Buffer.allocUnsafe(SLAB_BYTES);
       this.slabPos = this.slabStart = 0;
     }
+    // Else the stream still holds the regions written so far: the next replies go after them
+    // (a new slab only when this one is full, so a slow reader does not cost a slab per flush).
     if (!ok && !this.closed) {
       this.input.pause();
       this.output.once('drain', () => {
