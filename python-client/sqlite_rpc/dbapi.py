@@ -972,7 +972,8 @@ class Connection:
         if keep_open:
             self._open_params["keep_open"] = True
         self._reopen = False
-        self._open_slot: Any = self._srv.send("open", self._open_params)
+        # Corked: it leaves with the first statement, in one write; a connection closed unused never sends it.
+        self._open_slot: Any = self._srv.send("open", self._open_params, cork=True)
         self._file_key: Optional[Tuple[int, str]] = None
         if not self._private and not keep_open:
             # The last close of a file in this process waits for the server to fold the WAL in.
@@ -1343,13 +1344,20 @@ class Connection:
             # made after close() returns holds every committed row, as with sqlite3.
             # Counting and sending go together, so the server sees this process's closes of a
             # file in the order they were counted: the last one counted is the last it gets.
+            # A close not waited for is a notification: no reply to write and read.
             with _open_files_lock:
                 last = key is not None and _forget_key(key)
                 if last:
                     last = key in _written_files
                     _written_files.discard(key)
-                slot = srv.send("close", {"session": self._session}) if live else None
-            if slot is not None and last:
+                slot = None
+                if not live or (opened is not None and srv.uncork(opened)):
+                    pass  # nothing to close: the server never heard of this session
+                elif last:
+                    slot = srv.send("close", {"session": self._session})
+                else:
+                    srv.notify("close", {"session": self._session})
+            if slot is not None:
                 if opened is not None:
                     try:
                         srv.wait(opened)

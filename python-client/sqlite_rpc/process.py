@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sqlite3
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .protocol import PROTOCOL_VERSION, ServerError, exception_from_error
 from .transport import MAX_HEADER, FramingError, content_length, decode_body, encode_frame
@@ -142,6 +142,9 @@ class ServerProcess:
         self._session_ids = itertools.count(1)
         self._pending: Dict[int, _Slot] = {}
         self._wlock = threading.Lock()
+        # Frames sent with cork=True (a connection's open): they leave with the next write,
+        # or before anyone waits for a reply, in the order they were sent (under _wlock).
+        self._corked: List[Tuple[int, _Slot, bytes]] = []
         self._cond = threading.Condition(threading.Lock())
         self._followers = 0
         self._async_pending = 0
@@ -207,6 +210,10 @@ class ServerProcess:
         An exception raised by a signal handler while the write blocks (a full pipe) is held
         until the frame is written whole, then raised: half a frame would end the protocol."""
         with self._wlock:
+            corked = self._corked
+            if corked:
+                data = b"".join([c[2] for c in corked] + [data])
+                self._corked = []
             view = memoryview(data)
             held: Optional[BaseException] = None
             while view:
@@ -217,6 +224,9 @@ class ServerProcess:
                         held = held or e  # nothing of this call was written: write the rest, then raise
                         continue
                     self._die("the sqlite-rpc server exited unexpectedly (status %s: %s)" % (self._exit_status(), e.strerror))  # type: ignore[attr-defined]
+                    for _rid, slot, _frame in corked:
+                        if slot.error is not None:  # never delivered, so never applied (as in send())
+                            slot.error = dict(slot.error, data=dict(slot.error["data"], unsent=True))
                     if held is not None:
                         raise held
                     return False
@@ -250,8 +260,9 @@ class ServerProcess:
             e.rpc_too_large = True  # type: ignore[attr-defined]  # nothing was sent: a smaller request may be
             raise e
 
-    def send(self, method: str, params: Dict[str, Any]) -> _Slot:
-        """Send a request without waiting; wait() on the slot later (pipelining)."""
+    def send(self, method: str, params: Dict[str, Any], cork: bool = False) -> _Slot:
+        """Send a request without waiting; wait() on the slot later (pipelining). cork: hold
+        the frame until the next write of any request (one write for both), or a wait()."""
         rid, slot = self._register()
         try:
             frame = encode_frame({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
@@ -259,6 +270,10 @@ class ServerProcess:
         except BaseException:  # e.g. a lone surrogate in a string: nothing was sent
             self._pending.pop(rid, None)
             raise
+        if cork:
+            with self._wlock:
+                self._corked.append((rid, slot, frame))
+            return slot
         try:
             written = self._write(frame)
         except BaseException as e:
@@ -274,6 +289,16 @@ class ServerProcess:
             slot.error = dict(slot.error, data=dict(slot.error["data"], unsent=True))
         return slot
 
+    def uncork(self, slot: _Slot) -> bool:
+        """Take back a corked request not written yet (it is then never sent); False if it was."""
+        with self._wlock:
+            for i, (rid, s, _frame) in enumerate(self._corked):
+                if s is slot:
+                    del self._corked[i]
+                    self._pending.pop(rid, None)
+                    return True
+        return False
+
     def notify(self, method: str, params: Optional[Dict[str, Any]] = None) -> None:
         msg: Dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
@@ -288,6 +313,8 @@ class ServerProcess:
         one already does (then it waits for that one to hand over). An exception a signal
         handler raises meanwhile propagates; the request stays pending and wait() may be
         called again for it."""
+        if self._corked and not slot.done:
+            self._write(b"")  # a corked request may be the one waited for
         while not slot.done:
             if self.dead is not None:
                 # Gone without answering it (after a fork, this process's copy never will).

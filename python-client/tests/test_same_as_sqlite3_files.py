@@ -637,15 +637,17 @@ def test_last_close_from_two_threads_folds_before_it_returns(tmp_path, monkeypat
     first.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
     first.commit()
     inside, release = threading.Event(), threading.Event()
-    real_send = process.ServerProcess.send
+    def held_up(real):
+        def sender(self, method, params=None, *a, **k):
+            if method == "close" and params == {"session": first._session}:
+                inside.set()
+                release.wait(30)
+            return real(self, method, params, *a, **k)
+        return sender
 
-    def send(self, method, params=None, *a, **k):
-        if method == "close" and params == {"session": first._session}:
-            inside.set()
-            release.wait(30)
-        return real_send(self, method, params, *a, **k)
-
-    monkeypatch.setattr(process.ServerProcess, "send", send)
+    # (a close not waited for is a notification)
+    for name in ("send", "notify"):
+        monkeypatch.setattr(process.ServerProcess, name, held_up(getattr(process.ServerProcess, name)))
     t = threading.Thread(target=first.close)
     t.start()
     assert inside.wait(30)

@@ -1,0 +1,81 @@
+"""What connect(), a first statement and close() put on the pipe (issue 12, round trips):
+the open leaves with the first statement in one write, a connection closed unused sends
+nothing, and a close nobody waits for is a notification (no reply to write or read)."""
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import msgpack
+import pytest
+
+import sqlite_rpc
+from sqlite_rpc import process
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """The frames of every write to the server, one list per write (once it has started)."""
+    process.get_server()
+    seen = []
+    real = process.ServerProcess._write
+
+    def spy(self, data):
+        frames, rest = [], b"".join(c[2] for c in self._corked) + bytes(data)  # what _write writes
+        while rest:
+            head, _, rest = rest.partition(b"\r\n\r\n")
+            n = int(head.split(b":")[1])
+            frames.append(msgpack.unpackb(rest[:n], raw=False))
+            rest = rest[n:]
+        seen.append(frames)
+        return real(self, data)
+
+    monkeypatch.setattr(process.ServerProcess, "_write", spy)
+    return seen
+
+
+def methods(write):
+    return [(f.get("method"), "id" in f) for f in write]
+
+
+def test_the_open_leaves_with_the_first_statement(tmp_path, writes):
+    db = sqlite_rpc.connect(str(tmp_path / "a.db"))
+    assert writes == []
+    assert db.execute("SELECT 1").fetchone() == (1,)
+    assert [methods(w) for w in writes] == [[("open", True), ("execute", True)]]
+    db.close()
+
+
+def test_a_connection_closed_unused_sends_nothing(tmp_path, writes):
+    for keep_open in (False, True):
+        db = sqlite_rpc.connect(str(tmp_path / "b.db"), keep_open=keep_open)
+        db.close()
+    assert writes == []
+    assert os.path.exists(tmp_path / "b.db")  # connect() made the file, as sqlite3's does
+
+
+def test_a_close_nobody_waits_for_is_a_notification(tmp_path, writes):
+    path = str(tmp_path / "c.db")
+    w = sqlite_rpc.connect(path)
+    w.execute("CREATE TABLE t(x)")
+    w.commit()
+    r = sqlite_rpc.connect(path)
+    assert r.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    del writes[:]
+    r.close()  # not the last connection to the file
+    assert [methods(x) for x in writes] == [[("close", False)]]
+    del writes[:]
+    w.close()  # the last, after writes: waits for the fold
+    assert [methods(x) for x in writes] == [[("close", True)]]
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    check.close()
+
+
+def test_an_open_that_fails_is_reported_at_the_first_statement(tmp_path):
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not a database file, and it is long enough to have a header" * 4)
+    db = sqlite_rpc.connect(str(bad))
+    with pytest.raises(sqlite3.DatabaseError, match="file is not a database"):
+        db.execute("SELECT 1")
+    db.close()
