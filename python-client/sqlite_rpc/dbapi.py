@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 import threading
+from stat import S_ISDIR
 from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import parse_qs, unquote_to_bytes, urlparse
 
@@ -977,7 +978,7 @@ class Connection:
         self._file_key: Optional[Tuple[int, str]] = None
         if not self._private and not keep_open:
             # The last close of a file in this process waits for the server to fold the WAL in.
-            self._file_key = (id(self._srv), os.path.abspath(path))
+            self._file_key = (id(self._srv), path)  # (_resolve_database made it absolute)
             with _open_files_lock:
                 _open_files[self._file_key] = _open_files.get(self._file_key, 0) + 1
         self._initialized = True
@@ -1570,6 +1571,7 @@ def _file_name(database: Any) -> str:
 
 
 _LEVELS = {b"": "", b"DEFERRED": "DEFERRED", b"IMMEDIATE": "IMMEDIATE", b"EXCLUSIVE": "EXCLUSIVE"}
+_CANONICAL_LEVELS = frozenset(_LEVELS.values())
 
 
 def _isolation_level_value(value: Any) -> Optional[str]:
@@ -1577,6 +1579,8 @@ def _isolation_level_value(value: Any) -> Optional[str]:
     by the string itself (ASCII letters in any case; a str subclass's methods are not used)."""
     if value is None:
         return None
+    if type(value) is str and value in _CANONICAL_LEVELS:
+        return value  # already canonical (the default "", say)
     if not isinstance(value, str):
         raise TypeError("isolation_level must be str or None")
     raw = str.encode(value, "utf-8")  # a lone surrogate: UnicodeEncodeError, as sqlite3
@@ -1629,12 +1633,16 @@ def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
     except UnicodeEncodeError:
         raise _not_utf8(os.fsencode(database)) from None  # undecodable bytes, surrogate-escaped
     database = os.path.abspath(database)
-    if os.path.isdir(database):
+    try:
+        mode: Optional[int] = os.stat(database).st_mode
+    except (OSError, ValueError):
+        mode = None  # (what os.path.exists says False to)
+    if mode is not None and S_ISDIR(mode):
         raise _cantopen()
     # What sqlite3.connect refuses is found here, and a missing file is created, as sqlite3
     # does; an existing file is never opened: closing any descriptor of a file drops every
     # POSIX lock this process holds on it (a stdlib connection's transaction, say).
-    if os.path.exists(database):
+    if mode is not None:
         if not os.access(database, os.R_OK):  # SQLite opens read-write, else read-only
             raise _cantopen()
     elif not create:
