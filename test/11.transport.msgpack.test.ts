@@ -198,6 +198,24 @@ describe('containers', () => {
     expect(dec(Buffer.from(rows))).toEqual([[1, 2.5, 'abc', null, Buffer.from([1, 2])]]);
   });
 
+  it('a large encodeRows result takes the scratch with it: transferable, and later encodes do not touch it', () => {
+    const e = new MsgpackEncoder();
+    for (const size of [300_000, 6 << 20]) {
+      const first = e.encodeRows([[Buffer.alloc(size, 7), 'a']]);
+      expect(first.byteOffset).toBe(0);
+      const copy = Buffer.from(first);
+      // Transferable: structuredClone with a transfer list detaches its ArrayBuffer.
+      const moved = structuredClone(first, { transfer: [first.buffer as ArrayBuffer] });
+      expect(Buffer.from(moved).equals(copy)).toBe(true);
+      const second = e.encodeRows([[Buffer.alloc(size, 9), 'b']]);
+      const small = e.encodeRows([[1n]]);
+      expect(Buffer.from(moved).equals(copy)).toBe(true);
+      expect(Buffer.from(second).equals(new MsgpackEncoder().encode(new SqlRows([[Buffer.alloc(size, 9), 'b']])))).toBe(true);
+      expect(dec(Buffer.from(small))).toEqual([[1]]);
+      expect(small.buffer.byteLength).toBe(small.byteLength);
+    }
+  });
+
   it('refuses to encode values that are not protocol values', () => {
     expect(() => enc.encode(new Date())).toThrow(MsgpackEncodeError);
     expect(() => enc.encode(new Map())).toThrow(MsgpackEncodeError);

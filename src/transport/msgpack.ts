@@ -36,8 +36,12 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER;
  */
 export const BY_REFERENCE_BYTES = 16 * 1024;
 
+const SCRATCH_BYTES = 64 * 1024;
+/** A scratch grown past this for one large result is not kept at that size. */
+const SCRATCH_KEEP_BYTES = 4 << 20;
+
 export class MsgpackEncoder {
-  private buf: Buffer = Buffer.allocUnsafe(64 * 1024);
+  private buf: Buffer = Buffer.allocUnsafe(SCRATCH_BYTES);
   private pos = 0;
   /** Set during encodeParts: where fragments by reference go (see encodeParts). */
   private parts: Uint8Array[] | null = null;
@@ -90,6 +94,13 @@ export class MsgpackEncoder {
   encodeRows(rows: unknown[][]): Uint8Array {
     this.pos = 0;
     this.writeRows(rows);
+    if (this.pos >= BY_REFERENCE_BYTES && this.buf.byteOffset === 0 && this.buf.buffer.byteLength === this.buf.length) {
+      // A large result: the scratch itself is handed over (a reader worker transfers it) and a
+      // new one takes its place, instead of zero-filling a new buffer and copying the result in.
+      const out = new Uint8Array(this.buf.buffer, 0, this.pos);
+      this.buf = Buffer.allocUnsafe(this.buf.length <= SCRATCH_KEEP_BYTES ? this.buf.length : SCRATCH_BYTES);
+      return out;
+    }
     const out = new Uint8Array(this.pos);
     out.set(this.buf.subarray(0, this.pos));
     return out;
