@@ -993,9 +993,10 @@ class Connection:
             self._in_tx = in_tx
         elif kind == "TransactionAborted":
             self._in_tx = False  # the server rolled it back (idle limit, lost writer)
-        if getattr(e, "rpc_begin_failed", False) and getattr(e, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
-            # The server's BEGIN waits for the writer; sqlite3's deferred BEGIN succeeds and its
-            # first write fails. As there: the transaction stays open, its BEGIN held again.
+        if getattr(e, "rpc_begin_failed", None) == "deferred" and getattr(e, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+            # The server's BEGIN waits for the writer; sqlite3's deferred BEGIN (explicit, or
+            # implicit before a write) succeeds and the write fails. As there: the transaction
+            # stays open, its BEGIN held again.
             self._held_begin = True
             self._in_tx = True
         changed = getattr(e, "rpc_changes", None)

@@ -78,7 +78,7 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[attr-defined]
     exc.rpc_kind = data.get("kind")  # type: ignore[attr-defined]
     exc.rpc_in_transaction = data.get("in_transaction")  # type: ignore[attr-defined]
-    exc.rpc_begin_failed = bool(data.get("begin_failed"))  # type: ignore[attr-defined]  # the held BEGIN sent with it failed
+    exc.rpc_begin_failed = data.get("begin_failed")  # type: ignore[attr-defined]  # the mode of the BEGIN sent with it, which failed
     exc.rpc_unsent = bool(data.get("unsent"))  # type: ignore[attr-defined]  # ServerGone before it was sent
     # Rows a failed request changed before it failed (an executemany or script stopped part
     # way), so that total_changes keeps counting as sqlite3's does.

@@ -1,5 +1,5 @@
 """Differential: a plain BEGIN is held back by the client and rides with the next request
-(issue 12, round trips). Whatever follows it, results, in_transaction, total_changes, errors
+(issue 12, round trips); a deferred BEGIN that waited for the writer in vain stays open. Whatever follows it, results, in_transaction, total_changes, errors
 and what other connections see must stay sqlite3's; and the BEGIN must cost no round trip.
 """
 from __future__ import annotations
@@ -104,6 +104,28 @@ def begin_then_a_write_while_another_connection_writes(r):
     db.execute("INSERT INTO t(v) VALUES ('c')")
     db.commit()
     db.execute("SELECT v FROM t ORDER BY id")
+
+
+def _implicit_begin_while_another_connection_writes(r, level):
+    db = _table(r, timeout=0.1, isolation_level=level)
+    holder = r.connect()
+    holder.execute("INSERT INTO t(v) VALUES ('held')")
+    db.execute("INSERT INTO t(v) VALUES ('a')")  # sqlite3's implicit BEGIN <level>, then the write
+    db.execute("UPDATE t SET v = 'b'")
+    holder.commit()
+    db.execute("INSERT INTO t(v) VALUES ('c')")
+    db.commit()
+    db.execute("SELECT v FROM t ORDER BY id")
+
+
+@C.script
+def implicit_deferred_begin_while_another_connection_writes(r):
+    _implicit_begin_while_another_connection_writes(r, "DEFERRED")
+
+
+@C.script
+def implicit_immediate_begin_while_another_connection_writes(r):
+    _implicit_begin_while_another_connection_writes(r, "IMMEDIATE")
 
 
 @C.script

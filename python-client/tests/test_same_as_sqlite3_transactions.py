@@ -418,10 +418,10 @@ def autocommit_writer_waits_then_database_is_locked(r):
     a.execute("SELECT v FROM t ORDER BY id")
 
 
-# DIFFERENCES.md "BEGIN takes the write lock": sqlite3's implicit BEGIN is deferred, so when
-# the INSERT after it meets the lock, the (empty) transaction stays open; the server's
-# BEGIN waits for the writer itself and fails, leaving no transaction.
-@C.script(xfail="documented difference: a write that meets 'database is locked' leaves no transaction open")
+# sqlite3's implicit BEGIN is deferred, so when the INSERT after it meets the lock, the
+# (empty) transaction stays open; the server's BEGIN waits for the writer and fails, and the
+# client keeps the transaction open with its BEGIN held (DIFFERENCES.md 7).
+@C.script
 def two_connections_one_writer_waits_then_locked(r):
     a = _table(r)
     a.commit()

@@ -23,7 +23,7 @@ import type { WriteCounts } from './direct';
 import type { Session } from './session';
 import type { CursorTable } from './cursors';
 import type { ExecOptions, ExecResult, LogFn, WriteSummary } from './types';
-import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
+import { RpcError, beginFailed, sqliteError, toRpcError } from '../protocol/errors';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
 import type { CodecName } from '../transport/codec';
 import fs from 'node:fs';
@@ -612,7 +612,7 @@ export class DatabaseEngine {
       throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
     }
     if (this.owner === s) return info.route === 'direct' ? this.directStatement(s, sql, bound, o, info.kind) : this.onWriter(s, sql, bound, o, info.kind);
-    if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind));
+    if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind), beginFailed(o.begin));
     if (info.route === 'read') {
       // What the session attached, or created as TEMP, exists only on the writer: its reads run there.
       if (s.attached.size > 0 || s.temps.size > 0) return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));

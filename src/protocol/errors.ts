@@ -53,6 +53,8 @@ export interface ErrorData {
   problems?: string[];
   /** Why, where one error code has several causes a client acts on differently ('file_moved'). */
   reason?: string;
+  /** The mode of the BEGIN run for the statement (execute's begin, begin_first), which failed: the statement did not run. */
+  begin_failed?: string;
 }
 
 export class RpcError extends Error {
@@ -95,6 +97,19 @@ export function invalidParams(field: string, message: string): RpcError {
 }
 
 /** Map anything thrown by better-sqlite3 (or our own code) onto the taxonomy. */
+/**
+ * A BEGIN run for a statement (execute's `begin` or `begin_first`) failed, so the statement
+ * did not run: data.begin_failed (the BEGIN's mode) says so to the client, which keeps
+ * sqlite3's view of it (a deferred BEGIN of sqlite3's would have succeeded).
+ */
+export function beginFailed(mode: string): (e: unknown) => never {
+  return (e: unknown): never => {
+    const err = toRpcError(e);
+    err.data.begin_failed = mode;
+    throw err;
+  };
+}
+
 export function toRpcError(e: unknown): RpcError {
   if (e instanceof RpcError) return e;
   const err = e as { name?: string; code?: unknown; message?: string };

@@ -1,6 +1,6 @@
 // The method table: each method checks its params and calls the engine. PROTOCOL.md
 // documents every method; keep the two in step.
-import { RpcError, invalidParams, toRpcError } from '../protocol/errors';
+import { RpcError, beginFailed, invalidParams, toRpcError } from '../protocol/errors';
 import type { DbRef, Registry } from '../engine/registry';
 import type { ExecOptions } from '../engine/types';
 import type { BeginMode } from '../engine/sqlText';
@@ -125,21 +125,15 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     // as the session's own BEGIN would have, then the statement; a BEGIN that fails stops it.
     const first = oneOf<BeginMode>(p, 'begin_first', BEGIN_MODES, null);
     if (first === null) return onSession(p, (s) => reg.execute(s, text, p.params, o));
-    // data.begin_failed tells the client which of the two failed.
-    const beginFailed = (e: unknown): never => {
-      const err = toRpcError(e);
-      err.data.begin_failed = true;
-      throw err;
-    };
     return onSession(p, (s) => {
       let begun: unknown;
       try {
         begun = reg.execute(s, `BEGIN ${first.toUpperCase()}`, undefined, o);
       } catch (e) {
-        return beginFailed(e);
+        return beginFailed(first)(e);
       }
       const then = () => reg.execute(s, text, p.params, o);
-      return begun instanceof Promise ? begun.then(then, beginFailed) : then();
+      return begun instanceof Promise ? begun.then(then, beginFailed(first)) : then();
     });
   });
   m.set('executemany', (p) => {
