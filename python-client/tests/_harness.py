@@ -315,3 +315,11 @@ class Corpus:
 
     def params(self) -> List[Any]:
         return self.items
+
+
+def table(r: Run, schema: str = "t(id INTEGER PRIMARY KEY, v TEXT)", **kw: Any) -> "RConn":
+    """A connection (connect(**kw)) whose table `schema` is created and committed."""
+    db = r.connect(**kw)
+    db.execute("CREATE TABLE %s" % schema)
+    db.commit()
+    return db

@@ -17,17 +17,14 @@ import pytest
 
 import sqlite_rpc
 
-from _harness import Corpus, assert_same
+from _harness import Corpus, assert_same, table
 from _reliability import process_server_args
 
 C = Corpus()
 
 
 def _table(r, **kw):
-    db = r.connect(**kw)
-    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, a)")
-    db.commit()
-    return db
+    return table(r, "t(id INTEGER PRIMARY KEY, a)", **kw)
 
 
 # ---- executemany with RETURNING --------------------------------------------------------------

@@ -11,21 +11,15 @@ import pytest
 
 import sqlite_rpc
 from sqlite_rpc import process
-from _harness import Corpus, assert_same
+from _harness import Corpus, assert_same, table
 
 C = Corpus()
 
 
-def _table(r, **kw):
-    db = r.connect(**kw)
-    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-    db.commit()
-    return db
-
 
 @C.script
 def begin_then_insert_then_commit(r):
-    db = _table(r)
+    db = table(r)
     db.execute("BEGIN TRANSACTION")
     db.execute("INSERT INTO t(v) VALUES ('a')")
     other = r.connect()
@@ -36,7 +30,7 @@ def begin_then_insert_then_commit(r):
 
 @C.script
 def begin_spellings_then_select(r):
-    db = _table(r, isolation_level=None)
+    db = table(r, isolation_level=None)
     for sql in ("BEGIN", "begin deferred", "  BEGIN DEFERRED TRANSACTION ;", "Begin Transaction"):
         db.execute(sql)
         db.execute("SELECT count(*) FROM t")
@@ -47,7 +41,7 @@ def begin_spellings_then_select(r):
 
 @C.script
 def begin_then_commit_or_rollback_with_nothing_between(r):
-    db = _table(r)
+    db = table(r)
     db.execute("BEGIN")
     db.commit()
     db.execute("BEGIN")
@@ -61,7 +55,7 @@ def begin_then_commit_or_rollback_with_nothing_between(r):
 
 @C.script
 def begin_twice_fails_and_keeps_the_first(r):
-    db = _table(r)
+    db = table(r)
     db.execute("BEGIN")
     db.execute("BEGIN")  # cannot start a transaction within a transaction
     db.execute("INSERT INTO t(v) VALUES ('a')")
@@ -71,7 +65,7 @@ def begin_twice_fails_and_keeps_the_first(r):
 
 @C.script
 def begin_then_a_failing_statement_keeps_the_transaction(r):
-    db = _table(r)
+    db = table(r)
     db.execute("BEGIN")
     db.execute("INSERT INTO nope VALUES (1)")  # no such table: the BEGIN took effect regardless
     db.execute("INSERT INTO t(v) VALUES ('b')")
@@ -81,7 +75,7 @@ def begin_then_a_failing_statement_keeps_the_transaction(r):
 
 @C.script
 def begin_then_executemany_script_and_with(r):
-    db = _table(r)
+    db = table(r)
     db.execute("BEGIN")
     db.executemany("INSERT INTO t(v) VALUES (?)", [("x",), ("y",)])
     db.rollback()
@@ -94,7 +88,7 @@ def begin_then_executemany_script_and_with(r):
 
 @C.script
 def begin_then_a_write_while_another_connection_writes(r):
-    db = _table(r, timeout=0.1)
+    db = table(r, timeout=0.1)
     holder = r.connect()
     holder.execute("INSERT INTO t(v) VALUES ('held')")  # holds the write lock
     db.execute("BEGIN")
@@ -107,7 +101,7 @@ def begin_then_a_write_while_another_connection_writes(r):
 
 
 def _implicit_begin_while_another_connection_writes(r, level):
-    db = _table(r, timeout=0.1, isolation_level=level)
+    db = table(r, timeout=0.1, isolation_level=level)
     holder = r.connect()
     holder.execute("INSERT INTO t(v) VALUES ('held')")
     db.execute("INSERT INTO t(v) VALUES ('a')")  # sqlite3's implicit BEGIN <level>, then the write
@@ -140,7 +134,7 @@ def begin_on_a_private_database(r):
 
 @C.script
 def begin_then_close_loses_nothing_committed(r):
-    db = _table(r)
+    db = table(r)
     db.execute("INSERT INTO t(v) VALUES ('kept')")
     db.commit()
     db.execute("BEGIN")

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from _harness import Corpus, assert_same
+from _harness import Corpus, assert_same, table
 
 C = Corpus()
 
-
-def _table(r, **kw):
-    db = r.connect(**kw)
-    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-    db.commit()
-    return db
 
 
 def _other_writes(r, label, rowid):
@@ -34,7 +28,7 @@ def _other_writes(r, label, rowid):
 
 @C.script
 def failed_script_leaves_its_transaction_open_and_rollback_ends_it(r):
-    db = _table(r)
+    db = table(r)
     db.executescript("BEGIN; INSERT INTO t(v) VALUES ('a'); INSERT INTO nope VALUES (1); COMMIT;")
     _other_writes(r, "blocked", 100)  # sqlite3: locked, the script's transaction is open
     db.rollback()
@@ -45,7 +39,7 @@ def failed_script_leaves_its_transaction_open_and_rollback_ends_it(r):
 
 @C.script
 def failed_script_then_commit_commits_the_half_that_ran(r):
-    db = _table(r)
+    db = table(r)
     db.executescript("BEGIN; INSERT INTO t(v) VALUES ('a'); SELECT nope; COMMIT;")
     db.commit()  # sqlite3 commits the INSERT that ran
     reader = r.connect()
@@ -57,7 +51,7 @@ def failed_script_then_commit_commits_the_half_that_ran(r):
 
 @C.script
 def failed_script_inside_with_is_rolled_back(r):
-    db = _table(r)
+    db = table(r)
     db.block(lambda: db.raw.executescript("BEGIN; INSERT INTO t(v) VALUES ('a'); INSERT INTO t(id) VALUES ('x'); COMMIT;"))
     db.execute("SELECT v FROM t ORDER BY id")
     _other_writes(r, "other", 100)
@@ -76,7 +70,7 @@ def failed_script_on_a_private_database(r):
 
 @C.script
 def failed_script_in_autocommit_mode(r):
-    db = _table(r, isolation_level=None)
+    db = table(r, isolation_level=None)
     db.executescript("BEGIN IMMEDIATE; INSERT INTO t(v) VALUES ('a'); SELECT nope;")
     db.execute("COMMIT")
     db.executescript("INSERT INTO t(v) VALUES ('b'); SELECT nope;")  # no BEGIN: nothing left open
