@@ -155,7 +155,7 @@ def _before_binding(conn: "Connection", sql: str, begin: Optional[str]) -> Op:
 # _MANY_CHUNK_ROWS rows.
 _MANY_FIRST_ROWS = 256
 _MANY_CHUNK_ROWS = 50_000
-_MANY_CHUNK_BYTES = 8 << 20
+_MANY_CHUNK_BYTES = 512 << 10
 _DML_ONLY = "executemany() can only execute DML statements."
 _END = object()
 _DEFAULT = object()
