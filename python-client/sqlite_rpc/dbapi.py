@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import itertools
 import operator
 import os
 import re
@@ -115,6 +116,12 @@ def _run(conn: "Connection", op: Op) -> Any:
     return _drive(conn, op)
 
 
+# An op may yield (_AHEAD, method, params): send without waiting, get back a handle; then
+# (_COLLECT, handle): the reply. Only the blocking driver (_drive) takes them (see pipelined).
+_AHEAD = object()
+_COLLECT = object()
+
+
 def _drive(conn: "Connection", op: Op) -> Any:
     if conn._unsettled is not None:
         conn._settle()  # the op reads the connection's state (in_transaction) before it sends anything
@@ -122,7 +129,12 @@ def _drive(conn: "Connection", op: Op) -> Any:
         req = next(op)
         while True:
             try:
-                res = conn._rpc(*req)
+                if req[0] is _AHEAD:
+                    res = conn._send_ahead(req[1], req[2])
+                elif req[0] is _COLLECT:
+                    res = conn._collect(req[1])
+                else:
+                    res = conn._rpc(*req)
             except Exception as e:
                 req = op.throw(e)
             else:
@@ -157,6 +169,7 @@ _MANY_FIRST_ROWS = 256
 _MANY_CHUNK_ROWS = 50_000
 _MANY_CHUNK_BYTES = 512 << 10
 _DML_ONLY = "executemany() can only execute DML statements."
+_many_batches = itertools.count(1)  # executemany's batch numbers (Cursor._many_ahead)
 _END = object()
 _DEFAULT = object()
 
@@ -450,7 +463,7 @@ class Cursor:
             self._connection._total_changes += self._rowcount_when_done
             self._rowcount_when_done = None
 
-    def _op_executemany(self, sql: str, seq_of_parameters: Any) -> "Op":
+    def _op_executemany(self, sql: str, seq_of_parameters: Any, pipelined: bool = False) -> "Op":
         conn = self._check()
         if not isinstance(sql, str):
             raise TypeError("executemany() argument 1 must be str, not %s" % _type_name(sql))
@@ -518,6 +531,13 @@ class Cursor:
             sample = rows[:32]
             per_row = len(msgpack.packb(sample, use_bin_type=True)) / len(sample) if sample else 1
             n = max(1, min(_MANY_CHUNK_ROWS, int(budget / max(per_row, 1.0))))
+            if pipelined and fast is not None and not returning:
+                try:
+                    total += yield from self._many_ahead(conn, sql, fast, pos, n)
+                except BaseException:
+                    self.rowcount = -1
+                    raise
+                break
         self.rowcount = 0 if returning else total
         if not _DML.match(sql):
             self.rowcount = -1  # sqlite3 counts rows for INSERT/UPDATE/DELETE/REPLACE only
@@ -553,6 +573,48 @@ class Cursor:
             changed += self._take_many(res)
         return changed
 
+    def _many_ahead(self, conn: "Connection", sql: str, rows: List[Any], pos: int, n: int) -> "Op":
+        """The parts of rows[pos:] of n sets each, every part sent before the previous one's
+        reply is read, so that the server inserts one while this process encodes the next.
+        They share a batch number: behind a part that fails, the server runs none of them
+        (Skipped), as sqlite3 stops at the failing row. Returns the rows changed."""
+        batch = next(_many_batches)
+        changed = 0
+        ahead = None  # the part sent last, its reply not read yet
+        while True:
+            sent = None
+            if pos < len(rows):
+                part = rows[pos:pos + n]
+                pos += len(part)
+                p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": part, "batch": batch}
+                begin = conn._begin_mode_for(sql)  # (a part sent before the first's reply repeats it: a no-op then)
+                if begin is not None:
+                    p["begin"] = begin
+                try:
+                    sent = yield (_AHEAD, "executemany", p)
+                except (sqlite3.DataError, UnicodeEncodeError):
+                    # Not sent (over the frame limit, or a value that cannot be encoded): one
+                    # at a time, as without pipelining, which splits it or finds the value.
+                    if ahead is not None:
+                        changed += self._take_many((yield (_COLLECT, ahead)))
+                        ahead = None
+                    changed += yield from self._many_chunk(conn, sql, part)
+                    continue
+            if ahead is not None:
+                try:
+                    res = yield (_COLLECT, ahead)
+                except sqlite3.Error:
+                    if sent is not None:
+                        try:
+                            yield (_COLLECT, sent)  # Skipped, behind the failure: read, not raised
+                        except sqlite3.Error:
+                            pass
+                    raise
+                changed += self._take_many(res)
+            if sent is None:
+                return changed
+            ahead = sent
+
     def _many_returning(self, conn: "Connection", sql: str, rows: List[Any]) -> "Op":
         """sqlite3's executemany of a DML statement with RETURNING: each set runs, the rows it
         returns are dropped; description names the returned columns."""
@@ -582,7 +644,7 @@ class Cursor:
     def executemany(self, sql: str, seq_of_parameters: Any) -> "Cursor":
         if not self._initialized:
             self._check()
-        _run(self._connection, self._op_executemany(sql, seq_of_parameters))
+        _run(self._connection, self._op_executemany(sql, seq_of_parameters, pipelined=True))
         return self
 
     def _op_script(self, sql_script: str) -> "Op":
@@ -1048,6 +1110,10 @@ class Connection:
         the server applies it: it is noted as unsettled, and the connection's next use
         collects its reply first (_settle), so that the client's view of the session, above
         all in_transaction, stays the server's."""
+        return self._finish(srv, self._start(srv, method, params, on_settle), method, on_settle)
+
+    def _start(self, srv: ServerProcess, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]]) -> Any:
+        """_exchange's send: the request's slot."""
         if _deferred:
             _run_deferred()
         if self._reopen:
@@ -1056,12 +1122,15 @@ class Connection:
             self._reopen = False
             self._open_slot = srv.send("open", self._open_params)
         try:
-            slot = srv.send(method, params)
+            return srv.send(method, params)
         except BaseException as e:
             late = process.interrupted_slot(e)
             if late is not None:
                 self._unsettled = (srv, late, method, on_settle)
             raise
+
+    def _finish(self, srv: ServerProcess, slot: Any, method: str, on_settle: Optional[Callable[[Any], None]]) -> Any:
+        """_exchange's wait: the reply to slot's request (behind the pipelined open, if any)."""
         waiting = None
         try:
             opened = self._open_slot
@@ -1127,6 +1196,32 @@ class Connection:
             self._settle()
 
     def _rpc_unlocked(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
+        srv, params = self._prepare(method, params)
+        try:
+            return self._exchange(srv, method, params, on_settle)
+        except process.ServerError:
+            raise
+        except sqlite3.Error as e:
+            return self._failed(e, method, params, on_settle)
+
+    def _send_ahead(self, method: str, params: Dict[str, Any]) -> Any:
+        """Send a request whose reply _collect takes later (an op's own pipelining)."""
+        srv, params = self._prepare(method, params)
+        return (srv, self._start(srv, method, params, None), method, params)
+
+    def _collect(self, handle: Any) -> Any:
+        srv, slot, method, params = handle
+        try:
+            return self._finish(srv, slot, method, None)
+        except process.ServerError:
+            raise
+        except sqlite3.Error as e:
+            return self._failed(e, method, params, None)
+
+    def _prepare(self, method: str, params: Dict[str, Any]) -> Tuple[ServerProcess, Dict[str, Any]]:
+        """What comes before a request: the state an interruption left, a server to reattach
+        to, the held BEGIN, the note that the file may be written. Returns the server and
+        the params to send."""
         if self._unsettled is not None:
             self._settle()
         if self._broken is not None:
@@ -1141,35 +1236,35 @@ class Connection:
             if alone is not None:
                 self._rpc_unlocked(*alone)
         self._note_write(method, params)
-        try:
-            return self._exchange(srv, method, params, on_settle)
-        except process.ServerError:
+        return srv, params
+
+    def _failed(self, e: sqlite3.Error, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]]) -> Any:
+        """The request failed with e: take in what e says, then raise what the caller should
+        see, or repeat a read the server died under on a new one."""
+        kind = self._note_error(e)
+        if kind != "ServerGone":
+            udf = self._udf_error(e) if ("_udf_functions" in self.__dict__ or "_udf_collations" in self.__dict__) else None
+            if udf is not None:
+                raise udf from None
             raise
-        except sqlite3.Error as e:
-            kind = self._note_error(e)
-            if kind != "ServerGone":
-                udf = self._udf_error(e) if ("_udf_functions" in self.__dict__ or "_udf_collations" in self.__dict__) else None
-                if udf is not None:
-                    raise udf from None
-                raise
-            was_in_tx, self._in_tx = self._in_tx, False
-            if was_in_tx:
-                if not getattr(e, "rpc_unsent", False) and (method == "commit" or (method == "execute" and _COMMIT_SQL.match(params.get("sql", "")))):
-                    # The server may have made it durable just before it died: nobody knows.
-                    raise sqlite3.OperationalError("%s; the COMMIT was interrupted: the transaction may or may not have taken effect" % e) from None
-                raise sqlite3.OperationalError("%s; the open transaction was lost and nothing of it was committed" % e) from None
-            if self._private:
-                self._broken = "%s; this connection's in-memory database was lost with it" % e
-                raise sqlite3.OperationalError(self._broken) from None
-            if method == "fetch" or method == "close_cursor":
-                raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % e) from None
-            unsent = getattr(e, "rpc_unsent", False)
-            if not unsent and (method != "execute" or params.get("begin") is not None or not _is_read(params.get("sql", ""))):
-                raise sqlite3.OperationalError("%s; the request was interrupted: it may or may not have taken effect" % e) from None
-            # Safe to repeat, once, on a new server: a request the old one never received, or
-            # a read that was in flight when it died.
-            srv = self._reattach()
-            return self._exchange(srv, method, dict(params, session=self._session), on_settle)
+        was_in_tx, self._in_tx = self._in_tx, False
+        if was_in_tx:
+            if not getattr(e, "rpc_unsent", False) and (method == "commit" or (method == "execute" and _COMMIT_SQL.match(params.get("sql", "")))):
+                # The server may have made it durable just before it died: nobody knows.
+                raise sqlite3.OperationalError("%s; the COMMIT was interrupted: the transaction may or may not have taken effect" % e) from None
+            raise sqlite3.OperationalError("%s; the open transaction was lost and nothing of it was committed" % e) from None
+        if self._private:
+            self._broken = "%s; this connection's in-memory database was lost with it" % e
+            raise sqlite3.OperationalError(self._broken) from None
+        if method == "fetch" or method == "close_cursor":
+            raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % e) from None
+        unsent = getattr(e, "rpc_unsent", False)
+        if not unsent and (method != "execute" or params.get("begin") is not None or not _is_read(params.get("sql", ""))):
+            raise sqlite3.OperationalError("%s; the request was interrupted: it may or may not have taken effect" % e) from None
+        # Safe to repeat, once, on a new server: a request the old one never received, or
+        # a read that was in flight when it died.
+        srv = self._reattach()
+        return self._exchange(srv, method, dict(params, session=self._session), on_settle)
 
     def _note_write(self, method: str, params: Dict[str, Any]) -> None:
         """Before a request that may write the file: its last close in this process must wait."""

@@ -79,3 +79,51 @@ def test_an_open_that_fails_is_reported_at_the_first_statement(tmp_path):
     with pytest.raises(sqlite3.DatabaseError, match="file is not a database"):
         db.execute("SELECT 1")
     db.close()
+
+
+def _bulk_with_a_duplicate(mod, path, n, bad, **kw):
+    """executemany of n rows where row `bad` repeats a key: what each side leaves behind."""
+    db = mod.connect(path, **kw)
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, pad TEXT)")
+    db.commit()
+    rows = [(i if i != bad else 7, "name %d" % i, "x" * 60) for i in range(n)]
+    cur = db.cursor()
+    try:
+        cur.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+        outcome = "ok"
+    except sqlite3.IntegrityError as e:
+        outcome = str(e)
+    seen = [outcome, cur.rowcount, db.in_transaction, db.total_changes,
+            db.execute("SELECT count(*), max(id) FROM t").fetchone()]
+    db.rollback()
+    seen.append(db.execute("SELECT count(*) FROM t").fetchone())
+    db.close()
+    return seen
+
+
+@pytest.mark.parametrize("bad", [300, 20_000, 39_999])
+def test_executemany_sent_ahead_stops_at_the_failing_row_as_sqlite3(tmp_path, writes, bad):
+    # 40,000 rows go in parts of about 512 KiB, each sent before the previous one's reply is
+    # read: a part behind the failing one must not run (the server skips it).
+    std = _bulk_with_a_duplicate(sqlite3, str(tmp_path / "std.db"), 40_000, bad)
+    del writes[:]
+    ours = _bulk_with_a_duplicate(sqlite_rpc, str(tmp_path / "rpc.db"), 40_000, bad)
+    assert ours == std
+    parts = [f for w in writes for f in w if f.get("method") == "executemany"]
+    # at least the first part, the failing one and one sent ahead of its reply (skipped)
+    assert len(parts) >= 3 and all("batch" in f["params"] for f in parts[1:])
+
+
+def test_a_batch_part_behind_a_failed_one_is_skipped(tmp_path):
+    db = sqlite_rpc.connect(str(tmp_path / "s.db"), isolation_level=None)
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    srv = process.get_server()
+    sql = "INSERT INTO t VALUES (?)"
+    with pytest.raises(sqlite3.IntegrityError):
+        srv.call("executemany", {"session": db._session, "sql": sql, "seq_of_params": [[1], [1]], "batch": 41})
+    with pytest.raises(sqlite3.OperationalError, match="earlier part") as e:
+        srv.call("executemany", {"session": db._session, "sql": sql, "seq_of_params": [[2]], "batch": 41})
+    assert e.value.rpc_kind == "Skipped"
+    srv.call("executemany", {"session": db._session, "sql": sql, "seq_of_params": [[3]], "batch": 42})
+    assert db.execute("SELECT id FROM t ORDER BY id").fetchall() == [(3,)]
+    db.close()

@@ -19,6 +19,8 @@ export class Session {
   userSavepoint: string | null = null;
   /** Keep the file open for reuse after this session closes (an opt-in for owners of their files). */
   keepOpen = false;
+  /** The last executemany `batch` that failed: later parts of it are not run (Skipped). */
+  failedBatch: number | null = null;
   /**
    * Schema names of the databases this session ATTACHed, and names of the TEMP tables,
    * views, triggers and indexes it created. They exist only on the writer: while there are

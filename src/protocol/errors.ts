@@ -20,7 +20,8 @@ export type ErrorKindName =
   | 'Conflict'
   | 'BackupFailed'
   | 'IntegrityCheckFailed'
-  | 'AuditFailed';
+  | 'AuditFailed'
+  | 'Skipped';
 
 interface KindInfo {
   name: string;

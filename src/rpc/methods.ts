@@ -140,7 +140,24 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     const text = sql(p);
     const seq = array(p, 'seq_of_params');
     const begin = oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null);
-    return onSession(p, (s) => reg.executeMany(s, text, seq, begin));
+    // A part of a client's pipelined executemany (PROTOCOL.md): behind a failed part of the
+    // same batch it does not run, as sqlite3 stops at the first failing row.
+    const batch = p.batch == null ? null : int(p, 'batch', 1, MAX_ID);
+    if (batch === null) return onSession(p, (s) => reg.executeMany(s, text, seq, begin));
+    return onSession(p, (s) => {
+      if (s.failedBatch === batch) throw new RpcError('Skipped', 'not run: an earlier part of this executemany failed', { in_transaction: s.inTx });
+      const failed = (e: unknown): never => {
+        s.failedBatch = batch;
+        throw e;
+      };
+      let r: unknown;
+      try {
+        r = reg.executeMany(s, text, seq, begin);
+      } catch (e) {
+        return failed(e);
+      }
+      return r instanceof Promise ? r.catch(failed) : r;
+    });
   });
   m.set('batch', (p) => {
     const items = array(p, 'statements').map((it, i) => {
