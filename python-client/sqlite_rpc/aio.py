@@ -171,30 +171,23 @@ class Connection:
         if dbapi._deferred:
             dbapi._run_deferred()  # what a __del__ could not send (dbapi._deferred)
         conn: SyncConnection = self._sync
-        srv = conn._srv
-        if srv.dead is not None or conn._gen != process.generation():
-            srv = conn._reattach()
-            params = dict(params, session=conn._session) if "session" in params else params
+        loop = asyncio.get_running_loop()
+        srv, params, before = conn._prepare(method, params)  # (the blocking API's steps, shared)
+        if before is not None:
+            await self._rpc(*before)
         if conn._open_slot is not None:
             slot, conn._open_slot = conn._open_slot, None
             if not slot.done:
-                await srv.call_async("ping", {}, asyncio.get_running_loop())  # replies come in order
+                await srv.call_async("ping", {}, loop)  # replies come in order
             if slot.error is not None:
                 srv.wait(slot)  # raises the open error
-        if conn._held_begin:
-            params, alone = conn._carry_begin(method, params)
-            if alone is not None:
-                await self._rpc(*alone)
-        conn._note_write(method, params)
         try:
-            return await srv.call_async(method, params, asyncio.get_running_loop())
-        except sqlite3.Error as e:
-            if conn._note_error(e) == "ServerGone":
-                conn._in_tx = False
-            udf = conn._udf_error(e)  # a function registered with create_function(): NotSupportedError
-            if udf is not None:
-                raise udf from None
+            return await srv.call_async(method, params, loop)
+        except process.ServerError:
             raise
+        except sqlite3.Error as e:
+            again = conn._failed(e, method, params)
+        return await conn._srv.call_async(method, again, loop)
 
     async def _drive(self, op: Any) -> Any:
         """Run one of the cursor's request generators with awaited round trips (dbapi._run's twin)."""

@@ -1195,18 +1195,27 @@ class Connection:
         else:
             self._settle()
 
+    # The request path in three steps that do no I/O of their own, shared by this blocking
+    # driver and aio's: _prepare before a request, _failed after its error, and the two
+    # drivers' sending and waiting between them.
+
     def _rpc_unlocked(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
-        srv, params = self._prepare(method, params)
+        srv, params, before = self._prepare(method, params)
+        if before is not None:
+            self._rpc_unlocked(*before)
         try:
             return self._exchange(srv, method, params, on_settle)
         except process.ServerError:
             raise
         except sqlite3.Error as e:
-            return self._failed(e, method, params, on_settle)
+            again = self._failed(e, method, params)
+        return self._exchange(self._srv, method, again, on_settle)
 
     def _send_ahead(self, method: str, params: Dict[str, Any]) -> Any:
         """Send a request whose reply _collect takes later (an op's own pipelining)."""
-        srv, params = self._prepare(method, params)
+        srv, params, before = self._prepare(method, params)
+        if before is not None:
+            self._rpc_unlocked(*before)
         return (srv, self._start(srv, method, params, None), method, params)
 
     def _collect(self, handle: Any) -> Any:
@@ -1216,12 +1225,13 @@ class Connection:
         except process.ServerError:
             raise
         except sqlite3.Error as e:
-            return self._failed(e, method, params, None)
+            again = self._failed(e, method, params)
+        return self._exchange(self._srv, method, again, None)
 
-    def _prepare(self, method: str, params: Dict[str, Any]) -> Tuple[ServerProcess, Dict[str, Any]]:
-        """What comes before a request: the state an interruption left, a server to reattach
-        to, the held BEGIN, the note that the file may be written. Returns the server and
-        the params to send."""
+    def _prepare(self, method: str, params: Dict[str, Any]) -> Tuple[ServerProcess, Dict[str, Any], Optional[Tuple[str, Dict[str, Any]]]]:
+        """Before a request: the state an interruption left, a server to reattach to, the
+        note that the file may be written. Returns the server, the params to send, and a
+        request to send and wait for first (a held BEGIN that cannot ride with this one)."""
         if self._unsettled is not None:
             self._settle()
         if self._broken is not None:
@@ -1231,16 +1241,16 @@ class Connection:
             srv = self._reattach()
             if "session" in params:
                 params = dict(params, session=self._session)
+        before = None
         if self._held_begin:
-            params, alone = self._carry_begin(method, params)
-            if alone is not None:
-                self._rpc_unlocked(*alone)
+            params, before = self._carry_begin(method, params)
         self._note_write(method, params)
-        return srv, params
+        return srv, params, before
 
-    def _failed(self, e: sqlite3.Error, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]]) -> Any:
-        """The request failed with e: take in what e says, then raise what the caller should
-        see, or repeat a read the server died under on a new one."""
+    def _failed(self, e: sqlite3.Error, method: str, params: Dict[str, Any]) -> Dict[str, Any]:
+        """The request failed with e (called while e is handled): take in what e says, then
+        raise what the caller should see; or, for a read the server died under (or a request
+        it never received), attach to a new server and return the params to repeat it with."""
         kind = self._note_error(e)
         if kind != "ServerGone":
             udf = self._udf_error(e) if ("_udf_functions" in self.__dict__ or "_udf_collations" in self.__dict__) else None
@@ -1263,8 +1273,8 @@ class Connection:
             raise sqlite3.OperationalError("%s; the request was interrupted: it may or may not have taken effect" % e) from None
         # Safe to repeat, once, on a new server: a request the old one never received, or
         # a read that was in flight when it died.
-        srv = self._reattach()
-        return self._exchange(srv, method, dict(params, session=self._session), on_settle)
+        self._reattach()
+        return dict(params, session=self._session)
 
     def _note_write(self, method: str, params: Dict[str, Any]) -> None:
         """Before a request that may write the file: its last close in this process must wait."""

@@ -188,3 +188,29 @@ def test_aio_uses_the_shared_server(tmp_path):
             return db._sync._srv
 
     assert run(main()) is sqlite_rpc.process.get_server()
+
+
+def test_server_gone_is_handled_as_in_the_blocking_api(tmp_path):
+    # One request path for both APIs (dbapi's _prepare/_failed): after the server is killed,
+    # a read is repeated on a new server and an open transaction is reported lost, in aio too.
+    from _reliability import kill_process_server
+
+    path = str(tmp_path / "gone.sqlite")
+
+    async def main():
+        async with aio.connect(path) as db:
+            await db.execute("CREATE TABLE t(v)")
+            await db.execute("INSERT INTO t VALUES (1)")
+            await db.commit()
+            kill_process_server()
+            async with db.execute("SELECT count(*) FROM t") as cur:  # on the new server
+                assert await cur.fetchone() == (1,)
+            await db.execute("INSERT INTO t VALUES (2)")  # a transaction is open...
+            kill_process_server()
+            with pytest.raises(sqlite3.OperationalError, match="the open transaction was lost"):
+                await db.execute("INSERT INTO t VALUES (3)")
+            assert not db.in_transaction
+            async with db.execute("SELECT v FROM t") as cur:
+                assert await cur.fetchall() == [(1,)]
+
+    run(main())
