@@ -167,7 +167,7 @@ class Connection:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _rpc(self, method: str, params: Dict[str, Any]) -> Any:
+    async def _rpc(self, method: str, params: Dict[str, Any], _on_settle: Any = None) -> Any:
         if dbapi._deferred:
             dbapi._run_deferred()  # what a __del__ could not send (dbapi._deferred)
         conn: SyncConnection = self._sync
@@ -230,9 +230,7 @@ class Connection:
             return await self._call(cur.fetchone)
         while not cur._buffered():
             cur._check()
-            if cur._cursor_id is not None:
-                cur._check_result_alive()
-            if cur._cursor_id is None or not cur._take_page(await self._rpc("fetch", {"cursor": cur._cursor_id})):
+            if not await self._drive(cur._op_more()):
                 cur._exhausted_check()
                 return None
         return cur.fetchone()  # buffered: no round trip
@@ -312,23 +310,15 @@ class Connection:
         self._check_open()
         if not self._remote:
             return await self._call(self._sync.commit)
-        conn = self._sync
-        conn._check()
-        if conn._drop_held_begin():
-            return
-        if conn._in_tx:
-            conn._in_tx = (await self._rpc("commit", {"session": conn._session}))["in_transaction"]
+        self._sync._check()
+        await self._drive(dbapi._op_end(self._sync, "commit"))
 
     async def rollback(self) -> None:
         self._check_open()
         if not self._remote:
             return await self._call(self._sync.rollback)
-        conn = self._sync
-        conn._check()
-        if conn._drop_held_begin():
-            return
-        if conn._in_tx:
-            conn._in_tx = (await self._rpc("rollback", {"session": conn._session}))["in_transaction"]
+        self._sync._check()
+        await self._drive(dbapi._op_end(self._sync, "rollback"))
 
     async def close(self) -> None:
         if self._closed:

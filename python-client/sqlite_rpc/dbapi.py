@@ -143,6 +143,14 @@ def _drive(conn: "Connection", op: Op) -> Any:
         return stop.value
 
 
+def _op_end(conn: "Connection", method: str) -> Op:
+    """commit() or rollback(): nothing to do without a transaction, nor after a held BEGIN."""
+    if conn._drop_held_begin():
+        return
+    if conn._in_tx:
+        conn._in_tx = (yield (method, {"session": conn._session}))["in_transaction"]
+
+
 def _before_binding(conn: "Connection", sql: str, begin: Optional[str]) -> Op:
     """What sqlite3 does before it binds parameters, replayed when binding fails in the client:
     it compiles the statement (so an SQL error wins over a binding error) and runs the
@@ -679,17 +687,17 @@ class Cursor:
 
     def _more(self) -> bool:
         """Fetch the next page; False when the result is exhausted."""
-        conn = self._connection
-        if conn._unsettled is not None:
-            conn._settle()  # an interrupted fetch of this cursor hands its page over
-            if self._pos < len(self._rows):
-                return True
+        return _run(self._connection, self._op_more())
+
+    def _op_more(self) -> "Op":
+        if self._pos < len(self._rows):
+            return True  # an interrupted fetch of this cursor handed its page over (_settle)
         cid = self._cursor_id
         if cid is None:
             return False
         self._check_result_alive()
         try:
-            res = conn._rpc("fetch", {"cursor": cid}, on_settle=lambda late: self._late_page(cid, late))
+            res = yield ("fetch", {"cursor": cid}, lambda late: self._late_page(cid, late))
         except sqlite3.OperationalError:
             if self._result_srv is not None and self._result_srv.dead is not None:
                 self._cursor_id = None  # reported once; the cursor is then exhausted
@@ -1410,23 +1418,11 @@ class Connection:
 
     def commit(self) -> None:
         self._check()
-        if self._unsettled is not None:
-            self._resync()
-        if self._drop_held_begin():
-            return
-        if self._in_tx:
-            res = self._rpc("commit", {"session": self._session})
-            self._in_tx = res["in_transaction"]
+        _run(self, _op_end(self, "commit"))
 
     def rollback(self) -> None:
         self._check()
-        if self._unsettled is not None:
-            self._resync()
-        if self._drop_held_begin():
-            return
-        if self._in_tx:
-            res = self._rpc("rollback", {"session": self._session})
-            self._in_tx = res["in_transaction"]
+        _run(self, _op_end(self, "rollback"))
 
     def close(self) -> None:
         self._check_thread()
