@@ -168,6 +168,10 @@ class Connection:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _rpc(self, method: str, params: Dict[str, Any], _on_settle: Any = None) -> Any:
+        return await self._collect(await self._send_ahead(method, params))
+
+    async def _send_ahead(self, method: str, params: Dict[str, Any]) -> Any:
+        """Send a request; its reply is _collect's (an op may send several before it reads them)."""
         if dbapi._deferred:
             dbapi._run_deferred()  # what a __del__ could not send (dbapi._deferred)
         conn: SyncConnection = self._sync
@@ -181,13 +185,17 @@ class Connection:
                 await srv.call_async("ping", {}, loop)  # replies come in order
             if slot.error is not None:
                 srv.wait(slot)  # raises the open error
+        return srv.call_async(method, params, loop), method, params
+
+    async def _collect(self, handle: Any) -> Any:
+        reply, method, params = handle
         try:
-            return await srv.call_async(method, params, loop)
+            return await reply
         except process.ServerError:
             raise
         except sqlite3.Error as e:
-            again = conn._failed(e, method, params)
-        return await conn._srv.call_async(method, again, loop)
+            again = self._sync._failed(e, method, params)
+        return await self._sync._srv.call_async(method, again, asyncio.get_running_loop())
 
     async def _drive(self, op: Any) -> Any:
         """Run one of the cursor's request generators with awaited round trips (dbapi._run's twin)."""
@@ -195,7 +203,12 @@ class Connection:
             req = next(op)
             while True:
                 try:
-                    res = await self._rpc(*req)
+                    if req[0] is dbapi._AHEAD:
+                        res = await self._send_ahead(req[1], req[2])
+                    elif req[0] is dbapi._COLLECT:
+                        res = await self._collect(req[1])
+                    else:
+                        res = await self._rpc(*req)
                 except Exception as e:
                     req = op.throw(e)
                 else:

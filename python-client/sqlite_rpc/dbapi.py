@@ -117,7 +117,7 @@ def _run(conn: "Connection", op: Op) -> Any:
 
 
 # An op may yield (_AHEAD, method, params): send without waiting, get back a handle; then
-# (_COLLECT, handle): the reply. Only the blocking driver (_drive) takes them (see pipelined).
+# (_COLLECT, handle): the reply. Both drivers take them (_drive here, aio's _drive).
 _AHEAD = object()
 _COLLECT = object()
 
@@ -471,7 +471,7 @@ class Cursor:
             self._connection._total_changes += self._rowcount_when_done
             self._rowcount_when_done = None
 
-    def _op_executemany(self, sql: str, seq_of_parameters: Any, pipelined: bool = False) -> "Op":
+    def _op_executemany(self, sql: str, seq_of_parameters: Any) -> "Op":
         conn = self._check()
         if not isinstance(sql, str):
             raise TypeError("executemany() argument 1 must be str, not %s" % _type_name(sql))
@@ -539,7 +539,7 @@ class Cursor:
             sample = rows[:32]
             per_row = len(msgpack.packb(sample, use_bin_type=True)) / len(sample) if sample else 1
             n = max(1, min(_MANY_CHUNK_ROWS, int(budget / max(per_row, 1.0))))
-            if pipelined and fast is not None and not returning:
+            if fast is not None and not returning:
                 try:
                     total += yield from self._many_ahead(conn, sql, fast, pos, n)
                 except BaseException:
@@ -652,7 +652,7 @@ class Cursor:
     def executemany(self, sql: str, seq_of_parameters: Any) -> "Cursor":
         if not self._initialized:
             self._check()
-        _run(self._connection, self._op_executemany(sql, seq_of_parameters, pipelined=True))
+        _run(self._connection, self._op_executemany(sql, seq_of_parameters))
         return self
 
     def _op_script(self, sql_script: str) -> "Op":

@@ -214,3 +214,26 @@ def test_server_gone_is_handled_as_in_the_blocking_api(tmp_path):
                 assert await cur.fetchall() == [(1,)]
 
     run(main())
+
+
+def test_executemany_parts_sent_ahead_stop_at_the_failing_row(tmp_path):
+    # The same op as the blocking API's (parts sent before the previous reply is read); a part
+    # behind the failing one is skipped by the server, so the result is sqlite3's.
+    rows = [(i if i != 20_000 else 7, "x" * 60) for i in range(40_000)]
+
+    def stdlib():
+        db = sqlite3.connect(str(tmp_path / "std.sqlite"))
+        db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad TEXT)")
+        with pytest.raises(sqlite3.IntegrityError):
+            db.executemany("INSERT INTO t VALUES (?, ?)", rows)
+        return db.in_transaction, db.execute("SELECT count(*), max(id) FROM t").fetchone()
+
+    async def ours():
+        async with aio.connect(str(tmp_path / "rpc.sqlite")) as db:
+            await db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad TEXT)")
+            with pytest.raises(sqlite3.IntegrityError):
+                await db.executemany("INSERT INTO t VALUES (?, ?)", rows)
+            async with db.execute("SELECT count(*), max(id) FROM t") as cur:
+                return db.in_transaction, await cur.fetchone()
+
+    assert run(ours()) == stdlib() == (True, (20_000, 19_999))
