@@ -6,18 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { MsgpackCodec } from '../src/transport/codec';
 import { StreamConnection } from '../src/transport/connection';
 import { BY_REFERENCE_BYTES, decodeMsgpack, MsgpackEncoder, RawEncoded, SqlRows } from '../src/transport/msgpack';
+import { pseudoRandomBytes } from './helpers/bytes';
 
-function bytes(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
+const bytes = pseudoRandomBytes;
 
 describe('encodeParts', () => {
   const values = (): unknown[] => {

@@ -3,20 +3,11 @@
 // requests of several MB arrive in many pipe reads. Every byte must come back as it went in.
 import { describe, expect, it } from 'vitest';
 import { dbPath, RawClient, useTempDir } from './helpers/server';
+import { pseudoRandomBytes } from './helpers/bytes';
 
 const tmp = useTempDir();
 
-function pattern(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
+const pattern = pseudoRandomBytes;
 
 /** Printable text with multi-byte characters, n characters. */
 function text(n: number, seed: number): string {

@@ -1208,33 +1208,24 @@ class Connection:
     # drivers' sending and waiting between them.
 
     def _rpc_unlocked(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
+        return self._collect(self._send_ahead(method, params, on_settle))
+
+    def _send_ahead(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
+        """Send a request; _collect waits for its reply (an op may send several first)."""
         srv, params, before = self._prepare(method, params)
         if before is not None:
             self._rpc_unlocked(*before)
+        return (srv, self._start(srv, method, params, on_settle), method, params, on_settle)
+
+    def _collect(self, handle: Any) -> Any:
+        srv, slot, method, params, on_settle = handle
         try:
-            return self._exchange(srv, method, params, on_settle)
+            return self._finish(srv, slot, method, on_settle)
         except process.ServerError:
             raise
         except sqlite3.Error as e:
             again = self._failed(e, method, params)
         return self._exchange(self._srv, method, again, on_settle)
-
-    def _send_ahead(self, method: str, params: Dict[str, Any]) -> Any:
-        """Send a request whose reply _collect takes later (an op's own pipelining)."""
-        srv, params, before = self._prepare(method, params)
-        if before is not None:
-            self._rpc_unlocked(*before)
-        return (srv, self._start(srv, method, params, None), method, params)
-
-    def _collect(self, handle: Any) -> Any:
-        srv, slot, method, params = handle
-        try:
-            return self._finish(srv, slot, method, None)
-        except process.ServerError:
-            raise
-        except sqlite3.Error as e:
-            again = self._failed(e, method, params)
-        return self._exchange(self._srv, method, again, None)
 
     def _prepare(self, method: str, params: Dict[str, Any]) -> Tuple[ServerProcess, Dict[str, Any], Optional[Tuple[str, Dict[str, Any]]]]:
         """Before a request: the state an interruption left, a server to reattach to, the
