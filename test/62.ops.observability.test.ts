@@ -54,6 +54,18 @@ function sample(json: any[], name: string, labels: Record<string, string>): numb
   return v?.value;
 }
 
+
+/** A server run with --open-check quick refuses the file at open. */
+async function expectQuickCheckRefuses(file: string): Promise<void> {
+  const quick = await RpcClient.start(['--open-check', 'quick']);
+  try {
+    const e = await rpcError(quick.open(1, file), -32011, 'IntegrityCheckFailed');
+    expect(e.message).toContain('failed quick_check');
+  } finally {
+    quick.dispose();
+  }
+}
+
 describe('metrics', () => {
   it('counts statements, writes, cache use, group commits and errors per database, as JSON and Prometheus text', async () => {
     const file = dbPath(tmp());
@@ -452,13 +464,7 @@ describe('integrity check at open', () => {
     } finally {
       c.dispose();
     }
-    const quick = await RpcClient.start(['--open-check', 'quick']);
-    try {
-      const e = await rpcError(quick.open(1, file), -32011, 'IntegrityCheckFailed');
-      expect(e.message).toContain('failed quick_check');
-    } finally {
-      quick.dispose();
-    }
+    await expectQuickCheckRefuses(file);
     const off = await RpcClient.start(['--open-check', 'off']);
     try {
       await off.open(1, file);
@@ -493,13 +499,7 @@ describe('integrity check at open', () => {
     } finally {
       c.dispose();
     }
-    const quick = await RpcClient.start(['--open-check', 'quick']);
-    try {
-      const e = await rpcError(quick.open(1, file), -32011, 'IntegrityCheckFailed');
-      expect(e.message).toContain('failed quick_check');
-    } finally {
-      quick.dispose();
-    }
+    await expectQuickCheckRefuses(file);
   });
 
   it('the default check reaches every leaf of a small table and the first entry of each index', async () => {
