@@ -62,7 +62,7 @@ SYSTEMS = {
     "stdlib-tuned-normal": ("stdlib tuned, NORMAL", "stdlib-tuned with synchronous NORMAL", {}),
     "stdlib": ("stdlib (fresh process)", "cold start only: a fresh Python process, sqlite3.connect() to the first row", {}),
     # issue 12 (workloads crewai and path: every side in one worker process)
-    "stdlib-crewai": ("stdlib, CrewAI 1.15 code", "crewAI 1.15.x's storage code on stdlib sqlite3 (bench/peers/crewai_standin.py), "
+    "stdlib-crewai": ("stdlib, CrewAI 1.15 code", "crewAI 1.15.x's storage code (the tests' stand-in, python-client/tests/crewai_standins) on stdlib sqlite3, "
                       "connect per operation, CrewAI's own journal modes (WAL: kickoff, flow, checkpoints; rollback: LTM), "
                       "synchronous FULL; checkpoints without jsonb()/json() (SQLite 3.40)", {}),
     "rpc-install": ("sqlite-rpc via crewai.install()", "the same code with its sqlite3 global swapped by "

@@ -56,7 +56,15 @@ def abba(sides: dict, rounds: int, n: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # crewai: CrewAI 1.15.x's storage operations, stdlib vs sqlite_rpc.crewai.install()
 
-STANDIN = os.path.join(C.PEERS, "crewai_standin.py")
+# The tests' stand-in of crewAI's packages (python-client/tests/crewai_standins/site): its
+# storage modules are loaded twice below, one copy on the stdlib, one patched by install().
+STANDIN_SITE = os.path.join(C.ROOT, "python-client", "tests", "crewai_standins", "site")
+STANDIN_MODULES = {
+    "kickoff": "crewai/memory/storage/kickoff_task_outputs_storage.py",
+    "flow": "crewai/flow/persistence/sqlite.py",
+    "ckpt": "crewai/state/provider/sqlite_provider.py",
+    "ltm": "crewai/memory/storage/ltm_sqlite_storage.py",
+}
 KICKOFF_TASKS = 20  # a crew of 20 tasks: load() reads 20 rows
 FLOWS = 100
 _LOREM = ("Agents coordinate through tasks; each task's output feeds the next one. The researcher "
@@ -108,12 +116,19 @@ def checkpoint_json() -> str:
     return json.dumps(state)
 
 
-def _load_standin(name: str):
-    spec = importlib.util.spec_from_file_location(name, STANDIN)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def _load_standin(side: str) -> dict:
+    """A copy of each stand-in storage module, named bench_crewai_<side>_<key>."""
+    if STANDIN_SITE not in sys.path:
+        sys.path.insert(0, STANDIN_SITE)  # their imports of crewai.* (base classes, helpers)
+    mods = {}
+    for key, rel in STANDIN_MODULES.items():
+        name = "bench_crewai_%s_%s" % (side, key)
+        spec = importlib.util.spec_from_file_location(name, os.path.join(STANDIN_SITE, rel))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        mods[key] = mod
+    return mods
 
 
 def _journal(path: str) -> str:
@@ -129,14 +144,17 @@ def crewai_setup(d: str) -> dict:
     stand-in keeps sqlite3; install() patches the other copy's global, as it patches CrewAI."""
     import json
 
-    std = _load_standin("crewai_standin_stdlib")
-    std.JSONB = False  # Python's SQLite 3.40 has no jsonb(): the same statements on JSON text
-    rpcm = _load_standin("crewai_standin_rpc")
+    std = _load_standin("stdlib")
+    # Python's SQLite 3.40 has no jsonb()/json(): the same statements on the JSON text.
+    std["ckpt"]._INSERT = std["ckpt"]._INSERT.replace("jsonb(?)", "?")
+    std["ckpt"]._SELECT = std["ckpt"]._SELECT.replace("json(data)", "data")
+    rpcm = _load_standin("rpc")
     from sqlite_rpc import crewai as sc
 
-    report = sc.install(extra_modules=["crewai_standin_rpc"])
-    if report["patched"].get("crewai_standin_rpc") != ["sqlite3"] or rpcm.sqlite3 is not sc.SQLITE3:
-        raise RuntimeError("install() did not patch the stand-in: %r" % (report,))
+    names = [m.__name__ for m in rpcm.values()]
+    report = sc.install(extra_modules=names, flow_persistence_factory=False)
+    if any("sqlite3" not in report["patched"].get(n, []) for n in names) or rpcm["kickoff"].sqlite3 is not sc.SQLITE3:
+        raise RuntimeError("install() did not patch the stand-ins: %r" % (report,))
     data = checkpoint_json()
     sides = {}
     for side, mod in (("stdlib", std), ("rpc", rpcm)):
@@ -145,14 +163,14 @@ def crewai_setup(d: str) -> dict:
         f = {k: os.path.join(sd, n) for k, n in (("kickoff", "latest_kickoff_task_outputs.db"), ("flow", "flow_states.db"),
                                                   ("ckpt", "checkpoints.db"), ("ltm", "long_term_memory_storage.db"))}
         # history first, with the stdlib copy (CrewAI's own init sets the journal modes)
-        std.SQLiteFlowPersistence(f["flow"])
+        std["flow"].SQLiteFlowPersistence(f["flow"])
         c = sqlite3.connect(f["flow"])
         c.executemany("INSERT INTO flow_states (flow_uuid, method_name, timestamp, state_json) VALUES (?, ?, ?, ?)",
                       [(FLOW_IDS[n % FLOWS], "step_%d" % (n % 7), "2026-01-01T00:00:%02d+00:00" % (n % 60),
                         json.dumps(flow_state(n))) for n in range(FLOWS * 3)])
         c.commit()
         c.close()
-        std.LTMSQLiteStorage(f["ltm"])
+        std["ltm"].LTMSQLiteStorage(f["ltm"])
         c = sqlite3.connect(f["ltm"])
         c.executemany("INSERT INTO long_term_memories (task_description, metadata, datetime, score) VALUES (?, ?, ?, ?)",
                       [("task %d" % (n % 50), json.dumps({"suggestions": [_text(120)] * 3, "quality": 7}),
@@ -160,12 +178,13 @@ def crewai_setup(d: str) -> dict:
         c.commit()
         c.close()
         # then this side's objects (their init runs through this side's sqlite3)
-        o = {"files": f, "ks": mod.KickoffTaskOutputsSQLiteStorage(f["kickoff"]), "fp": mod.SQLiteFlowPersistence(f["flow"]),
-             "prov": mod.SqliteProvider(), "ltm": mod.LTMSQLiteStorage(f["ltm"]), "data": data}
+        o = {"files": f, "ks": mod["kickoff"].KickoffTaskOutputsSQLiteStorage(f["kickoff"]),
+             "fp": mod["flow"].SQLiteFlowPersistence(f["flow"]), "prov": mod["ckpt"].SqliteProvider(),
+             "ltm": mod["ltm"].LTMSQLiteStorage(f["ltm"]), "data": data}
         for j in range(KICKOFF_TASKS):
             o["ks"].add(TASKS[j], task_output(j), j, False, INPUTS)
-        for j in range(10):  # checkpoints to read back: written by this side (JSONB on the server's)
-            o["prov"].checkpoint(data, f["ckpt"], "ckpt-base-%d" % j, "20260101T000000")
+        # checkpoints to read back: written by this side (JSONB on the server's)
+        o["saved"] = [o["prov"].checkpoint(data, f["ckpt"]) for _ in range(10)]
         sides[side] = o
     return sides
 
@@ -178,7 +197,7 @@ def _crewai_ops(o: dict) -> dict:
             raise RuntimeError("kickoff load(): wrong row count")
 
     def ckpt_read(i):
-        if len(prov.from_checkpoint("%s#ckpt-base-%d" % (f["ckpt"], i % 10))) < 250_000:
+        if len(prov.from_checkpoint(o["saved"][i % 10])) < 250_000:
             raise RuntimeError("checkpoint read: short")
 
     return {
@@ -186,7 +205,7 @@ def _crewai_ops(o: dict) -> dict:
         "kickoff.load": kickoff_load,
         "flow.save_state": lambda i: fp.save_state(FLOW_IDS[i % FLOWS], "step_%d" % (i % 7), flow_state(i)),
         "flow.load_state": lambda i: fp.load_state(FLOW_IDS[i % FLOWS]),
-        "checkpoint.write": lambda i: prov.checkpoint(data, f["ckpt"], "ckpt-%d" % i, "20260102T000000"),
+        "checkpoint.write": lambda i: prov.checkpoint(data, f["ckpt"]),
         "checkpoint.read": ckpt_read,
         "ltm.save": lambda i: ltm.save("task %d" % (i % 50), {"suggestions": ["use sources"], "quality": i % 10},
                                        "2026-01-02 00:00:00", 0.8),

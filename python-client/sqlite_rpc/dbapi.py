@@ -78,19 +78,19 @@ def _run_deferred() -> None:
 
 
 def _send_from_del(srv: ServerProcess, method: str, params: Dict[str, Any]) -> None:
-    """srv.send(method, params), reply not awaited, for __del__: at once unless a request is
-    being written (perhaps by this very thread), else before the next request."""
+    """srv.notify(method, params) for __del__ (no reply: nobody would read it): at once unless
+    a request is being written (perhaps by this very thread), else before the next request."""
     if srv._wlock.acquire(False):
         srv._wlock.release()
         try:
-            srv.send(method, params)  # (a collection inside it defers its own sends)
+            srv.notify(method, params)  # (a collection inside it defers its own sends)
         except Exception:
             pass
         return
 
     def job() -> None:
         if srv.dead is None and srv is process.current():
-            srv.send(method, params)
+            srv.notify(method, params)
 
     _deferred.append(job)
 
@@ -1499,6 +1499,9 @@ class Connection:
                     _deferred.append(lambda: _forget_key_locked(key))
             srv = self._srv
             if srv.dead is None and self._gen == process.generation():
+                opened = self._open_slot
+                if opened is not None and srv.uncork(opened, wait=False):
+                    return  # never sent: the server never heard of this session
                 _send_from_del(srv, "close", {"session": self._session})
         except Exception:
             pass

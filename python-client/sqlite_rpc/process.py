@@ -291,14 +291,19 @@ class ServerProcess:
             slot.error = dict(slot.error, data=dict(slot.error["data"], unsent=True))
         return slot
 
-    def uncork(self, slot: _Slot) -> bool:
-        """Take back a corked request not written yet (it is then never sent); False if it was."""
-        with self._wlock:
+    def uncork(self, slot: _Slot, wait: bool = True) -> bool:
+        """Take back a corked request not written yet (it is then never sent); False if it was,
+        or (wait=False, for __del__) if the write lock is taken."""
+        if not self._wlock.acquire(wait):
+            return False
+        try:
             for i, (rid, s, _frame) in enumerate(self._corked):
                 if s is slot:
                     del self._corked[i]
                     self._pending.pop(rid, None)
                     return True
+        finally:
+            self._wlock.release()
         return False
 
     def notify(self, method: str, params: Optional[Dict[str, Any]] = None) -> None:

@@ -127,3 +127,21 @@ def test_a_batch_part_behind_a_failed_one_is_skipped(tmp_path):
     srv.call("executemany", {"session": db._session, "sql": sql, "seq_of_params": [[3]], "batch": 42})
     assert db.execute("SELECT id FROM t ORDER BY id").fetchall() == [(3,)]
     db.close()
+
+
+def test_a_connection_dropped_without_close_sends_a_notification_or_nothing(tmp_path, writes):
+    # CrewAI's flow and checkpoint code never closes its connections: they are dropped. One
+    # dropped unused sends nothing; one dropped after use sends its close as a notification.
+    import gc
+
+    path = str(tmp_path / "d.db")
+    db = sqlite_rpc.connect(path, keep_open=True)
+    del db
+    gc.collect()
+    assert writes == []
+    db = sqlite_rpc.connect(path, keep_open=True)
+    db.execute("SELECT 1").fetchone()
+    del writes[:]
+    del db
+    gc.collect()
+    assert [methods(w) for w in writes] == [[("close", False)]]
