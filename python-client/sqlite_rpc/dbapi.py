@@ -182,6 +182,15 @@ _END = object()
 _DEFAULT = object()
 
 
+def _many_params(conn: "Connection", sql: str, part: List[Any]) -> Dict[str, Any]:
+    """An executemany request for these parameter sets (with sqlite3's implicit BEGIN if due)."""
+    p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": part}
+    begin = conn._begin_mode_for(sql)
+    if begin is not None:
+        p["begin"] = begin
+    return p
+
+
 def _first_unencodable(rows: List[Any]) -> int:
     for i, r in enumerate(rows):
         try:
@@ -560,10 +569,7 @@ class Cursor:
         changed = 0
         while todo:
             part = todo.pop(0)
-            p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": part}
-            begin = conn._begin_mode_for(sql)
-            if begin is not None:
-                p["begin"] = begin
+            p = _many_params(conn, sql, part)
             try:
                 res = yield ("executemany", p)
             except sqlite3.DataError as e:
@@ -594,10 +600,9 @@ class Cursor:
             if pos < len(rows):
                 part = rows[pos:pos + n]
                 pos += len(part)
-                p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": part, "batch": batch}
-                begin = conn._begin_mode_for(sql)  # (a part sent before the first's reply repeats it: a no-op then)
-                if begin is not None:
-                    p["begin"] = begin
+                # (a part sent before the first one's reply repeats its begin: a no-op by then)
+                p = _many_params(conn, sql, part)
+                p["batch"] = batch
                 try:
                     sent = yield (_AHEAD, "executemany", p)
                 except (sqlite3.DataError, UnicodeEncodeError):
