@@ -62,7 +62,7 @@ export function bindParams(params: unknown): BoundParams {
  */
 export function bindParamsFor(sql: string, params: unknown): BoundParams {
   const bound = bindParams(params);
-  if (!Array.isArray(bound) || !/\?[0-9]|[:@$][^\s]/.test(sql)) return bound;
+  if (!Array.isArray(bound) || !mayHaveNames(sql)) return bound;
   const numbered = numberedParams(sql);
   if (numbered === null) return bound;
   if (bound.length !== numbered.count) {
@@ -77,6 +77,18 @@ export function bindParamsFor(sql: string, params: unknown): BoundParams {
   }
   out.push(named);
   return out as BoundParams;
+}
+
+let lastTested = '';
+let lastMayHaveNames = false;
+
+/** Whether sql may hold `?NNN` or named parameters; remembered, as executemany asks once per row. */
+function mayHaveNames(sql: string): boolean {
+  if (sql !== lastTested) {
+    lastMayHaveNames = /\?[0-9]|[:@$][^\s]/.test(sql);
+    lastTested = sql;
+  }
+  return lastMayHaveNames;
 }
 
 let lastSql = '';
