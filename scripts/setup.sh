@@ -17,6 +17,9 @@ npm ci --ignore-scripts --no-audit --no-fund
 step "install scripts; better-sqlite3 compiled without SQLITE_DQS=0 (about 1-3 minutes)"
 node scripts/sqlite-addon.mjs install
 
+step "native/peercred.c (the peer check of listen mode)"
+node scripts/native-addon.mjs ensure
+
 step "Python virtual environment at .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # The default index is unreachable here; the local one answers. No retries against the dead one.
