@@ -139,6 +139,20 @@ def _journal(path: str) -> str:
         c.close()
 
 
+def flow_history(std: dict, path: str) -> None:
+    """A flow file as CrewAI's init (the stdlib copy `std` of the stand-in) leaves it, then
+    FLOWS x 3 saved states of about 20 KB."""
+    import json
+
+    std["flow"].SQLiteFlowPersistence(path)
+    c = sqlite3.connect(path)
+    c.executemany("INSERT INTO flow_states (flow_uuid, method_name, timestamp, state_json) VALUES (?, ?, ?, ?)",
+                  [(FLOW_IDS[n % FLOWS], "step_%d" % (n % 7), "2026-01-01T00:00:%02d+00:00" % (n % 60),
+                    json.dumps(flow_state(n))) for n in range(FLOWS * 3)])
+    c.commit()
+    c.close()
+
+
 def crewai_setup(d: str) -> dict:
     """Both sides' files, identical content, and their storage objects. The stdlib copy of the
     stand-in keeps sqlite3; install() patches the other copy's global, as it patches CrewAI."""
@@ -163,13 +177,7 @@ def crewai_setup(d: str) -> dict:
         f = {k: os.path.join(sd, n) for k, n in (("kickoff", "latest_kickoff_task_outputs.db"), ("flow", "flow_states.db"),
                                                   ("ckpt", "checkpoints.db"), ("ltm", "long_term_memory_storage.db"))}
         # history first, with the stdlib copy (CrewAI's own init sets the journal modes)
-        std["flow"].SQLiteFlowPersistence(f["flow"])
-        c = sqlite3.connect(f["flow"])
-        c.executemany("INSERT INTO flow_states (flow_uuid, method_name, timestamp, state_json) VALUES (?, ?, ?, ?)",
-                      [(FLOW_IDS[n % FLOWS], "step_%d" % (n % 7), "2026-01-01T00:00:%02d+00:00" % (n % 60),
-                        json.dumps(flow_state(n))) for n in range(FLOWS * 3)])
-        c.commit()
-        c.close()
+        flow_history(std, f["flow"])
         std["ltm"].LTMSQLiteStorage(f["ltm"])
         c = sqlite3.connect(f["ltm"])
         c.executemany("INSERT INTO long_term_memories (task_description, metadata, datetime, score) VALUES (?, ?, ?, ?)",
