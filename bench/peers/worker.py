@@ -72,7 +72,7 @@ def server_pid() -> int | None:
         from sqlite_rpc import process
 
         srv = process.current()
-        return srv.pid if srv is not None else None
+        return getattr(srv, "pid", None) if srv is not None else None
     if SYSTEM in ("echo", "framed", "framed-hop") and STATE.get("pipe") is not None:
         return STATE["pipe"].pid
     return None
@@ -765,12 +765,14 @@ async def insert_aop(path: str, t: int):
     return aop, db.close
 
 
-def op_inserts(path: str, threads: int, duration: float) -> dict:
+def op_inserts(path: str, threads: int, duration: float, start_at: float | None = None) -> dict:
+    """start_at (threads only): the shared monotonic instant to start at (another process
+    measures beside this one)."""
     arg = lambda t, i: i  # noqa: E731
     if SYSTEM == "rpc-aio":
         res = run_tasks(lambda t: insert_aop(path, t), threads, duration, arg, warm=False)
     else:
-        res = run_threads(lambda t: insert_op(path, t), threads, duration, arg, warm=False)
+        res = run_threads(lambda t: insert_op(path, t), threads, duration, arg, warm=False, start_at=start_at)
     return finish(res, keep_lat=False)
 
 
@@ -1018,8 +1020,11 @@ async def mixed_aop(path: str, t: int):
 
 
 def op_mixed(path: str, clients: int, duration: float, write_pct: int, pace_hz: float | None = None,
-             sample_every: float = 1.0) -> dict:
-    rnds = [random.Random(1000 + t) for t in range(clients)]
+             sample_every: float = 1.0, start_at: float | None = None, keep_lat: bool = False, seed: int = 0) -> dict:
+    """start_at: the shared monotonic instant to start at (several processes together);
+    keep_lat: return every latency (the driver pools them over processes); seed: this
+    process's clients' random streams (distinct per process)."""
+    rnds = [random.Random(1000 + seed * 1000 + t) for t in range(clients)]
 
     def arg(t, i):
         r = rnds[t]
@@ -1050,13 +1055,14 @@ def op_mixed(path: str, clients: int, duration: float, write_pct: int, pace_hz: 
     if SYSTEM == "rpc-aio":
         res = run_tasks(lambda t: mixed_aop(path, t), clients, duration, arg, pace_hz=pace_hz, sample=sample)
     else:
-        res = run_threads(lambda t: mixed_op(path, t), clients, duration, arg, pace_hz=pace_hz, sample=sample)
+        res = run_threads(lambda t: mixed_op(path, t), clients, duration, arg, pace_hz=pace_hz, sample=sample,
+                          start_at=start_at)
     if pace_hz:
         # every op scheduled inside the window ran (or failed): the rate is over the window
         res["elapsed_wall"] = res["elapsed"]
         res["elapsed"] = duration
         res["offered_ops_s"] = pace_hz * clients
-    res = finish(res, keep_lat=False)
+    res = finish(res, keep_lat=keep_lat)
     time.sleep(0.2)
     pid = server_pid() or os.getpid()
     res.update({"samples": samples, "measured_pid": "server" if server_pid() else "worker",
@@ -1107,7 +1113,14 @@ def op_issue12(name: str, **args):
     return getattr(issue12, "op_" + name)(**args)
 
 
+def op_issue13(name: str, **args):
+    import issue13  # issue 13's multi-process figures: this process is one of several
+
+    return getattr(issue13, "op_" + name)(**args)
+
+
 OPS = {"crewai12": lambda **a: op_issue12("crewai12", **a), "path12": lambda **a: op_issue12("path12", **a),
+       "issue13": op_issue13,
        "point_seq": op_point_seq, "fine": op_fine, "point_conc": op_point_conc, "crewai": op_crewai, "inserts": op_inserts,
        "bulk": op_bulk, "analytic": op_analytic, "mixed": op_mixed, "info": op_info, "probe": op_probe,
        "close_all": op_close_all}
@@ -1133,6 +1146,8 @@ def main() -> None:
         pipe.close()
     if "issue12" in sys.modules:
         sys.modules["issue12"].close_all()
+    if "issue13" in sys.modules:
+        sys.modules["issue13"].close_all()
 
 
 if __name__ == "__main__":
