@@ -3,15 +3,16 @@
 
     .venv/bin/python bench/peers.py            # full run (about 9-10 minutes on 2 cores)
     .venv/bin/python bench/peers.py --quick    # everyday run (under 2 minutes)
-    .venv/bin/python bench/peers.py --only w1,w2   # some workloads (w1..w7, crewai, path)
+    .venv/bin/python bench/peers.py --only w1,w2   # some workloads (w1..w7, crewai, path, multi)
     npm run bench                              # the full run
 
 Writes bench/results/latest.json (one record per workload and system), latest.md (the
 tables and the target list) and chart.svg (throughput ratios against stdlib sqlite3).
 
 Each system runs in its own worker process (bench/peers/worker.py): the sqlite-rpc systems
-start their server as a product user does, one server per Python process, shared by that
-process's threads. Workloads run in rounds; within a round every system runs once, in an
+start their server as a product user does (with SQLITE_RPC_SHARED=0 a server per Python
+process; with 1, the user's shared server; the `multi` group runs both), shared by that
+process's threads. The run uses its own XDG_RUNTIME_DIR and stops every server it caused. Workloads run in rounds; within a round every system runs once, in an
 order that reverses every round (A B C, C B A, ...), so machine drift hits all alike; the
 figures are medians over rounds with min..max, and ratios are taken inside each round.
 See bench/peers/README.md for what every figure means.
@@ -27,6 +28,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 
@@ -75,7 +77,25 @@ SYSTEMS = {
     "stdlib-small": ("stdlib, ~1 MB file", "the same on stdlib sqlite3", {}),
     "rpc-normal": ("sqlite-rpc, per op, NORMAL", "rpc-perop with the server started with --synchronous normal",
                    {"SQLITE_RPC_ARGS": "--synchronous normal"}),
+    # issue 13 (workload multi): the same client in its two modes, SQLITE_RPC_SHARED=1 / =0
+    "rpc-install-shared": ("sqlite-rpc install(), shared server", "the crewai group's stand-in code through "
+                           "sqlite_rpc.crewai.install(), SQLITE_RPC_SHARED=1: every process on one server (unix socket)",
+                           {"SQLITE_RPC_SHARED": "1"}),
+    "rpc-install-private": ("sqlite-rpc install(), server per process", "the same with SQLITE_RPC_SHARED=0: each "
+                            "process spawns its own server (a pipe)", {"SQLITE_RPC_SHARED": "0"}),
+    "rpc-connect-shared": ("sqlite-rpc connect(), shared server", "sqlite_rpc.connect(), one connection per thread "
+                           "kept open, SQLITE_RPC_SHARED=1", {"SQLITE_RPC_SHARED": "1"}),
+    "rpc-connect-private": ("sqlite-rpc connect(), server per process", "sqlite_rpc.connect(), one connection per "
+                            "thread kept open, SQLITE_RPC_SHARED=0", {"SQLITE_RPC_SHARED": "0"}),
+    "rpc-seed-shared": ("sqlite-rpc Database, shared server", "sqlite_rpc.Database (execute_update: autocommit, "
+                        "group-committed), SQLITE_RPC_SHARED=1", {"SQLITE_RPC_SHARED": "1"}),
+    "rpc-seed-private": ("sqlite-rpc Database, server per process", "sqlite_rpc.Database, SQLITE_RPC_SHARED=0",
+                         {"SQLITE_RPC_SHARED": "0"}),
 }
+# issue 13: the worker system each of its ids runs as (the mode comes from the environment above)
+BASE_SYSTEM = {"rpc-install-shared": "rpc-install", "rpc-install-private": "rpc-install",
+               "rpc-connect-shared": "rpc-connect", "rpc-connect-private": "rpc-connect",
+               "rpc-seed-shared": "rpc-seed", "rpc-seed-private": "rpc-seed"}
 
 
 class Cfg:
@@ -130,6 +150,19 @@ class Cfg:
                       "complex": 6 if q else 10, "size": 400 if q else 1000}
         self.p12_bulk_rounds = 1 if q else 3
         self.p12_big_mb = 200 if q else 1024
+        # issue 13: multi (processes on one shared server)
+        self.m13_procs = [4, 8]
+        self.m13_rounds = 2 if q else 5
+        self.m13_s = 1.5 if q else 3.0
+        self.m13_ins_rounds = 2 if q else 3
+        self.m13_ins_s = 1.0 if q else 2.5
+        self.m13_rw_rounds = 2 if q else 3
+        self.m13_rw_s = 1.5 if q else 3.0
+        self.m13_rw_hz = 200.0
+        self.m13_paced_procs = 4
+        self.m13_paced_clients = 100
+        self.m13_paced_rate = 1000.0
+        self.m13_paced_s = 8.0 if q else 60.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,9 +213,9 @@ class WorkerError(RuntimeError):
 
 
 class Worker:
-    def __init__(self, system: str, tag: str = "") -> None:
+    def __init__(self, system: str, tag: str = "", env: dict | None = None) -> None:
         self.system = system
-        env = C.child_env(SYSTEMS[system][2])
+        env = C.child_env(dict(SYSTEMS[system][2], **(env or {})))
         env.pop("SQLITE_RPC_DISABLE", None)
         env.setdefault("SQLITE_RPC_BINARY", C.BINARY)
         env["PYTHONPATH"] = os.pathsep.join([C.PEERS, C.BENCH])
@@ -190,6 +223,7 @@ class Worker:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, WORKER, system], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, env=env, cwd=C.ROOT, text=True, bufsize=1)
+        self.pid = self.proc.pid
 
     def send(self, op: str, **args) -> None:
         self.proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
@@ -1212,6 +1246,474 @@ def path(cfg: Cfg) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# issue 13: many processes of one user on ONE shared server (multi). Every sqlite-rpc figure
+# runs in both modes of the client, SQLITE_RPC_SHARED=1 (one server per user, a unix socket)
+# and =0 (a server per process, a pipe), beside the stdlib, alternating in the same rounds.
+# Worker ops and the /proc census of server processes: bench/peers/issue13.py.
+
+FIG13: list = []  # the issue-13 table: one row per figure
+MULTI: dict = {}  # the run's issue-13 context (fsync delay, runtime dir, servers seen, left at the end)
+RUNTIME_DIR = ""  # the bench's own XDG_RUNTIME_DIR (set in main): never a user's shared server
+SIDES13 = ("stdlib", "shared", "private")
+MODES13 = ("shared", "private")
+ACTIVE13 = list(SIDES13)  # without "shared" when this build cannot run it (MULTI["shared_pending"] says why)
+
+
+def worker13(qid: str, tag: str) -> Worker:
+    """A worker for an issue-13 system id: its base system, the mode's environment."""
+    return Worker(BASE_SYSTEM.get(qid, qid), tag, env=SYSTEMS[qid][2])
+
+
+def census(pids, every: float = 0.25):
+    import issue13
+
+    return issue13.Census(C.BINARY, RUNTIME_DIR, pids, every)
+
+
+def merge_errors(parts) -> dict:
+    out: dict = {}
+    for p in parts:
+        for e, c in (p.get("errors") or {}).items():
+            out[e] = out.get(e, 0) + c
+    return out
+
+
+def servers_seen(rounds: list) -> dict:
+    """Over a side's rounds: the most server processes alive at once, by kind."""
+    out = {"shared": 0, "private": 0}
+    for r in rounds:
+        for k, v in (r.get("alive_max") or r.get("servers") or {}).items():
+            out[k] = max(out.get(k, 0), v)
+    return out
+
+
+def servers_text(sv: dict) -> str:
+    return "servers: %d shared (--listen), %d private" % (sv.get("shared", 0), sv.get("private", 0))
+
+
+def shared_pending(sv: dict) -> str | None:
+    """Why the shared side's figure is not one of a shared server (None when it is)."""
+    if sv.get("shared", 0) == 0:
+        return ("pending: no shared server ran (no --listen process in the bench's runtime dir); the client "
+                "started %d private server(s), so SQLITE_RPC_SHARED=1 is not implemented in this build" % sv.get("private", 0))
+    return None
+
+
+def shared_probe() -> str | None:
+    """None when SQLITE_RPC_SHARED=1 gives a process a shared server (a --listen process in the
+    bench's runtime dir serves its connect()), else why not."""
+    import issue13
+
+    w = worker13("rpc-connect-shared", "-m13-probe")
+    try:
+        info = w.call("info")
+        kinds = {i["pid"]: i["kind"] for i in issue13.servers(C.BINARY, RUNTIME_DIR)}
+        if kinds.get(info.get("server_pid")) != "shared":
+            return ("SQLITE_RPC_SHARED=1 gave server pid %s, which is not a --listen server in the bench's runtime dir "
+                    "(the client has no shared mode in this build)" % info.get("server_pid"))
+        MULTI["shared_server_info"] = {k: info.get(k) for k in ("server_pid", "binary", "server_args")}
+        return None
+    except WorkerError as e:
+        last = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        return "SQLITE_RPC_SHARED=1 failed in this build: " + " / ".join(last[-3:])[:400]
+    finally:
+        w.close()
+
+
+def verdict13(checks: list) -> str:
+    """checks: (ok, what failed). PASS, or MISS: the reasons."""
+    failed = [why for ok, why in checks if not ok]
+    return "PASS" if not failed else "MISS: " + "; ".join(failed)
+
+
+def fig13(figure: str, what: str, sides: dict, threshold: str, verdicts: dict, ratio_what: str, cmd: str,
+          note: str = "") -> None:
+    """One row of the issue-13 table. sides: side -> {"cell": text, "ratio": [per round] or None,
+    ...}; verdicts: mode -> "PASS" / "MISS: why" / "pending: why" / "-"."""
+    for m in MODES13:
+        if m not in ACTIVE13:
+            verdicts[m] = "pending: not measured (this build has no working shared mode; see the notes)"
+    row = {"figure": figure, "what": what, "threshold": threshold, "ratio_what": ratio_what, "command": cmd,
+           "fsync_delay_us": MULTI.get("fsync_delay_us"), "note": note, "sides": {}, "verdict": verdicts}
+    for s, v in sides.items():
+        v = dict(v)
+        rat = v.pop("ratio", None)
+        if rat:
+            v.update(ratio=med(rat), ratio_min=min(rat), ratio_max=max(rat), ratio_rounds=[round(x, 3) for x in rat])
+        row["sides"][s] = v
+    FIG13.append(row)
+    for m in MODES13:
+        vd = verdicts.get(m, "-")
+        if vd.startswith(("PASS", "MISS")):
+            sd = row["sides"].get(m, {})
+            target(13, "%s [%s] %s" % (figure, m, threshold), ratio_what,
+                   R.f_ratio(sd.get("ratio")) if sd.get("ratio") is not None else sd.get("value", "-"), threshold,
+                   vd == "PASS", (sd.get("cell", "") + ("; " + vd if vd != "PASS" else "")).strip("; "))
+    P.log("%-46s %s" % (figure[:46], " | ".join("%s: %s%s" % (
+        s, R.f_ratio(v.get("ratio"), v.get("ratio_min"), v.get("ratio_max")) + " " if v.get("ratio") is not None else "",
+        verdicts.get(s, "")) for s, v in row["sides"].items())))
+
+
+def side_cell(rounds: list, unit: str = "ops/s") -> dict:
+    ops = rounds_ops(rounds)
+    lat = pooled(rounds)
+    errs = errors_of(rounds)
+    return {"ops_s": med(ops), "ops_s_min": min(ops), "ops_s_max": max(ops), "p50_us": lat.get("p50_us"),
+            "p99_us": lat.get("p99_us"), "errors": sum(errs.values()), "error_kinds": errs,
+            "cell": "%s %s, p50 %s / p99 %s, %d errors" % (fmt_ops(med(ops)), unit, R.f_lat(lat.get("p50_us")),
+                                                         R.f_lat(lat.get("p99_us")), sum(errs.values()))}
+
+
+def multi(cfg: Cfg) -> None:
+    import issue13 as M
+
+    fs = M.fsync_delay_us()
+    MULTI.update(fsync_delay_us=fs, runtime_dir=RUNTIME_DIR, quick=cfg.quick,
+                 paced_s=cfg.m13_paced_s, paced_shortened=cfg.m13_paced_s < 60)
+    P.begin("Issue 13: 4 and 8 processes on one shared server vs a server per process vs the stdlib%s" % (
+        " (under strace: every fsync +%.1f ms)" % (fs / 1000) if fs else ""))
+    base = ".venv/bin/python bench/peers.py%s --only multi" % (" --quick" if cfg.quick else "")
+    cmd = (("strace -f -qq -o /dev/null --seccomp-bpf -e trace=fsync,fdatasync "
+            "-e inject=fsync,fdatasync:delay_exit=%d " % fs) + base) if fs else base
+    d = fresh_dir("multi")
+    ACTIVE13[:] = SIDES13
+    why = shared_probe()
+    if why:
+        ACTIVE13.remove("shared")
+        MULTI["shared_pending"] = why
+        NOTES.append("multi: the shared mode was not measured: %s" % why)
+        P.log("shared mode: pending (%s)" % why)
+    left = M.stop_shared(C.BINARY, RUNTIME_DIR)  # one an earlier group's clients started
+    if left:
+        P.log("stopped the shared server an earlier group started: %s" % left)
+    for step in (multi_crewai, multi_inserts, multi_paced):
+        try:
+            step(cfg, d, cmd)
+        finally:
+            gone = M.stop_shared(C.BINARY, RUNTIME_DIR)
+            if gone:
+                MULTI.setdefault("shared_servers_stopped", []).append({"after": step.__name__, "servers": gone})
+    if cfg.quick:
+        NOTES.append("multi (quick run): %d rounds of %.1f s for the processes, and the paced load runs %.0f s per side, "
+                     "not the issue's 60 s." % (cfg.m13_rounds, cfg.m13_s, cfg.m13_paced_s))
+    if fs:
+        NOTES.append("multi: run under strace with every fsync and fdatasync delayed by %d us on exit, both sides "
+                     "(the workers, their private servers and the shared server are all tracees; see the untraced counts)." % fs)
+    sys.stderr.write("\n" + R.fig13_text(FIG13) + "\n")
+
+
+def multi_crewai(cfg: Cfg, d: str, cmd: str) -> None:
+    """4 and 8 processes looping CrewAI's storage operations on one set of files per side, then
+    the memory of the servers that served the 8."""
+    import issue13 as M
+
+    fs = MULTI.get("fsync_delay_us") or 0
+    need = 5 if fs >= 1000 else 3
+    ids = {"stdlib": "stdlib-crewai", "shared": "rpc-install-shared", "private": "rpc-install-private"}
+    files = {s: M.crewai_files(os.path.join(d, "crewai-" + s)) for s in ACTIVE13}
+    NOTES.append("multi crewai: journal modes of the stdlib side's files %s (the stand-in's own init, as CrewAI 1.15's); "
+                 "synchronous FULL on both sides (the stdlib's default, the server's default)." % M.journal_modes(files["stdlib"]))
+    nmax = max(cfg.m13_procs)
+    procs = {s: [worker13(ids[s], "-m13-%s%d" % (s, i)) for i in range(nmax)] for s in ACTIVE13}
+    peak = {s: 0 for s in ACTIVE13}
+    try:
+        P.tick("multi crewai: CrewAI's init and 2 warm-up cycles in %d processes per side" % nmax)
+        for s in ACTIVE13:  # the processes start together, as a deployment's workers do
+            for i, w in enumerate(procs[s]):
+                w.send("issue13", name="crewai_mp", side=s, files=files[s], offset=9_000_000 + i * 1000, cycles=2)
+            for w in procs[s]:
+                w.recv()
+        P.untick()
+        seq = 0
+        for n in cfg.m13_procs:
+            res = {s: [] for s in ACTIVE13}
+            for r in range(cfg.m13_rounds):
+                for s in alternate(list(ACTIVE13), r):
+                    ws = procs[s][:n]
+                    seq += 1
+                    P.tick("multi crewai %d processes, round %d/%d: %s" % (n, r + 1, cfg.m13_rounds, s))
+                    with census([w.pid for w in ws]) as cen:
+                        start_at = time.perf_counter() + 0.3
+                        for i, w in enumerate(ws):
+                            w.send("issue13", name="crewai_mp", side=s, files=files[s],
+                                   offset=(i + 1) * 1_000_000 + seq * 10_000, start_at=start_at, duration=cfg.m13_s)
+                        parts = [w.recv() for w in ws]
+                    by = {k: [x for p in parts for x in p["lat_us_by"][k]] for k in M.MP_KINDS}
+                    res[s].append({"n": sum(p["n"] for p in parts), "elapsed": max(p["elapsed"] for p in parts),
+                                   "errors": merge_errors(parts), "lat_us": [x for v in by.values() for x in v],
+                                   "lat_us_by": by, "alive_max": cen.alive_max(), "distinct": cen.count(),
+                                   "peak_rss_kb": cen.peak_rss_kb(), "untraced": cen.untraced()})
+                    if n == nmax:
+                        peak[s] = max(peak[s], cen.peak_rss_kb())
+                P.untick()
+                P.log("%d processes round %d/%d: " % (n, r + 1, cfg.m13_rounds) + ", ".join(
+                    "%s %s ops/s%s%s" % (s, fmt_ops(rounds_ops(res[s][-1:])[0]),
+                                         (" (%d errors)" % sum(res[s][-1]["errors"].values())) if res[s][-1]["errors"] else "",
+                                         (" [%s]" % servers_text(res[s][-1]["alive_max"])) if s != "stdlib" else "")
+                    for s in ACTIVE13))
+            multi_crewai_figure(n, res, ids, need, fs, cmd)
+        # memory: the servers of the 8 against one server serving one process the same way
+        P.tick("multi memory: one server serving one process (a fresh private server)")
+        solo = worker13("rpc-install-private", "-m13-solo")
+        try:
+            solo.call("issue13", name="crewai_mp", side="private", files=files["private"], offset=8_000_000, cycles=2)
+            with census([solo.pid]) as cen:
+                solo.call("issue13", name="crewai_mp", side="private", files=files["private"], offset=8_100_000,
+                          start_at=time.perf_counter() + 0.3, duration=2 * cfg.m13_s)
+            one_kb = cen.peak_rss_kb()
+        finally:
+            solo.close()
+        P.untick()
+        multi_memory_figure(nmax, peak, one_kb, cmd)
+    finally:
+        for ws in procs.values():
+            for w in ws:
+                w.close()
+
+
+def multi_crewai_figure(n: int, res: dict, ids: dict, need: int, fs: int, cmd: str) -> None:
+    import issue13 as M
+
+    add_records("multi.crewai.%dproc" % n, "CrewAI storage (flow save_state + load_state + kickoff add), %d processes "
+                "on the same files, connect per operation (total ops/s)" % n, {ids[s]: res[s] for s in ACTIVE13},
+                "stdlib-crewai", None)
+    sides, verdicts = {}, {}
+    for s in ACTIVE13:
+        c = side_cell(res[s])
+        c["by_kind"] = {k: {"p50_us": C.lat_summary([x for rr in res[s] for x in rr["lat_us_by"][k]])["p50_us"],
+                            "p99_us": C.lat_summary([x for rr in res[s] for x in rr["lat_us_by"][k]])["p99_us"]}
+                        for k in M.MP_KINDS}
+        if s != "stdlib":
+            sv = servers_seen(res[s])
+            c["servers"] = sv
+            c["servers_distinct"] = {k: max(rr["distinct"].get(k, 0) for rr in res[s]) for k in ("shared", "private")}
+            c["untraced_servers"] = max(rr["untraced"] for rr in res[s])
+            c["ratio"] = [a / b for a, b in zip(rounds_ops(res[s]), rounds_ops(res["stdlib"]))]
+            c["cell"] += "; " + servers_text(sv)
+            one = sv.get("shared", 0) + sv.get("private", 0) == 1 and sv.get("shared", 0) == 1
+            pend = shared_pending(sv) if s == "shared" else None
+            verdicts[s] = pend or verdict13([
+                (med(c["ratio"]) >= need, "%.2fx < %dx" % (med(c["ratio"]), need)),
+                (c["errors"] == 0, "%d errors" % c["errors"]),
+                (one, "%d server processes, not one shared server" % (sv.get("shared", 0) + sv.get("private", 0))),
+                (not fs or c["untraced_servers"] == 0, "%d server(s) ran outside the fsync strace" % c["untraced_servers"])])
+        sides[s] = c
+    fig13("%d processes, CrewAI storage ops via install()%s" % (n, ", fsync +%g ms" % (fs / 1000) if fs else ""),
+          "flow save_state (20 KB) + load_state + kickoff add (4 KB) in a loop, connect per operation, %d processes "
+          "on one set of files per side" % n, sides, ">= %dx the stdlib, 0 errors, one server" % need, verdicts,
+          "total ops/s of the %d processes / the stdlib's, per round" % n, cmd)
+
+
+def multi_memory_figure(n: int, peak: dict, one_kb: int, cmd: str) -> None:
+    sides = {"stdlib": {"cell": "-", "value": "-"}}
+    verdicts = {}
+    for m in (m for m in MODES13 if m in ACTIVE13):
+        x = peak[m] / one_kb if one_kb else None
+        sides[m] = {"peak_rss_kb": peak[m], "one_server_kb": one_kb, "x_one": x, "value": "%.2fx" % x if x else "-",
+                    "cell": "%.1f MB (peak, every server of the %d processes) = %.2fx one server's %.1f MB" % (
+                        peak[m] / 1024, n, x or 0, one_kb / 1024)}
+        verdicts[m] = verdict13([(x is not None and x <= 1.5, "%.2fx > 1.5x" % (x or 0))])
+    sv = [r for r in FIG13 if r["figure"].startswith("%d processes" % n)]
+    if sv and "servers" in sv[-1]["sides"].get("shared", {}):
+        pend = shared_pending(sv[-1]["sides"]["shared"]["servers"])
+        if pend:
+            verdicts["shared"] = pend
+    fig13("memory: servers of %d processes" % n, "sum of the RSS of the server processes serving the %d CrewAI "
+          "processes (peak over their rounds), over one server serving one process the same way (a fresh private "
+          "server, peak over %s)" % (n, "the same loop"), sides, "<= 1.5x one server's", verdicts,
+          "sum of server RSS / one server's RSS", cmd)
+
+
+def multi_inserts(cfg: Cfg, d: str, cmd: str) -> None:
+    """16 threads inserting durably (connect() + commit; the Database API), then point reads in
+    another process while 16 threads commit."""
+    import issue13 as M
+
+    ids = [s for s in ("stdlib-tuned", "stdlib-perop", "rpc-connect-shared", "rpc-connect-private", "rpc-seed-shared",
+                       "rpc-seed-private") if not s.endswith("-shared") or "shared" in ACTIVE13]
+    paths = {}
+    for s in ids:
+        paths[s] = os.path.join(d, "insert-%s.db" % s)
+        M.insert_file(paths[s], "DELETE" if s == "stdlib-perop" else "WAL")
+    writer_of = {"stdlib": "stdlib-tuned", "shared": "rpc-connect-shared", "private": "rpc-connect-private"}
+    pool = {s: worker13(s, "-m13") for s in ids}
+    readers = {s: worker13(writer_of[s], "-m13-reader") for s in ACTIVE13}
+    acked = {s: 0 for s in ids}
+    try:
+        def one(w, s, r):
+            with census([w.pid]) as cen:
+                x = w.call("inserts", path=paths[s], threads=16, duration=cfg.m13_ins_s)
+            acked[s] += x["n"]
+            x["alive_max"] = cen.alive_max()
+            return x
+
+        res = run_rounds(pool, ids, cfg.m13_ins_rounds, "16 writers", one)
+        add_records("multi.insert.16", "Durable single-row INSERT, 16 threads, synchronous FULL, timeout 5 s", res,
+                    "stdlib-perop", "stdlib-tuned")
+        for api, base, need, what in (("connect", "stdlib-tuned", 2, "connect(), execute(INSERT) + commit()"),
+                                      ("seed", "stdlib-perop", 5, "the Database API (execute_update)")):
+            sides = {"stdlib": side_cell(res[base], "commits/s")}
+            sides["stdlib"]["cell"] = SYSTEMS[base][0] + ": " + sides["stdlib"]["cell"]
+            verdicts = {}
+            for m in (m for m in MODES13 if m in ACTIVE13):
+                s = "rpc-%s-%s" % (api, m)
+                c = side_cell(res[s], "commits/s")
+                sv = servers_seen(res[s])
+                c["servers"] = sv
+                c["ratio"] = [a / b for a, b in zip(rounds_ops(res[s]), rounds_ops(res[base]))]
+                c["cell"] += "; " + servers_text(sv)
+                verdicts[m] = (shared_pending(sv) if m == "shared" else None) or verdict13([
+                    (med(c["ratio"]) >= need, "%.2fx < %dx" % (med(c["ratio"]), need)),
+                    (c["errors"] == 0, "%d errors" % c["errors"])])
+                sides[m] = c
+            fig13("16 threads, %s" % what, "16 threads of one process, single-row INSERTs (100 B) each committed, "
+                  "synchronous FULL; against %s" % SYSTEMS[base][1], sides, ">= %dx the stdlib" % need, verdicts,
+                  "commits/s / %s's, per round" % base, cmd)
+        # point reads in another process while 16 threads commit
+        for s, w in readers.items():
+            w.call("issue13", name="point_reader", side=s, path=paths[writer_of[s]])
+        rw = {s: [] for s in ACTIVE13}
+        for r in range(cfg.m13_rw_rounds):
+            for s in alternate(list(ACTIVE13), r):
+                ww, rd = pool[writer_of[s]], readers[s]
+                P.tick("point reads while 16 threads commit, round %d/%d: %s" % (r + 1, cfg.m13_rw_rounds, s))
+                with census([ww.pid, rd.pid]) as cen:
+                    start_at = time.perf_counter() + 0.4
+                    ww.send("inserts", path=paths[writer_of[s]], threads=16, duration=cfg.m13_rw_s, start_at=start_at)
+                    rd.send("issue13", name="point_reader", side=s, path=paths[writer_of[s]], start_at=start_at,
+                            duration=cfg.m13_rw_s, hz=cfg.m13_rw_hz, seed=r)
+                    wx, rx = ww.recv(), rd.recv()
+                acked[writer_of[s]] += wx["n"]
+                rw[s].append({"n": rx["n"], "elapsed": rx["elapsed"], "lat_us": rx["lat_us"],
+                              "errors": merge_errors([wx, rx]), "writes_s": wx["ops_s"], "alive_max": cen.alive_max()})
+            P.untick()
+            P.log("reads under 16 writers round %d/%d: " % (r + 1, cfg.m13_rw_rounds) + ", ".join(
+                "%s p99 %s (%s commits/s)" % (s, R.f_lat(C.lat_summary(rw[s][-1]["lat_us"])["p99_us"]),
+                                              fmt_ops(rw[s][-1]["writes_s"])) for s in ACTIVE13))
+        add_records("multi.read_under_writes", "Point SELECT from another process while 16 threads commit (reads/s = "
+                    "the pace)", {writer_of[s]: rw[s] for s in ACTIVE13}, None, "stdlib-tuned")
+        sides, verdicts = {}, {}
+        for s in ACTIVE13:
+            c = side_cell(rw[s], "reads/s")
+            c["writes_s"] = med([x["writes_s"] for x in rw[s]])
+            c["cell"] += "; writers %s commits/s" % fmt_ops(c["writes_s"])
+            if s != "stdlib":
+                sv = servers_seen(rw[s])
+                c["servers"] = sv
+                c["cell"] += "; " + servers_text(sv)
+                p99s = [C.lat_summary(a["lat_us"])["p99_us"] / C.lat_summary(b["lat_us"])["p99_us"]
+                        for a, b in zip(rw[s], rw["stdlib"])]
+                c["ratio"] = p99s
+                verdicts[s] = (shared_pending(sv) if s == "shared" else None) or verdict13([
+                    (c["p99_us"] <= 2000, "p99 %s > 2 ms" % R.f_lat(c["p99_us"])),
+                    (c["errors"] == 0, "%d errors" % c["errors"])])
+            sides[s] = c
+        fig13("point read p99 while 16 threads commit", "one thread of another process, point SELECTs paced to %.0f/s "
+              "on a connection kept open, same file; the 16 threads of the connect() figure commit meanwhile" %
+              cfg.m13_rw_hz, sides, "p99 <= 2 ms, 0 errors", verdicts, "read p99 / the stdlib's read p99 (info)", cmd)
+    finally:
+        for w in list(pool.values()) + list(readers.values()):
+            w.close()
+    lost = {}
+    for s in ids:
+        db = sqlite3.connect(paths[s])
+        n = db.execute("SELECT count(*) FROM w").fetchone()[0]
+        db.close()
+        if n != acked[s]:
+            lost[s] = (acked[s], n)
+    NOTES.append("multi row check: " + ("acknowledged inserts vs rows found differ: %s" % lost if lost else
+                                        "every acknowledged insert is in its file, for every system."))
+
+
+def multi_paced(cfg: Cfg, d: str, cmd: str) -> None:
+    """100 clients in 4 processes, paced to 1,000 ops/s in all (80% point reads, 20% durable
+    inserts), the servers' RSS and descriptors sampled every second."""
+    import issue13 as M
+
+    ids = {"stdlib": "stdlib-tuned", "shared": "rpc-connect-shared", "private": "rpc-connect-private"}
+    paths = {s: os.path.join(d, "mixed-%s.db" % s) for s in ACTIVE13}
+    for s in ACTIVE13:
+        build_mixed(paths[s], "WAL")
+    npr = cfg.m13_paced_procs
+    per = cfg.m13_paced_clients // npr
+    hz = cfg.m13_paced_rate / cfg.m13_paced_clients
+    dur = cfg.m13_paced_s
+    procs = {s: [worker13(ids[s], "-m13-paced%d" % i) for i in range(npr)] for s in ACTIVE13}
+    out = {}
+    try:
+        for s in ACTIVE13:  # servers started, files open
+            for i, w in enumerate(procs[s]):
+                w.send("mixed", path=paths[s], clients=4, duration=0.3, write_pct=cfg.w7_write_pct, seed=i)
+            for w in procs[s]:
+                w.recv()
+        time.sleep(1.0)
+        for s in (s for s in ("shared", "stdlib", "private") if s in ACTIVE13):
+            ws = procs[s]
+            P.tick("paced %.0f ops/s, %d clients in %d processes: %s for %.0f s" % (
+                cfg.m13_paced_rate, cfg.m13_paced_clients, npr, s, dur))
+            lead = 0.5
+            with census([w.pid for w in ws], every=1.0) as cen:
+                start_at = time.perf_counter() + lead
+                for i, w in enumerate(ws):
+                    w.send("mixed", path=paths[s], clients=per, duration=dur, write_pct=cfg.w7_write_pct, pace_hz=hz,
+                           sample_every=30.0, start_at=start_at, keep_lat=True, seed=i)
+                parts = [w.recv() for w in ws]
+            P.untick()
+            x = {"n": sum(p["n"] for p in parts), "elapsed": dur, "lat_us": [v for p in parts for v in p["lat_us"]],
+                 "errors": merge_errors(parts), "alive_max": cen.alive_max(),
+                 "write_p99_us": max((p.get("write") or {}).get("p99_us") or 0 for p in parts),
+                 "read_p99_us": max((p.get("read") or {}).get("p99_us") or 0 for p in parts)}
+            ser = cen.series()
+            a = next((v for v in ser if v[0] >= lead + 1.0), None)
+            b = [v for v in ser if v[0] <= lead + dur + 0.2]
+            b = b[-1] if b else None
+            if s != "stdlib" and a and b and a[2]:
+                x.update(rss_start_kb=a[2], rss_end_kb=b[2], fds_start=a[3], fds_end=b[3], servers_start=a[1],
+                         servers_end=b[1], rss_max_kb=max(v[2] for v in ser), series=ser)
+            out[s] = [x]
+            P.log("paced %s for %.0f s: %s ops/s, p99 %s, %d errors%s" % (
+                s, dur, fmt_ops(x["n"] / dur), R.f_lat(C.lat_summary(x["lat_us"])["p99_us"]), sum(x["errors"].values()),
+                ("; server RSS %.1f -> %.1f MB, fds %d -> %d" % (x["rss_start_kb"] / 1024, x["rss_end_kb"] / 1024,
+                                                                x["fds_start"], x["fds_end"])) if "rss_start_kb" in x else ""))
+    finally:
+        for ws in procs.values():
+            for w in ws:
+                w.close()
+    add_records("multi.paced", "Mixed 80/20, %d clients in %d processes paced to %.0f ops/s in all, %.0f s each" % (
+        cfg.m13_paced_clients, npr, cfg.m13_paced_rate, dur), {ids[s]: out[s] for s in ACTIVE13}, None, "stdlib-tuned")
+    sides, verdicts = {}, {}
+    for s in ACTIVE13:
+        x = out[s][0]
+        c = side_cell(out[s])
+        c["write_p99_us"], c["read_p99_us"] = x["write_p99_us"], x["read_p99_us"]
+        if s != "stdlib":
+            sv = servers_seen(out[s])
+            c["servers"] = sv
+            c["ratio"] = [c["p99_us"] / sides["stdlib"]["p99_us"]] if sides["stdlib"].get("p99_us") else None
+            checks = [(c["ops_s"] >= 0.99 * cfg.m13_paced_rate, "%s ops/s" % fmt_ops(c["ops_s"])),
+                      (c["p99_us"] < 10_000, "p99 %s" % R.f_lat(c["p99_us"])), (c["errors"] == 0, "%d errors" % c["errors"])]
+            if "rss_start_kb" in x:
+                g = x["rss_end_kb"] / x["rss_start_kb"] - 1
+                c.update({k: x[k] for k in ("rss_start_kb", "rss_end_kb", "fds_start", "fds_end", "rss_max_kb",
+                                            "servers_start", "servers_end", "series")})
+                c["rss_growth"] = g
+                c["cell"] += "; server RSS %.1f -> %.1f MB (%+.1f%%), fds %d -> %d; %s" % (
+                    x["rss_start_kb"] / 1024, x["rss_end_kb"] / 1024, g * 100, x["fds_start"], x["fds_end"], servers_text(sv))
+                checks += [(g < 0.05, "RSS %+.1f%%" % (g * 100)), (x["fds_end"] <= x["fds_start"], "fds %d -> %d" % (
+                    x["fds_start"], x["fds_end"]))]
+            else:
+                checks.append((False, "no server RSS sampled"))
+            verdicts[s] = (shared_pending(sv) if s == "shared" else None) or verdict13(checks)
+        sides[s] = c
+    fig13("%d clients paced to %.0f ops/s in %d processes, %.0f s%s" % (
+        cfg.m13_paced_clients, cfg.m13_paced_rate, npr, dur, " (quick: shortened from 60 s)" if dur < 60 else ""),
+        "80%% point reads, 20%% durable single-row INSERTs, %d threads per process each with a connection kept open, "
+        "latency from each operation's scheduled start; RSS and fds of the servers (the shared one, or the %d private "
+        "ones summed) from 1 s into the load to its end" % (per, npr), sides,
+        "p99 < 10 ms, 0 errors, no server RSS (< +5%) or fd growth", verdicts, "p99 / the stdlib's p99 (info)", cmd)
+
+
+# ---------------------------------------------------------------------------------------------
 # machine
 
 
@@ -1255,14 +1757,14 @@ def ensure_echo() -> None:
     subprocess.run(["node", os.path.join(C.BENCH, "bundle-echo.mjs")], cwd=C.ROOT, check=True, env=C.child_env())
 
 
-WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "w6": w6, "w7": w7, "crewai": crewai, "path": path}
+WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "w6": w6, "w7": w7, "crewai": crewai, "path": path,
+             "multi": multi}
 
 
 def main() -> int:
-    global P
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short rounds: under 2 minutes")
-    ap.add_argument("--only", help="comma list of workloads (w1..w7, crewai, path)")
+    ap.add_argument("--only", help="comma list of workloads (w1..w7, crewai, path, multi)")
     ap.add_argument("--out", default=C.RESULTS, help="directory for latest.json / latest.md / chart.svg")
     ap.add_argument("--render", action="store_true", help="only rewrite latest.md and chart.svg from latest.json")
     args = ap.parse_args()
@@ -1284,6 +1786,28 @@ def main() -> int:
         sys.exit("msgpack's C extension is required (run with .venv/bin/python)")
     ensure_echo()
     os.makedirs(C.TMP, exist_ok=True)
+    # The bench's own runtime dir (0700): a shared server (issue 13) started by its clients
+    # lives there, never the user's own; every server of the run is stopped before it ends.
+    global RUNTIME_DIR
+    RUNTIME_DIR = tempfile.mkdtemp(prefix="sqlite-rpc-bench-")
+    os.environ["XDG_RUNTIME_DIR"] = RUNTIME_DIR
+    try:
+        return run(args, only)
+    finally:
+        import issue13
+
+        done = issue13.end_servers(C.BINARY, RUNTIME_DIR)
+        folder = os.path.join(RUNTIME_DIR, "sqlite-rpc")  # the shared servers' logs, kept with the workers'
+        for f in (os.listdir(folder) if os.path.isdir(folder) else []):
+            if ".log" in f:
+                shutil.copyfile(os.path.join(folder, f), os.path.join(C.TMP, "shared-server-" + f))
+        shutil.rmtree(RUNTIME_DIR, ignore_errors=True)
+        if done["left"]:
+            sys.stderr.write("warning: server processes still running after the bench: %s\n" % done["left"])
+
+
+def run(args, only: list) -> int:
+    global P
     cfg = Cfg(args.quick)
     P = Progress(len(only))
     t0 = time.monotonic()
@@ -1296,7 +1820,7 @@ def main() -> int:
         except ImportError:
             MISSING.add(sys_id)
             NOTES.append("%s is not installed: left out (`.venv/bin/pip install %s`)." % (mod, mod))
-    probe = Worker("rpc-connect", "-probe")
+    probe = Worker("rpc-connect", "-probe", env={"SQLITE_RPC_SHARED": "0"})  # versions only: no shared server left behind
     info = probe.call("info")
     probe.close()
     if info.get("backend") != "sqlite-rpc":
@@ -1310,6 +1834,15 @@ def main() -> int:
             mach["loadavg_start"][0], os.cpu_count() or 1))
     for w in only:
         WORKLOADS[w](cfg)
+    import issue13
+
+    MULTI["servers_at_end"] = issue13.end_servers(C.BINARY, RUNTIME_DIR)
+    if "multi" in only:
+        e = MULTI["servers_at_end"]
+        NOTES.append("Server processes at the end of the bench: %d left running. Shared servers still up once every "
+                     "client had quit: %s; private servers still up: %s." % (
+                         len(e["left"]), ", ".join("pid %d (%s)" % x for x in e["shared"]) or "none",
+                         ", ".join("pid %d (%s)" % x for x in e["private"]) or "none"))
     mach["loadavg_end"] = _loadavg()
     out = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mode": mode,
            "command": ".venv/bin/python bench/peers.py" + (" --quick" if args.quick else "") +
@@ -1317,7 +1850,8 @@ def main() -> int:
            "duration_s": round(time.monotonic() - t0, 1), "machine": mach,
            "systems": {k: {"label": v[0], "what": v[1], "env": v[2]} for k, v in SYSTEMS.items()},
            "config": {k: v for k, v in vars(cfg).items()},
-           "records": RECORDS, "issue3_latency": FINE, "issue12": FIG12, "targets": TARGETS, "notes": NOTES}
+           "records": RECORDS, "issue3_latency": FINE, "issue12": FIG12, "issue13": FIG13, "issue13_run": MULTI,
+           "targets": TARGETS, "notes": NOTES}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)

@@ -72,7 +72,7 @@ def targets_table(out: dict) -> str:
 SIDE_SHORT = {"stdlib-crewai": "stdlib", "rpc-install": "sqlite-rpc", "rpc-connect": "connect()", "echo": "echo",
               "stdlib-same": "stdlib", "rpc-keep-open": "keep_open", "rpc-seed": "Database", "rpc-perop": "connect()",
               "stdlib-perop": "stdlib", "rpc-big": "big", "rpc-small": "1 MB", "stdlib-big": "stdlib big",
-              "stdlib-small": "stdlib 1 MB"}
+              "stdlib-small": "stdlib 1 MB", "stdlib-tuned": "stdlib"}
 
 
 def fig12_text(rows: list) -> str:
@@ -91,6 +91,27 @@ def fig12_text(rows: list) -> str:
     return "\n".join(lines)
 
 
+def fig13_text(rows: list) -> str:
+    """Issue 13's figures: the stdlib, the shared server and a server per process side by side
+    (each side: its figure, p50 / p99, errors, the servers seen; the ratio to the stdlib as the
+    median of per-round ratios, min–max), the target, and a verdict per mode."""
+    lines = ["| figure | stdlib | sqlite-rpc, shared server | sqlite-rpc, server per process | target | shared | private |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        cells = []
+        for s in ("stdlib", "shared", "private"):
+            v = r["sides"].get(s) or {}
+            c = v.get("cell", "-")
+            if v.get("ratio") is not None:
+                c = "**%s** (%s); %s" % (f_ratio(v["ratio"], v.get("ratio_min"), v.get("ratio_max")) if len(
+                    v.get("ratio_rounds") or []) > 1 else f_ratio(v["ratio"]), r["ratio_what"], c)
+            cells.append(c)
+        vd = r.get("verdict") or {}
+        lines.append("| %s | %s | %s | %s | %s | **%s** | **%s** |" % (
+            r["figure"], cells[0], cells[1], cells[2], r["threshold"], vd.get("shared", "-"), vd.get("private", "-")))
+    return "\n".join(lines)
+
+
 def markdown(out: dict) -> str:
     m = out["machine"]
     parts = ["# sqlite-rpc against its peers (%s run, %s)" % (out["mode"], out["generated"]), "",
@@ -103,6 +124,16 @@ def markdown(out: dict) -> str:
         parts += ["## Issue 12: CrewAI operations and the request path", "",
                   "Every side in one process, blocks ordered A B .. B A within each round (flipped every round); "
                   "see bench/peers/README.md for what each figure runs.", "", fig12_text(out["issue12"]), ""]
+    if out.get("issue13"):
+        run = out.get("issue13_run") or {}
+        fs = run.get("fsync_delay_us")
+        parts += ["## Issue 13: processes on one shared server", "",
+                  "Each sqlite-rpc figure in both modes of the client (SQLITE_RPC_SHARED=1: one server for every process "
+                  "of the user, over a unix socket; =0: a server per process, over a pipe) beside the stdlib, alternating "
+                  "in the same rounds; ratios are per round, then the median (min–max). Runtime dir: the bench's own. "
+                  "fsync: %s. See bench/peers/README.md for what each figure runs." % (
+                      "every fsync and fdatasync +%g ms (strace inject, both sides)" % (fs / 1000) if fs else "as is"),
+                  "", fig13_text(out["issue13"]), ""]
     parts += ["## Results", ""]
     systems = out["systems"]
     for wl, recs in groups(out):
