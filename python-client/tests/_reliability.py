@@ -672,6 +672,293 @@ def wait_until(cond: Any, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+# ---- power cut: the durable image (test/tools/powercut) ----------------------------------
+#
+# kill -9 loses nothing the process wrote (the page cache keeps it), so it cannot tell a write
+# acknowledged after its fsync from one acknowledged before. Under the LD_PRELOAD shim
+# test/tools/powercut/powercut.c, every file written under a watched folder has a "durable
+# image" that receives data only once an fsync/fdatasync of the file has returned: after a
+# kill -9, the image is what a power cut at that instant would have left (the model, and what
+# it leaves out, is at the top of powercut.c).
+
+POWERCUT_TOOL = os.path.join(ROOT, "test", "tools", "powercut")
+
+
+def powercut_shim() -> str:
+    """The shim's .so, built with gcc (test/tools/powercut/build.sh) when missing or stale."""
+    res = subprocess.run(["bash", os.path.join(POWERCUT_TOOL, "build.sh")], capture_output=True, text=True)
+    assert res.returncode == 0, "building the power-cut shim failed:\n%s" % res.stderr[-3000:]
+    return res.stdout.strip().splitlines()[-1]
+
+
+class PowerCut:
+    """One trial's folder: data/ (watched by the shim), image/ (the durable images) and the
+    shim's log. env() is the environment of a process run under the shim, wrapper() a script
+    to use as the server binary. cut() goes before the kill: a server started after it (the
+    client restarts a dead one) runs without the shim, so nothing touches the image any more.
+    image(name) copies a database's image (with its -wal and -journal) into a fresh folder
+    under the real names and returns the copy's path, for sqlite3 to open and recover."""
+
+    def __init__(self, folder: str, verify: bool = False) -> None:
+        self.folder = folder
+        self.data = os.path.join(folder, "data")
+        self.out = os.path.join(folder, "image")
+        self.log = os.path.join(folder, "powercut.log")
+        self.marker = os.path.join(folder, "cut")
+        self.verify = verify
+        os.makedirs(self.data, exist_ok=True)
+        os.makedirs(self.out, exist_ok=True)
+        self.so = powercut_shim()
+
+    def env(self) -> Dict[str, str]:
+        return {"LD_PRELOAD": self.so, "POWERCUT_DIR": self.data, "POWERCUT_OUT": self.out, "POWERCUT_LOG": self.log,
+                "POWERCUT_VERIFY": "1" if self.verify else "0"}
+
+    def wrapper(self, binary: str = BINARY) -> str:
+        import shlex
+
+        path = os.path.join(self.folder, "server-under-powercut.sh")
+        exports = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in self.env().items())
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n# %s under the power-cut shim, until %s exists\n[ -e %s ] || export %s\nexec %s \"$@\"\n"
+                    % (binary, self.marker, shlex.quote(self.marker), exports, shlex.quote(binary)))
+        os.chmod(path, 0o755)
+        return path
+
+    def cut(self) -> None:
+        open(self.marker, "w").close()
+
+    def events(self) -> List[str]:
+        try:
+            with open(self.log) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def errors(self) -> List[str]:
+        return [e for e in self.events() if e.startswith("error")]
+
+    def syncs(self, name: str) -> int:
+        """How many syncs of `name` (the path under data/) made something durable."""
+        return sum(1 for e in self.events() if e.startswith("sync %s " % name) and " ops 0 " not in e)
+
+    def image(self, name: str) -> str:
+        import shutil
+        import tempfile
+
+        assert os.path.exists(os.path.join(self.out, name)), "no durable image of %s (shim log: %s)" % (name, self.events()[:5])
+        dest = tempfile.mkdtemp(prefix="image-", dir=self.folder)
+        for suffix in ("", "-wal", "-journal"):
+            if os.path.exists(os.path.join(self.out, name + suffix)):
+                shutil.copyfile(os.path.join(self.out, name + suffix), os.path.join(dest, name + suffix))
+        return os.path.join(dest, name)
+
+
+def powercut_server_trial(folder: str, synchronous: str, seed: int, binary: str = BINARY, **kw: Any) -> Dict[str, Any]:
+    """kill9_trial on a server under the shim, checked on the durable image: at FULL every
+    acknowledged write must be there; at NORMAL the lost ones (a suffix) are counted."""
+    pc = PowerCut(os.path.join(folder, "powercut-%s-%d" % (synchronous, seed)))
+    r = kill9_trial(pc.data, synchronous, seed, binary=pc.wrapper(binary), lost_ok=synchronous == "normal",
+                    image=lambda path: pc.image(os.path.basename(path)), **kw)
+    name = "kill9-%s-%d.sqlite" % (synchronous, seed)
+    assert not pc.errors(), "the shim failed, the image cannot be trusted: %r" % pc.errors()[:5]
+    r["wal_syncs"] = pc.syncs(name + "-wal")
+    r["db_syncs"] = pc.syncs(name)
+    return r
+
+
+class process_server_env:
+    """Run the block with this process's sqlite_rpc server started with these environment
+    variables (SQLITE_RPC_BINARY, SQLITE_RPC_ARGS...); the server is stopped before and after."""
+
+    def __init__(self, **env: str) -> None:
+        self.env = env
+        self.old: Dict[str, Optional[str]] = {}
+
+    def __enter__(self) -> "process_server_env":
+        import sqlite_rpc
+
+        sqlite_rpc.shutdown()
+        for k, v in self.env.items():
+            self.old[k] = os.environ.get(k)
+            os.environ[k] = v
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import sqlite_rpc
+
+        sqlite_rpc.shutdown()
+        for k, v in self.old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def powercut_threads_trial(folder: str, synchronous: str, seed: int, *, threads: int = 4, max_acked: int = 300,
+                           binary: str = BINARY) -> Dict[str, Any]:
+    """Python threads commit through sqlite_rpc (this process's server, under the shim): a
+    connection per commit (CrewAI's pattern), autocommit inserts, BEGIN/3 INSERTs/COMMIT, and
+    executemany + commit. The server is killed once a random number of commits returned;
+    then the durable image is checked: integrity_check ok, every group (transaction,
+    executemany) whole, every commit that returned before the kill present (at NORMAL the
+    missing ones are counted, and must be a suffix of the commit order)."""
+    import itertools
+    import threading
+
+    import sqlite_rpc
+
+    rng = random.Random(seed)
+    target = rng.randint(10, max_acked)
+    pc = PowerCut(os.path.join(folder, "powercut-threads-%s-%d" % (synchronous, seed)))
+    path = os.path.join(pc.data, "threads.sqlite")
+    clock = itertools.count(1)  # next() is atomic under the GIL: one order for sends and acks
+    sent: Dict[str, int] = {}
+    acked: List[Tuple[str, int, int]] = []  # (group, rows, when acknowledged)
+    errors: List[str] = []
+    stop = threading.Event()
+
+    def writer(t: int) -> None:
+        r = random.Random(seed * 1000 + t)
+        conn = sqlite_rpc.connect(path, timeout=30)
+        auto = sqlite_rpc.connect(path, timeout=30, isolation_level=None)
+        i = 0
+        try:
+            while not stop.is_set():
+                i += 1
+                grp = "t%d-%d" % (t, i)
+                kind = r.randrange(4)
+                n = (1, 1, 3, 4)[kind]
+                rows = [("%s.%d" % (grp, j), grp, n, r.randbytes(r.choice([0, 100, 3000]))) for j in range(n)]
+                sent[grp] = next(clock)
+                try:
+                    if kind == 0:
+                        c = sqlite_rpc.connect(path, timeout=30)
+                        try:
+                            c.execute("INSERT INTO w VALUES (?, ?, ?, ?)", rows[0])
+                            c.commit()
+                        finally:
+                            c.close()
+                    elif kind == 1:
+                        auto.execute("INSERT INTO w VALUES (?, ?, ?, ?)", rows[0])
+                    elif kind == 2:
+                        auto.execute("BEGIN")
+                        for row in rows:
+                            auto.execute("INSERT INTO w VALUES (?, ?, ?, ?)", row)
+                        auto.execute("COMMIT")
+                    else:
+                        conn.executemany("INSERT INTO w VALUES (?, ?, ?, ?)", rows)
+                        conn.commit()
+                    acked.append((grp, n, next(clock)))
+                except sqlite3.Error as e:
+                    errors.append("%s: %s" % (type(e).__name__, e))
+                    return
+        finally:
+            for c in (conn, auto):
+                try:
+                    c.close()
+                except sqlite3.Error:
+                    pass
+
+    args = "--synchronous %s" % synchronous
+    with process_server_env(SQLITE_RPC_BINARY=pc.wrapper(binary), SQLITE_RPC_ARGS=args):
+        setup = sqlite_rpc.connect(path)
+        setup.execute("CREATE TABLE w(k TEXT PRIMARY KEY, grp TEXT NOT NULL, n INTEGER NOT NULL, v BLOB)")
+        setup.commit()
+        setup.close()
+        workers = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+        for th in workers:
+            th.start()
+        try:
+            wait_until(lambda: len(acked) >= target or len(errors) > 0, "%d acknowledged commits" % target, timeout=120)
+            assert not errors, "errors before the kill: %r" % errors[:5]
+            pc.cut()
+            kill_at = next(clock)  # an ack stamped before this came from the server under the shim
+            killed = kill_process_server()
+        finally:
+            stop.set()
+            for th in workers:
+                th.join(60)
+    assert killed
+    assert not pc.errors(), "the shim failed, the image cannot be trusted: %r" % pc.errors()[:5]
+    before_kill = [a for a in acked if a[2] < kill_at]
+    verdict, con = check_file(pc.image("threads.sqlite"))
+    try:
+        assert verdict == "ok", "integrity_check of the durable image: %s" % verdict
+        groups: Dict[str, List[int]] = {}
+        for grp, n in con.execute("SELECT grp, n FROM w"):
+            groups.setdefault(grp, [0, n])[0] += 1
+    finally:
+        con.close()
+    partial = {g: c for g, c in groups.items() if c[0] != c[1]}
+    assert not partial, "transactions or executemany only partly in the durable image: %r" % partial
+    assert set(groups) <= set(sent), "rows nobody wrote: %r" % sorted(set(groups) - set(sent))[:5]
+    lost = [(g, n, at) for g, n, at in before_kill if g not in groups]
+    assert synchronous == "normal" or not lost, "acknowledged commits missing from the durable image (%s): %r" % (synchronous, lost[:10])
+    if lost:
+        first = min(at for _, _, at in lost)
+        after = [g for g in groups if sent[g] > first]
+        assert not after, "commits durable although sent after an acknowledged one that was lost: %r" % after[:5]
+    return {"synchronous": synchronous, "seed": seed, "acked_commits": len(before_kill),
+            "acked_rows": sum(n for _, n, _ in before_kill), "groups_in_image": len(groups),
+            "lost_commits": len(lost), "lost_rows": sum(n for _, n, _ in lost), "errors_at_kill": len(errors),
+            "wal_syncs": pc.syncs("threads.sqlite-wal")}
+
+
+_STDLIB_WRITER = r"""
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA journal_mode=WAL")
+con.execute("PRAGMA synchronous=" + sys.argv[2])
+con.execute("CREATE TABLE t(i INTEGER PRIMARY KEY, v BLOB)")
+con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    con.execute("INSERT INTO t VALUES (?, randomblob(200))", (i,))
+    print(i, flush=True)
+"""
+
+
+def stdlib_powercut(folder: str, synchronous: str, seed: int) -> Dict[str, Any]:
+    """The stdlib's sqlite3 (WAL, synchronous FULL or NORMAL) under the shim, killed after a
+    random number (5..300, before any auto-checkpoint) of autocommit inserts that returned.
+    Asserts that the image is intact and a prefix of the inserts; returns how many returned
+    and how many are missing. At FULL nothing may be; at NORMAL SQLite does not fsync the WAL
+    at COMMIT, so every insert since the checkpoint is lost: the shim's negative control."""
+    pc = PowerCut(os.path.join(folder, "stdlib-%s-%d" % (synchronous, seed)), verify=True)
+    path = os.path.join(pc.data, "stdlib.sqlite")
+    target = random.Random(seed).randint(5, 300)
+    env = dict(os.environ, **pc.env())
+    p = subprocess.Popen([sys.executable, "-c", _STDLIB_WRITER, path, synchronous], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
+        while int(p.stdout.readline()) < target:
+            pass
+        p.kill()
+        p.wait()
+        lines = p.stdout.read().split("\n")
+        acked = target + sum(1 for x in lines[:-1] if x.strip())  # complete lines: the last may be cut
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == -signal.SIGKILL, p.returncode
+    assert not pc.errors(), pc.errors()[:5]
+    verdict, con = check_file(pc.image("stdlib.sqlite"))
+    try:
+        ids = [i for (i,) in con.execute("SELECT i FROM t ORDER BY i")]
+    finally:
+        con.close()
+    assert verdict == "ok", verdict
+    assert ids == list(range(1, len(ids) + 1)), "the image is not a prefix of the inserts"
+    return {"synchronous": synchronous, "acked": acked, "in_image": len(ids), "lost": max(0, acked - len(ids)),
+            "wal_syncs": pc.syncs("stdlib.sqlite-wal")}
+
+
 # ---- item 6: several processes, each with its own server, writing one file ---------------
 
 _WRITER_CHILD = r"""
