@@ -28,6 +28,9 @@ PIP_RETRIES=0 PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/python -m pip install -q
 step "build dist/sqlite-rpc (single executable)"
 npm run build
 
+step "test/tools/powercut/build.sh (the power-cut simulator of the reliability tests; gcc)"
+bash test/tools/powercut/build.sh >/dev/null
+
 if [ "$demo" = 1 ]; then
   step "demo: Python -> sqlite-rpc -> SQLite"
   .venv/bin/python -m sqlite_rpc.demo
