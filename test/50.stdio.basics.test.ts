@@ -17,7 +17,8 @@ describe('initialize and capabilities', () => {
     try {
       const r = c.initResult;
       expect(r.protocol_version).toBe(1);
-      expect(r.server).toEqual({ name: 'sqlite-rpc', version: pkg.version });
+      // pid: the server's own process (the client can tell a shared server's restarts apart); shared: false on stdio.
+      expect(r.server).toEqual({ name: 'sqlite-rpc', version: pkg.version, pid: c.proc.child.pid, shared: false });
       expect(r.sqlite_version).toMatch(/^3\.\d+\.\d+$/);
       expect(r.capabilities).toMatchObject({ codec: 'msgpack', codecs: ['msgpack', 'json'], max_frame_bytes: 64 * 1024 * 1024, page_rows: 4096, page_bytes: 1024 * 1024 });
       expect(r.capabilities.pool_size).toBeGreaterThanOrEqual(1);

@@ -34,6 +34,11 @@ export class CursorTable {
     return c;
   }
 
+  /** Every open cursor's id (a copy: safe to close them while iterating). */
+  ids(): number[] {
+    return [...this.map.keys()];
+  }
+
   get size(): number {
     return this.map.size;
   }

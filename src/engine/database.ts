@@ -31,7 +31,7 @@ import nodePath from 'node:path';
 import { AuditLog, auditKindOf, auditPathFor, type AuditKind, type AuditRecord } from '../ops/audit';
 import type { DbMetrics, DbSnapshot, Metrics, Role } from '../ops/metrics';
 import type { PathPolicy } from './pathPolicy';
-import { Session as MaintenanceSession } from './session';
+import { Session as MaintenanceSession, describeSession } from './session';
 import { backupDatabase, checkDatabaseFile, restoreDatabase, type BackupResult, type CheckResult, type RestoreResult } from '../ops/backup';
 
 export interface EngineOptions {
@@ -68,8 +68,8 @@ export interface EngineOptions {
    * sampleCheck), quick_check or a full integrity_check (both read the whole file), or nothing.
    */
   openCheck?: OpenCheckMode;
-  /** True while replies wait to be written to a slow client: worker reads hold off (bounded memory). */
-  outputBacklogged?: () => boolean;
+  /** True while replies wait to be written to the session's slow client: its worker reads hold off (bounded memory). */
+  outputBacklogged?: (s: Session) => boolean;
   /**
    * True when nothing else is waiting for the main thread: no other request in flight and no
    * more input behind the request being dispatched. Then a read known to take up to
@@ -1160,31 +1160,43 @@ export class DatabaseEngine {
    * wait: they never hold the writer, so nothing else can be stuck behind them.
    */
   private workerReadsInFlight = 0;
-  private readonly readWaiters: Array<() => void> = [];
+  private readonly readWaiters: Array<{ s: Session; go: () => void }> = [];
   private readGateTimer: NodeJS.Timeout | null = null;
 
-  private readSlot(): Promise<void> | null {
-    if (this.readWaiters.length === 0 && this.readGateOpen()) {
+  private readSlot(s: Session): Promise<void> | null {
+    if (this.readWaiters.length === 0 && this.readCapacity() && !this.backlogged(s)) {
       this.workerReadsInFlight++;
       return null;
     }
     return new Promise((resolve) => {
-      this.readWaiters.push(() => {
-        this.workerReadsInFlight++;
-        resolve();
+      this.readWaiters.push({
+        s,
+        go: () => {
+          this.workerReadsInFlight++;
+          resolve();
+        },
       });
       this.pumpReads();
     });
   }
 
-  private readGateOpen(): boolean {
-    return this.workerReadsInFlight < 2 * Math.max(1, this.pool!.size) && !(this.o.outputBacklogged?.() ?? false);
+  private readCapacity(): boolean {
+    return this.workerReadsInFlight < 2 * Math.max(1, this.pool!.size);
+  }
+
+  /** The output of the session's connection is backed up (listen mode: only that connection's reads wait). */
+  private backlogged(s: Session): boolean {
+    return this.o.outputBacklogged?.(s) ?? false;
   }
 
   private readonly pumpReads = (): void => {
-    while (this.readWaiters.length > 0 && this.readGateOpen()) this.readWaiters.shift()!();
+    // In arrival order, skipping reads whose client is not keeping up with its replies.
+    for (let i = 0; i < this.readWaiters.length && this.readCapacity(); ) {
+      if (this.backlogged(this.readWaiters[i].s)) i++;
+      else this.readWaiters.splice(i, 1)[0].go();
+    }
     // Blocked by the output: look again shortly (draining is not signalled to the engine).
-    if (this.readWaiters.length > 0 && this.readGateTimer === null && this.workerReadsInFlight < 2 * Math.max(1, this.pool!.size)) {
+    if (this.readWaiters.length > 0 && this.readGateTimer === null && this.readCapacity()) {
       this.readGateTimer = setTimeout(() => {
         this.readGateTimer = null;
         this.pumpReads();
@@ -1194,7 +1206,7 @@ export class DatabaseEngine {
 
   private async readOnWorker(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): Promise<ExecResult> {
     const pool = this.pool!;
-    const wait = this.readSlot();
+    const wait = this.readSlot(s);
     if (wait !== null) await wait;
     let slot: number;
     let generation: number;
@@ -2235,7 +2247,7 @@ export class DatabaseEngine {
     if (this.o.readOnly) throw new RpcError('BackupFailed', `cannot restore into ${this.path}: the server is --read-only`);
     let aborted = 0;
     if (this.owner !== null && this.owner.inTx) {
-      if (!force) throw new RpcError('BackupFailed', `restore refused: session ${this.owner.id} holds a transaction on ${this.path}; retry when it ends, or pass force to roll it back`);
+      if (!force) throw new RpcError('BackupFailed', `restore refused: session ${describeSession(this.owner.id)} holds a transaction on ${this.path}; retry when it ends, or pass force to roll it back`);
       this.abortTransaction(this.owner, 'a forced restore replaced the database');
       aborted++;
     }

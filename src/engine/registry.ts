@@ -7,7 +7,7 @@ import { DatabaseEngine, type EngineOptions, type EngineStats } from './database
 import { DirectConnection, execResult } from './direct';
 import { openConnection } from './connection';
 import { CursorTable } from './cursors';
-import { Session } from './session';
+import { Session, clientSessionId } from './session';
 import { bindParamsFor, type BoundParams } from './values';
 import { resolveFileNames, withNamesAsGiven } from './pathPolicy';
 import { classify, isBlank, parameterCount, type BeginMode } from './sqlText';
@@ -186,7 +186,7 @@ export class Registry {
   }
 
   open(r: OpenRequest): OpenResult | Promise<OpenResult> {
-    if (this.sessions.has(r.session)) throw new RpcError('InvalidParams', `invalid params: session: ${r.session} is already open`, { field: 'session' });
+    if (this.sessions.has(r.session)) throw new RpcError('InvalidParams', `invalid params: session: ${clientSessionId(r.session)} is already open`, { field: 'session' });
     if (PRIVATE_PATHS.has(r.path)) {
       let db;
       try {
@@ -205,7 +205,7 @@ export class Registry {
       }
       const s = new Session(r.session, r.path, r.timeoutMs, false, new DirectConnection(db, this.o.cacheSize));
       this.sessions.set(r.session, s);
-      return { session: r.session, path: r.path, private: true, readonly: false };
+      return { session: clientSessionId(r.session), path: r.path, private: true, readonly: false };
     }
     const real = this.resolve(r.path);
     if (this.allowed && !this.allowed.includes(real)) {
@@ -219,7 +219,7 @@ export class Registry {
     if (current && stale) this.retire(real, current, stale);
     const s = new Session(r.session, real, r.timeoutMs, readonly, null);
     s.keepOpen = r.keepOpen === true;
-    const opened = { session: r.session, path: real, private: false, readonly };
+    const opened = { session: clientSessionId(r.session), path: real, private: false, readonly };
     const pending = this.closing.get(real);
     if (pending === undefined) {
       this.attach(s, real, r, repin);
@@ -229,7 +229,7 @@ export class Registry {
     // and the session's requests queue behind its open.
     this.sessions.set(s.id, s);
     const p = pending.then(() => {
-      if (this.sessions.get(s.id) !== s) throw new RpcError('SessionNotFound', `session ${s.id} was closed`);
+      if (this.sessions.get(s.id) !== s) throw new RpcError('SessionNotFound', `session ${clientSessionId(s.id)} was closed`);
       try {
         this.attach(s, real, r, repin);
       } catch (e) {
@@ -291,7 +291,7 @@ export class Registry {
 
   session(id: number): Session {
     const s = this.sessions.get(id);
-    if (!s) throw new RpcError('SessionNotFound', `session ${id} is not open`);
+    if (!s) throw new RpcError('SessionNotFound', `session ${clientSessionId(id)} is not open`);
     if (s.abortedReason !== null) {
       // Report the rollback once, on the session's next request, then carry on.
       const why = s.abortedReason;
@@ -313,7 +313,7 @@ export class Registry {
       return r;
     }
     const p = s.tail.then(() => {
-      if (this.sessions.get(s.id) !== s) throw new RpcError('SessionNotFound', `session ${s.id} was closed`);
+      if (this.sessions.get(s.id) !== s) throw new RpcError('SessionNotFound', `session ${clientSessionId(s.id)} was closed`);
       return fn();
     });
     this.track(s, p);
@@ -553,9 +553,13 @@ export class Registry {
 
   // ---- cursors -------------------------------------------------------------------------
 
-  async fetch(id: number, pageRows: number, pageBytes: number): Promise<FetchResult> {
+  /**
+   * `owns` (listen mode): whether a session key belongs to the asking connection; another
+   * connection's cursor is answered as if it did not exist.
+   */
+  async fetch(id: number, pageRows: number, pageBytes: number, owns?: (session: number) => boolean): Promise<FetchResult> {
     const c = this.cursors.get(id);
-    if (!c) throw new RpcError('CursorNotFound', `cursor ${id} is not open (exhausted, closed, or expired after ${this.o.cursorIdleMs} ms idle)`);
+    if (!c || (owns !== undefined && !owns(c.session))) throw new RpcError('CursorNotFound', `cursor ${id} is not open (exhausted, closed, or expired after ${this.o.cursorIdleMs} ms idle)`);
     if (c.kind === 'direct') {
       const p = c.it.next(pageRows, pageBytes);
       if (p.done) this.forgetCursor(id, c.session);
@@ -574,9 +578,9 @@ export class Registry {
     return { rows: new RawEncoded(rep.rows!), cursor: rep.cursor ? id : null };
   }
 
-  closeCursor(id: number): { closed: boolean } {
+  closeCursor(id: number, owns?: (session: number) => boolean): { closed: boolean } {
     const c = this.cursors.get(id);
-    if (!c) return { closed: false };
+    if (!c || (owns !== undefined && !owns(c.session))) return { closed: false };
     this.forgetCursor(id, c.session);
     if (c.kind === 'direct') c.it.close();
     else if (c.pool.generationOf(c.slot) === c.generation) c.pool.send(c.slot, { t: 'close', cursor: c.local }).catch(() => undefined);
@@ -586,6 +590,26 @@ export class Registry {
   private forgetCursor(id: number, session: number): void {
     this.cursors.delete(id);
     this.sessions.get(session)?.cursors.delete(id);
+  }
+
+  /**
+   * A protocol connection ended (listen mode): every session whose key `owns` accepts is
+   * closed now, as `close` would (open transactions rolled back, the writer freed, their
+   * cursors closed), and so are cursors left by its sessions closed earlier. Resolves when
+   * the closes are done (a last close folds the WAL first).
+   */
+  closeSessionsOf(owns: (session: number) => boolean): Promise<void> {
+    const pending: Array<Promise<unknown>> = [];
+    for (const id of [...this.sessions.keys()]) {
+      if (!owns(id)) continue;
+      const r = this.close(id);
+      if (r instanceof Promise) pending.push(r.catch((e: Error) => this.log('close_failed', { session: id, error: e.message }, 'error')));
+    }
+    for (const id of this.cursors.ids()) {
+      const c = this.cursors.get(id);
+      if (c && owns(c.session)) this.closeCursor(id);
+    }
+    return Promise.all(pending).then(() => undefined);
   }
 
   // ---- housekeeping --------------------------------------------------------------------
@@ -616,7 +640,7 @@ export class Registry {
       // peek, not session(): a pending "your transaction was rolled back" notice is for the
       // session's next statement, not for a maintenance call naming it.
       const s = this.peekSession(ref.session);
-      if (!s) throw new RpcError('SessionNotFound', `session ${ref.session} is not open`);
+      if (!s) throw new RpcError('SessionNotFound', `session ${clientSessionId(ref.session)} is not open`);
       return { engine: this.sessionEngine.get(s) ?? null, session: s };
     }
     if (PRIVATE_PATHS.has(ref.path)) throw new RpcError('InvalidParams', 'invalid params: path: a private :memory: database is reached through its session', { field: 'path' });

@@ -2,6 +2,25 @@
 // its timeout, whether it holds a transaction, and the cursors it has open.
 import type { DirectConnection } from './direct';
 
+/**
+ * Session ids are chosen by clients, from 1 to 2^31-1, per protocol connection. A server
+ * with several connections (listen mode) keys each session by connection number x SPAN +
+ * the client's id (src/rpc/scope.ts), so connections never collide; on stdio (connection 0)
+ * the key is the client's id itself. Logs and audit records carry the key.
+ */
+export const SESSION_ID_SPAN = 2 ** 31;
+
+/** The id the client knows a session by (for messages sent to that client). */
+export function clientSessionId(key: number): number {
+  return key % SESSION_ID_SPAN;
+}
+
+/** A session key for a message another connection may read: "3", or "3 (connection 2)". */
+export function describeSession(key: number): string {
+  const conn = Math.floor(key / SESSION_ID_SPAN);
+  return conn === 0 ? String(key) : `${key % SESSION_ID_SPAN} (connection ${conn})`;
+}
+
 export class Session {
   inTx = false;
   /** Per-connection settings (case_sensitive_like, ...) this session changed; '' = defaults (settings.ts). */

@@ -21,7 +21,8 @@ export type ErrorKindName =
   | 'BackupFailed'
   | 'IntegrityCheckFailed'
   | 'AuditFailed'
-  | 'Skipped';
+  | 'Skipped'
+  | 'PermissionDenied';
 
 interface KindInfo {
   name: string;

@@ -7,6 +7,7 @@ import type { BeginMode } from '../engine/sqlText';
 import type { Session } from '../engine/session';
 import { array, bool, int, number, oneOf, str, type Params } from './params';
 import { FORMATS, type Metrics, type MetricsFormat } from '../ops/metrics';
+import { STDIO_SCOPE, type SessionScope } from './scope';
 
 export const PROTOCOL_VERSION = 1;
 const MAX_ID = 2 ** 31 - 1;
@@ -22,11 +23,26 @@ export interface ServerInfo {
   pageBytes: number;
   poolSize: number;
   testHooks: boolean;
+  /** Listen mode: one server shared by every connection (initialize's server.shared). */
+  shared?: boolean;
 }
+
+/** The protocol connection a method table serves. */
+export interface ConnectionContext {
+  /** Its session ids and cursors (listen mode: each connection has its own). */
+  scope: SessionScope;
+  /** Protocol connections open on the server now (stats). */
+  connections(): number;
+}
+
+const STDIO: ConnectionContext = { scope: STDIO_SCOPE, connections: () => 1 };
 
 export type Handler = (p: Params) => unknown;
 
-export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): Map<string, Handler> {
+export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics, conn: ConnectionContext = STDIO): Map<string, Handler> {
+  const scope = conn.scope;
+  /** The Registry's key for the request's session id. */
+  const sessionKey = (p: Params) => scope.key(int(p, 'session', 1, MAX_ID));
   const execOptions = (p: Params): ExecOptions => ({
     pageRows: int(p, 'page_rows', 1, 1_000_000, info.pageRows),
     pageBytes: info.pageBytes,
@@ -34,7 +50,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     begin: oneOf<BeginMode>(p, 'begin', BEGIN_MODES, null),
     expectRows: p.expect_rows == null ? null : int(p, 'expect_rows', 0, Number.MAX_SAFE_INTEGER),
   });
-  const session = (p: Params) => reg.session(int(p, 'session', 1, MAX_ID));
+  const session = (p: Params) => reg.session(sessionKey(p));
   /** Runs fn for the request's session, in the session's order (Registry.inOrder). */
   const onSession = (p: Params, fn: (s: Session) => unknown) => {
     const s = session(p);
@@ -74,7 +90,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     if (v !== PROTOCOL_VERSION) throw invalidParams('protocol_version', `this server speaks protocol version ${PROTOCOL_VERSION}, not ${v}`);
     return {
       protocol_version: PROTOCOL_VERSION,
-      server: { name: info.name, version: info.version },
+      server: { name: info.name, version: info.version, pid: process.pid, shared: info.shared === true },
       sqlite_version: info.sqliteVersion,
       capabilities: {
         codec: info.codec,
@@ -97,7 +113,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     // SQLite would take the name up to the NUL: another file than the one asked for.
     if (path.includes('\0')) throw invalidParams('path', 'embedded null character');
     const r = reg.open({
-      session: int(p, 'session', 1, MAX_ID),
+      session: sessionKey(p),
       path,
       readonly: bool(p, 'readonly', false),
       create: bool(p, 'create', true),
@@ -106,7 +122,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
       slowQueryMs: p.slow_query_ms == null ? null : int(p, 'slow_query_ms', 0, 86_400_000),
       keepOpen: bool(p, 'keep_open', false),
     });
-    const s = reg.peekSession(int(p, 'session', 1, MAX_ID));
+    const s = reg.peekSession(sessionKey(p));
     if (s) {
       s.cwd = cwd;
       s.uri = uri;
@@ -114,7 +130,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
     return r;
   });
   m.set('close', (p) => {
-    const id = int(p, 'session', 1, MAX_ID);
+    const id = sessionKey(p);
     const s = reg.peekSession(id);
     return s ? reg.inOrder(s, () => reg.close(id)) : reg.close(id);
   });
@@ -193,13 +209,14 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics): 
       return { in_transaction: s.inTx };
     }),
   );
-  m.set('fetch', (p) => reg.fetch(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER), int(p, 'page_rows', 1, 1_000_000, info.pageRows), info.pageBytes));
-  m.set('close_cursor', (p) => reg.closeCursor(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER)));
-  m.set('stats', () => ({ server: { version: info.version, sqlite_version: info.sqliteVersion }, ...reg.stats() }));
+  // A cursor is reachable only from the connection whose session made it.
+  m.set('fetch', (p) => reg.fetch(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER), int(p, 'page_rows', 1, 1_000_000, info.pageRows), info.pageBytes, scope.owns));
+  m.set('close_cursor', (p) => reg.closeCursor(int(p, 'cursor', 1, Number.MAX_SAFE_INTEGER), scope.owns));
+  m.set('stats', () => ({ server: { version: info.version, sqlite_version: info.sqliteVersion }, connections: conn.connections(), ...reg.stats() }));
   /** backup, restore and check name their database by session or by path, not both. */
   const dbRef = (p: Params): DbRef => {
     if (p.session != null && p.path != null) throw invalidParams('path', 'give session or path, not both');
-    if (p.session != null) return { session: int(p, 'session', 1, MAX_ID) };
+    if (p.session != null) return { session: sessionKey(p) };
     if (p.path == null) throw invalidParams('path', 'required (or session)');
     return { path: str(p, 'path') };
   };
