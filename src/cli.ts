@@ -40,15 +40,20 @@ export interface CliOptions {
   recoverFromBackup: boolean;
   attachDirs: string[];
   attachAny: boolean;
+  /** Listen mode: the unix socket to serve on instead of stdin/stdout. */
+  listen: string | null;
+  idleExitMs: number;
   help: boolean;
   version: boolean;
 }
 
 export class UsageError extends Error {}
 
-export const HELP = `sqlite-rpc: a SQLite server speaking JSON-RPC 2.0 over stdin/stdout.
+export const HELP = `sqlite-rpc: a SQLite server speaking JSON-RPC 2.0 over stdin/stdout,
+or over a unix socket shared by every process of one user (--listen).
 
 Usage: sqlite-rpc [options]
+       sqlite-rpc --listen PATH [--idle-exit-ms MS] [options]
        sqlite-rpc backup|restore|check ...   (operator tools, see Subcommands)
 
 Frames are LSP style (Content-Length header, then the body); bodies are MessagePack by
@@ -56,6 +61,26 @@ default. A client spawns this program, sends "initialize", opens sessions on dat
 files and runs SQL; see protocol/PROTOCOL.md. stdout carries protocol frames only; logs
 go to stderr as JSON lines. The server stops on "shutdown" + "exit", on end of stdin, or
 on SIGTERM, after finishing and answering every request it accepted.
+
+Listen mode (one server per user and machine)
+  --listen PATH           serve the protocol on a unix socket at PATH instead of
+                          stdin/stdout (stdout is then never written). Each connection
+                          is a protocol connection of its own (its own initialize,
+                          session ids and cursors); all share one engine per database
+                          file, so processes meet in one writer instead of fighting
+                          over SQLite's file lock. PATH's folder must exist, belong to
+                          this user and have no group/other permissions (0700); the
+                          socket is made 0600, and a client of another uid is refused
+                          (PermissionDenied). If a server already answers on PATH, this
+                          one exits with status 75 and leaves it alone; a socket file
+                          nobody answers on (a killed server's) is replaced; any other
+                          file at PATH is refused (status 2), never deleted. A
+                          connection's end closes its sessions (rolling back their
+                          transactions at once); its "shutdown"/"exit" end only that
+                          connection. SIGTERM or SIGINT stop the whole server.
+  --idle-exit-ms MS       with --listen: exit (cleanly, as on SIGTERM) MS after the
+                          last connection closed, or MS after start if nobody
+                          connects; a new connection cancels it (default 5000)
 
 Databases
   --db PATH               open PATH at start-up (repeatable); fails fast if it cannot
@@ -164,9 +189,11 @@ Subcommands (operator tools, not the server; each has --help)
   check DB [--full]       quick_check (integrity_check with --full); exit 0 ok,
                           1 problems found, 2 usage
 
-Exit status: 0 after a clean shutdown or end of input; 1 after "exit" without
-"shutdown"; 2 for bad flags; 3 after a protocol error (unframeable or undecodable
-input); 70 for an internal error.
+Exit status: 0 after a clean shutdown or end of input (listen mode: after the idle
+exit, SIGTERM or SIGINT); 1 after "exit" without "shutdown"; 2 for bad flags (and in
+listen mode an unsafe folder, a non-socket file at PATH, or no way to read a peer's
+uid); 3 after a protocol error (unframeable or undecodable input); 75 when another
+server already answers on --listen PATH; 70 for an internal error.
 `;
 
 function defaultPool(): number {
@@ -209,11 +236,14 @@ export function parseArgs(argv: string[]): CliOptions {
     recoverFromBackup: false,
     attachDirs: [],
     attachAny: false,
+    listen: null,
+    idleExitMs: 5000,
     help: false,
     version: false,
   };
   const args = [...argv];
   let openCheckGiven = false;
+  let idleExitGiven = false;
   const value = (flag: string): string => {
     const v = args.shift();
     if (v === undefined || v.startsWith('--')) throw new UsageError(`${flag} needs a value`);
@@ -279,12 +309,20 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--recover-from-backup': o.recoverFromBackup = true; break;
       case '--attach-dir': o.attachDirs.push(value(a)); break;
       case '--attach-any': o.attachAny = true; break;
+      case '--listen': {
+        const p = value(a);
+        if (p.length === 0 || p.includes('\0')) throw new UsageError('--listen takes the path of the socket to create');
+        o.listen = p;
+        break;
+      }
+      case '--idle-exit-ms': o.idleExitMs = int(a, 0, 86_400_000); idleExitGiven = true; break;
       case '-h': case '--help': o.help = true; break;
       case '-V': case '--version': o.version = true; break;
       default: throw new UsageError(`unknown option ${JSON.stringify(a)}`);
     }
   }
   if (o.recoverFromBackup && !openCheckGiven) o.openCheck = 'quick';
+  if (idleExitGiven && o.listen === null) throw new UsageError('--idle-exit-ms needs --listen (on stdin/stdout the client owns the server\'s lifetime)');
   if (o.restrict && o.dbs.length === 0) throw new UsageError('--restrict needs at least one --db');
   if (o.backupIntervalS > 0 && o.backupDir === null) throw new UsageError('--backup-interval-s needs --backup-dir');
   if (o.recoverFromBackup && o.backupDir === null) throw new UsageError('--recover-from-backup needs --backup-dir (where the backups are)');

@@ -1,18 +1,22 @@
-// Entry point: flags, the engine, one protocol connection on stdin/stdout, and an orderly
-// shutdown that answers every accepted request before the process ends.
+// Entry point: flags, the engine, and either one protocol connection on stdin/stdout or a
+// unix socket listener (--listen) whose every client is one; the wiring of a connection and
+// the orderly shutdown that answers every accepted request are shared (rpc/server.ts).
 import fs from 'node:fs';
 import net from 'node:net';
+import nodePath from 'node:path';
 import type { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
-import { HELP, parseArgs, UsageError } from './cli';
+import { HELP, parseArgs, UsageError, type CliOptions } from './cli';
 import { guardStdout, log, setLogLevel } from './ops/log';
 import { addonPath, loadAddon } from './engine/native';
 import { Registry } from './engine/registry';
 import { createCodec } from './transport/codec';
-import { StreamConnection } from './transport/connection';
-import { Dispatcher, errorReply, type Id } from './rpc/dispatcher';
-import { methodTable } from './rpc/methods';
+import { frameHeader } from './transport/framing';
+import { checkFolder, EXIT_ALREADY_LISTENING, ListenError, UnixListener } from './transport/listener';
+import { errorReply } from './rpc/dispatcher';
+import { RpcServer } from './rpc/server';
 import { RpcError } from './protocol/errors';
+import { loadPeercred, peerCredentials } from './native/peercred';
 import { Metrics, serveMetrics } from './ops/metrics';
 import { PathPolicy } from './engine/pathPolicy';
 import pkg from '../package.json';
@@ -42,7 +46,7 @@ function main(): void {
     );
     return;
   }
-  let opts;
+  let opts: CliOptions;
   try {
     opts = parseArgs(process.argv.slice(2));
   } catch (e) {
@@ -59,13 +63,26 @@ function main(): void {
     writeStdout(`sqlite-rpc ${pkg.version} (SQLite ${probeSqlite()}, Node ${process.versions.node})\n`);
     return;
   }
-  const output = protocolOutput();
+  // In listen mode stdout is never written; on stdio it carries frames only.
   guardStdout();
   setLogLevel(opts.logLevel);
   process.on('uncaughtException', (e) => {
     log('fatal', { error: e.stack ?? String(e) }, 'error');
     process.exit(70);
   });
+
+  const listenPath = opts.listen === null ? null : nodePath.resolve(opts.listen);
+  if (listenPath !== null) {
+    // Checked before anything else starts: a wrong folder, or no way to tell who connects
+    // (the peer-credentials addon), and the server does not start at all (fail closed).
+    try {
+      checkFolder(listenPath, process.geteuid!());
+      loadPeercred();
+    } catch (e) {
+      process.stderr.write(`sqlite-rpc: ${e instanceof ListenError ? e.message : `--listen: cannot check the uid of clients, so listen mode cannot start: ${(e as Error).message}`}\n`);
+      process.exit(2);
+    }
+  }
 
   const nativeBinding = loadAddon();
   sqliteVersion = probeSqlite();
@@ -110,98 +127,43 @@ function main(): void {
       pathPolicy: new PathPolicy({ any: opts.attachAny, dirs: opts.attachDirs }),
       backupDir: opts.backupDir,
       recoverFromBackup: opts.recoverFromBackup,
-      // 8 MiB of replies waiting for a slow client: worker reads hold off until it catches up.
-      outputBacklogged: () => conn.backlog() > 8 << 20,
+      // A slow client's worker reads hold off until it catches up (per connection).
+      outputBacklogged: (s) => server.outputBacklogged(s),
       // Nothing else waits for the main thread: no request in flight, no more input in this chunk.
-      serverIdle: () => dispatcher.inFlight === 0 && !conn.inputPending(),
+      serverIdle: () => server.serverIdle(),
     },
     log,
   );
   if (opts.backupDir !== null && opts.backupIntervalS > 0) registry.scheduleBackups(opts.backupDir, opts.backupIntervalS * 1000, opts.backupKeep);
-  try {
-    const real = opts.dbs.map((p) => registry.preopen(p).path);
-    if (opts.restrict) registry.restrictTo(real);
-  } catch (e) {
-    log('startup_failed', { error: (e as Error).message }, 'error');
-    process.exit(1);
-  }
 
-  let shutdownRequested = false;
-  /** The `shutdown` request's work, ending with its reply; stop() waits for it. */
-  let shutdownDone: Promise<void> = Promise.resolve();
-  let stopping: Promise<void> | null = null;
-  const conn: StreamConnection = new StreamConnection(process.stdin, output, codec, opts.maxFrameBytes, {
-    message: (m) => dispatcher.handle(m),
-    protocolError: (message, decodeFailed) => {
-      log('protocol_error', { message }, 'error');
-      if (decodeFailed) conn.send(errorReply(null, new RpcError('ParseError', message)));
-      void stop(3);
+  const info = {
+    name: 'sqlite-rpc',
+    version: pkg.version,
+    sqliteVersion,
+    codec: codec.name,
+    maxFrameBytes: opts.maxFrameBytes,
+    pageRows: opts.pageRows,
+    pageBytes: opts.pageBytes,
+    poolSize: opts.poolSize,
+    testHooks: opts.testHooks,
+    shared: listenPath !== null,
+  };
+  let listener: UnixListener | null = null;
+  const server: RpcServer = new RpcServer({
+    registry,
+    metrics,
+    info,
+    codec,
+    maxFrameBytes: opts.maxFrameBytes,
+    shutdownGraceMs: opts.shutdownGraceMs,
+    idleExitMs: listenPath === null ? null : opts.idleExitMs,
+    log,
+    stopAccepting: () => listener?.close(),
+    exit: (code) => {
+      log('exit', { code });
+      process.exit(code);
     },
-    end: () => void stop(0),
   });
-
-  // Accepted requests get --shutdown-grace-ms to finish; a request stuck longer (a lock
-  // another process never releases) must not keep the process from ever exiting.
-  const idleOrGrace = async (): Promise<void> => {
-    let timer: NodeJS.Timeout | undefined;
-    const grace = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), opts.shutdownGraceMs)));
-    const outcome = await Promise.race([dispatcher.idle().then(() => 'idle' as const), grace]);
-    clearTimeout(timer);
-    if (outcome === 'timeout') log('shutdown_grace_exceeded', { in_flight: dispatcher.inFlight, grace_ms: opts.shutdownGraceMs }, 'warn');
-  };
-
-  // Finish accepted work, answer it, close every database, then leave.
-  const stop = (code: number): Promise<void> => {
-    if (!stopping) {
-      stopping = (async () => {
-        dispatcher.accepting = false;
-        await idleOrGrace();
-        await registry.closeAll();
-        // An `exit` right behind `shutdown` used to end the output before shutdown's own
-        // reply was sent (closeAll resolves at once the second time), losing that reply.
-        await shutdownDone;
-        await conn.finish();
-        log('exit', { code });
-        process.exit(code);
-      })();
-    }
-    return stopping;
-  };
-
-  const dispatcher: Dispatcher = new Dispatcher(
-    methodTable(registry, {
-      name: 'sqlite-rpc',
-      version: pkg.version,
-      sqliteVersion,
-      codec: codec.name,
-      maxFrameBytes: opts.maxFrameBytes,
-      pageRows: opts.pageRows,
-      pageBytes: opts.pageBytes,
-      poolSize: opts.poolSize,
-      testHooks: opts.testHooks,
-    }, metrics),
-    {
-      send: (r) => conn.send(r),
-      outcome: (method, ok) => metrics.request(method, ok),
-      lifecycle: (method: string, id: Id, notification: boolean) => {
-        if (method === 'shutdown') {
-          shutdownRequested = true;
-          dispatcher.accepting = false;
-          shutdownDone = (async () => {
-            await idleOrGrace();
-            await registry.closeAll();
-            if (!notification) conn.send({ jsonrpc: '2.0', id, result: null });
-          })();
-          return true;
-        }
-        if (method === 'exit') {
-          void stop(shutdownRequested ? 0 : 1);
-          return true;
-        }
-        return false;
-      },
-    },
-  );
 
   if (opts.metricsPort !== null) {
     serveMetrics(metrics, opts.metricsPort, (e) => log('metrics_http_error', { error: e.message }, 'warn')).then(
@@ -210,10 +172,63 @@ function main(): void {
     );
   }
 
-  process.on('SIGTERM', () => void stop(0));
-  // The client owns our lifetime (it closes stdin); a Ctrl+C aimed at it must not kill us first.
-  process.on('SIGINT', () => log('sigint_ignored', {}));
-  log('ready', { version: pkg.version, sqlite: sqliteVersion, codec: codec.name, pid: process.pid, pool_size: opts.poolSize, synchronous: opts.synchronous });
+  process.on('SIGTERM', () => void server.stop(0));
+  const ready = () => log('ready', { version: pkg.version, sqlite: sqliteVersion, codec: codec.name, pid: process.pid, pool_size: opts.poolSize, synchronous: opts.synchronous });
+
+  if (listenPath === null) {
+    preopen();
+    // The client owns our lifetime (it closes stdin); a Ctrl+C aimed at it must not kill us first.
+    process.on('SIGINT', () => log('sigint_ignored', {}));
+    server.connect(process.stdin, protocolOutput(), true);
+    ready();
+    return;
+  }
+
+  // Listen mode: nobody owns our lifetime but the idle timer, SIGTERM and SIGINT.
+  process.on('SIGINT', () => void server.stop(0));
+  const euid = process.geteuid!();
+  UnixListener.listen({
+    path: listenPath,
+    euid,
+    peerOf: peerCredentials,
+    accept: (socket, peer) => server.connect(socket, socket, false, { peer_pid: peer.pid }),
+    refuse: (socket, message) => {
+      socket.on('error', () => undefined);
+      socket.resume(); // whatever the client sent is read and dropped
+      const body = codec.encode(errorReply(null, new RpcError('PermissionDenied', message)));
+      socket.end(Buffer.concat([frameHeader(body.length), body]));
+      setTimeout(() => socket.destroy(), 2000).unref();
+    },
+    log,
+  }).then(
+    (l) => {
+      listener = l;
+      if (!preopen()) return;
+      ready();
+      log('listening', { path: l.path, pid: process.pid, idle_exit_ms: opts.idleExitMs });
+      server.armIdleExit();
+    },
+    (e: Error) => {
+      if (!(e instanceof ListenError)) throw e;
+      if (e.exitCode === EXIT_ALREADY_LISTENING) log('already_listening', { path: listenPath, pid: process.pid });
+      else log('startup_failed', { error: e.message }, 'error');
+      process.exit(e.exitCode);
+    },
+  );
+
+  /** --db files open (and are checked) before the first request; false after a failure (the process is exiting). */
+  function preopen(): boolean {
+    try {
+      const real = opts.dbs.map((p) => registry.preopen(p).path);
+      if (opts.restrict) registry.restrictTo(real);
+      return true;
+    } catch (e) {
+      log('startup_failed', { error: (e as Error).message }, 'error');
+      listener?.close();
+      process.exit(1);
+      return false;
+    }
+  }
 
   function probeSqlite(): string {
     const db = new Database(':memory:', { nativeBinding: loadAddon() as unknown as string });
