@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { frame, pack, runServer, ServerProcess, sleep, unpack, useTempDir } from './helpers/server';
+import { frame, pack, RpcClient, runServer, ServerProcess, sleep, unpack, useTempDir } from './helpers/server';
 
 const tmp = useTempDir('sqlite-rpc-listen-');
 
@@ -27,7 +27,8 @@ afterEach(() => {
 
 /** Starts a listen-mode server; resolves once it logged `listening` (or exited). */
 async function startServer(sock: string, extra: string[] = []): Promise<ServerProcess> {
-  const p = new ServerProcess(['--listen', sock, '--pool-size', '1', ...extra]);
+  // A long idle exit unless the test sets one (a later flag wins): a slow machine must not end a server mid-test.
+  const p = new ServerProcess(['--listen', sock, '--pool-size', '1', '--idle-exit-ms', '120000', ...extra]);
   running.push(p);
   await until(() => p.exitInfo !== null || p.logLines().some((l) => l.event === 'listening'), () => `no "listening" log; stderr:\n${p.stderr}`);
   return p;
@@ -348,7 +349,7 @@ describe('listen mode: who may connect', () => {
       const s = net.connect(process.argv[2]);
       const got = [];
       s.on('connect', () => s.write(Buffer.from(process.argv[3], 'hex')));
-      setTimeout(() => s.destroy(), 5000); // a server that does not refuse keeps the connection open
+      setTimeout(() => s.destroy(), 5000).unref(); // a server that does not refuse keeps the connection open
       s.on('data', (d) => got.push(d));
       s.on('error', (e) => { process.stdout.write(JSON.stringify({ error: e.code })); process.exit(0); });
       s.on('close', () => process.stdout.write(JSON.stringify({ hex: Buffer.concat(got).toString('hex') })));`,
@@ -382,6 +383,16 @@ describe('listen mode: who may connect', () => {
 });
 
 describe('listen mode: flags', () => {
+  it('on stdio, stats counts the one connection and initialize says the server is not shared', async () => {
+    const c = await RpcClient.start(['--pool-size', '1']);
+    try {
+      expect(c.initResult.server).toMatchObject({ shared: false, pid: c.proc.child.pid });
+      expect((await c.request('stats')).connections).toBe(1);
+    } finally {
+      c.dispose();
+    }
+  });
+
   it('--idle-exit-ms without --listen is a usage error', async () => {
     const r = await runServer(['--idle-exit-ms', '100']);
     expect(r.code).toBe(2);
