@@ -9,7 +9,8 @@ Parts (--only takes a comma-separated list of these names):
   kill9         item 1: --trials kill -9 trials at synchronous FULL and as many at NORMAL
   powercut      --powercut-trials kill -9 trials per synchronous mode on a server under the
                 power-cut shim (test/tools/powercut), checked on the durable image, and
-                --powercut-trials/5 with Python threads; the stdlib's sqlite3 as the control
+                --powercut-trials/5 with Python threads and with reads racing the commits;
+                the stdlib's sqlite3 as the control
   multiprocess  item 6: 4 processes with their own servers write one file for --duration s
   leaks         item 7: --cycles connect/close cycles (and --cycles/5 with the server
                 reopening files), --restarts server restarts
@@ -98,6 +99,7 @@ def part_powercut(a: argparse.Namespace, tmp: str) -> Dict[str, Any]:
             if (i + 1) % 10 == 0:
                 log("  powercut %s: %d/%d trials passed" % (mode, i + 1, a.powercut_trials))
         threads = [R.powercut_threads_trial(tmp, mode, a.seed + i) for i in range(n_threads)]
+        reads = [R.powercut_reads_trial(tmp, a.seed + i) for i in range(n_threads)] if mode == "full" else []
         out[mode] = {
             "trials": len(trials), "acknowledged_operations": sum(t["acked_ops"] for t in trials),
             "acknowledged_rows": sum(t["acked_rows"] for t in trials),
@@ -112,6 +114,11 @@ def part_powercut(a: argparse.Namespace, tmp: str) -> Dict[str, Any]:
                                "lost_acknowledged_rows": sum(t["lost_rows"] for t in threads)},
             "stdlib_control": R.stdlib_powercut(tmp, mode, a.seed),
         }
+        if reads:
+            out[mode]["reads_racing_commits"] = {
+                "trials": len(reads), "acknowledged_inserts": sum(t["acked"] for t in reads), "reads": sum(t["reads"] for t in reads),
+                "rows_returned": sum(t["rows_seen"] for t in reads), "returned_before_acknowledged": sum(t["seen_not_acked"] for t in reads),
+                "returned_but_not_durable": 0}
         log("  powercut %s: %d acknowledged rows, %d lost" % (mode, out[mode]["acknowledged_rows"], out[mode]["lost_acknowledged_rows"]))
     assert out["full"]["lost_acknowledged_rows"] == 0 and out["full"]["python_threads"]["lost_acknowledged_rows"] == 0, out
     assert out["full"]["stdlib_control"]["lost"] == 0, out["full"]["stdlib_control"]

@@ -767,6 +767,71 @@ def powercut_server_trial(folder: str, synchronous: str, seed: int, binary: str 
     return r
 
 
+def powercut_reads_trial(folder: str, seed: int, *, writers: int = 3, in_flight: int = 24, max_acked: int = 600,
+                         binary: str = BINARY, args: Sequence[str] = ()) -> Dict[str, Any]:
+    """A server under the shim at --synchronous full: `writers` sessions pipeline autocommit
+    inserts while a reader session keeps reading the newest rows (on the main thread or a
+    reader worker, as the engine chooses); kill -9 at a random moment. Every row a read
+    returned before the kill must be in the durable image, as every acknowledged insert
+    must: a read must not show a commit that a power cut can still take away."""
+    rng = random.Random(seed)
+    target = rng.randint(20, max_acked)
+    pc = PowerCut(os.path.join(folder, "powercut-reads-%d" % seed))
+    path = os.path.join(pc.data, "reads.sqlite")
+    reader = writers + 1
+    pipe = Pipe(["--synchronous", "full", *args], cwd=pc.data, stderr_path=os.path.join(pc.folder, "stderr"), binary=pc.wrapper(binary))
+    inserts: Dict[Any, str] = {}  # request id -> key
+    reads: set = set()
+    acked: List[str] = []
+    seen: set = set()
+    n_reads = 0
+    try:
+        pipe.init()
+        for s in range(1, reader + 1):
+            pipe.call("open", {"session": s, "path": path})
+        pipe.call("execute", {"session": 1, "sql": "CREATE TABLE w(k TEXT PRIMARY KEY, v BLOB)"})
+        i = 0
+        while len(acked) < target:
+            while len(inserts) < in_flight:
+                i += 1
+                key = "k%d" % i
+                rid = pipe.send("execute", {"session": 1 + i % writers, "sql": "INSERT INTO w VALUES (?, ?)",
+                                            "params": [key, rng.randbytes(rng.choice([10, 500, 3000]))]})
+                inserts[rid] = key
+            if len(reads) < 2:
+                reads.add(pipe.send("execute", {"session": reader, "sql": "SELECT k FROM w ORDER BY rowid DESC LIMIT 30"}))
+            before = len(pipe.messages)
+            pipe.pump(30.0)
+            assert not pipe.eof, "the server closed its output before the kill: %s" % pipe.stderr_text()[-2000:]
+            assert len(pipe.messages) > before or pipe.buf, "no reply within 30 s"
+            for msg in pipe.messages[before:]:
+                rid = msg.get("id")
+                assert "error" not in msg, msg
+                if rid in inserts:
+                    acked.append(inserts.pop(rid))
+                elif rid in reads:
+                    reads.discard(rid)
+                    n_reads += 1
+                    seen.update(k for (k,) in msg["result"]["rows"])
+        pc.cut()
+        pipe.kill9()
+    finally:
+        pipe.close()
+    assert not pc.errors(), "the shim failed, the image cannot be trusted: %r" % pc.errors()[:5]
+    verdict, con = check_file(pc.image("reads.sqlite"))
+    try:
+        assert verdict == "ok", "integrity_check of the durable image: %s" % verdict
+        present = {k for (k,) in con.execute("SELECT k FROM w")}
+    finally:
+        con.close()
+    lost = [k for k in acked if k not in present]
+    assert not lost, "acknowledged inserts missing from the durable image: %r" % lost[:10]
+    unseen = sorted(seen - present)
+    assert not unseen, "rows a read returned before the power cut are not in the durable image: %r" % unseen[:10]
+    return {"seed": seed, "acked": len(acked), "reads": n_reads, "rows_seen": len(seen),
+            "seen_not_acked": len(seen - set(acked)), "wal_syncs": pc.syncs("reads.sqlite-wal")}
+
+
 class process_server_env:
     """Run the block with this process's sqlite_rpc server started with these environment
     variables (SQLITE_RPC_BINARY, SQLITE_RPC_ARGS...); the server is stopped before and after."""
@@ -861,7 +926,8 @@ def powercut_threads_trial(folder: str, synchronous: str, seed: int, *, threads:
                     pass
 
     args = "--synchronous %s" % synchronous
-    with process_server_env(SQLITE_RPC_BINARY=pc.wrapper(binary), SQLITE_RPC_ARGS=args):
+    # The private server (a shared one would not take this binary and flags, nor be ours to kill).
+    with process_server_env(SQLITE_RPC_BINARY=pc.wrapper(binary), SQLITE_RPC_ARGS=args, SQLITE_RPC_SHARED="0"):
         setup = sqlite_rpc.connect(path)
         setup.execute("CREATE TABLE w(k TEXT PRIMARY KEY, grp TEXT NOT NULL, n INTEGER NOT NULL, v BLOB)")
         setup.commit()

@@ -9,9 +9,10 @@ image is what a power cut at that instant would have left, and the stdlib's sqli
 
 First the shim itself (plain files, then the stdlib's sqlite3: at synchronous FULL every
 commit is in the image; at NORMAL the commits since the last checkpoint are not, which
-shows the tool can fail), then the server: raw pipelined sessions (kill9_trial) and Python
-threads, at --synchronous full (nothing acknowledged may be missing) and normal (a suffix
-may be, and at least one trial must find one: the server-level negative control).
+shows the tool can fail), then the server: raw pipelined sessions (kill9_trial), reads
+racing the commits, and Python threads, at --synchronous full (nothing acknowledged, and
+nothing a read returned, may be missing) and normal (a suffix may be, and at least one trial
+must find one: the server-level negative control).
 
 Short form (a few trials); `npm run reliability -- --only powercut` runs more.
 """
@@ -24,7 +25,7 @@ import sys
 
 import pytest
 
-from _reliability import PowerCut, powercut_server_trial, powercut_threads_trial, stdlib_powercut
+from _reliability import PowerCut, powercut_reads_trial, powercut_server_trial, powercut_threads_trial, stdlib_powercut
 
 TRIALS = int(os.environ.get("RELIABILITY_POWERCUT_TRIALS", "2"))
 
@@ -196,6 +197,15 @@ def test_server_at_normal_loses_only_a_suffix_and_the_trial_can_tell(tmp_path):
     # fsync at the server level too, so the zero at FULL above means something.
     results = [powercut_server_trial(str(tmp_path), "normal", 3000 + i) for i in range(max(2, TRIALS))]
     assert sum(r["lost_rows"] for r in results) > 0, results
+
+
+@pytest.mark.parametrize("seed", range(TRIALS))
+def test_reads_return_only_commits_that_survive_a_power_cut(tmp_path, seed):
+    # Three sessions pipeline inserts while a fourth keeps reading the newest rows: a row a
+    # read returned before the kill must be in the durable image (a reader must not see a
+    # commit before it is durable, or a power cut can take back what a client was shown).
+    r = powercut_reads_trial(str(tmp_path), 5000 + seed)
+    assert r["acked"] > 0 and r["reads"] > 0, r
 
 
 @pytest.mark.parametrize("synchronous", ["full", "normal"])
