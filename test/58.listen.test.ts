@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { frame, pack, RpcClient, runServer, ServerProcess, sleep, unpack, useTempDir } from './helpers/server';
+import { frame, pack, ROOT, RpcClient, runServer, ServerProcess, sleep, unpack, useTempDir } from './helpers/server';
 
 const tmp = useTempDir('sqlite-rpc-listen-');
 
@@ -325,6 +325,22 @@ describe('listen mode: who may connect', () => {
     const r = await runServer(['--listen', path.join(dir, 's.sock')]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`cannot use folder ${dir}: it does not exist`);
+  });
+
+  it('does not start when the peer-credentials addon cannot be loaded (fail closed)', async () => {
+    // The bundle, copied where no native/build/Release/peercred.node is beside it.
+    const root = fs.mkdtempSync(path.join(tmp(), 'noaddon-'));
+    fs.mkdirSync(path.join(root, 'dist'));
+    fs.writeFileSync(path.join(root, 'package.json'), '{}\n');
+    fs.copyFileSync(path.join(ROOT, 'dist', 'sqlite-rpc.cjs'), path.join(root, 'dist', 'sqlite-rpc.cjs'));
+    const sock = path.join(socketDir(), 's.sock');
+    const child = spawn(process.execPath, [path.join(root, 'dist', 'sqlite-rpc.cjs'), '--listen', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const err: Buffer[] = [];
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+    expect(code).toBe(2);
+    expect(Buffer.concat(err).toString()).toContain('--listen: cannot check the uid of clients, so listen mode cannot start');
+    expect(fs.existsSync(sock)).toBe(false);
   });
 
   it('makes the socket file 0600', async () => {
