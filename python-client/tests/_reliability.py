@@ -832,6 +832,92 @@ def powercut_reads_trial(folder: str, seed: int, *, writers: int = 3, in_flight:
             "seen_not_acked": len(seen - set(acked)), "wal_syncs": pc.syncs("reads.sqlite-wal")}
 
 
+def powercut_churn_trial(folder: str, seed: int, *, max_acked: int = 300, binary: str = BINARY, pragmas: bool = False) -> Dict[str, Any]:
+    """A server under the shim at --synchronous full with --db-idle-close-ms 1: rounds of 1-3
+    sessions that open the file, write and close, so that the server keeps letting the file
+    go (WAL folded in, -wal deleted, journal mode given back) and opening it again (a new
+    -wal). Writes: autocommit inserts, BEGIN/INSERT/INSERT/COMMIT, a script (the writer in
+    direct mode), and with `pragmas` a session's PRAGMA synchronous = OFF before its insert
+    now and then (which must not weaken the other sessions' commits: power cut 1 in
+    bench/RELIABILITY.md).
+    kill -9 at a random moment; every acknowledged write must be in the durable image, whole."""
+    rng = random.Random(seed)
+    target = rng.randint(10, max_acked)
+    pc = PowerCut(os.path.join(folder, "powercut-churn-%d" % seed))
+    path = os.path.join(pc.data, "churn.sqlite")
+    con = sqlite3.connect(path)  # made before the server starts: its content is the durable start
+    con.execute("CREATE TABLE w(k TEXT PRIMARY KEY, grp TEXT NOT NULL, n INTEGER NOT NULL)")
+    con.commit()
+    con.close()
+    pipe = Pipe(["--synchronous", "full", "--db-idle-close-ms", "1"], cwd=pc.data, stderr_path=os.path.join(pc.folder, "stderr"),
+                binary=pc.wrapper(binary))
+    groups: Dict[str, int] = {}  # group -> rows, every group sent
+    acked: List[str] = []
+    session = 0
+    rounds = 0
+    try:
+        pipe.init()
+        while len(acked) < target:
+            rounds += 1
+            pending: Dict[Any, str] = {}  # request id -> group it acknowledges
+            for _ in range(rng.randint(1, 3)):
+                session += 1
+                grp = "g%d" % session
+                kind = rng.choice(["exec", "tx", "script"] + (["pragma"] if pragmas else []))
+                ins = lambda j: ("execute", {"session": session, "sql": "INSERT INTO w VALUES (?, ?, ?)",  # noqa: E731
+                                             "params": ["%s.%d" % (grp, j), grp, 1 if kind in ("exec", "pragma") else 2]})
+                reqs: List[Tuple[str, Dict[str, Any]]] = [("open", {"session": session, "path": path})]
+                if kind == "pragma":
+                    reqs.append(("execute", {"session": session, "sql": "PRAGMA synchronous = OFF"}))
+                if kind in ("exec", "pragma"):
+                    reqs.append(ins(0))
+                elif kind == "tx":
+                    reqs += [("begin", {"session": session, "mode": "deferred"}), ins(0), ins(1), ("commit", {"session": session})]
+                else:
+                    reqs.append(("script", {"session": session, "sql": "INSERT INTO w VALUES ('%s.0', '%s', 2); INSERT INTO w VALUES ('%s.1', '%s', 2);"
+                                            % (grp, grp, grp, grp)}))
+                groups[grp] = 1 if kind in ("exec", "pragma") else 2
+                data = []
+                for method, params in reqs:
+                    rid, b = pipe.request_bytes(method, params)
+                    data.append(b)
+                last = rid
+                pending[last] = grp  # a session's requests are applied in order: its last reply acknowledges the write
+                rid, b = pipe.request_bytes("close", {"session": session})
+                data.append(b)
+                pipe.write(b"".join(data))
+            while pending:
+                before = len(pipe.messages)
+                pipe.pump(30.0)
+                assert not pipe.eof, "the server closed its output before the kill: %s" % pipe.stderr_text()[-2000:]
+                assert len(pipe.messages) > before or pipe.buf, "no reply within 30 s"
+                for msg in pipe.messages[before:]:
+                    assert "error" not in msg, msg
+                    grp = pending.pop(msg.get("id"), None)
+                    if grp is not None:
+                        acked.append(grp)
+            if rng.random() < 0.5:
+                time.sleep(rng.choice([0.0, 0.005, 0.03, 0.05]))  # let the server let go of the file (a sweep every 10 ms), or not
+        pc.cut()
+        pipe.kill9()
+    finally:
+        pipe.close()
+    assert not pc.errors(), "the shim failed, the image cannot be trusted: %r" % pc.errors()[:5]
+    verdict, con = check_file(pc.image("churn.sqlite"))
+    try:
+        assert verdict == "ok", "integrity_check of the durable image: %s" % verdict
+        present = dict(con.execute("SELECT grp, count(*) FROM w GROUP BY grp"))
+    finally:
+        con.close()
+    partial = {g: (c, groups.get(g)) for g, c in present.items() if c != groups.get(g)}
+    assert not partial, "groups only partly in the durable image (or unknown): %r" % partial
+    lost = [g for g in acked if g not in present]
+    assert not lost, "acknowledged writes missing from the durable image: %r" % lost[:10]
+    ev = pc.events()
+    return {"seed": seed, "pragmas": pragmas, "rounds": rounds, "acked_groups": len(acked), "wal_files": sum(1 for e in ev if e.startswith("track churn.sqlite-wal")),
+            "wal_syncs": pc.syncs("churn.sqlite-wal"), "db_syncs": pc.syncs("churn.sqlite")}
+
+
 class process_server_env:
     """Run the block with this process's sqlite_rpc server started with these environment
     variables (SQLITE_RPC_BINARY, SQLITE_RPC_ARGS...); the server is stopped before and after."""

@@ -25,7 +25,8 @@ import sys
 
 import pytest
 
-from _reliability import PowerCut, powercut_reads_trial, powercut_server_trial, powercut_threads_trial, stdlib_powercut
+from _reliability import (PowerCut, powercut_churn_trial, powercut_reads_trial, powercut_server_trial, powercut_threads_trial,
+                          stdlib_powercut)
 
 TRIALS = int(os.environ.get("RELIABILITY_POWERCUT_TRIALS", "2"))
 
@@ -206,6 +207,15 @@ def test_reads_return_only_commits_that_survive_a_power_cut(tmp_path, seed):
     # commit before it is durable, or a power cut can take back what a client was shown).
     r = powercut_reads_trial(str(tmp_path), 5000 + seed)
     assert r["acked"] > 0 and r["reads"] > 0, r
+
+
+@pytest.mark.parametrize("seed", range(TRIALS))
+def test_commits_survive_a_power_cut_while_the_file_is_let_go_and_opened_again(tmp_path, seed):
+    # Sessions open, write (autocommit, BEGIN..COMMIT, a script) and close, and the server
+    # (--db-idle-close-ms 1) keeps letting the file go and opening it again: the WAL folded
+    # in, the -wal deleted, a new one made. What was acknowledged must be in the image.
+    r = powercut_churn_trial(str(tmp_path), 6000 + seed)
+    assert r["acked_groups"] > 0, r
 
 
 @pytest.mark.parametrize("synchronous", ["full", "normal"])
