@@ -1264,10 +1264,11 @@ def worker13(qid: str, tag: str) -> Worker:
     return Worker(BASE_SYSTEM.get(qid, qid), tag, env=SYSTEMS[qid][2])
 
 
-def census(pids, every: float = 0.25):
+def census(pids, side: str, every: float = 0.25):
+    """The servers of these workers of this side (the shared server counts for the shared side only)."""
     import issue13
 
-    return issue13.Census(C.BINARY, RUNTIME_DIR, pids, every)
+    return issue13.Census(C.BINARY, RUNTIME_DIR, pids, every, shared=side == "shared" or side.endswith("-shared"))
 
 
 def merge_errors(parts) -> dict:
@@ -1311,7 +1312,7 @@ def shared_probe() -> str | None:
         if kinds.get(info.get("server_pid")) != "shared":
             return ("SQLITE_RPC_SHARED=1 gave server pid %s, which is not a --listen server in the bench's runtime dir "
                     "(the client has no shared mode in this build)" % info.get("server_pid"))
-        MULTI["shared_server_info"] = {k: info.get(k) for k in ("server_pid", "binary", "server_args")}
+        MULTI["shared_server_info"] = {k: info.get(k) for k in ("server_pid", "shared", "socket")}
         return None
     except WorkerError as e:
         last = [ln for ln in str(e).strip().splitlines() if ln.strip()]
@@ -1385,7 +1386,7 @@ def multi(cfg: Cfg) -> None:
         P.log("shared mode: pending (%s)" % why)
     left = M.stop_shared(C.BINARY, RUNTIME_DIR)  # one an earlier group's clients started
     if left:
-        P.log("stopped the shared server an earlier group started: %s" % left)
+        P.log("a shared server from before this group (the probe's, or an earlier group's) is gone: %s" % left)
     for step in (multi_crewai, multi_inserts, multi_paced):
         try:
             step(cfg, d, cmd)
@@ -1416,6 +1417,7 @@ def multi_crewai(cfg: Cfg, d: str, cmd: str) -> None:
     nmax = max(cfg.m13_procs)
     procs = {s: [worker13(ids[s], "-m13-%s%d" % (s, i)) for i in range(nmax)] for s in ACTIVE13}
     peak = {s: 0 for s in ACTIVE13}
+    typical = {s: [] for s in ACTIVE13}  # the median sum of server RSS in each of the largest rounds
     try:
         P.tick("multi crewai: CrewAI's init and 2 warm-up cycles in %d processes per side" % nmax)
         for s in ACTIVE13:  # the processes start together, as a deployment's workers do
@@ -1432,7 +1434,7 @@ def multi_crewai(cfg: Cfg, d: str, cmd: str) -> None:
                     ws = procs[s][:n]
                     seq += 1
                     P.tick("multi crewai %d processes, round %d/%d: %s" % (n, r + 1, cfg.m13_rounds, s))
-                    with census([w.pid for w in ws]) as cen:
+                    with census([w.pid for w in ws], s) as cen:
                         start_at = time.perf_counter() + 0.3
                         for i, w in enumerate(ws):
                             w.send("issue13", name="crewai_mp", side=s, files=files[s],
@@ -1445,6 +1447,7 @@ def multi_crewai(cfg: Cfg, d: str, cmd: str) -> None:
                                    "peak_rss_kb": cen.peak_rss_kb(), "untraced": cen.untraced()})
                     if n == nmax:
                         peak[s] = max(peak[s], cen.peak_rss_kb())
+                        typical[s].append(cen.median_rss_kb())
                 P.untick()
                 P.log("%d processes round %d/%d: " % (n, r + 1, cfg.m13_rounds) + ", ".join(
                     "%s %s ops/s%s%s" % (s, fmt_ops(rounds_ops(res[s][-1:])[0]),
@@ -1457,14 +1460,14 @@ def multi_crewai(cfg: Cfg, d: str, cmd: str) -> None:
         solo = worker13("rpc-install-private", "-m13-solo")
         try:
             solo.call("issue13", name="crewai_mp", side="private", files=files["private"], offset=8_000_000, cycles=2)
-            with census([solo.pid]) as cen:
+            with census([solo.pid], "private") as cen:
                 solo.call("issue13", name="crewai_mp", side="private", files=files["private"], offset=8_100_000,
                           start_at=time.perf_counter() + 0.3, duration=2 * cfg.m13_s)
-            one_kb = cen.peak_rss_kb()
+            one_kb, one_med_kb = cen.peak_rss_kb(), cen.median_rss_kb()
         finally:
             solo.close()
         P.untick()
-        multi_memory_figure(nmax, peak, one_kb, cmd)
+        multi_memory_figure(nmax, peak, one_kb, {s: med(v) for s, v in typical.items() if v}, one_med_kb, cmd)
     finally:
         for ws in procs.values():
             for w in ws:
@@ -1504,14 +1507,18 @@ def multi_crewai_figure(n: int, res: dict, ids: dict, need: int, fs: int, cmd: s
           "total ops/s of the %d processes / the stdlib's, per round" % n, cmd)
 
 
-def multi_memory_figure(n: int, peak: dict, one_kb: int, cmd: str) -> None:
+def multi_memory_figure(n: int, peak: dict, one_kb: int, typical: dict, one_med_kb: int, cmd: str) -> None:
     sides = {"stdlib": {"cell": "-", "value": "-"}}
     verdicts = {}
     for m in (m for m in MODES13 if m in ACTIVE13):
         x = peak[m] / one_kb if one_kb else None
+        xm = typical[m] / one_med_kb if one_med_kb and typical.get(m) else None
         sides[m] = {"peak_rss_kb": peak[m], "one_server_kb": one_kb, "x_one": x, "value": "%.2fx" % x if x else "-",
-                    "cell": "%.1f MB (peak, every server of the %d processes) = %.2fx one server's %.1f MB" % (
-                        peak[m] / 1024, n, x or 0, one_kb / 1024)}
+                    "median_rss_kb": typical.get(m), "one_server_median_kb": one_med_kb, "x_one_median": xm,
+                    "cell": "peak %.1f MB (every server of the %d processes) = %.2fx one server's %.1f MB; "
+                            "medians %.1f / %.1f MB = %.2fx" % (
+                        peak[m] / 1024, n, x or 0, one_kb / 1024, (typical.get(m) or 0) / 1024, one_med_kb / 1024,
+                        xm or 0)}
         verdicts[m] = verdict13([(x is not None and x <= 1.5, "%.2fx > 1.5x" % (x or 0))])
     sv = [r for r in FIG13 if r["figure"].startswith("%d processes" % n)]
     if sv and "servers" in sv[-1]["sides"].get("shared", {}):
@@ -1541,7 +1548,7 @@ def multi_inserts(cfg: Cfg, d: str, cmd: str) -> None:
     acked = {s: 0 for s in ids}
     try:
         def one(w, s, r):
-            with census([w.pid]) as cen:
+            with census([w.pid], s) as cen:
                 x = w.call("inserts", path=paths[s], threads=16, duration=cfg.m13_ins_s)
             acked[s] += x["n"]
             x["alive_max"] = cen.alive_max()
@@ -1577,7 +1584,7 @@ def multi_inserts(cfg: Cfg, d: str, cmd: str) -> None:
             for s in alternate(list(ACTIVE13), r):
                 ww, rd = pool[writer_of[s]], readers[s]
                 P.tick("point reads while 16 threads commit, round %d/%d: %s" % (r + 1, cfg.m13_rw_rounds, s))
-                with census([ww.pid, rd.pid]) as cen:
+                with census([ww.pid, rd.pid], s) as cen:
                     start_at = time.perf_counter() + 0.4
                     ww.send("inserts", path=paths[writer_of[s]], threads=16, duration=cfg.m13_rw_s, start_at=start_at)
                     rd.send("issue13", name="point_reader", side=s, path=paths[writer_of[s]], start_at=start_at,
@@ -1652,7 +1659,7 @@ def multi_paced(cfg: Cfg, d: str, cmd: str) -> None:
             P.tick("paced %.0f ops/s, %d clients in %d processes: %s for %.0f s" % (
                 cfg.m13_paced_rate, cfg.m13_paced_clients, npr, s, dur))
             lead = 0.5
-            with census([w.pid for w in ws], every=1.0) as cen:
+            with census([w.pid for w in ws], s, every=1.0) as cen:
                 start_at = time.perf_counter() + lead
                 for i, w in enumerate(ws):
                     w.send("mixed", path=paths[s], clients=per, duration=dur, write_pct=cfg.w7_write_pct, pace_hz=hz,

@@ -275,12 +275,13 @@ def servers(binary: str, runtime_dir: str) -> list:
 
 class Census:
     """Samples, every `every` seconds while a figure runs, the servers that serve a set of
-    worker processes: the bench's shared server(s), and private servers that are children of
-    those workers. Keeps every pid seen, each one's RSS and fds over time, and whether it ran
-    under a tracer (the fsync strace)."""
+    worker processes: the bench's shared server(s) (when `shared`: the workers run in shared
+    mode; another side's idle shared server is not theirs), and private servers that are
+    children of those workers. Keeps every pid seen, each one's RSS and fds over time, and
+    whether it ran under a tracer (the fsync strace)."""
 
-    def __init__(self, binary: str, runtime_dir: str, worker_pids, every: float = 0.25) -> None:
-        self.binary, self.runtime_dir, self.every = binary, runtime_dir, every
+    def __init__(self, binary: str, runtime_dir: str, worker_pids, every: float = 0.25, shared: bool = False) -> None:
+        self.binary, self.runtime_dir, self.every, self.shared = binary, runtime_dir, every, shared
         self.workers = set(worker_pids)
         self.seen: dict = {}  # pid -> {"kind", "traced", "argv"}
         self.samples: list = []  # (t, {pid: (rss_kb, fds)})
@@ -289,7 +290,7 @@ class Census:
         self.t0 = now()
 
     def mine(self, info: dict) -> bool:
-        return info["kind"] == "shared" or (info["kind"] == "private" and info["ppid"] in self.workers)
+        return (info["kind"] == "shared" and self.shared) or (info["kind"] == "private" and info["ppid"] in self.workers)
 
     def sample(self) -> None:
         snap = {}
@@ -339,15 +340,20 @@ class Census:
     def peak_rss_kb(self) -> int:
         return max((self.rss_sum(s) for _t, s in self.samples), default=0)
 
+    def median_rss_kb(self) -> int:
+        sums = sorted(self.rss_sum(s) for _t, s in self.samples if s)
+        return sums[len(sums) // 2] if sums else 0
+
     def series(self) -> list:
         """(t, servers alive, sum of RSS in KB, sum of fds) per sample."""
         return [(t, len(s), self.rss_sum(s), sum(v[1] or 0 for v in s.values())) for t, s in self.samples]
 
 
-def stop_shared(binary: str, runtime_dir: str, wait_s: float = 5.0) -> list:
+def stop_shared(binary: str, runtime_dir: str, wait_s: float = 7.0) -> list:
     """End the bench's shared server(s) (listeners in its own runtime dir: never a user's),
-    once their clients are gone: wait for them to leave by themselves, then SIGTERM, then
-    SIGKILL, by pid. Returns [(pid, how it ended)]."""
+    once their clients are gone: wait for them to leave by themselves (the server's idle exit
+    is 5 s after its last connection by default), then SIGTERM, then SIGKILL, by pid.
+    Returns [(pid, how it ended)]."""
     pids = [i["pid"] for i in servers(binary, runtime_dir) if i["kind"] == "shared"]
     out = []
     for pid in pids:

@@ -1081,8 +1081,10 @@ def op_info() -> dict:
         from sqlite_rpc import process
 
         srv = process.get_server()
+        # a private server (a child on a pipe) knows its binary and flags; the shared one is a socket
         out.update(server_pid=srv.pid, backend=sqlite_rpc.backend(), server_info=srv.info,
-                   server_args=srv.args, binary=srv.binary)
+                   server_args=getattr(srv, "args", None), binary=getattr(srv, "binary", None),
+                   shared=bool(getattr(srv, "shared", False)), socket=getattr(srv, "path", None))
     return out
 
 
