@@ -949,8 +949,8 @@ class process_server_env:
 def powercut_threads_trial(folder: str, synchronous: str, seed: int, *, threads: int = 4, max_acked: int = 300,
                            binary: str = BINARY) -> Dict[str, Any]:
     """Python threads commit through sqlite_rpc (this process's server, under the shim): a
-    connection per commit (CrewAI's pattern), autocommit inserts, BEGIN/3 INSERTs/COMMIT, and
-    executemany + commit. The server is killed once a random number of commits returned;
+    connection per commit (CrewAI's pattern, also with keep_open=True as its integration
+    connects), autocommit inserts, BEGIN/3 INSERTs/COMMIT, and executemany + commit. The server is killed once a random number of commits returned;
     then the durable image is checked: integrity_check ok, every group (transaction,
     executemany) whole, every commit that returned before the kill present (at NORMAL the
     missing ones are counted, and must be a suffix of the commit order)."""
@@ -978,13 +978,13 @@ def powercut_threads_trial(folder: str, synchronous: str, seed: int, *, threads:
             while not stop.is_set():
                 i += 1
                 grp = "t%d-%d" % (t, i)
-                kind = r.randrange(4)
-                n = (1, 1, 3, 4)[kind]
+                kind = r.randrange(5)
+                n = (1, 1, 3, 4, 1)[kind]
                 rows = [("%s.%d" % (grp, j), grp, n, r.randbytes(r.choice([0, 100, 3000]))) for j in range(n)]
                 sent[grp] = next(clock)
                 try:
-                    if kind == 0:
-                        c = sqlite_rpc.connect(path, timeout=30)
+                    if kind in (0, 4):
+                        c = sqlite_rpc.connect(path, timeout=30, keep_open=kind == 4)
                         try:
                             c.execute("INSERT INTO w VALUES (?, ?, ?, ?)", rows[0])
                             c.commit()
