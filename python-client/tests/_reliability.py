@@ -711,8 +711,10 @@ class PowerCut:
         self.so = powercut_shim()
 
     def env(self) -> Dict[str, str]:
+        # libuv may send fs calls (fs.fdatasync) through io_uring, which the shim cannot see;
+        # this Node does not (no io_uring_setup under strace), and the variable makes sure.
         return {"LD_PRELOAD": self.so, "POWERCUT_DIR": self.data, "POWERCUT_OUT": self.out, "POWERCUT_LOG": self.log,
-                "POWERCUT_VERIFY": "1" if self.verify else "0"}
+                "POWERCUT_VERIFY": "1" if self.verify else "0", "UV_USE_IO_URING": "0"}
 
     def wrapper(self, binary: str = BINARY) -> str:
         import shlex
