@@ -15,7 +15,8 @@ export interface CliOptions {
   synchronous: SynchronousMode;
   busyTimeoutMs: number;
   idleTxMs: number;
-  commitDelayMs: number;
+  /** Flags that are accepted but do nothing any more: a warning each, logged at start-up. */
+  deprecated: string[];
   pageRows: number;
   pageBytes: number;
   cursorIdleMs: number;
@@ -115,13 +116,9 @@ Engine
                           process's lock when its session sets no timeout (default 5000)
   --idle-tx-timeout MS    roll back a transaction idle this long and free the writer
                           (default 30000)
-  --commit-delay-ms MS    opt-in: let the next session's transaction join a finished
-                          one's COMMIT while its reply is at most MS old, so both share
-                          one fsync (default 0: off). Caveat: that reply then waits for
-                          the joining transaction to end; a thread that holds a
-                          transaction open until another thread's commit returns would
-                          stall until --idle-tx-timeout. Autocommit writes are always
-                          group-committed, whatever this says.
+  --commit-delay-ms MS    removed (accepted and ignored, with a warning): at full, the
+                          server fsyncs the WAL itself off the event loop, and commits of
+                          all sessions share fsyncs without any delay
   --inline-read-us N      reads measured faster than this run on the main thread,
                           skipping the worker hop (default 200; 0 = always use workers)
 
@@ -211,7 +208,7 @@ export function parseArgs(argv: string[]): CliOptions {
     synchronous: 'full',
     busyTimeoutMs: 5000,
     idleTxMs: 30000,
-    commitDelayMs: 0,
+    deprecated: [],
     pageRows: 4096,
     pageBytes: 1 << 20,
     cursorIdleMs: 300000,
@@ -277,7 +274,11 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--synchronous': o.synchronous = choice(a, ['full', 'normal', 'off', 'extra'] as const); break;
       case '--busy-timeout': o.busyTimeoutMs = int(a, 0, 86_400_000); break;
       case '--idle-tx-timeout': o.idleTxMs = int(a, 10, 86_400_000); break;
-      case '--commit-delay-ms': o.commitDelayMs = int(a, 0, 1000); break;
+      case '--commit-delay-ms':
+        // Accepted, not refused: a client passing it (SQLITE_RPC_ARGS) would otherwise fall back to the stdlib.
+        int(a, 0, 1000);
+        o.deprecated.push('--commit-delay-ms is ignored: commits of all sessions share fsyncs without it (the server fsyncs the WAL itself, off the event loop); remove the flag');
+        break;
       case '--inline-read-us': o.inlineReadMicros = int(a, 0, 10_000_000); break;
       case '--codec': o.codec = choice(a, ['msgpack', 'json'] as const); break;
       case '--max-frame-bytes': o.maxFrameBytes = int(a, 1024, 2 ** 31 - 1); break;

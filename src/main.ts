@@ -66,6 +66,7 @@ function main(): void {
   // In listen mode stdout is never written; on stdio it carries frames only.
   guardStdout();
   setLogLevel(opts.logLevel);
+  for (const warning of opts.deprecated) log('deprecated_flag', { warning }, 'warn');
   process.on('uncaughtException', (e) => {
     log('fatal', { error: e.stack ?? String(e) }, 'error');
     process.exit(70);
@@ -109,7 +110,6 @@ function main(): void {
       readOnly: opts.readOnly,
       inlineReadMicros: opts.inlineReadMicros,
       maxGroupUnits: 1000,
-      commitDelayMs: opts.commitDelayMs,
       realTransactions: opts.foreignKeys,
       journalSizeLimit: opts.walSizeLimit,
       codec: opts.codec,

@@ -255,10 +255,11 @@ describe('idle transactions', () => {
 });
 
 describe('a commit and the transactions that start after it', () => {
-  // The idle limit is well above the commit delay: a commit that waits only for the delay
-  // completes long before c's idle transaction is rolled back.
-  async function scenario(commitDelayMs: number) {
-    const reg = makeRegistry({ commitDelayMs, idleTxMs: 1500 });
+  // c begins while a's transaction holds the writer. c gets the writer as soon as a's COMMIT
+  // has run (at full: before its fsync, issue 13), and a's reply never waits for c's
+  // transaction to end (c stays idle here until the idle limit would roll it back).
+  async function scenario(synchronous: 'normal' | 'full') {
+    const reg = makeRegistry({ synchronous, idleTxMs: 1500 });
     const file = files.db();
     const a = openSession(reg, 1, file);
     const c = openSession(reg, 3, file, { timeoutMs: 20_000 });
@@ -276,16 +277,7 @@ describe('a commit and the transactions that start after it', () => {
     return r;
   }
 
-  it('with --commit-delay-ms 0, a commit is durable before the next transaction gets the writer', async () => {
-    expect(await scenario(0)).toEqual({ cStillInTx: true, visible: 1 });
-  });
-
-  // The documented caveat of the opt-in --commit-delay-ms (off by default for this reason):
-  // the next waiting session's transaction is chained into the same outer transaction, so
-  // an earlier session's COMMIT (and every autocommit write of that group) is acknowledged
-  // only when that later transaction ends - here only when the idle limit rolls it back.
-  // it.fails pins that behaviour; it starts failing (and must become `it`) if commits stop waiting.
-  it.fails('with a commit delay, a commit does not wait for a transaction that began after it', async () => {
-    expect(await scenario(500)).toEqual({ cStillInTx: true, visible: 1 });
+  it.each(['normal', 'full'] as const)('at %s, a commit is visible when it returns and does not wait for a transaction that began after it', async (sync) => {
+    expect(await scenario(sync)).toEqual({ cStillInTx: true, visible: 1 });
   });
 });

@@ -5,8 +5,10 @@
 // Writes outside a transaction run in it, each in its own SAVEPOINT; a session's
 // transaction is a SAVEPOINT in it too and owns the writer until it commits or rolls
 // back. The outer COMMIT runs when the writer is free at the end of an event-loop turn, so
-// everything finished meanwhile shares one fsync, and every reply that needs durability
-// waits for that COMMIT. Details where the writer section starts, below.
+// everything finished meanwhile shares one COMMIT. At synchronous FULL that COMMIT does
+// not fsync: the flusher (flusher.ts) does, off the event loop, and every reply that needs
+// durability waits for it while the writer already runs the next transaction. Details where
+// the writer section starts, below.
 import BetterSqlite from 'better-sqlite3';
 import type { Database, Statement } from 'better-sqlite3';
 import { fileId, fileMovedError, journalModeBefore, openConnection, type SynchronousMode } from './connection';
@@ -15,6 +17,7 @@ import { ReaderPool } from './readerPool';
 import type { CursorLimits, ReaderReply } from './readerWorker';
 import { knownShape, readPage, shapeAfterRun } from './reads';
 import { StatementCache } from './statementCache';
+import { Flusher, type FlusherStats } from './flusher';
 import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
 import { applySettings, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
@@ -45,10 +48,8 @@ export interface EngineOptions {
   readOnly: boolean;
   /** Reads measured below this many microseconds run on the main thread (no worker hop). */
   inlineReadMicros: number;
-  /** Replies (units and session commits) that may share one outer COMMIT, at most. */
+  /** Autocommit units that may share one outer COMMIT, at most. */
   maxGroupUnits: number;
-  /** How long the oldest waiting reply may be held while the next session transaction joins the same COMMIT. */
-  commitDelayMs: number;
   /** Give every session transaction its own BEGIN/COMMIT (set with --foreign-keys: deferred checks run at COMMIT). */
   realTransactions: boolean;
   journalSizeLimit: number;
@@ -148,13 +149,12 @@ interface Waiter {
 
 /** A reply that may only be sent once the outer transaction is durably committed. */
 interface Ack {
-  since: number;
   /** The autocommit unit, which can be re-run if the outer transaction is lost. */
   unit: Unit | null;
   settle: (err: RpcError | null) => void;
 }
 
-export interface EngineStats {
+export interface EngineStats extends FlusherStats {
   path: string;
   readers: number;
   readers_busy: number;
@@ -406,6 +406,12 @@ export class DatabaseEngine {
     | 'stmtSavepoint' | 'stmtRelease' | 'stmtRollbackTo',
     Statement
   >;
+  /** Makes commits durable off the event loop (--synchronous full or extra); null: SQLite's COMMIT does, or nothing does (off). */
+  private readonly flusher: Flusher | null;
+  /** The writer runs at synchronous=NORMAL now and its commits go to the flusher (writerSync). */
+  private lazy = false;
+  /** A session ran PRAGMA synchronous on the shared writer (outside a transaction: SQLite refuses it inside one); undone at release. */
+  private syncDirty = false;
 
   private owner: Session | null = null;
   private ownerMode: 'savepoint' | 'real' | 'direct' | null = null;
@@ -529,6 +535,8 @@ export class DatabaseEngine {
       stmtRelease: p('RELEASE sqlite_rpc_stmt'),
       stmtRollbackTo: p('ROLLBACK TO sqlite_rpc_stmt'),
     };
+    this.flusher = !o.readOnly && (o.synchronous === 'full' || o.synchronous === 'extra') ? new Flusher(path, log) : null;
+    this.writerSync(true);
     if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
       this.checkpointTimer = setInterval(() => this.checkpointTick(), o.checkpointIntervalMs);
       this.checkpointTimer.unref();
@@ -611,7 +619,12 @@ export class DatabaseEngine {
     if (o.expectRows != null && info.route !== 'write') {
       throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
     }
-    if (this.owner === s) return info.route === 'direct' ? this.directStatement(s, sql, bound, o, info.kind) : this.onWriter(s, sql, bound, o, info.kind);
+    if (this.owner === s) {
+      const r = info.route === 'direct' ? this.directStatement(s, sql, bound, o, info.kind) : this.onWriter(s, sql, bound, o, info.kind);
+      // Rows read in a transaction wait for the commits before it (replies without rows do
+      // not: the next transactions must run while the previous ones' fsync is in flight).
+      return r.columns === null ? r : this.durable(r);
+    }
     if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind), beginFailed(o.begin));
     if (info.route === 'read') {
       // What the session attached, or created as TEMP, exists only on the writer: its reads run there.
@@ -691,6 +704,7 @@ export class DatabaseEngine {
         });
       } finally {
         if (mentionsSessionPragma(sql)) this.settingsFromWriter(s);
+        if (/synchronous/i.test(sql)) this.syncDirty = true; // undone at release, outside any transaction
         this.observe('script', 'writer', sql, t0, null, null);
         this.afterStatement(s);
         this.noteObjects(s, 'script', sql);
@@ -932,6 +946,7 @@ export class DatabaseEngine {
     }
     this.writer.db.pragma(`journal_size_limit = ${this.o.journalSizeLimit}`);
     this.walDeferred = false;
+    if (this.owner === null) this.writerSync(true); // in direct mode: when the writer is released
     // Reader connections opened before the switch open the -wal and -shm by name at their
     // next read: they do it now, while those are this file's (DIFFERENCES.md 19: a connection
     // keeps reading its file after it is deleted or replaced).
@@ -1033,19 +1048,31 @@ export class DatabaseEngine {
   private read(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): ExecResult | Promise<ExecResult> {
     if (this.pool === null || this.detached || (info !== null && info.inline === INLINE_YES)) {
       const r = this.readInline(s, sql, bound, o, info);
-      if (r !== null) return r;
+      if (r !== null) return this.durable(r);
     } else if (info !== null && info.inline === INLINE_UNKNOWN && !this.pool.anyOnline()) {
       // Perf fix (cold start, bench/README.md): right after open no reader worker has booted
       // yet (50-100 ms here), and the first query (`SELECT 1`) used to wait for one. While
       // none is up, a read of unknown cost runs on the main thread (paged: a result larger
       // than a page still moves to a worker), and its timing is recorded as usual.
       const r = this.readInline(s, sql, bound, o, info);
-      if (r !== null) return r;
+      if (r !== null) return this.durable(r);
     } else if (info !== null && info.idleInline && this.workerReadsInFlight === 0 && (this.o.serverIdle?.() ?? false)) {
       const r = this.readInline(s, sql, bound, o, info);
-      if (r !== null) return r;
+      if (r !== null) return this.durable(r);
     }
     return this.readOnWorker(s, sql, bound, o, info);
+  }
+
+  /**
+   * The durable barrier: a reply carrying rows read now waits until every commit made so far
+   * is durable, so that no client sees (and acts on) a commit a power cut could still take
+   * away before its writer's reply said it is durable. Free when nothing is pending. A
+   * cursor's later pages (fetch) come from the snapshot its first page was read in, which
+   * this already waited for.
+   */
+  private durable<T>(r: T): T | Promise<T> {
+    const b = this.flusher?.barrier() ?? null;
+    return b === null ? r : b.then(() => r);
   }
 
   /**
@@ -1224,7 +1251,7 @@ export class DatabaseEngine {
         // The file went before any new session noticed: this engine keeps the one it has.
         this.detach();
         const r = this.readInline(s, sql, bound, o, info);
-        if (r !== null) return r;
+        if (r !== null) return this.durable(r);
       }
       throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
     }
@@ -1263,7 +1290,9 @@ export class DatabaseEngine {
     }
     const r: ExecResult = { columns: rep.names ?? null, rows: new RawEncoded(rep.rows!), cursor, changes: 0, lastrowid: null, in_transaction: s.inTx };
     if (o.decltypes) r.decltypes = rep.decltypes ?? null;
-    return r;
+    // The worker's snapshot began somewhere between the request and now: the commits made
+    // until now are the ones it may have seen.
+    return this.durable(r);
   }
 
   // ---- the writer ----------------------------------------------------------------------
@@ -1273,15 +1302,43 @@ export class DatabaseEngine {
   // transaction is SAVEPOINT sqlite_rpc_tx inside it: COMMIT releases the savepoint and the
   // reply waits (an "ack") for the outer COMMIT; ROLLBACK rolls back to the savepoint.
   // The outer COMMIT runs when the writer is free at the end of an event-loop turn, so
-  // every unit and session transaction finished in the meantime shares one fsync. A
-  // session waiting to begin is chained into the open outer transaction only while the
-  // oldest ack is younger than --commit-delay-ms; otherwise the outer commits first.
+  // every unit finished in the meantime shares it. Before the writer goes to the next
+  // session waiting to begin, the outer commits: at synchronous FULL in WAL that COMMIT
+  // does not fsync (writerSync), the acks go to the flusher, and the next transaction runs
+  // while their fsync is in flight (early lock release); each fsync covers every commit
+  // made during the previous one. No session waits for another session's client, and
+  // transactions of different sessions share fsyncs.
   // Statements that must run outside any transaction (scripts, PRAGMA, VACUUM, ATTACH)
   // take the writer in "direct" mode after the outer commits; a script that leaves a
   // transaction open gives the session a "real" (plain BEGIN/COMMIT) transaction.
 
   private touch(s: Session): void {
     s.lastActivity = Date.now();
+  }
+
+  /**
+   * FULL (or EXTRA) configured and the file in WAL: the writer commits at synchronous=NORMAL
+   * and the flusher makes its commits durable (lazy). Otherwise the writer syncs at COMMIT
+   * itself, at the configured level: outside WAL (rollback mode at NORMAL is not durable,
+   * whoever fsyncs after), and while a session holds it outside any transaction (direct
+   * mode: PRAGMA, VACUUM, ATTACH, scripts; rare, and their replies are built synchronously).
+   * A session's PRAGMA synchronous lasts for its own statements (direct mode) and never
+   * reaches another session's COMMIT: the writer is shared, and at OFF its checkpoints would
+   * not sync the file before the WAL is reused (releaseOwner sets the level again).
+   */
+  private writerSync(lazy: boolean, force = false): void {
+    const want = lazy && this.flusher !== null && this.keepsWal && !this.walDeferred;
+    if (want === this.lazy && !force) return;
+    this.syncDirty = false;
+    this.writer.drain();
+    // exec, not a prepared statement: SQLite applies PRAGMA synchronous when it compiles it.
+    this.writer.db.exec(`PRAGMA synchronous = ${want ? 'NORMAL' : this.o.synchronous.toUpperCase()}`);
+    this.lazy = want;
+  }
+
+  /** Resolves once the commit the writer just made (lazy) is durable. */
+  private flushed(): Promise<void> {
+    return new Promise((resolve, reject) => this.flusher!.afterCommit([{ settle: (e) => (e ? reject(e) : resolve()) }]));
   }
 
   /** Keeps session and engine state in step with SQLite after a statement on the writer. */
@@ -1323,6 +1380,7 @@ export class DatabaseEngine {
       this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
       this.afterStatement(s);
       if (kind === 'pragma' && mentionsSessionPragma(sql)) this.settingsFromWriter(s); // e.g. PRAGMA aux.query_only
+      if (kind === 'pragma' && /synchronous/i.test(sql) && !this.writer.db.inTransaction) this.syncDirty = true;
     }
     this.noteObjects(s, kind, sql);
     return execResult(r, s, this.cursors, o);
@@ -1566,11 +1624,14 @@ export class DatabaseEngine {
     }
   }
 
-  /** Run fn holding the writer outside any transaction (PRAGMA, VACUUM, ATTACH, scripts). */
+  /**
+   * Run fn holding the writer outside any transaction (PRAGMA, VACUUM, ATTACH, scripts). In
+   * this mode the writer syncs its own commits (grant), so only what it read waits.
+   */
   private direct<T>(s: Session, fn: () => T): T | Promise<T> {
-    const run = (): T => {
+    const run = (): T | Promise<T> => {
       try {
-        return fn();
+        return this.durable(fn());
       } finally {
         if (this.owner === s && this.ownerMode === 'direct') this.releaseOwner(s);
       }
@@ -1590,11 +1651,13 @@ export class DatabaseEngine {
     if (this.owner === s && this.ownerMode === 'real') {
       if (kind === 'commit' || kind === 'release') this.audit?.sync();
       const audited = s.audited;
+      const lazy = this.lazy;
       const r = this.onWriter(s, sql, [], o, kind);
       if (kind === 'rollback' && audited > 0) {
         s.audited = audited;
         this.auditTransaction(s, 'rollback');
       }
+      if (kind !== 'rollback' && lazy && !this.writer.db.inTransaction) return this.flushed().then(() => r);
       return r;
     }
     if (this.owner === s && s.inTx) {
@@ -1659,18 +1722,19 @@ export class DatabaseEngine {
     if (this.audit !== null && this.audit.wants('transaction')) this.audit.append({ kind: 'transaction', session: s.id, sql: 'COMMIT', outcome: 'ok' });
     s.audited = 0;
     if (this.ownerMode === 'real') {
+      const lazy = this.lazy;
       try {
         this.audit?.sync();
         this.sql.commit.run();
       } finally {
         this.afterStatement(s);
       }
-      return;
+      return lazy ? this.flushed() : undefined;
     }
     this.sql.txRelease.run();
     this.releaseOwner(s);
     return new Promise<void>((resolve, reject) => {
-      this.acks.push({ since: Date.now(), unit: null, settle: (e) => (e ? reject(e) : resolve()) });
+      this.acks.push({ unit: null, settle: (e) => (e ? reject(e) : resolve()) });
     });
   }
 
@@ -1720,6 +1784,7 @@ export class DatabaseEngine {
     s.userSavepoint = null;
     this.writer.drain();
     this.writer.transactionEnded(); // committed, or rolled back (a rolled-back ALTER TABLE gives the old columns back)
+    if (!this.writer.db.inTransaction) this.writerSync(true, this.syncDirty);
     this.schedulePump();
   }
 
@@ -1889,12 +1954,12 @@ export class DatabaseEngine {
         }
         if (this.waiters.length === 0) break;
         const w = this.waiters[0];
-        const chain = this.acks.length === 0 || (Date.now() - this.acks[0].since < this.o.commitDelayMs && this.acks.length < this.o.maxGroupUnits);
-        if (w.kind === 'direct' || this.o.realTransactions || !chain) {
-          if (this.outer) {
-            this.commitOuter();
-            continue;
-          }
+        // A session's transaction starts in an outer transaction of its own: the commits
+        // before it are made (not waited for: the flusher makes them durable), so it never
+        // holds up their replies.
+        if (this.outer && (w.kind === 'direct' || this.o.realTransactions || this.acks.length > 0)) {
+          this.commitOuter();
+          continue;
         }
         if (w.kind === 'direct') {
           this.grant(w, 'direct');
@@ -1944,6 +2009,7 @@ export class DatabaseEngine {
   private grant(w: Waiter, mode: 'savepoint' | 'real' | 'direct'): void {
     this.waiters.shift();
     clearTimeout(w.timer);
+    if (mode === 'direct') this.writerSync(false);
     this.m.writerWait((performance.now() - w.since) / 1000);
     this.owner = w.session;
     this.ownerMode = mode;
@@ -1955,7 +2021,7 @@ export class DatabaseEngine {
     w.resolve();
   }
 
-  /** The durable COMMIT of the outer transaction; answers every ack. */
+  /** The COMMIT of the outer transaction; answers every ack once it is durable (at once, or through the flusher). */
   private commitOuter(): void {
     if (!this.outer) return;
     const acks = this.acks;
@@ -1963,7 +2029,8 @@ export class DatabaseEngine {
     this.outer = false;
     const t0 = performance.now();
     try {
-      // The audit records of what this COMMIT makes durable are on disk first.
+      // The audit records of what this COMMIT makes durable are on disk first: before its
+      // WAL frames are even written (the kernel may write them back before any fsync).
       this.audit?.sync();
       this.sql.commit.run();
     } catch (e) {
@@ -1985,7 +2052,8 @@ export class DatabaseEngine {
     this.groupCommits++;
     this.groupUnits += acks.length;
     if (acks.length > this.groupMax) this.groupMax = acks.length;
-    for (const a of acks) a.settle(null);
+    if (this.lazy) this.flusher!.afterCommit(acks);
+    else for (const a of acks) a.settle(null);
   }
 
   /** The outer transaction was rolled back under us: re-run its units, fail its session commits. */
@@ -2105,7 +2173,7 @@ export class DatabaseEngine {
         return;
       }
       if (u.timer) clearTimeout(u.timer);
-      this.acks.push({ since: Date.now(), unit: u, settle: (err) => this.settle(u, err) });
+      this.acks.push({ unit: u, settle: (err) => this.settle(u, err) });
     }
   }
 
@@ -2139,6 +2207,7 @@ export class DatabaseEngine {
       checkpoints: this.checkpoints,
       slow_query_ms: this.slowQueryMs,
       audit_log: this.audit?.path ?? null,
+      ...(this.flusher?.stats() ?? { flushes: 0, flush_acks: 0, flush_max_acks: 0, flush_failures: 0 }),
     };
   }
 
@@ -2304,6 +2373,14 @@ export class DatabaseEngine {
     }
   }
 
+  /** Test hook (debug.flusher): hold the flusher's fdatasyncs, or make the next one fail; false when commits are not flushed by it. */
+  flusherHook(hold: boolean | null, failNext: string | null): boolean {
+    if (this.flusher === null) return false;
+    if (hold !== null) this.flusher.hold(hold);
+    if (failNext !== null) this.flusher.failNextSync(failNext);
+    return true;
+  }
+
   /** Test hook: make reader worker `slot` exit mid-flight. */
   crashReader(): Promise<unknown> {
     if (!this.pool) return Promise.resolve(null);
@@ -2337,6 +2414,7 @@ export class DatabaseEngine {
    */
   detach(): void {
     this.detached = true;
+    this.flusher?.pin();
     this.removeOrphanedWal();
   }
 
@@ -2487,6 +2565,7 @@ export class DatabaseEngine {
     }
     this.commitOuter();
     for (const u of this.queue.splice(0)) this.settle(u, new RpcError('ShuttingDown', 'the server shut down before this write could be committed; it was not applied'));
+    await this.flusher?.close(); // every commit durable and answered before the file is let go
     await this.pool?.close();
     this.inlineDb.close();
     this.calc?.close();

@@ -28,7 +28,6 @@ export function makeRegistry(over: Partial<RegistryOptions> = {}, logs: LogEntry
       readOnly: false,
       inlineReadMicros: 200,
       maxGroupUnits: 1000,
-      commitDelayMs: 2,
       realTransactions: false,
       journalSizeLimit: 1 << 20,
       codec: 'msgpack',
