@@ -239,6 +239,13 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics, c
       if (!e) throw invalidParams('path', 'no open database at that path');
       return e.crashReader().then(() => ({}));
     });
+    m.set('debug.flusher', (p) => {
+      // Hold the database's fdatasyncs (hold: true) until released (false), or make the next one fail (fail_next: "EIO").
+      const e = reg.engine(str(p, 'path'));
+      if (!e) throw invalidParams('path', 'no open database at that path');
+      const flushing = e.flusherHook(p.hold == null ? null : bool(p, 'hold', false), p.fail_next == null ? null : str(p, 'fail_next'));
+      return { flushing };
+    });
     m.set('debug.stray_output', (p) => {
       // Simulates a dependency printing to stdout and flooding stderr.
       console.log('stray console.log output that must not reach the protocol channel'); // deliberate: proves console is redirected
