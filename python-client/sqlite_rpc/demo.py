@@ -43,8 +43,9 @@ def main() -> int:
     print("8 threads x 100 durable inserts (connect/commit/close each): %d rows in %.2f s, %.0f inserts/s, no 'database is locked'" % (total, dt, 800 / dt))
     print("rows per thread:", {r["thread"]: r["n"] for r in per_thread})
     st = sqlite_rpc.stats()["databases"][0]
-    print("group commits: %d for %d writes (largest group %d); statement cache hits %d" % (
-        st["group_commits"], st["group_units"], st["group_max_units"], st["statement_cache"]["writer"]["hits"]))
+    print("commits: %d COMMITs for %d writes, %d fsyncs (largest fsync group %d); statement cache hits %d" % (
+        st["group_commits"], st["group_units"], st.get("flushes", 0), st.get("flush_max_acks", 0),
+        st["statement_cache"]["writer"]["hits"]))
     db.close()
     print("database file:", path)
     return 0 if total == 800 else 1
