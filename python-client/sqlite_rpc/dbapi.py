@@ -89,7 +89,7 @@ def _send_from_del(srv: ServerProcess, method: str, params: Dict[str, Any]) -> N
         return
 
     def job() -> None:
-        if srv.dead is None and srv is process.current():
+        if srv.dead is None and srv.home is not None and srv is srv.home.server:
             srv.notify(method, params)
 
     _deferred.append(job)
@@ -721,7 +721,7 @@ class Cursor:
         # The rest of the result lived in a server that has since died (or in the parent
         # of a fork): another server would not know the cursor id, or worse, reuse it.
         srv = self._result_srv
-        if srv is not None and (srv.dead is not None or srv is not process.current()):
+        if srv is not None and (srv.dead is not None or srv is not srv.home.server):
             self._cursor_id = None
             raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % (srv.dead or "the sqlite-rpc server restarted"))
         if self._result_session != self._connection._session:
@@ -882,7 +882,7 @@ class Cursor:
         srv = self._result_srv
         # Only on the server that holds it: cursor ids are counted per server, and the next
         # server (after a restart; the parent's after a fork) may have given that id to another.
-        if cid is None or srv is None or srv.dead is not None or srv is not process.current():
+        if cid is None or srv is None or srv.dead is not None or srv is not srv.home.server:
             return
         conn = self._connection
         if conn._closed or self._result_session != conn._session:
@@ -993,6 +993,7 @@ class Connection:
         *,
         slow_query_ms: Optional[int] = None,
         keep_open: bool = False,
+        shared: Optional[bool] = None,
         _server: Optional[ServerProcess] = None,
     ) -> None:
         # sqlite3's argument conversions, with its messages. A second __init__ that fails
@@ -1033,8 +1034,9 @@ class Connection:
         self._database = path
         self._private = path in (":memory:", "")
         self._broken: Optional[str] = None
-        self._srv = _server or process.get_server()
-        self._gen = process.generation()
+        self._srv = _server or process.get_server(shared)
+        self._home: process.Home = self._srv.home  # type: ignore[assignment]  # private or shared: where a new server comes from
+        self._gen = self._home.generation
         self._session = self._srv.new_session_id()
         # open is pipelined: its reply is collected by the first request that needs it.
         self._open_params = {"session": self._session, "path": path, "readonly": readonly, "timeout": float(timeout)}
@@ -1174,7 +1176,7 @@ class Connection:
         if pending is None:
             return
         srv, slot, method, on_settle = pending
-        if srv is not self._srv or self._gen != process.generation() or (srv.dead is not None and not slot.done):
+        if srv is not self._srv or self._gen != self._home.generation or (srv.dead is not None and not slot.done):
             self._unsettled = None  # a server since replaced or gone (or a fork): the state went with it (_reattach)
             return
         try:
@@ -1241,7 +1243,7 @@ class Connection:
         if self._broken is not None:
             raise sqlite3.OperationalError(self._broken)
         srv = self._srv
-        if srv.dead is not None or self._gen != process.generation():
+        if srv.dead is not None or self._gen != self._home.generation:
             srv = self._reattach()
             if "session" in params:
                 params = dict(params, session=self._session)
@@ -1315,8 +1317,8 @@ class Connection:
             raise sqlite3.OperationalError(self._broken)
         lost = self._in_tx and not self._held_begin  # a held BEGIN never reached the old server
         self._in_tx = self._held_begin
-        self._srv = process.get_server()
-        self._gen = process.generation()
+        self._srv = self._home.get()
+        self._gen = self._home.generation
         self._session = self._srv.new_session_id()
         self._open_params["session"] = self._session
         self._open_slot = self._srv.send("open", self._open_params)
@@ -1433,7 +1435,7 @@ class Connection:
         if _deferred:
             _run_deferred()
         srv = self._srv
-        live = srv.dead is None and self._gen == process.generation()
+        live = srv.dead is None and self._gen == self._home.generation
         key, self._file_key = self._file_key, None
         opened, self._open_slot = self._open_slot, None
         try:
@@ -1503,7 +1505,7 @@ class Connection:
                 else:
                     _deferred.append(lambda: _forget_key_locked(key))
             srv = self._srv
-            if srv.dead is None and self._gen == process.generation():
+            if srv.dead is None and self._gen == self._home.generation:
                 opened = self._open_slot
                 if opened is not None and srv.uncork(opened, wait=False):
                     return  # never sent: the server never heard of this session

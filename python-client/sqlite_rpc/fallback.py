@@ -21,20 +21,25 @@ def disabled_reason() -> Optional[str]:
         return "%s is set" % process.ENV_DISABLE
     if _reason is not None:
         return _reason
-    if process._server is not None and process._server.dead is None:
+    if process.running():
         return None  # running: no need to look for the binary again on every connect()
     if process.find_binary() is None:
         return "the sqlite-rpc binary was not found (set %s, install the platform wheel, or run npm run build)" % process.ENV_BINARY
     return None
 
 
-def server_or_none() -> Optional[process.ServerProcess]:
-    """The shared server, or None (after warning once) when the stdlib must be used."""
+def server_or_none(shared: Optional[bool] = None) -> Optional[process.ServerProcess]:
+    """The server of that kind (process.use_shared), or None (after warning once) when the
+    stdlib must be used. A server that may not be used (an unsafe runtime folder, a shared
+    server that refused us) raises instead: the stdlib would hide a problem to fix."""
     global _reason
+    home = process.home(shared)
     why = disabled_reason()
     if why is None:
         try:
-            return process.get_server()
+            return home.get()
+        except process.StartRefused:
+            raise
         except Exception as e:  # cannot start: remember, fall back for good
             with _lock:
                 _reason = "the sqlite-rpc server could not start: %s" % e

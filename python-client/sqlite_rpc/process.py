@@ -1,11 +1,16 @@
-"""The server process: found, spawned lazily, shared by every connection and thread of this
-Python process, restarted after a crash, replaced after fork, stopped at exit.
+"""The server connections of this Python process: found, started lazily, shared by every
+connection and thread, replaced after a crash or a fork, let go of at exit.
 
-Requests are multiplexed by id over one pipe. There is no dedicated reader thread on the
-synchronous path: the thread that waits for a reply reads the pipe itself while it holds
-the read lock ("leader") and hands other threads their replies; threads that find the lock
-taken wait on a condition ("followers"). A single-threaded program therefore never pays a
-thread hop. Asyncio callers get their futures completed by a reader thread that runs only
+A process may use two servers at once, each a singleton of its own (a Home): a private one,
+its child over stdio pipes (PipeServer), and the user's shared one over a unix socket
+(shared.SocketServer, found or started by shared.py). Which one a connection uses:
+connect(shared=...), else $SQLITE_RPC_SHARED, else the shared one.
+
+Requests are multiplexed by id over one byte stream. There is no dedicated reader thread on
+the synchronous path: the thread that waits for a reply reads the stream itself while it
+holds the read lock ("leader") and hands other threads their replies; threads that find the
+lock taken wait on a condition ("followers"). A single-threaded program therefore never pays
+a thread hop. Asyncio callers get their futures completed by a reader thread that runs only
 while async requests are outstanding.
 """
 from __future__ import annotations
@@ -24,7 +29,7 @@ import sqlite3
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .protocol import PROTOCOL_VERSION, ServerError, exception_from_error
+from .protocol import PROTOCOL_VERSION, ServerError, StartRefused, exception_from_error  # noqa: F401 (StartRefused: for fallback)
 from .transport import MAX_HEADER, FramingError, content_length, decode_body, encode_frame
 
 log = logging.getLogger("sqlite_rpc")
@@ -35,6 +40,7 @@ slow_log = logging.getLogger("sqlite_rpc.slow_query")
 ENV_BINARY = "SQLITE_RPC_BINARY"
 ENV_DISABLE = "SQLITE_RPC_DISABLE"
 ENV_ARGS = "SQLITE_RPC_ARGS"
+ENV_SHARED = "SQLITE_RPC_SHARED"
 
 
 def find_binary() -> Optional[str]:
@@ -110,36 +116,32 @@ def _child_env() -> Dict[str, str]:
 
 
 class ServerProcess:
-    """One running server and the multiplexed connection to it."""
+    """The multiplexed connection to one server: framing, pending requests, the leader and
+    follower readers, corking, the asyncio reader, what a lost server means. Subclasses only
+    carry the bytes: PipeServer (a private child over stdio pipes) and shared.SocketServer
+    (the user's shared server over a unix socket)."""
 
-    def __init__(self, binary: str, args: Optional[List[str]] = None) -> None:
-        self.binary = binary
-        self.args = list(args or [])
-        self.proc = subprocess.Popen(
-            [binary, *self.args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            bufsize=0,
-            env=_child_env(),
-            close_fds=True,
-        )
-        self.pid = self.proc.pid
-        self._in = self.proc.stdin.fileno()  # type: ignore[union-attr]
-        self._out = self.proc.stdout.fileno()  # type: ignore[union-attr]
-        for fd in (self._in, self._out):
-            _widen_pipe(fd)
+    shared = False
+    pid: Optional[int] = None
+    home: "Optional[Home]" = None  # the singleton that handed it out (set by Home.get)
+    info: Any = None
+
+    def _attach(self, rfd: int, wfd: int) -> None:
+        """Multiplex over the byte stream read from rfd and written to wfd (the same socket,
+        or two pipes)."""
+        self._out = rfd
+        self._in = wfd
         # Input is parsed so that an exception a signal handler raises at any point of it
         # (between two bytecodes of the main thread) loses and repeats nothing: bytes read are
         # appended to _inbuf at once; a frame leaves _inbuf in the same step as its decoded
         # message enters _msgs; a message leaves _msgs only once delivered (idempotently).
         # _dirty: an interrupted pass left frames to parse or messages to deliver.
         self._inbuf = bytearray()
-        self._rbuf = bytearray(PIPE_BYTES)  # what one read takes from the pipe (only the reading thread uses it)
+        self._rbuf = bytearray(PIPE_BYTES)  # what one read takes from the stream (only the reading thread uses it)
         self._rview = memoryview(self._rbuf)
         self._msgs: "collections.deque[Any]" = collections.deque()
         self._dirty = False
-        self._reading = False  # a thread is reading the pipe (the "leader"), under _cond
+        self._reading = False  # a thread is reading the stream (the "leader"), under _cond
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._pending: Dict[int, _Slot] = {}
@@ -153,45 +155,30 @@ class ServerProcess:
         self._async_wake = threading.Event()
         self._async_thread: Optional[threading.Thread] = None
         self.dead: Optional[str] = None
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, name="sqlite-rpc-stderr", daemon=True)
-        self._stderr_thread.start()
-        try:
-            self.info = self.call("initialize", {"protocol_version": PROTOCOL_VERSION, "client": {"name": "sqlite_rpc.py"}})
-        except BaseException:
-            _reap(self)  # a server that cannot start leaves nothing behind (process, pipes)
-            raise
+        # An error reply with id null: the server's word on the whole connection (a
+        # ParseError before it exits, PermissionDenied from a shared server), kept for the
+        # message that reports the connection's end.
+        self.refusal: Optional[Dict[str, Any]] = None
 
-    # ---- stderr ---------------------------------------------------------------------------
+    def _initialize(self) -> None:
+        self.info = self.call("initialize", {"protocol_version": PROTOCOL_VERSION, "client": {"name": "sqlite_rpc.py"}})
 
-    def _drain_stderr(self) -> None:
-        # Always drained: a child whose stderr pipe fills up stalls.
-        assert self.proc.stderr is not None
-        # The pipe is unbuffered (bufsize=0, for stdout's sake): readline() on it would read
-        # one byte per system call (about 1.2 s of a core per MiB of server logging).
-        stream = io.BufferedReader(self.proc.stderr, 65536)  # type: ignore[arg-type]
-        levels = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
-        try:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                try:
-                    rec = json.loads(line)
-                    level = levels.get(rec.pop("level", "info"), logging.INFO)
-                    event = rec.pop("event", "log")
-                    rec.pop("ts", None)
-                    if event == "slow_query":
-                        plan = "; ".join(p.strip() for p in rec.get("plan") or [])
-                        slow_log.warning("slow query (%s ms, %s, %s params) on %s: %s%s", rec.get("duration_ms"), rec.get("role"), rec.get("params"), rec.get("db"), rec.get("sql"), " [plan: %s]" % plan if plan else "", extra={"sqlite_rpc": rec})
-                        continue
-                    server_log.log(level, "%s %s", event, json.dumps(rec, default=str) if rec else "", extra={"sqlite_rpc": rec})
-                except (ValueError, AttributeError):
-                    server_log.info("%s", line[:2000])
-        except (ValueError, OSError):
-            pass  # the pipe was closed under us (the process is being reaped)
-        finally:
-            try:
-                stream.detach()  # the raw pipe is closed by whoever reaps the process
-            except ValueError:
-                pass
+    # ---- what the transport says (subclasses) ---------------------------------------------
+
+    def _gone_reason(self, detail: str) -> str:
+        """The message every pending request fails with once the stream ended."""
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        """Let go of a dead connection's resources (Home.get, before a replacement)."""
+        raise NotImplementedError
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's stream without a byte sent on it."""
+        raise NotImplementedError
+
+    def close(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
 
     # ---- requests -------------------------------------------------------------------------
 
@@ -225,7 +212,7 @@ class ServerProcess:
                     if not _pipe_failed(e):
                         held = held or e  # nothing of this call was written: write the rest, then raise
                         continue
-                    self._die("the sqlite-rpc server exited unexpectedly (status %s: %s)" % (self._exit_status(), e.strerror))  # type: ignore[attr-defined]
+                    self._die(self._gone_reason(e.strerror))  # type: ignore[attr-defined]
                     for _rid, slot, _frame in corked:
                         if slot.error is not None:  # never delivered, so never applied (as in send())
                             slot.error = dict(slot.error, data=dict(slot.error["data"], unsent=True))
@@ -236,15 +223,6 @@ class ServerProcess:
             if held is not None:
                 raise held
             return True
-
-    def _exit_status(self) -> Any:
-        code = self.proc.poll()
-        if code is None:
-            try:
-                code = self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                code = None
-        return code
 
     _frame_limit: Optional[int] = None
 
@@ -375,8 +353,7 @@ class ServerProcess:
         else:
             reason = ""
         if not n:
-            code = self._exit_status()
-            self._die("the sqlite-rpc server exited unexpectedly (status %s)%s" % (code, ": " + reason if reason else ""))
+            self._die(self._gone_reason(reason))
             return
         self._inbuf += self._rview[:n]
         self._dirty = True
@@ -416,6 +393,9 @@ class ServerProcess:
         rid = msg.get("id") if isinstance(msg, dict) else None
         slot = self._pending.get(rid)  # type: ignore[arg-type]
         if slot is None:
+            if rid is None and isinstance(msg, dict) and isinstance(msg.get("error"), dict):
+                self.refusal = msg["error"]
+                log.warning("the sqlite-rpc server: %s", msg["error"].get("message"))
             return
         if "error" in msg:
             slot.error = msg["error"]
@@ -494,7 +474,105 @@ class ServerProcess:
                     if lead:
                         self._stop_reading()
 
-    # ---- shutdown -------------------------------------------------------------------------
+
+class PipeServer(ServerProcess):
+    """A private server: this process's child, spoken to over its stdin and stdout. Its
+    stderr (JSON log lines) is forwarded to logging, slow queries included."""
+
+    def __init__(self, binary: str, args: Optional[List[str]] = None) -> None:
+        self.binary = binary
+        self.args = list(args or [])
+        self.proc = subprocess.Popen(
+            [binary, *self.args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            env=_child_env(),
+            close_fds=True,
+        )
+        self.pid = self.proc.pid
+        wfd = self.proc.stdin.fileno()  # type: ignore[union-attr]
+        rfd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        for fd in (wfd, rfd):
+            _widen_pipe(fd)
+        self._attach(rfd, wfd)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, name="sqlite-rpc-stderr", daemon=True)
+        self._stderr_thread.start()
+        try:
+            self._initialize()
+        except BaseException:
+            self._discard()  # a server that cannot start leaves nothing behind (process, pipes)
+            raise
+
+    # ---- stderr ---------------------------------------------------------------------------
+
+    def _drain_stderr(self) -> None:
+        # Always drained: a child whose stderr pipe fills up stalls.
+        assert self.proc.stderr is not None
+        # The pipe is unbuffered (bufsize=0, for stdout's sake): readline() on it would read
+        # one byte per system call (about 1.2 s of a core per MiB of server logging).
+        stream = io.BufferedReader(self.proc.stderr, 65536)  # type: ignore[arg-type]
+        levels = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                try:
+                    rec = json.loads(line)
+                    level = levels.get(rec.pop("level", "info"), logging.INFO)
+                    event = rec.pop("event", "log")
+                    rec.pop("ts", None)
+                    if event == "slow_query":
+                        plan = "; ".join(p.strip() for p in rec.get("plan") or [])
+                        slow_log.warning("slow query (%s ms, %s, %s params) on %s: %s%s", rec.get("duration_ms"), rec.get("role"), rec.get("params"), rec.get("db"), rec.get("sql"), " [plan: %s]" % plan if plan else "", extra={"sqlite_rpc": rec})
+                        continue
+                    server_log.log(level, "%s %s", event, json.dumps(rec, default=str) if rec else "", extra={"sqlite_rpc": rec})
+                except (ValueError, AttributeError):
+                    server_log.info("%s", line[:2000])
+        except (ValueError, OSError):
+            pass  # the pipe was closed under us (the process is being reaped)
+        finally:
+            try:
+                stream.detach()  # the raw pipe is closed by whoever reaps the process
+            except ValueError:
+                pass
+
+    # ---- the transport's ends -------------------------------------------------------------
+
+    def _exit_status(self) -> Any:
+        code = self.proc.poll()
+        if code is None:
+            try:
+                code = self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
+        return code
+
+    def _gone_reason(self, detail: str) -> str:
+        return "the sqlite-rpc server exited unexpectedly (status %s%s)" % (self._exit_status(), ": " + detail if detail else "")
+
+    def _discard(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except Exception:
+            pass
+        self._stderr_thread.join(timeout=5)  # it ends at EOF, now that the process is gone
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()  # type: ignore[union-attr]
+            except Exception:
+                pass
+
+    def _forget_after_fork(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()  # type: ignore[union-attr]
+            except Exception:
+                pass
 
     def close(self, timeout: float = 10.0) -> None:
         """shutdown + exit, then wait; every accepted request is answered first."""
@@ -532,12 +610,27 @@ def _settle_future(slot: _Slot) -> None:
         fut.set_result(slot.result)
 
 
-# ---- the process-wide server ----------------------------------------------------------------
+# ---- the process-wide servers ----------------------------------------------------------------
 
-_lock = threading.Lock()
-_server: Optional[ServerProcess] = None
-_generation = 0
-_start_failure: Optional[str] = None
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+# Unix sockets, flock and peer credentials: the shared server is for POSIX systems.
+_SHARED_POSSIBLE = os.name == "posix"
+
+
+def use_shared(shared: Optional[bool] = None) -> bool:
+    """Whether to use the user's shared server: `shared` if given, else $SQLITE_RPC_SHARED,
+    else yes (where there are unix sockets)."""
+    if shared is not None:
+        return bool(shared)
+    value = os.environ.get(ENV_SHARED, "").strip().lower()
+    if value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    if not value:
+        return _SHARED_POSSIBLE
+    raise ValueError("%s must be 0 (a private server per process) or 1 (the shared server), not %r" % (ENV_SHARED, os.environ[ENV_SHARED]))
 
 
 def server_args() -> List[str]:
@@ -545,75 +638,116 @@ def server_args() -> List[str]:
     return extra
 
 
-def get_server() -> ServerProcess:
-    """The running server, started on first use and restarted when it died."""
-    global _server, _generation
-    srv = _server
-    if srv is not None and srv.dead is None:
-        return srv
-    with _lock:
-        srv = _server
+def _private_args(args: List[str]) -> List[str]:
+    """The flags for a private server: --idle-exit-ms is the shared server's (a private one
+    lives as long as its process, and refuses the flag), so one SQLITE_RPC_ARGS fits both."""
+    out: List[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--idle-exit-ms":
+            skip = True
+        elif not a.startswith("--idle-exit-ms="):
+            out.append(a)
+    return out
+
+
+class Home:
+    """Where this process keeps its server of one kind (private or shared): started or found
+    on first use, replaced when it died, forgotten after fork, let go of at exit."""
+
+    def __init__(self, shared: bool, start: Callable[[str, List[str]], ServerProcess]) -> None:
+        self.shared = shared
+        self._start = start
+        self._lock = threading.Lock()
+        self.server: Optional[ServerProcess] = None
+        # Bumped whenever the server is replaced: a connection of an older one reattaches.
+        self.generation = 0
+
+    def get(self) -> ServerProcess:
+        """The server in use, started (or, for the shared one, reached) on first use and
+        replaced when it died."""
+        srv = self.server
         if srv is not None and srv.dead is None:
             return srv
+        with self._lock:
+            srv = self.server
+            if srv is not None and srv.dead is None:
+                return srv
+            if srv is not None:
+                srv._discard()
+            binary = find_binary()
+            if binary is None:
+                raise ServerError("sqlite-rpc binary not found (set %s, install the platform wheel, or run npm run build)" % ENV_BINARY)
+            srv = self._start(binary, server_args())
+            srv.home = self
+            self.server = srv
+            self.generation += 1
+            return srv
+
+    def shutdown(self) -> None:
+        """Let go of the server: a private one stops; a shared one is only disconnected from
+        (it exits by itself once no process uses it). The next use starts or finds one."""
+        with self._lock:
+            srv, self.server = self.server, None
         if srv is not None:
-            _reap(srv)
-        binary = find_binary()
-        if binary is None:
-            raise ServerError("sqlite-rpc binary not found (set %s, install the platform wheel, or run npm run build)" % ENV_BINARY)
-        _server = ServerProcess(binary, server_args())
-        _generation += 1
-        return _server
+            srv.close()
+
+    def after_fork_in_child(self) -> None:
+        # The parent's server and stream are not ours: forget them (without a byte sent on
+        # them) so that the child's first call starts or reaches its own.
+        self._lock = threading.Lock()
+        srv, self.server = self.server, None
+        if srv is not None:
+            srv.dead = "this process was forked and the sqlite-rpc server belongs to the parent"
+            srv._forget_after_fork()
+        self.generation += 1
 
 
-def current() -> Optional[ServerProcess]:
-    """The server in use now, without starting one."""
-    return _server
+def _start_shared(binary: str, args: List[str]) -> ServerProcess:
+    from . import shared
+
+    return shared.connect_or_start(binary, args)
 
 
-def generation() -> int:
-    return _generation
+PRIVATE = Home(False, lambda binary, args: PipeServer(binary, _private_args(args)))
+SHARED = Home(True, _start_shared)
 
 
-def _reap(srv: ServerProcess) -> None:
-    try:
-        srv.proc.kill()
-    except OSError:
-        pass
-    try:
-        srv.proc.wait(timeout=5)
-    except Exception:
-        pass
-    srv._stderr_thread.join(timeout=5)  # it ends at EOF, now that the process is gone
-    for f in (srv.proc.stdin, srv.proc.stdout, srv.proc.stderr):
-        try:
-            f.close()  # type: ignore[union-attr]
-        except Exception:
-            pass
+def home(shared: Optional[bool] = None) -> Home:
+    return SHARED if use_shared(shared) else PRIVATE
 
 
-def shutdown() -> None:
-    """Stop the server (it is started again on next use)."""
-    global _server
-    with _lock:
-        srv, _server = _server, None
-    if srv is not None:
-        srv.close()
+def get_server(shared: Optional[bool] = None) -> ServerProcess:
+    """The running server of that kind (see use_shared), started on first use and
+    restarted when it died."""
+    return home(shared).get()
+
+
+def current(shared: Optional[bool] = None) -> Optional[ServerProcess]:
+    """The server of that kind in use now, without starting one."""
+    return home(shared).server
+
+
+def running() -> bool:
+    """Whether a server of either kind is in use by this process."""
+    return any(h.server is not None and h.server.dead is None for h in (PRIVATE, SHARED))
+
+
+def generation(shared: Optional[bool] = None) -> int:
+    return home(shared).generation
+
+
+def shutdown(shared: Optional[bool] = None) -> None:
+    """Let go of both servers (or of one kind): see Home.shutdown."""
+    for h in (PRIVATE, SHARED) if shared is None else (home(shared),):
+        h.shutdown()
 
 
 def _after_fork_in_child() -> None:
-    # The parent's server and pipes are not ours: forget them (without touching the
-    # parent's process) so that the child's first call starts its own server.
-    global _server, _lock, _generation
-    _lock = threading.Lock()
-    srv, _server = _server, None
-    if srv is not None:
-        srv.dead = "this process was forked and the sqlite-rpc server belongs to the parent"
-        for f in (srv.proc.stdin, srv.proc.stdout, srv.proc.stderr):
-            try:
-                f.close()  # type: ignore[union-attr]
-            except Exception:
-                pass
-    _generation += 1
+    for h in (PRIVATE, SHARED):
+        h.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):

@@ -46,6 +46,12 @@ class ServerError(sqlite3.OperationalError):
     """The server process failed (crashed, could not start, or broke the protocol)."""
 
 
+class StartRefused(ServerError):
+    """The server may not be used, for a reason that falling back to the stdlib must not hide:
+    an unsafe runtime folder, a shared server that refused this user, a start that waited in
+    vain for another process's."""
+
+
 class ConflictError(sqlite3.OperationalError):
     """An optimistic-locking guard failed: the statement changed another number of rows than
     expected (``expected_rows``, ``changes``) and was undone. Retry with fresh data."""
