@@ -3,9 +3,11 @@
     import sqlite_rpc as sqlite3        # drop-in
     conn = sqlite3.connect("app.db")
 
-One server process per Python process is started on first use and shared by every
-connection and thread. Without the binary (or with SQLITE_RPC_DISABLE=1) every entry point
-returns the stdlib's own objects, after one warning; backend() says which is in use.
+By default every process of the user shares one server (found, or started by the first
+process that needs it, over a unix socket); connect(shared=False) or SQLITE_RPC_SHARED=0
+gives a process a private server of its own instead. Either is used by every connection
+and thread of the process. Without the binary (or with SQLITE_RPC_DISABLE=1) every entry
+point returns the stdlib's own objects, after one warning; backend() says which is in use.
 """
 from __future__ import annotations
 
@@ -83,10 +85,14 @@ def connect(*args: Any, **kwargs: Any) -> Any:
     keep_open (keyword only, server only): for callers that own their files. close() does
     not wait for the WAL to be folded into the file; the server does that once the file has
     been idle for a moment and lets go of it after --keep-open-ms (2 s). A file deleted,
-    replaced or changed on disk is still never served stale."""
+    replaced or changed on disk is still never served stale.
+
+    shared (keyword only): True for the server all processes of the user share, False for
+    this process's private one; None (the default) follows $SQLITE_RPC_SHARED ("0" or "1"),
+    else the shared one."""
     factory = args[_FACTORY_POS] if len(args) > _FACTORY_POS else kwargs.get("factory")
     ours = factory is None or factory is _stdlib.Connection or (isinstance(factory, type) and issubclass(factory, Connection))
-    srv = _fallback.server_or_none() if ours else None
+    srv = _fallback.server_or_none(kwargs.get("shared")) if ours else None
     if srv is None:
         # A custom sqlite3.Connection subclass needs the real module; so does the fallback.
         std_kwargs = {k: v for k, v in kwargs.items() if k not in _EXTENSIONS}
@@ -97,10 +103,10 @@ def connect(*args: Any, **kwargs: Any) -> Any:
 
 
 _FACTORY_POS = 5
-_EXTENSIONS = ("slow_query_ms", "keep_open")
+_EXTENSIONS = ("slow_query_ms", "keep_open", "shared")
 connect.__signature__ = _inspect.signature(  # type: ignore[attr-defined]
     lambda database, timeout=5.0, detect_types=0, isolation_level="", check_same_thread=True, factory=Connection,
-    cached_statements=128, uri=False, *, slow_query_ms=None, keep_open=False: None)
+    cached_statements=128, uri=False, *, slow_query_ms=None, keep_open=False, shared=None: None)
 
 
 def backend() -> str:
@@ -108,29 +114,32 @@ def backend() -> str:
     return "sqlite3" if _fallback.disabled_reason() is not None else "sqlite-rpc"
 
 
-def server_info() -> Any:
-    """initialize's result from the running server (versions, capabilities)."""
-    return _process.get_server().info
+def server_info(*, shared: Any = None) -> Any:
+    """initialize's result from the running server (versions, capabilities; server.pid,
+    server.shared). shared: which server, as connect()'s."""
+    return _process.get_server(shared).info
 
 
-def stats() -> Any:
-    """The server's counters (statement caches, group commits, readers...)."""
-    return _process.get_server().call("stats", {})
+def stats(*, shared: Any = None) -> Any:
+    """The server's counters (statement caches, group commits, readers, connections...)."""
+    return _process.get_server(shared).call("stats", {})
 
 
-def metrics(format: str = "json") -> Any:
+def metrics(format: str = "json", *, shared: Any = None) -> Any:
     """The server's metrics: "json" gives prom-client's JSON (a list of metric dicts with
     name, help, type and values), "prometheus" the text exposition format as a str."""
     if format not in ("json", "prometheus"):
         raise ValueError("format must be 'json' or 'prometheus', not %r" % (format,))
-    res = _server_for("metrics()").call("metrics", {"format": format})
+    res = _server_for("metrics()", shared).call("metrics", {"format": format})
     return res["text"] if format == "prometheus" else res["metrics"]
 
 
-def _server_for(what: str) -> Any:
+def _server_for(what: str, shared: Any = None, database: Any = None) -> Any:
     if backend() == "sqlite3":
         raise NotSupportedError("%s needs the sqlite-rpc server; this process uses the stdlib sqlite3 fallback" % what)
-    return _process.get_server()
+    if isinstance(database, Connection):
+        return database._home.get()  # its session lives on its own server
+    return _process.get_server(shared)
 
 
 def _db_ref(database: Any) -> Any:
@@ -143,18 +152,20 @@ def _db_ref(database: Any) -> Any:
     return {"path": os.fsdecode(os.fspath(database))}
 
 
-def backup(database: Any, dest: Any, *, overwrite: bool = False) -> Any:
+def backup(database: Any, dest: Any, *, overwrite: bool = False, shared: Any = None) -> Any:
     """Online backup of a database (a path, or a Connection: also a private :memory: one) to
     the file dest, while other connections keep writing. The copy is one consistent
     snapshot, verified with integrity_check before it is put in place; returns a dict with
-    dest, pages, bytes and duration_ms. Refuses an existing dest unless overwrite."""
+    dest, pages, bytes and duration_ms. Refuses an existing dest unless overwrite.
+    shared: which server does it for a path, as connect()'s (a Connection's own does it
+    for a Connection); the same for restore() and check()."""
     import os
 
     params = dict(_db_ref(database), dest=os.path.abspath(os.fsdecode(os.fspath(dest))), overwrite=bool(overwrite))
-    return _server_for("backup()").call("backup", params)
+    return _server_for("backup()", shared, database).call("backup", params)
 
 
-def restore(source: Any, database: Any, *, force: bool = False) -> Any:
+def restore(source: Any, database: Any, *, force: bool = False, shared: Any = None) -> Any:
     """Replace the content of database (a path or Connection) with the backup file source,
     after checking source with integrity_check. Connections to it stay open and see the
     restored data. Refused while a connection holds a transaction on it, unless force (its
@@ -162,10 +173,10 @@ def restore(source: Any, database: Any, *, force: bool = False) -> Any:
     import os
 
     params = dict(_db_ref(database), source=os.path.abspath(os.fsdecode(os.fspath(source))), force=bool(force))
-    return _server_for("restore()").call("restore", params)
+    return _server_for("restore()", shared, database).call("restore", params)
 
 
-def check(database: Any, *, full: bool = False) -> Any:
+def check(database: Any, *, full: bool = False, shared: Any = None) -> Any:
     """quick_check (or integrity_check with full=True) of a database; returns a dict with ok
     (bool) and problems (what SQLite reported). A file no server has open is checked as it
     is, without being changed."""
@@ -174,14 +185,16 @@ def check(database: Any, *, full: bool = False) -> Any:
         import os
 
         params["path"] = os.path.abspath(params["path"])
-    res = dict(_server_for("check()").call("check", params))
+    res = dict(_server_for("check()", shared, database).call("check", params))
     res["problems"] = list(res["problems"])
     return res
 
 
-def shutdown() -> None:
-    """Stop the shared server now; the next use starts a new one."""
-    _process.shutdown()
+def shutdown(*, shared: Any = None) -> None:
+    """Let go of this process's servers now (or of one kind, with shared=True/False): a
+    private server stops; the shared one is only disconnected from, as other processes may
+    use it (it exits by itself once idle). The next use starts or finds one again."""
+    _process.shutdown(shared)
 
 
 def __getattr__(name: str) -> Any:

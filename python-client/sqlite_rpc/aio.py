@@ -381,13 +381,13 @@ class Connection:
 
 
 def connect(database: Any, *, timeout: float = 5.0, isolation_level: Optional[str] = "", detect_types: int = 0,
-            uri: bool = False, keep_open: bool = False, **kwargs: Any) -> _Awaitable:
+            uri: bool = False, keep_open: bool = False, shared: Optional[bool] = None, **kwargs: Any) -> _Awaitable:
     """aiosqlite.connect: `await connect(...)` or `async with connect(...) as db`.
 
-    keep_open: as sqlite_rpc.connect's (for callers that own their files)."""
+    keep_open, shared: as sqlite_rpc.connect's (for callers that own their files; which server)."""
 
     async def open_() -> Connection:
-        srv = fallback.server_or_none()
+        srv = fallback.server_or_none(shared)
         if srv is None:
             ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite_rpc-aio")
             loop = asyncio.get_running_loop()

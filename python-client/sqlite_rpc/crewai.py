@@ -89,6 +89,7 @@ class _KeepOpen(types.ModuleType):
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("keep_open", True)
+        kwargs.setdefault("shared", _state.shared)
         return self._target.connect(*args, **kwargs)
 
 
@@ -108,6 +109,7 @@ class _State:
         self.installed = False
         self.targets: Dict[str, None] = {}  # ordered set
         self.register_flow_factory = True
+        self.shared: Optional[bool] = None  # install(shared=...): which server CrewAI's storage uses
         # module name -> (module object, {global name: original value})
         self.originals: Dict[str, Tuple[types.ModuleType, Dict[str, Any]]] = {}
         self.finder: Optional[_ImportHook] = None
@@ -293,13 +295,17 @@ def _unregister_flow_factory() -> str:
 
 # -- install / uninstall -------------------------------------------------------------------
 
-def install(*, extra_modules: Iterable[str] = (), flow_persistence_factory: bool = True) -> Dict[str, Any]:
+def install(*, extra_modules: Iterable[str] = (), flow_persistence_factory: bool = True,
+            shared: Optional[bool] = None) -> Dict[str, Any]:
     """Put CrewAI's SQLite storage on sqlite-rpc. Idempotent; call before or after importing CrewAI.
 
     extra_modules: more module names to treat like CrewAI's (their `sqlite3` / `aiosqlite`
     globals are replaced the same way). flow_persistence_factory: also register
     SQLiteFlowPersistence (this module's) through CrewAI's set_flow_persistence_factory, unless
-    the application registered its own.
+    the application registered its own. shared: which server CrewAI's storage (the patched
+    modules and the drop-in classes) uses, as sqlite_rpc.connect's: None follows
+    $SQLITE_RPC_SHARED, else the server all processes of the user share (several `crewai run`
+    on the same files meet in one writer).
 
     Returns a report: {"backend", "patched": {module: [globals]}, "pending": [modules not
     imported yet, patched when they are], "absent": [modules not installed],
@@ -309,6 +315,7 @@ def install(*, extra_modules: Iterable[str] = (), flow_persistence_factory: bool
         for name in list(TARGETS) + list(extra_modules):
             _state.targets[name] = None
         _state.register_flow_factory = flow_persistence_factory
+        _state.shared = shared
         _state.installed = True
         if _state.finder is None:
             _state.finder = _ImportHook()
@@ -373,6 +380,7 @@ def uninstall() -> Dict[str, Any]:
         if _state.finder is not None:
             sys.meta_path[:] = [f for f in sys.meta_path if f is not _state.finder]
         _state.installed = False
+        _state.shared = None
         _state.targets.clear()
         return {"restored": restored, "flow_persistence_factory": factory}
 
@@ -586,7 +594,7 @@ def _now_iso() -> str:
 
 def _connect(path: str, timeout: float = 30.0) -> Any:
     """A connection that the caller closes: `with closing(_connect(p)) as conn, conn:`."""
-    return _rpc.connect(path, timeout=timeout, keep_open=True)
+    return _rpc.connect(path, timeout=timeout, keep_open=True, shared=_state.shared)
 
 
 # -- kickoff task outputs ------------------------------------------------------------------
@@ -894,7 +902,7 @@ class _ProviderMethods:
         checkpoint_id, ts = _make_checkpoint_id()
         Path(location).parent.mkdir(parents=True, exist_ok=True)
         row = (checkpoint_id, ts, parent_id, branch, data)
-        async with _aio.connect(location, timeout=30.0, keep_open=True) as db:
+        async with _aio.connect(location, timeout=30.0, keep_open=True, shared=_state.shared) as db:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(_CHECKPOINTS_CREATE)
             try:
@@ -927,7 +935,7 @@ class _ProviderMethods:
 
     async def afrom_checkpoint(self, location: str) -> str:
         db_path, checkpoint_id = location.rsplit("#", 1)
-        async with _aio.connect(db_path, timeout=30.0, keep_open=True) as db:
+        async with _aio.connect(db_path, timeout=30.0, keep_open=True, shared=_state.shared) as db:
             async with db.execute(_CHECKPOINT_SELECT, (checkpoint_id,)) as cursor:
                 row = await cursor.fetchone()
         if row is None:
@@ -1027,7 +1035,7 @@ class LTMSQLiteStorage:
 
     async def asave(self, task_description: str, metadata: Dict[str, Any], datetime: str, score: float) -> None:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared) as conn:
                 await conn.execute(_LTM_INSERT, (task_description, json.dumps(metadata), datetime, score))
                 await conn.commit()
         except sqlite3.Error as e:
@@ -1035,7 +1043,7 @@ class LTMSQLiteStorage:
 
     async def aload(self, task_description: str, latest_n: int) -> Optional[List[Dict[str, Any]]]:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared) as conn:
                 async with conn.execute(_LTM_SELECT, (task_description, latest_n)) as cursor:
                     rows = await cursor.fetchall()
             return _ltm_rows(rows)
@@ -1045,7 +1053,7 @@ class LTMSQLiteStorage:
 
     async def areset(self) -> None:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared) as conn:
                 await conn.execute("DELETE FROM long_term_memories")
                 await conn.commit()
         except sqlite3.Error as e:

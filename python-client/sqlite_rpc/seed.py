@@ -15,12 +15,15 @@ Params = Union[Sequence[Any], Dict[str, Any], None]
 
 
 class Database:
-    def __init__(self, db_path: str, pool_size: Optional[int] = None, timeout: float = 30.0) -> None:
-        """pool_size: reader threads of the server; honoured when this call starts the server
-        (it is a server-wide setting), otherwise the running server's pool is used."""
+    def __init__(self, db_path: str, pool_size: Optional[int] = None, timeout: float = 30.0,
+                 shared: Optional[bool] = None) -> None:
+        """pool_size: reader threads of the server; honoured when this process has no server
+        of that kind yet (it is a server-wide setting, and for the shared server part of its
+        identity: a shared server with that pool size is found or started), otherwise the
+        running server's pool is used. shared: which server, as sqlite_rpc.connect's."""
         from . import process
 
-        if pool_size is not None and process._server is None:
+        if pool_size is not None and process.current(shared) is None:
             import os
 
             args = os.environ.get(process.ENV_ARGS, "")
@@ -29,6 +32,7 @@ class Database:
         self.db_path = db_path
         self.pool_size = pool_size
         self.timeout = timeout
+        self.shared = shared
         self._local = threading.local()
         self._all: List[Any] = []
         self._all_lock = threading.Lock()
@@ -41,7 +45,7 @@ class Database:
         if c is None:
             from . import connect
 
-            c = connect(self.db_path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            c = connect(self.db_path, timeout=self.timeout, isolation_level=None, check_same_thread=False, shared=self.shared)
             if type(c) is sqlite3.Connection:
                 # Stdlib fallback: WAL so readers and the writer do not block each other.
                 c.execute("PRAGMA journal_mode=WAL")
