@@ -190,6 +190,7 @@ def test_aio_uses_the_shared_server(tmp_path):
     assert run(main()) is sqlite_rpc.process.get_server()
 
 
+@pytest.mark.private_server  # it kills the server
 def test_server_gone_is_handled_as_in_the_blocking_api(tmp_path):
     # One request path for both APIs (dbapi's _prepare/_failed): after the server is killed,
     # a read is repeated on a new server and an open transaction is reported lost, in aio too.

@@ -17,6 +17,9 @@ from sqlite_rpc import process
 
 from conftest import subprocess_env
 
+# They kill the server under the client: this process's private one.
+pytestmark = pytest.mark.private_server
+
 
 def _kill_server() -> int:
     srv = process.get_server()

@@ -1,10 +1,12 @@
 """Many writers on the same CrewAI files through the drop-ins: 8 threads in one process, and
-4 processes (each with its own server) at once. No error may surface ("database is locked"
+4 processes at once (on the shared server, and each on a private server of its own). No error may surface ("database is locked"
 least of all) and every row written must be there, read back with the stdlib."""
 from __future__ import annotations
 
 import multiprocessing
 import os
+
+import pytest
 
 import sqlite_rpc
 from crewai_standins import hammer, hammer_counts, no_crewai, open_sessions, stdlib_rows  # noqa: F401
@@ -22,15 +24,19 @@ def test_eight_threads_write_the_same_files(no_crewai, tmp_path):
     assert db["writer_owner"] is None and db["queued_writes"] == 0
 
 
-def test_four_processes_write_the_same_files(no_crewai, tmp_path):
+@pytest.mark.parametrize("mode", ["shared", pytest.param("private", marks=pytest.mark.private_server)])
+def test_four_processes_write_the_same_files(no_crewai, tmp_path, monkeypatch, mode):
+    if mode == "shared":
+        monkeypatch.setenv("SQLITE_RPC_SHARED", "1")  # the workers inherit it
     procs, threads, ops = 4, 2, 6
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(procs) as pool:
         results = pool.starmap(hammer, [(str(tmp_path), "p%d" % i, threads, ops) for i in range(procs)])
     assert results == [[]] * procs
     assert hammer_counts(str(tmp_path)) == {f: procs * threads * ops for f in FILES}
-    assert not any(p.startswith(os.path.realpath(tmp_path)) for p in (d["path"] for d in sqlite_rpc.stats()["databases"])), \
-        "the writes were meant to come from the worker processes' own servers"
+    if mode == "private":
+        assert not any(p.startswith(os.path.realpath(tmp_path)) for p in (d["path"] for d in sqlite_rpc.stats()["databases"])), \
+            "the writes were meant to come from the worker processes' own servers"
 
 
 def test_eight_threads_open_an_old_kickoff_file_at_once(no_crewai, tmp_path):

@@ -43,6 +43,7 @@ def test_metrics_json_and_prometheus(tmp_path):
     conn.close()
 
 
+@pytest.mark.private_server  # only a private server's log reaches this process's logging
 def test_slow_queries_reach_the_sqlite_rpc_slow_query_logger(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="sqlite_rpc.slow_query")
     conn = sqlite_rpc.connect(str(tmp_path / "slow.db"), slow_query_ms=1)

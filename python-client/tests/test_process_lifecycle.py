@@ -16,6 +16,10 @@ from sqlite_rpc import process
 
 from conftest import BINARY, subprocess_env
 
+# The private server: its environment, stderr, exit with its process, its own after fork
+# (test_shared_server.py has the shared server's).
+pytestmark = pytest.mark.private_server
+
 
 def _run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], env=subprocess_env(**env),

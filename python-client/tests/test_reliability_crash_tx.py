@@ -26,6 +26,9 @@ from sqlite_rpc import aio
 
 from _reliability import check_file, child_env, db_stats, gone, kill_process_server, wait_until
 
+# They kill the server under the client: this process's private one.
+pytestmark = pytest.mark.private_server
+
 LOST = "open transaction was lost and nothing of it was committed"
 
 

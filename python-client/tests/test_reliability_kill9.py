@@ -39,6 +39,7 @@ def test_pipelined_writes_of_every_kind_survive_kill9(tmp_path, synchronous, see
     assert r["acked_rows"] > 0, r
 
 
+@pytest.mark.private_server  # it kills the server
 @pytest.mark.parametrize("synchronous", ["full", "normal"])
 def test_commits_acknowledged_to_python_threads_survive_kill9(tmp_path, synchronous):
     # What a Python program sees: 6 threads in CrewAI's connect/insert/commit/close pattern;

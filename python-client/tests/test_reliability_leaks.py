@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from _reliability import assert_no_leaks, connect_cycles, process_server_args, server_restarts
+from conftest import settle_shared_servers
 
 CYCLES = int(os.environ.get("RELIABILITY_CYCLES", "200"))
 RESTARTS = int(os.environ.get("RELIABILITY_RESTARTS", "100"))
+
+
+@pytest.fixture(autouse=True)
+def _settled():
+    settle_shared_servers()  # this process's children and threads are counted
 
 
 def test_connect_close_cycles(tmp_path):
@@ -30,6 +38,7 @@ def test_connect_close_cycles_while_the_server_reopens_the_files(tmp_path):
     assert_no_leaks(r["before"], r["after"], server_same=True)
 
 
+@pytest.mark.private_server  # it stops and kills the server
 def test_server_restarts(tmp_path):
     # Two in three by sqlite_rpc.shutdown(), one in three by kill -9; a connection opened
     # before the first restart is used after each one.

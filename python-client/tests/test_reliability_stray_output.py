@@ -8,12 +8,15 @@ from __future__ import annotations
 import logging
 import threading
 
+import pytest
+
 import sqlite_rpc
 from sqlite_rpc import process
 
 from _reliability import process_server_args, wait_until
 
 
+@pytest.mark.private_server  # only a private server's stderr reaches this process's logging
 def test_stderr_flood_during_queries_from_threads(tmp_path, caplog):
     path = str(tmp_path / "stray.sqlite")
     with process_server_args("--enable-test-hooks"), caplog.at_level(logging.INFO, logger="sqlite_rpc.server"):

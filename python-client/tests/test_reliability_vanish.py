@@ -105,6 +105,7 @@ def _holder(path: str, **env: str) -> "tuple[subprocess.Popen, int]":
     return child, server_pid
 
 
+@pytest.mark.private_server  # A's own server must exit (test_shared_server.py has the shared case)
 def test_killed_python_client_releases_the_writer(shared):
     a, a_server = _holder(shared)
     try:

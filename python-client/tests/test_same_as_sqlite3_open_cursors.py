@@ -179,6 +179,7 @@ def test_dropped_broken_out_of_and_reexecuted_cursors_release_their_server_curso
     assert _server_cursors() == base
 
 
+@pytest.mark.private_server  # it stops the server twice (a shared server numbers cursors across connections)
 @pytest.mark.parametrize("release", ["close", "re-execute", "drop"])
 def test_a_cursor_of_a_restarted_server_is_not_released_on_the_new_one(big_db, tmp_path, release):
     # Cursor ids are per server, counted from 1: after a restart, releasing a cursor of the
