@@ -17,6 +17,9 @@
  * POWERCUT_LOG  optional: one line per event (track, sync with what it applied, rename,
  *               unlink, error). Errors also go to stderr. Nothing is ever written to stdout.
  * POWERCUT_SKIP comma-separated name suffixes not tracked (default "-shm").
+ * POWERCUT_SYNC_DELAY_US  a slow disk: every fsync/fdatasync/sync of a tracked file sleeps this
+ *               long before the real call (the data is not durable until after it), which
+ *               widens every window a power cut can fall into.
  * POWERCUT_VERIFY=1  after each sync that leaves nothing pending, compare the whole image
  *               with the file (costly; the self-tests use it). Without it only sizes are
  *               compared. A difference is logged as an error: something wrote the file by a
@@ -66,6 +69,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -100,6 +104,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int active;
 static int verify;
+static long delay_us;
 static char dir[PATH_MAX], out[PATH_MAX];
 static size_t dirlen;
 static int logfd = -1;
@@ -177,6 +182,7 @@ static void init(void) {
   if (l && *l) logfd = sys_open(l, O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (s) snprintf(skip, sizeof skip, "%s", s);
   verify = getenv("POWERCUT_VERIFY") && strcmp(getenv("POWERCUT_VERIFY"), "1") == 0;
+  delay_us = getenv("POWERCUT_SYNC_DELAY_US") ? atol(getenv("POWERCUT_SYNC_DELAY_US")) : 0;
   if (!realpath(d, dir)) { fail("POWERCUT_DIR", d, errno); return; }
   if (!o || !realpath(o, out)) { fail("POWERCUT_OUT", o ? o : "(unset)", o ? errno : EINVAL); return; }
   dirlen = strlen(dir);
@@ -553,6 +559,12 @@ int truncate64(const char *p, off_t len) { return do_truncate(p, len, r_truncate
 
 /* ---- syncs ------------------------------------------------------------------------------ */
 
+static void slow_disk(void) {
+  if (delay_us <= 0) return;
+  struct timespec t = {delay_us / 1000000, (delay_us % 1000000) * 1000};
+  while (nanosleep(&t, &t) != 0 && errno == EINTR) {}
+}
+
 static int do_fsync(int fd, int (*real)(int), const char *why) {
   ensure();
   if (!lookup(fd)) return real(fd);
@@ -560,6 +572,7 @@ static int do_fsync(int fd, int (*real)(int), const char *why) {
   struct file *f = file_of(fd);
   uint64_t upto = f ? f->next_seq : 0; /* what was written before the call began */
   pthread_mutex_unlock(&mu);
+  if (f) slow_disk();
   int r = real(fd), e = errno;
   if (f && r == 0) {
     pthread_mutex_lock(&mu);
@@ -585,6 +598,7 @@ static int sync_all(int (*real)(int), int fd) {
       if (f->live && f->head) { marks[n].f = f; marks[n].upto = f->next_seq; n++; }
   pthread_mutex_unlock(&mu);
   int r = 0, e = errno;
+  slow_disk();
   if (real) { r = real(fd); e = errno; } else r_sync();
   pthread_mutex_lock(&mu);
   for (size_t i = 0; r == 0 && i < n; i++)
