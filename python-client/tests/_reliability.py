@@ -699,8 +699,9 @@ class PowerCut:
     image(name) copies a database's image (with its -wal and -journal) into a fresh folder
     under the real names and returns the copy's path, for sqlite3 to open and recover."""
 
-    def __init__(self, folder: str, verify: bool = False) -> None:
+    def __init__(self, folder: str, verify: bool = False, sync_delay_us: int = 0) -> None:
         self.folder = folder
+        self.sync_delay_us = sync_delay_us  # a slow disk: each sync of a tracked file waits this long first
         self.data = os.path.join(folder, "data")
         self.out = os.path.join(folder, "image")
         self.log = os.path.join(folder, "powercut.log")
@@ -714,7 +715,8 @@ class PowerCut:
         # libuv may send fs calls (fs.fdatasync) through io_uring, which the shim cannot see;
         # this Node does not (no io_uring_setup under strace), and the variable makes sure.
         return {"LD_PRELOAD": self.so, "POWERCUT_DIR": self.data, "POWERCUT_OUT": self.out, "POWERCUT_LOG": self.log,
-                "POWERCUT_VERIFY": "1" if self.verify else "0", "UV_USE_IO_URING": "0"}
+                "POWERCUT_VERIFY": "1" if self.verify else "0", "POWERCUT_SYNC_DELAY_US": str(self.sync_delay_us),
+                "UV_USE_IO_URING": "0"}
 
     def wrapper(self, binary: str = BINARY) -> str:
         import shlex
@@ -756,10 +758,12 @@ class PowerCut:
         return os.path.join(dest, name)
 
 
-def powercut_server_trial(folder: str, synchronous: str, seed: int, binary: str = BINARY, **kw: Any) -> Dict[str, Any]:
+def powercut_server_trial(folder: str, synchronous: str, seed: int, binary: str = BINARY, sync_delay_us: int = 0,
+                          **kw: Any) -> Dict[str, Any]:
     """kill9_trial on a server under the shim, checked on the durable image: at FULL every
-    acknowledged write must be there; at NORMAL the lost ones (a suffix) are counted."""
-    pc = PowerCut(os.path.join(folder, "powercut-%s-%d" % (synchronous, seed)))
+    acknowledged write must be there; at NORMAL the lost ones (a suffix) are counted. With
+    sync_delay_us, on a slow disk."""
+    pc = PowerCut(os.path.join(folder, "powercut-%s-%d" % (synchronous, seed)), sync_delay_us=sync_delay_us)
     r = kill9_trial(pc.data, synchronous, seed, binary=pc.wrapper(binary), lost_ok=synchronous == "normal",
                     image=lambda path: pc.image(os.path.basename(path)), **kw)
     name = "kill9-%s-%d.sqlite" % (synchronous, seed)
@@ -770,15 +774,18 @@ def powercut_server_trial(folder: str, synchronous: str, seed: int, binary: str 
 
 
 def powercut_reads_trial(folder: str, seed: int, *, writers: int = 3, in_flight: int = 24, max_acked: int = 600,
-                         binary: str = BINARY, args: Sequence[str] = ()) -> Dict[str, Any]:
-    """A server under the shim at --synchronous full: `writers` sessions pipeline autocommit
-    inserts while a reader session keeps reading the newest rows (on the main thread or a
-    reader worker, as the engine chooses); kill -9 at a random moment. Every row a read
-    returned before the kill must be in the durable image, as every acknowledged insert
-    must: a read must not show a commit that a power cut can still take away."""
+                         binary: str = BINARY, args: Sequence[str] = (), sync_delay_us: int = 2000) -> Dict[str, Any]:
+    """A server under the shim at --synchronous full, on a slow disk (each sync waits
+    sync_delay_us first): `writers` sessions pipeline autocommit inserts while a reader
+    session keeps reading the newest rows (on the main thread or a reader worker, as the
+    engine chooses). Once a random number of inserts is acknowledged, the kill waits (up to
+    200 more acknowledgements) for the worst moment: a read has returned a row whose insert
+    is not acknowledged yet; a correct server never gives one. Every row a read returned
+    before the kill must be in the durable image, as every acknowledged insert must: a read
+    must not show a commit that a power cut can still take away."""
     rng = random.Random(seed)
     target = rng.randint(20, max_acked)
-    pc = PowerCut(os.path.join(folder, "powercut-reads-%d" % seed))
+    pc = PowerCut(os.path.join(folder, "powercut-reads-%d" % seed), sync_delay_us=sync_delay_us)
     path = os.path.join(pc.data, "reads.sqlite")
     reader = writers + 1
     pipe = Pipe(["--synchronous", "full", *args], cwd=pc.data, stderr_path=os.path.join(pc.folder, "stderr"), binary=pc.wrapper(binary))
@@ -793,7 +800,7 @@ def powercut_reads_trial(folder: str, seed: int, *, writers: int = 3, in_flight:
             pipe.call("open", {"session": s, "path": path})
         pipe.call("execute", {"session": 1, "sql": "CREATE TABLE w(k TEXT PRIMARY KEY, v BLOB)"})
         i = 0
-        while len(acked) < target:
+        while len(acked) < target or (not (seen - set(acked)) and len(acked) < target + 200):
             while len(inserts) < in_flight:
                 i += 1
                 key = "k%d" % i
@@ -949,7 +956,7 @@ class process_server_env:
 
 
 def powercut_threads_trial(folder: str, synchronous: str, seed: int, *, threads: int = 4, max_acked: int = 300,
-                           binary: str = BINARY) -> Dict[str, Any]:
+                           binary: str = BINARY, sync_delay_us: int = 0) -> Dict[str, Any]:
     """Python threads commit through sqlite_rpc (this process's server, under the shim): a
     connection per commit (CrewAI's pattern, also with keep_open=True as its integration
     connects), autocommit inserts, BEGIN/3 INSERTs/COMMIT, and executemany + commit. The server is killed once a random number of commits returned;
@@ -963,7 +970,7 @@ def powercut_threads_trial(folder: str, synchronous: str, seed: int, *, threads:
 
     rng = random.Random(seed)
     target = rng.randint(10, max_acked)
-    pc = PowerCut(os.path.join(folder, "powercut-threads-%s-%d" % (synchronous, seed)))
+    pc = PowerCut(os.path.join(folder, "powercut-threads-%s-%d" % (synchronous, seed)), sync_delay_us=sync_delay_us)
     path = os.path.join(pc.data, "threads.sqlite")
     clock = itertools.count(1)  # next() is atomic under the GIL: one order for sends and acks
     sent: Dict[str, int] = {}
