@@ -186,6 +186,52 @@ describe('the flusher (engine)', () => {
     await reg2.closeAll();
   });
 
+  it('with --foreign-keys (a plain BEGIN/COMMIT per transaction) commits wait for the flusher too, by commit() or COMMIT in SQL', async () => {
+    const reg = makeRegistry({ synchronous: 'full', realTransactions: true, foreignKeys: true });
+    const file = files.db();
+    const a = openSession(reg, 1, file);
+    await exec(reg, a, 'CREATE TABLE t(id INTEGER PRIMARY KEY)');
+    const { order, track } = recorder();
+    hold(reg, file, true);
+    await reg.begin(a, 'deferred');
+    await exec(reg, a, 'INSERT INTO t VALUES (1)');
+    const viaMethod = track('commit()', reg.commit(a));
+    await until(() => countOutside(file) === 1, 10_000, 'the COMMIT to run');
+    await turns();
+    expect(order).toEqual([]);
+    hold(reg, file, false);
+    await viaMethod;
+    hold(reg, file, true);
+    await exec(reg, a, 'BEGIN');
+    await exec(reg, a, 'INSERT INTO t VALUES (2)');
+    const viaSql = track('COMMIT', exec(reg, a, 'COMMIT'));
+    await until(() => countOutside(file) === 2, 10_000, 'the COMMIT to run');
+    await turns();
+    expect(order).toEqual(['commit()']);
+    hold(reg, file, false);
+    await viaSql;
+    expect(order).toEqual(['commit()', 'COMMIT']);
+    await reg.closeAll();
+  });
+
+  it.each([
+    ['full', 1],
+    ['normal', 1],
+  ] as const)("at %s, a session's PRAGMA synchronous does not stay on the shared writer (inside a transaction the writer's own level shows)", async (sync, level) => {
+    const reg = makeRegistry({ synchronous: sync });
+    const file = files.db();
+    const a = openSession(reg, 1, file);
+    const b = openSession(reg, 2, file);
+    await exec(reg, a, 'CREATE TABLE t(id INTEGER PRIMARY KEY)');
+    await exec(reg, a, 'PRAGMA synchronous = OFF');
+    await reg.begin(b, 'deferred');
+    expect(rowsOf(await exec(reg, b, 'PRAGMA synchronous'))).toEqual([[level]]);
+    await reg.rollback(b);
+    // Outside a transaction a session sees the server's level.
+    expect(rowsOf(await exec(reg, b, 'PRAGMA synchronous'))).toEqual([[sync === 'full' ? 2 : 1]]);
+    await reg.closeAll();
+  });
+
   it.each(['normal', 'off'] as const)('at %s nothing is fsynced by the server: commits are answered at once', async (sync) => {
     const reg = makeRegistry({ synchronous: sync });
     const file = files.db();
