@@ -78,6 +78,12 @@ def _environ(pid: int) -> Dict[str, str]:
         return dict(os.fsdecode(e).partition("=")[::2] for e in f.read().split(b"\0") if e)
 
 
+def _log_events(sock: str) -> List[str]:
+    """The events the servers of this socket wrote to its log (s-<hash>.log)."""
+    with open(sock[: -len(".sock")] + ".log") as f:
+        return [json.loads(line).get("event") for line in f if line.startswith("{")]
+
+
 def _rows(path: str, sql: str = "SELECT v FROM t ORDER BY v") -> List[Any]:
     with sqlite3.connect(path) as c:  # the stdlib's own view of the file
         return [r[0] for r in c.execute(sql)]
@@ -219,6 +225,10 @@ def test_racing_starts_end_with_one_server(runtime, tmp_path):
         pids = {k.ok("server")["pid"] for k in kids}
         assert len(pids) == 1 and None not in pids, pids
         assert listen_servers(runtime) == sorted(pids)
+        # One start, not six that found a server there (exit 75): the lock made the others wait.
+        argv = _cmdline(pids.pop())
+        events = _log_events(argv[argv.index("--listen") + 1])
+        assert events.count("listening") == 1 and "already_listening" not in events, events
     finally:
         for k in kids:
             k.end()
@@ -483,6 +493,8 @@ crewai.install(shared=True)
 out["crewai_shared"] = where(crewai._connect(path))
 crewai.uninstall()
 out["private_parent"] = int(open("/proc/%d/stat" % out["private"]["pid"]).read().rsplit(")", 1)[1].split()[1])
+for kind in ("private", "shared"):
+    out[kind + "_argv"] = open("/proc/%d/cmdline" % out[kind]["pid"]).read().split("\0")
 out["me"] = os.getpid()
 print(json.dumps(out))
 """
@@ -490,7 +502,9 @@ print(json.dumps(out))
 
 @pytest.mark.parametrize("env", ["unset", "0", "1"])
 def test_private_and_shared_servers_side_by_side(runtime, tmp_path, env):
-    e = subprocess_env(XDG_RUNTIME_DIR=runtime)  # no flags: the private server gets them too
+    # One SQLITE_RPC_ARGS for both: a private server is started without the shared one's
+    # --idle-exit-ms (it would refuse to start with it).
+    e = subprocess_env(XDG_RUNTIME_DIR=runtime, SQLITE_RPC_ARGS=IDLE_ARGS)
     e.pop("SQLITE_RPC_SHARED", None)
     if env != "unset":
         e["SQLITE_RPC_SHARED"] = env
@@ -504,6 +518,7 @@ def test_private_and_shared_servers_side_by_side(runtime, tmp_path, env):
     assert got["default"] == (private if env == "0" else got["shared"])
     assert got["database_private"] == got["aio_private"] == got["crewai_private"] == private
     assert got["aio_shared"] == got["crewai_shared"] == got["shared"]
+    assert "--idle-exit-ms" in got["shared_argv"] and "--idle-exit-ms" not in got["private_argv"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -540,9 +555,9 @@ def test_fork_child_connects_anew_and_leaves_the_parents_connection_alone(here, 
     assert report["own connection"] is True
     assert report["server"] == srv.pid  # the same shared server, over a connection of its own
     assert report["inherited"] == 21
-    # The parent's connection was neither used nor shut down by the child.
-    assert process.current(True) is srv and srv.dead is None
+    # The parent's connection was neither used nor shut down by the child: still the same.
     assert parent.execute("SELECT count(*) FROM t").fetchone() == (21,)
+    assert process.current(True) is srv and srv.dead is None
     parent.close()
 
 
