@@ -1410,6 +1410,16 @@ export class DatabaseEngine {
     } catch {
       return;
     }
+    // A newly attached database syncs at the server's level: SQLite would give one in WAL
+    // mode better-sqlite3's build default (NORMAL), and the flusher fsyncs main's WAL only.
+    for (const n of names) {
+      if (this.attachedBy.has(n)) continue;
+      try {
+        this.writer.db.exec(`PRAGMA "${n.replace(/"/g, '""')}".synchronous = ${this.o.synchronous.toUpperCase()}`);
+      } catch (e) {
+        this.log('attach_sync_failed', { db: this.path, schema: n, error: (e as Error).message }, 'warn');
+      }
+    }
     this.syncOwners(this.attachedBy, names, s, (o) => o.attached);
   }
 
