@@ -18,6 +18,7 @@ import type { CursorLimits, ReaderReply } from './readerWorker';
 import { knownShape, readPage, shapeAfterRun } from './reads';
 import { StatementCache } from './statementCache';
 import { Flusher, type FlusherStats } from './flusher';
+import { Savepoint, withSavepoint } from './savepoint';
 import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
 import { applySettings, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
@@ -401,11 +402,11 @@ export class DatabaseEngine {
   private readonly inlineDb: Database;
   private readonly pool: ReaderPool | null;
   private readonly info = new Map<string, StmtInfo>();
-  private readonly sql: Record<
-    | 'beginImmediate' | 'commit' | 'rollback' | 'unitSavepoint' | 'unitRelease' | 'unitRollbackTo' | 'txSavepoint' | 'txRelease' | 'txRollbackTo'
-    | 'stmtSavepoint' | 'stmtRelease' | 'stmtRollbackTo',
-    Statement
-  >;
+  private readonly sql: Record<'beginImmediate' | 'commit' | 'rollback', Statement>;
+  /** The writer's savepoints (savepoint.ts): a session's transaction, an autocommit unit, an undoable statement. */
+  private readonly txSp: Savepoint;
+  private readonly unitSp: Savepoint;
+  private readonly stmtSp: Savepoint;
   /** Makes commits durable off the event loop (--synchronous full or extra); null: SQLite's COMMIT does, or nothing does (off). */
   private readonly flusher: Flusher | null;
   /** The writer runs at synchronous=NORMAL now and its commits go to the flusher (writerSync). */
@@ -525,16 +526,10 @@ export class DatabaseEngine {
       beginImmediate: p('BEGIN IMMEDIATE'),
       commit: p('COMMIT'),
       rollback: p('ROLLBACK'),
-      unitSavepoint: p('SAVEPOINT sqlite_rpc_unit'),
-      unitRelease: p('RELEASE sqlite_rpc_unit'),
-      unitRollbackTo: p('ROLLBACK TO sqlite_rpc_unit'),
-      txSavepoint: p('SAVEPOINT sqlite_rpc_tx'),
-      txRelease: p('RELEASE sqlite_rpc_tx'),
-      txRollbackTo: p('ROLLBACK TO sqlite_rpc_tx'),
-      stmtSavepoint: p('SAVEPOINT sqlite_rpc_stmt'),
-      stmtRelease: p('RELEASE sqlite_rpc_stmt'),
-      stmtRollbackTo: p('ROLLBACK TO sqlite_rpc_stmt'),
     };
+    this.txSp = Savepoint.prepared(writerDb, 'sqlite_rpc_tx');
+    this.unitSp = Savepoint.prepared(writerDb, 'sqlite_rpc_unit');
+    this.stmtSp = Savepoint.prepared(writerDb, 'sqlite_rpc_stmt');
     this.flusher = !o.readOnly && (o.synchronous === 'full' || o.synchronous === 'extra') ? new Flusher(path, log) : null;
     this.writerSync(true);
     if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
@@ -667,20 +662,13 @@ export class DatabaseEngine {
       this.touch(s);
       this.writer.drain();
       const mark = this.audit?.records ?? 0;
-      this.sql.unitSavepoint.run();
       try {
-        const out = this.applyBatch(s, items, true);
-        this.sql.unitRelease.run();
+        const out = withSavepoint(this.unitSp, () => this.applyBatch(s, items, true), (e, undone) => {
+          if (undone) this.writer.transactionEnded();
+          this.auditUndone(mark, `the batch failed and was rolled back: ${toRpcError(e).message}`, s.id);
+        });
         if (this.audit !== null) s.audited += this.audit.records - mark;
         return { results: out, in_transaction: s.inTx };
-      } catch (e) {
-        if (this.writer.db.inTransaction) {
-          this.sql.unitRollbackTo.run();
-          this.sql.unitRelease.run();
-          this.writer.transactionEnded();
-        }
-        this.auditUndone(mark, `the batch failed and was rolled back: ${toRpcError(e).message}`, s.id);
-        throw e;
       } finally {
         this.afterStatement(s);
       }
@@ -1526,7 +1514,7 @@ export class DatabaseEngine {
     const audit = this.audit !== null && this.audit.wants(ak) ? this.audit : null;
     if (audit === null && !guard) return fn()[0];
     this.writer.drain(); // an open cursor on the writer would make SAVEPOINT fail ("busy")
-    this.sql.stmtSavepoint.run();
+    this.stmtSp.open();
     let out: T;
     let changes: number;
     try {
@@ -1539,10 +1527,10 @@ export class DatabaseEngine {
         // Only what this layer adds is undone; an SQL error keeps what sqlite3 would keep
         // (the rows an executemany applied before the failing one).
         if (undo) {
-          this.sql.stmtRollbackTo.run();
+          this.stmtSp.rollbackTo();
           this.writer.transactionEnded();
         }
-        this.sql.stmtRelease.run();
+        this.stmtSp.release();
       }
       if (audit !== null && err.data.kind !== 'AuditFailed') {
         this.auditQuietly({ kind: ak!, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: s.inTx, ...(err.data.total_changes ? { changes: err.data.total_changes } : {}), ...extra });
@@ -1550,7 +1538,7 @@ export class DatabaseEngine {
       }
       throw e;
     }
-    this.sql.stmtRelease.run();
+    this.stmtSp.release();
     if (audit !== null && s.inTx) s.audited++;
     return out;
   }
@@ -1741,7 +1729,7 @@ export class DatabaseEngine {
       }
       return lazy ? this.flushed() : undefined;
     }
-    this.sql.txRelease.run();
+    this.txSp.release();
     this.releaseOwner(s);
     return new Promise<void>((resolve, reject) => {
       this.acks.push({ unit: null, settle: (e) => (e ? reject(e) : resolve()) });
@@ -1758,9 +1746,8 @@ export class DatabaseEngine {
     try {
       if (this.ownerMode === 'real') {
         if (this.writer.db.inTransaction) this.sql.rollback.run();
-      } else if (this.writer.db.inTransaction) {
-        this.sql.txRollbackTo.run();
-        this.sql.txRelease.run();
+      } else {
+        this.txSp.undo();
       }
     } finally {
       this.auditTransaction(s, 'rollback');
@@ -1805,8 +1792,7 @@ export class DatabaseEngine {
       this.writer.drain();
       if (this.writer.db.inTransaction) {
         if (this.ownerMode === 'savepoint') {
-          this.sql.txRollbackTo.run();
-          this.sql.txRelease.run();
+          this.txSp.undo();
         } else if (this.ownerMode === 'real') {
           this.sql.rollback.run();
         }
@@ -1988,7 +1974,7 @@ export class DatabaseEngine {
           this.grant(w, 'real');
         } else {
           if (!this.ensureOuter()) return;
-          this.sql.txSavepoint.run();
+          this.txSp.open();
           this.grant(w, 'savepoint');
         }
         return;
@@ -2161,14 +2147,13 @@ export class DatabaseEngine {
       const u = units[i];
       this.m.writerWait((now - u.queuedAt) / 1000);
       const mark = this.audit?.records ?? 0;
-      this.sql.unitSavepoint.run();
+      this.unitSp.open();
       try {
         u.result = this.applyUnit(u.session, u.work);
-        this.sql.unitRelease.run();
+        this.unitSp.release();
       } catch (e) {
-        if (this.writer.db.inTransaction) {
-          this.sql.unitRollbackTo.run();
-          this.sql.unitRelease.run();
+        // Not withSavepoint: a failing ROLLBACK TO must reach pump() as it is, not settle this unit.
+        if (this.unitSp.undo()) {
           this.writer.transactionEnded();
           const err = toRpcError(e);
           this.auditUndone(mark, `the ${u.work.t === 'batch' ? 'batch' : 'write'} failed and was rolled back: ${err.message}`, u.session.id);

@@ -5,6 +5,7 @@ import BetterSqlite from 'better-sqlite3';
 import nodePath from 'node:path';
 import { DatabaseEngine, type EngineOptions, type EngineStats } from './database';
 import { DirectConnection, execResult } from './direct';
+import { Savepoint, withSavepoint } from './savepoint';
 import { openConnection } from './connection';
 import { CursorTable } from './cursors';
 import { Session, clientSessionId } from './session';
@@ -66,18 +67,13 @@ function isDirectory(p: string): boolean {
 /** A statement on a private database under expect_rows: undone by a savepoint when the count differs. */
 function guardedRun(conn: DirectConnection, sql: string, bound: BoundParams, o: ExecOptions): ReturnType<DirectConnection['run']> {
   conn.drain(); // an open cursor of this connection would make SAVEPOINT fail ("busy")
-  conn.db.exec('SAVEPOINT sqlite_rpc_stmt');
-  try {
+  return withSavepoint(Savepoint.exec(conn.db, 'sqlite_rpc_stmt'), () => {
     const r = conn.run(sql, bound, o);
     if (r.changes !== o.expectRows) {
       throw new RpcError('Conflict', `conflict: the statement changed ${r.changes} row${r.changes === 1 ? '' : 's'}, ${o.expectRows} expected; it was undone`, { expected_rows: o.expectRows!, changes: r.changes });
     }
-    conn.db.exec('RELEASE sqlite_rpc_stmt');
     return r;
-  } catch (e) {
-    if (conn.db.inTransaction) conn.db.exec('ROLLBACK TO sqlite_rpc_stmt; RELEASE sqlite_rpc_stmt');
-    throw e;
-  }
+  });
 }
 
 export class Registry {
@@ -474,18 +470,17 @@ export class Registry {
       const db = conn.db;
       if (begin !== null && !db.inTransaction) db.exec(`BEGIN ${begin.toUpperCase()}`);
       const all = { pageRows: 1 << 30, pageBytes: Infinity, decltypes: false, begin: null };
-      db.exec('SAVEPOINT sqlite_rpc_unit');
       try {
-        const results = items.map(([sql, b]) => {
-          const r = conn.run(sql, b, all);
-          return { changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes };
-        });
-        db.exec('RELEASE sqlite_rpc_unit');
+        const results = withSavepoint(
+          Savepoint.exec(db, 'sqlite_rpc_unit'),
+          () =>
+            items.map(([sql, b]) => {
+              const r = conn.run(sql, b, all);
+              return { changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes };
+            }),
+          () => conn.transactionEnded(),
+        );
         return { results, in_transaction: db.inTransaction };
-      } catch (e) {
-        if (db.inTransaction) db.exec('ROLLBACK TO sqlite_rpc_unit; RELEASE sqlite_rpc_unit');
-        conn.transactionEnded();
-        throw e;
       } finally {
         s.inTx = db.inTransaction;
       }
