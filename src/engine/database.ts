@@ -17,7 +17,8 @@ import { ReaderPool } from './readerPool';
 import type { CursorLimits, ReaderReply } from './readerWorker';
 import { knownShape, readPage, shapeAfterRun } from './reads';
 import { StatementCache } from './statementCache';
-import { Flusher, type FlusherStats } from './flusher';
+import type { FlusherStats } from './flusher';
+import { Writer, isBusy, touch, type UnitWork } from './writer';
 import { Savepoint, withSavepoint } from './savepoint';
 import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
@@ -122,39 +123,6 @@ interface StmtInfo {
   refused: string | null;
 }
 
-type UnitWork =
-  | { t: 'exec'; sql: string; bound: BoundParams; opts: ExecOptions }
-  | { t: 'many'; sql: string; boundList: BoundParams[] }
-  | { t: 'batch'; items: Array<[string, BoundParams]> };
-
-interface Unit {
-  session: Session;
-  work: UnitWork;
-  deadline: number;
-  /** performance.now() when queued: the writer wait. */
-  queuedAt: number;
-  resolve: (r: unknown) => void;
-  reject: (e: unknown) => void;
-  timer?: NodeJS.Timeout;
-  result?: unknown;
-}
-
-interface Waiter {
-  session: Session;
-  kind: 'tx' | 'direct';
-  since: number;
-  resolve: () => void;
-  reject: (e: unknown) => void;
-  timer?: NodeJS.Timeout;
-}
-
-/** A reply that may only be sent once the outer transaction is durably committed. */
-interface Ack {
-  /** The autocommit unit, which can be re-run if the outer transaction is lost. */
-  unit: Unit | null;
-  settle: (err: RpcError | null) => void;
-}
-
 export interface EngineStats extends FlusherStats {
   path: string;
   readers: number;
@@ -175,10 +143,6 @@ export interface EngineStats extends FlusherStats {
   checkpoints: number;
   slow_query_ms: number;
   audit_log: string | null;
-}
-
-function locked(): RpcError {
-  return sqliteError('SQLITE_BUSY', 'database is locked');
 }
 
 /** How long switching a new file to WAL (and a write to it before that) waits for a reader's lock. */
@@ -205,11 +169,6 @@ function fileSize(path: string): number {
   } catch {
     return 0;
   }
-}
-
-function isBusy(e: unknown): boolean {
-  const code = (e as { code?: unknown })?.code;
-  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
 }
 
 /** Optimistic locking: a guarded statement that changed another number of rows fails (and is undone by its savepoint). */
@@ -402,30 +361,10 @@ export class DatabaseEngine {
   private readonly inlineDb: Database;
   private readonly pool: ReaderPool | null;
   private readonly info = new Map<string, StmtInfo>();
-  private readonly sql: Record<'beginImmediate' | 'commit' | 'rollback', Statement>;
-  /** The writer's savepoints (savepoint.ts): a session's transaction, an autocommit unit, an undoable statement. */
-  private readonly txSp: Savepoint;
-  private readonly unitSp: Savepoint;
+  /** The scheduler of the writer connection: queue, outer transaction, owner, acks (writer.ts). */
+  private readonly w: Writer;
+  /** An undoable statement on the writer (audited, expect_rows). */
   private readonly stmtSp: Savepoint;
-  /** Makes commits durable off the event loop (--synchronous full or extra); null: SQLite's COMMIT does, or nothing does (off). */
-  private readonly flusher: Flusher | null;
-  /** The writer runs at synchronous=NORMAL now and its commits go to the flusher (writerSync). */
-  private lazy = false;
-  /** A session ran PRAGMA synchronous on the shared writer (outside a transaction: SQLite refuses it inside one); undone at release. */
-  private syncDirty = false;
-
-  private owner: Session | null = null;
-  private ownerMode: 'savepoint' | 'real' | 'direct' | null = null;
-  private readonly waiters: Waiter[] = [];
-  private queue: Unit[] = [];
-  /** Our BEGIN IMMEDIATE is open on the writer. */
-  private outer = false;
-  private acks: Ack[] = [];
-  private pumpScheduled = false;
-  private commitScheduled = false;
-  private retryTimer: NodeJS.Timeout | null = null;
-  private retryDelay = 1;
-  private closed = false;
   readonly sessions = new Set<Session>();
   /** Device and inode of the file this engine opened: a file now at the path with others is not ours. */
   private readonly identity: string | null;
@@ -450,12 +389,6 @@ export class DatabaseEngine {
   /** The last session to close asked to keep the file open for reuse (no checkpoint at its close). */
   keepOpen = false;
 
-  private groupCommits = 0;
-  private groupUnits = 0;
-  private groupMax = 0;
-  private busyRetries = 0;
-  /** When the writer last found another process holding the write lock. */
-  private lastBusyAt = 0;
   private inlineReads = 0;
   /** Main-thread reads in the current tick, and whether they share one read transaction (see inlineSnapshot). */
   private inlineTickReads = 0;
@@ -464,8 +397,6 @@ export class DatabaseEngine {
   private inlineCommit: Statement | null = null;
   private workerReads = 0;
   private checkpoints = 0;
-  private commitsSinceCheckpoint = 0;
-  private lastCommitAt = 0;
   private readonly checkpointTimer: NodeJS.Timeout | null = null;
   private readonly m: DbMetrics;
   readonly audit: AuditLog | null = null;
@@ -520,18 +451,25 @@ export class DatabaseEngine {
       throw e;
     }
     this.inline = new StatementCache(this.inlineDb, o.cacheSize, true, () => this.writer.schemaChanged());
-    const p = (s: string) => writerDb.prepare(s);
-    // Savepoint names starting with sqlite_rpc_ are reserved (PROTOCOL.md).
-    this.sql = {
-      beginImmediate: p('BEGIN IMMEDIATE'),
-      commit: p('COMMIT'),
-      rollback: p('ROLLBACK'),
-    };
-    this.txSp = Savepoint.prepared(writerDb, 'sqlite_rpc_tx');
-    this.unitSp = Savepoint.prepared(writerDb, 'sqlite_rpc_unit');
+    this.w = new Writer(
+      this.writer,
+      o,
+      {
+        walForWrite: () => this.walForWrite(),
+        writerMayWrite: () => this.writerMayWrite(),
+        useSettings: (s) => this.useSettings(s),
+        applyUnit: (s, work) => this.applyUnit(s, work),
+        auditUndone: (from, reason, session) => this.auditUndone(from, reason, session),
+        auditFailure: (s, sql, err) => this.auditFailure(s, sql, err),
+        walKept: () => this.keepsWal && !this.walDeferred,
+        sessionCount: () => this.sessions.size,
+      },
+      this.audit,
+      this.m,
+      path,
+      log,
+    );
     this.stmtSp = Savepoint.prepared(writerDb, 'sqlite_rpc_stmt');
-    this.flusher = !o.readOnly && (o.synchronous === 'full' || o.synchronous === 'extra') ? new Flusher(path, log) : null;
-    this.writerSync(true);
     if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
       this.checkpointTimer = setInterval(() => this.checkpointTick(), o.checkpointIntervalMs);
       this.checkpointTimer.unref();
@@ -614,26 +552,26 @@ export class DatabaseEngine {
     if (o.expectRows != null && info.route !== 'write') {
       throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
     }
-    if (this.owner === s) {
+    if (this.w.owner === s) {
       const r = info.route === 'direct' ? this.directStatement(s, sql, bound, o, info.kind) : this.onWriter(s, sql, bound, o, info.kind);
       // Rows read in a transaction wait for the commits before it (replies without rows do
       // not: the next transactions must run while the previous ones' fsync is in flight).
       return r.columns === null ? r : this.durable(r);
     }
-    if (o.begin !== null && info.route === 'write') return this.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind), beginFailed(o.begin));
+    if (o.begin !== null && info.route === 'write') return this.w.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind), beginFailed(o.begin));
     if (info.route === 'read') {
       // What the session attached, or created as TEMP, exists only on the writer: its reads run there.
       if (s.attached.size > 0 || s.temps.size > 0) return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
       return this.read(s, sql, bound, o, info);
     }
     if (info.route === 'direct') return this.direct(s, () => this.directStatement(s, sql, bound, o, info.kind));
-    return this.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
+    return this.w.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
 
   executeMany(s: Session, sql: string, boundList: BoundParams[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
     if (s.readonly) return this.readonlyMany(s, sql, boundList, begin);
     const inTx = () => {
-      this.touch(s);
+      touch(s);
       this.useSettings(s);
       const t0 = performance.now();
       const kind = this.kindOf(sql);
@@ -644,44 +582,44 @@ export class DatabaseEngine {
         }, { rows: boundList.length });
       } finally {
         this.observe(kind, 'writer', sql, t0, null, null);
-        this.afterStatement(s);
+        this.w.afterStatement(s);
       }
     };
-    if (this.owner === s) return inTx();
+    if (this.w.owner === s) return inTx();
     if (begin !== null) {
       // sqlite3 compiles the statement before its implicit BEGIN: a bad one opens no transaction.
       if (this.writer.prepare(sql).reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
-      return this.acquire(s, 'tx').then(inTx);
+      return this.w.acquire(s, 'tx').then(inTx);
     }
-    return this.enqueue(s, { t: 'many', sql, boundList }) as Promise<WriteSummary>;
+    return this.w.enqueue(s, { t: 'many', sql, boundList }) as Promise<WriteSummary>;
   }
 
   batch(s: Session, items: Array<[string, BoundParams]>, begin: BeginMode | null): unknown {
     if (s.readonly) return this.readonlyBatch(s, items, begin);
     const inTx = () => {
-      this.touch(s);
+      touch(s);
       this.writer.drain();
       const mark = this.audit?.records ?? 0;
       try {
-        const out = withSavepoint(this.unitSp, () => this.applyBatch(s, items, true), (e, undone) => {
+        const out = withSavepoint(this.w.unitSp, () => this.applyBatch(s, items, true), (e, undone) => {
           if (undone) this.writer.transactionEnded();
           this.auditUndone(mark, `the batch failed and was rolled back: ${toRpcError(e).message}`, s.id);
         });
         if (this.audit !== null) s.audited += this.audit.records - mark;
         return { results: out, in_transaction: s.inTx };
       } finally {
-        this.afterStatement(s);
+        this.w.afterStatement(s);
       }
     };
-    if (this.owner === s) return inTx();
-    if (begin !== null) return this.acquire(s, 'tx').then(inTx);
-    return this.enqueue(s, { t: 'batch', items });
+    if (this.w.owner === s) return inTx();
+    if (begin !== null) return this.w.acquire(s, 'tx').then(inTx);
+    return this.w.enqueue(s, { t: 'batch', items });
   }
 
   script(s: Session, sql: string): Promise<WriteSummary> | WriteSummary {
     if (s.readonly) return this.readonlyScript(s, sql);
     return this.direct(s, (): WriteSummary => {
-      this.touch(s);
+      touch(s);
       this.useSettings(s);
       const t0 = performance.now();
       let counts;
@@ -692,9 +630,9 @@ export class DatabaseEngine {
         });
       } finally {
         if (mentionsSessionPragma(sql)) this.settingsFromWriter(s);
-        if (/synchronous/i.test(sql)) this.syncDirty = true; // undone at release, outside any transaction
+        if (/synchronous/i.test(sql)) this.w.syncDirty = true; // undone at release, outside any transaction
         this.observe('script', 'writer', sql, t0, null, null);
-        this.afterStatement(s);
+        this.w.afterStatement(s);
         this.noteObjects(s, 'script', sql);
       }
       return { ...counts, in_transaction: s.inTx };
@@ -934,7 +872,7 @@ export class DatabaseEngine {
     }
     this.writer.db.pragma(`journal_size_limit = ${this.o.journalSizeLimit}`);
     this.walDeferred = false;
-    if (this.owner === null) this.writerSync(true); // in direct mode: when the writer is released
+    if (this.w.owner === null) this.w.writerSync(true); // in direct mode: when the writer is released
     // Reader connections opened before the switch open the -wal and -shm by name at their
     // next read: they do it now, while those are this file's (DIFFERENCES.md 19: a connection
     // keeps reading its file after it is deleted or replaced).
@@ -955,7 +893,7 @@ export class DatabaseEngine {
       return true;
     } catch (e) {
       if (!isBusy(e)) throw e;
-      this.scheduleRetry();
+      this.w.scheduleRetry();
       return false;
     }
   }
@@ -1059,7 +997,7 @@ export class DatabaseEngine {
    * this already waited for.
    */
   private durable<T>(r: T): T | Promise<T> {
-    const b = this.flusher?.barrier() ?? null;
+    const b = this.w.flusher?.barrier() ?? null;
     return b === null ? r : b.then(() => r);
   }
 
@@ -1283,75 +1221,12 @@ export class DatabaseEngine {
     return this.durable(r);
   }
 
-  // ---- the writer ----------------------------------------------------------------------
-  //
-  // The writer keeps one "outer" transaction (BEGIN IMMEDIATE) open while there is work.
-  // Autocommit units run in it, each inside SAVEPOINT sqlite_rpc_unit. A session's
-  // transaction is SAVEPOINT sqlite_rpc_tx inside it: COMMIT releases the savepoint and the
-  // reply waits (an "ack") for the outer COMMIT; ROLLBACK rolls back to the savepoint.
-  // The outer COMMIT runs when the writer is free at the end of an event-loop turn, so
-  // every unit finished in the meantime shares it. Before the writer goes to the next
-  // session waiting to begin, the outer commits: at synchronous FULL in WAL that COMMIT
-  // does not fsync (writerSync), the acks go to the flusher, and the next transaction runs
-  // while their fsync is in flight (early lock release); each fsync covers every commit
-  // made during the previous one. No session waits for another session's client, and
-  // transactions of different sessions share fsyncs.
-  // Statements that must run outside any transaction (scripts, PRAGMA, VACUUM, ATTACH)
-  // take the writer in "direct" mode after the outer commits; a script that leaves a
-  // transaction open gives the session a "real" (plain BEGIN/COMMIT) transaction.
 
-  private touch(s: Session): void {
-    s.lastActivity = Date.now();
-  }
 
-  /**
-   * FULL (or EXTRA) configured and the file in WAL: the writer commits at synchronous=NORMAL
-   * and the flusher makes its commits durable (lazy). Otherwise the writer syncs at COMMIT
-   * itself, at the configured level: outside WAL (rollback mode at NORMAL is not durable,
-   * whoever fsyncs after), and while a session holds it outside any transaction (direct
-   * mode: PRAGMA, VACUUM, ATTACH, scripts; rare, and their replies are built synchronously).
-   * A session's PRAGMA synchronous lasts for its own statements (direct mode) and never
-   * reaches another session's COMMIT: the writer is shared, and at OFF its checkpoints would
-   * not sync the file before the WAL is reused (releaseOwner sets the level again).
-   */
-  private writerSync(lazy: boolean, force = false): void {
-    const want = lazy && this.flusher !== null && this.keepsWal && !this.walDeferred;
-    if (want === this.lazy && !force) return;
-    this.syncDirty = false;
-    this.writer.drain();
-    // exec, not a prepared statement: SQLite applies PRAGMA synchronous when it compiles it.
-    this.writer.db.exec(`PRAGMA synchronous = ${want ? 'NORMAL' : this.o.synchronous.toUpperCase()}`);
-    this.lazy = want;
-  }
 
-  /** Resolves once the commit the writer just made (lazy) is durable. */
-  private flushed(): Promise<void> {
-    return new Promise((resolve, reject) => this.flusher!.afterCommit([{ settle: (e) => (e ? reject(e) : resolve()) }]));
-  }
-
-  /** Keeps session and engine state in step with SQLite after a statement on the writer. */
-  private afterStatement(s: Session): void {
-    const inTx = this.writer.db.inTransaction;
-    if (this.owner !== s) return;
-    switch (this.ownerMode) {
-      case 'savepoint':
-        // A statement with ON CONFLICT ROLLBACK or RAISE(ROLLBACK) ended the outer transaction.
-        if (!inTx) this.outerLost('a statement used ON CONFLICT ROLLBACK or RAISE(ROLLBACK)');
-        break;
-      case 'real':
-        if (!inTx) this.releaseOwner(s);
-        break;
-      case 'direct':
-        if (inTx) {
-          this.ownerMode = 'real';
-          s.inTx = true;
-        }
-        break;
-    }
-  }
 
   private onWriter(s: Session, sql: string, bound: BoundParams, o: ExecOptions, kind: StatementKind): ExecResult {
-    this.touch(s);
+    touch(s);
     this.useSettings(s);
     const t0 = performance.now();
     let r;
@@ -1366,9 +1241,9 @@ export class DatabaseEngine {
       r = this.writer.db.inTransaction ? this.audited(s, kind, sql, run, null, o.expectRows != null) : this.auditedDirect(s, auditKindOf(kind, sql), sql, run);
     } finally {
       this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
-      this.afterStatement(s);
+      this.w.afterStatement(s);
       if (kind === 'pragma' && mentionsSessionPragma(sql)) this.settingsFromWriter(s); // e.g. PRAGMA aux.query_only
-      if (kind === 'pragma' && /synchronous/i.test(sql) && !this.writer.db.inTransaction) this.syncDirty = true;
+      if (kind === 'pragma' && /synchronous/i.test(sql) && !this.writer.db.inTransaction) this.w.syncDirty = true;
     }
     this.noteObjects(s, kind, sql);
     return execResult(r, s, this.cursors, o);
@@ -1448,7 +1323,7 @@ export class DatabaseEngine {
     s.temps.clear();
     const me = new MaintenanceSession(0, this.path, Math.max(s.timeoutMs, 5000), false, null);
     const q = (n: string) => `"${n.replace(/"/g, '""')}"`;
-    this.acquire(me, 'direct').then(
+    this.w.acquire(me, 'direct').then(
       () => {
         try {
           this.writer.drain();
@@ -1474,7 +1349,7 @@ export class DatabaseEngine {
             }
           }
         } finally {
-          this.releaseOwner(me);
+          this.w.releaseOwner(me);
         }
       },
       () => undefined, // closing, or the writer stayed busy: they go with the connection
@@ -1600,9 +1475,6 @@ export class DatabaseEngine {
     this.auditQuietly({ kind: 'transaction', session: s.id, sql: how.toUpperCase(), outcome: 'ok', ...(undone > 0 ? { undone } : {}), ...(reason ? { reason } : {}) });
   }
 
-  /** Audit records written since the writer's outer transaction began (undone if it is lost). */
-  private auditMark = 0;
-
   /** The outer transaction (or a unit's savepoint) was rolled back after its statements were recorded "ok". */
   private auditUndone(from: number, reason: string, session: number | null): void {
     const n = (this.audit?.records ?? 0) - from;
@@ -1631,11 +1503,11 @@ export class DatabaseEngine {
       try {
         return this.durable(fn());
       } finally {
-        if (this.owner === s && this.ownerMode === 'direct') this.releaseOwner(s);
+        if (this.w.owner === s && this.w.ownerMode === 'direct') this.w.releaseOwner(s);
       }
     };
-    if (this.owner === s) return run(); // already holding it (inside a transaction)
-    return this.acquire(s, 'direct').then(run);
+    if (this.w.owner === s) return run(); // already holding it (inside a transaction)
+    return this.w.acquire(s, 'direct').then(run);
   }
 
   private txStatement(s: Session, sql: string, kind: StatementKind): ExecResult | Promise<ExecResult> {
@@ -1646,19 +1518,19 @@ export class DatabaseEngine {
       else if (kind === 'commit' || kind === 'rollback') s.inTx = false;
       return this.emptyResult(s);
     }
-    if (this.owner === s && this.ownerMode === 'real') {
+    if (this.w.owner === s && this.w.ownerMode === 'real') {
       if (kind === 'commit' || kind === 'release') this.audit?.sync();
       const audited = s.audited;
-      const lazy = this.lazy;
+      const lazy = this.w.lazy;
       const r = this.onWriter(s, sql, [], o, kind);
       if (kind === 'rollback' && audited > 0) {
         s.audited = audited;
         this.auditTransaction(s, 'rollback');
       }
-      if (kind !== 'rollback' && lazy && !this.writer.db.inTransaction) return this.flushed().then(() => r);
+      if (kind !== 'rollback' && lazy && !this.writer.db.inTransaction) return this.w.flushed().then(() => r);
       return r;
     }
-    if (this.owner === s && s.inTx) {
+    if (this.w.owner === s && s.inTx) {
       switch (kind) {
         case 'begin':
           throw sqliteError('SQLITE_ERROR', 'cannot start a transaction within a transaction');
@@ -1684,13 +1556,13 @@ export class DatabaseEngine {
     }
     switch (kind) {
       case 'begin':
-        return this.acquire(s, 'tx').then(() => this.emptyResult(s));
+        return this.w.acquire(s, 'tx').then(() => this.emptyResult(s));
       case 'commit':
         throw sqliteError('SQLITE_ERROR', 'cannot commit - no transaction is active');
       case 'rollback':
         throw sqliteError('SQLITE_ERROR', 'cannot rollback - no transaction is active');
       case 'savepoint':
-        return this.acquire(s, 'tx').then(() => {
+        return this.w.acquire(s, 'tx').then(() => {
           s.userSavepoint = savepointName(sql);
           return this.onWriter(s, sql, [], o, kind);
         });
@@ -1705,7 +1577,7 @@ export class DatabaseEngine {
       return;
     }
     if (s.inTx) throw sqliteError('SQLITE_ERROR', 'cannot start a transaction within a transaction');
-    return this.acquire(s, 'tx');
+    return this.w.acquire(s, 'tx');
   }
 
   /** Commit the session's transaction; resolves once it is durable. No-op without one. */
@@ -1715,24 +1587,24 @@ export class DatabaseEngine {
       s.inTx = false;
       return;
     }
-    this.touch(s);
+    touch(s);
     this.writer.drain();
     if (this.audit !== null && this.audit.wants('transaction')) this.audit.append({ kind: 'transaction', session: s.id, sql: 'COMMIT', outcome: 'ok' });
     s.audited = 0;
-    if (this.ownerMode === 'real') {
-      const lazy = this.lazy;
+    if (this.w.ownerMode === 'real') {
+      const lazy = this.w.lazy;
       try {
         this.audit?.sync();
-        this.sql.commit.run();
+        this.w.sql.commit.run();
       } finally {
-        this.afterStatement(s);
+        this.w.afterStatement(s);
       }
-      return lazy ? this.flushed() : undefined;
+      return lazy ? this.w.flushed() : undefined;
     }
-    this.txSp.release();
-    this.releaseOwner(s);
+    this.w.txSp.release();
+    this.w.releaseOwner(s);
     return new Promise<void>((resolve, reject) => {
-      this.acks.push({ unit: null, settle: (e) => (e ? reject(e) : resolve()) });
+      this.w.acks.push({ unit: null, settle: (e) => (e ? reject(e) : resolve()) });
     });
   }
 
@@ -1744,57 +1616,29 @@ export class DatabaseEngine {
     }
     this.writer.drain();
     try {
-      if (this.ownerMode === 'real') {
-        if (this.writer.db.inTransaction) this.sql.rollback.run();
+      if (this.w.ownerMode === 'real') {
+        if (this.writer.db.inTransaction) this.w.sql.rollback.run();
       } else {
-        this.txSp.undo();
+        this.w.txSp.undo();
       }
     } finally {
       this.auditTransaction(s, 'rollback');
-      this.releaseOwner(s);
+      this.w.releaseOwner(s);
     }
   }
 
-  /** Wait for the writer: 'tx' begins a session transaction, 'direct' holds it outside one. */
-  private acquire(s: Session, kind: 'tx' | 'direct'): Promise<void> {
-    if (this.closed) return Promise.reject(new RpcError('ShuttingDown', 'the database is closing'));
-    return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { session: s, kind, since: performance.now(), resolve, reject };
-      this.waiters.push(w);
-      w.timer = setTimeout(() => {
-        const i = this.waiters.indexOf(w);
-        if (i >= 0) {
-          this.waiters.splice(i, 1);
-          reject(locked());
-        }
-      }, s.timeoutMs);
-      this.pump();
-    });
-  }
 
-  private releaseOwner(s: Session): void {
-    if (this.owner !== s) return;
-    s.audited = 0;
-    this.owner = null;
-    this.ownerMode = null;
-    s.inTx = false;
-    s.userSavepoint = null;
-    this.writer.drain();
-    this.writer.transactionEnded(); // committed, or rolled back (a rolled-back ALTER TABLE gives the old columns back)
-    if (!this.writer.db.inTransaction) this.writerSync(true, this.syncDirty);
-    this.schedulePump();
-  }
 
   /** Roll back a transaction whose session went idle or away, and free the writer. */
   abortTransaction(s: Session, reason: string): void {
-    if (this.owner !== s) return;
+    if (this.w.owner !== s) return;
     try {
       this.writer.drain();
       if (this.writer.db.inTransaction) {
-        if (this.ownerMode === 'savepoint') {
-          this.txSp.undo();
-        } else if (this.ownerMode === 'real') {
-          this.sql.rollback.run();
+        if (this.w.ownerMode === 'savepoint') {
+          this.w.txSp.undo();
+        } else if (this.w.ownerMode === 'real') {
+          this.w.sql.rollback.run();
         }
       }
     } catch (e) {
@@ -1805,275 +1649,36 @@ export class DatabaseEngine {
       this.log('transaction_aborted', { path: this.path, session: s.id, reason });
     }
     this.auditTransaction(s, 'rollback', reason);
-    this.releaseOwner(s);
+    this.w.releaseOwner(s);
   }
 
   /** The session whose transaction has been idle longer than the limit, if any. */
   idleOwner(now: number): Session | null {
-    const s = this.owner;
+    const s = this.w.owner;
     if (s !== null && s.inTx && now - s.lastActivity > this.o.idleTxMs) return s;
     return null;
   }
 
   // ---- scheduling ----------------------------------------------------------------------
 
-  private enqueue(s: Session, work: UnitWork): Promise<unknown> {
-    if (this.closed) return Promise.reject(new RpcError('ShuttingDown', 'the database is closing'));
-    return new Promise((resolve, reject) => {
-      const u: Unit = { session: s, work, deadline: Date.now() + s.timeoutMs, queuedAt: performance.now(), resolve, reject };
-      this.queue.push(u);
-      if (this.owner !== null || this.retryTimer !== null) this.armExpiry(u);
-      this.pump();
-    });
-  }
-
-  private armExpiry(u: Unit): void {
-    if (u.timer) return;
-    u.timer = setTimeout(() => {
-      const i = this.queue.indexOf(u);
-      if (i >= 0) {
-        this.queue.splice(i, 1);
-        u.reject(locked());
-      }
-    }, Math.max(0, u.deadline - Date.now()));
-  }
-
-  private schedulePump(): void {
-    if (this.pumpScheduled) return;
-    this.pumpScheduled = true;
-    setImmediate(() => {
-      this.pumpScheduled = false;
-      this.pump();
-    });
-  }
-
-  /**
-   * While another process has wanted the write lock lately, every 8th COMMIT leaves it a
-   * moment (1-2 ms) to take the lock before ours is taken again; waiting processes poll
-   * every 1-8 ms (scheduleRetry). SQLite's file locks have no queue: a busy server
-   * re-locking at once could starve another past its timeout (4 processes on one file met
-   * "database is locked" after 5 s, once in a 60 s run). Yielding after every COMMIT
-   * halved their combined throughput; every 8th costs much less (bench/RELIABILITY.md).
-   */
-  private yieldUntil = 0;
-  private commitsSinceYield = 0;
-  private yieldTimer: NodeJS.Timeout | null = null;
-
-  private yielding(): boolean {
-    const wait = this.yieldUntil - performance.now();
-    if (wait <= 0) return false;
-    this.yieldTimer ??= setTimeout(() => {
-      this.yieldTimer = null;
-      this.pump();
-    }, wait);
-    return true;
-  }
-
-  /** Open the outer transaction if needed; false (and a retry scheduled) when another process holds the lock. */
-  private ensureOuter(): boolean {
-    if (this.outer) return true;
-    if (this.retryTimer !== null || this.yielding()) return false;
-    if (!this.walForWrite()) return false;
-    this.writerMayWrite();
-    try {
-      this.sql.beginImmediate.run();
-    } catch (e) {
-      if (!isBusy(e)) throw e;
-      this.scheduleRetry();
-      return false;
-    }
-    this.outer = true;
-    this.retryDelay = 1;
-    this.auditMark = this.audit?.records ?? 0;
-    this.checkSchemaVersion();
-    return true;
-  }
-
-  /** The schema cookie as the writer last read it (-1: not yet): another process's DDL moves it. */
-  private schemaVersion = -1;
-  private schemaVersionStmt: Statement | null = null;
-
-  /**
-   * Another process changed the schema (ALTER TABLE ... RENAME COLUMN): cached result shapes
-   * are read again (reads.ts knownShape). A change of the number of columns is seen in the
-   * rows themselves; a rename is seen here, when the writer begins (cheap inside its
-   * transaction) and between writes (pollSchema).
-   */
-  private checkSchemaVersion(): void {
-    try {
-      const v = Number((this.schemaVersionStmt ??= this.writer.db.prepare('PRAGMA schema_version').pluck()).get());
-      if (v !== this.schemaVersion) {
-        if (this.schemaVersion !== -1) this.writer.schemaChanged();
-        this.schemaVersion = v;
-      }
-    } catch {
-      // busy or closing: the next look will do
-    }
-  }
-
   /** Looks for another process's schema change while the writer is idle (Registry.sweep, every 250 ms at most). */
   pollSchema(): void {
-    if (this.closed || this.owner !== null || this.outer || this.queue.length > 0 || this.sessions.size === 0) return;
-    this.checkSchemaVersion();
+    this.w.pollSchema();
   }
 
-  private scheduleRetry(): void {
-    if (this.retryTimer !== null) return;
-    this.busyRetries++;
-    this.lastBusyAt = Date.now();
-    for (const u of this.queue) this.armExpiry(u);
-    // Exponential backoff with jitter, capped: another process holds the write lock.
-    const delay = this.retryDelay * (0.5 + Math.random());
-    this.retryDelay = Math.min(this.retryDelay * 2, 8);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      this.pump();
-    }, delay);
-  }
 
-  /**
-   * Does whatever work the writer can do now: runs queued autocommit units, hands the
-   * writer to the next waiting session, and arranges the outer COMMIT. Synchronous except
-   * for the COMMIT, which waits for the end of the turn so that more work can join it.
-   */
-  private pump(): void {
-    if (this.closed && this.owner === null && this.queue.length === 0 && this.waiters.length === 0) {
-      this.commitOuter();
-      return;
-    }
-    try {
-      while (this.owner === null) {
-        if (this.queue.length > 0) {
-          if (!this.ensureOuter()) return;
-          this.runUnits();
-          continue;
-        }
-        if (this.waiters.length === 0) break;
-        const w = this.waiters[0];
-        // A session's transaction starts in an outer transaction of its own: the commits
-        // before it are made (not waited for: the flusher makes them durable), so it never
-        // holds up their replies.
-        if (this.outer && (w.kind === 'direct' || this.o.realTransactions || this.acks.length > 0)) {
-          this.commitOuter();
-          continue;
-        }
-        if (w.kind === 'direct') {
-          this.grant(w, 'direct');
-        } else if (this.o.realTransactions) {
-          if (this.retryTimer !== null || this.yielding()) return;
-          if (!this.walForWrite()) return;
-          this.writerMayWrite();
-          try {
-            this.sql.beginImmediate.run();
-          } catch (e) {
-            if (!isBusy(e)) throw e;
-            this.scheduleRetry();
-            return;
-          }
-          this.checkSchemaVersion();
-          this.grant(w, 'real');
-        } else {
-          if (!this.ensureOuter()) return;
-          this.txSp.open();
-          this.grant(w, 'savepoint');
-        }
-        return;
-      }
-    } catch (e) {
-      // An unexpected failure of BEGIN/SAVEPOINT/COMMIT: fail what was waiting, keep serving.
-      const err = toRpcError(e);
-      this.log('writer_error', { path: this.path, error: err.message }, );
-      if (this.outer && !this.writer.db.inTransaction) this.outerLost(err.message);
-      const w = this.waiters.shift();
-      if (w) {
-        clearTimeout(w.timer);
-        w.reject(err);
-      }
-      if (this.waiters.length > 0 || this.queue.length > 0) this.schedulePump();
-      return;
-    }
-    if (this.owner === null && this.outer && !this.commitScheduled) {
-      this.commitScheduled = true;
-      setImmediate(() => {
-        this.commitScheduled = false;
-        if (this.owner === null) this.commitOuter();
-        if (this.queue.length > 0 || this.waiters.length > 0) this.pump();
-      });
-    }
-  }
 
-  private grant(w: Waiter, mode: 'savepoint' | 'real' | 'direct'): void {
-    this.waiters.shift();
-    clearTimeout(w.timer);
-    if (mode === 'direct') this.writerSync(false);
-    this.m.writerWait((performance.now() - w.since) / 1000);
-    this.owner = w.session;
-    this.ownerMode = mode;
-    w.session.inTx = mode !== 'direct';
-    this.touch(w.session);
-    // The holder's settings: the server's own work (a closed session's TEMP objects dropped,
-    // a restore) runs with the defaults, never with a leftover query_only.
-    this.useSettings(w.session);
-    w.resolve();
-  }
 
-  /** The COMMIT of the outer transaction; answers every ack once it is durable (at once, or through the flusher). */
-  private commitOuter(): void {
-    if (!this.outer) return;
-    const acks = this.acks;
-    this.acks = [];
-    this.outer = false;
-    const t0 = performance.now();
-    try {
-      // The audit records of what this COMMIT makes durable are on disk first: before its
-      // WAL frames are even written (the kernel may write them back before any fsync).
-      this.audit?.sync();
-      this.sql.commit.run();
-    } catch (e) {
-      if (this.writer.db.inTransaction) this.sql.rollback.run();
-      this.writer.transactionEnded();
-      const err = toRpcError(e);
-      this.auditUndone(this.auditMark, `the COMMIT failed: ${err.message}`, null);
-      for (const a of acks) a.settle(err);
-      return;
-    }
-    this.writer.transactionEnded();
-    this.m.groupCommit(acks.length, (performance.now() - t0) / 1000);
-    if (Date.now() - this.lastBusyAt < 1000 && ++this.commitsSinceYield >= 8) {
-      this.commitsSinceYield = 0;
-      this.yieldUntil = performance.now() + 1 + Math.random();
-    }
-    this.commitsSinceCheckpoint++;
-    this.lastCommitAt = Date.now();
-    this.groupCommits++;
-    this.groupUnits += acks.length;
-    if (acks.length > this.groupMax) this.groupMax = acks.length;
-    if (this.lazy) this.flusher!.afterCommit(acks);
-    else for (const a of acks) a.settle(null);
-  }
 
-  /** The outer transaction was rolled back under us: re-run its units, fail its session commits. */
-  private outerLost(why: string): void {
-    this.auditUndone(this.auditMark, `the group transaction was rolled back: ${why}; its writes are re-run and recorded again`, null);
-    this.outer = false;
-    this.writer.transactionEnded();
-    const acks = this.acks;
-    this.acks = [];
-    const rerun: Unit[] = [];
-    for (const a of acks) {
-      if (a.unit) rerun.push(a.unit);
-      else a.settle(new RpcError('TransactionAborted', `the commit did not take: ${why} in a transaction committed together with this one; nothing of it was saved, retry it`));
-    }
-    this.queue.unshift(...rerun);
-    if (this.owner !== null) {
-      const s = this.owner;
-      this.owner = null;
-      this.ownerMode = null;
-      s.inTx = false;
-      s.userSavepoint = null;
-    }
-    this.schedulePump();
-  }
+
+
+
+
+
+
+
+
+
 
   /** One autocommit unit, inside its savepoint: a throw here rolls back just this unit. */
   private applyUnit(s: Session, work: UnitWork): unknown {
@@ -2139,44 +1744,7 @@ export class DatabaseEngine {
     });
   }
 
-  /** Queued autocommit units, each in its own savepoint inside the open outer transaction. */
-  private runUnits(): void {
-    const units = this.queue.splice(0, this.o.maxGroupUnits);
-    const now = performance.now();
-    for (let i = 0; i < units.length; i++) {
-      const u = units[i];
-      this.m.writerWait((now - u.queuedAt) / 1000);
-      const mark = this.audit?.records ?? 0;
-      this.unitSp.open();
-      try {
-        u.result = this.applyUnit(u.session, u.work);
-        this.unitSp.release();
-      } catch (e) {
-        // Not withSavepoint: a failing ROLLBACK TO must reach pump() as it is, not settle this unit.
-        if (this.unitSp.undo()) {
-          this.writer.transactionEnded();
-          const err = toRpcError(e);
-          this.auditUndone(mark, `the ${u.work.t === 'batch' ? 'batch' : 'write'} failed and was rolled back: ${err.message}`, u.session.id);
-          if (u.work.t !== 'batch' && err.data.kind !== 'AuditFailed') this.auditFailure(u.session, u.work.sql, err);
-          this.settle(u, err); // a failure needs no fsync: answer now
-          continue;
-        }
-        // The unit rolled back the whole outer transaction: nothing in it was acknowledged.
-        this.settle(u, toRpcError(e));
-        this.queue.unshift(...units.slice(i + 1));
-        this.outerLost('a statement used ON CONFLICT ROLLBACK or RAISE(ROLLBACK)');
-        return;
-      }
-      if (u.timer) clearTimeout(u.timer);
-      this.acks.push({ unit: u, settle: (err) => this.settle(u, err) });
-    }
-  }
 
-  private settle(u: Unit, err: RpcError | null): void {
-    if (u.timer) clearTimeout(u.timer);
-    if (err) u.reject(err);
-    else u.resolve(u.result);
-  }
 
 
   // ---- cursors, stats, shutdown --------------------------------------------------------
@@ -2188,13 +1756,13 @@ export class DatabaseEngine {
       readers_busy: this.pool?.busy() ?? 0,
       reader_respawns: this.pool?.respawns ?? 0,
       sessions: this.sessions.size,
-      writer_owner: this.owner?.id ?? null,
-      writer_waiters: this.waiters.length,
-      queued_writes: this.queue.length,
-      group_commits: this.groupCommits,
-      group_units: this.groupUnits,
-      group_max_units: this.groupMax,
-      busy_retries: this.busyRetries,
+      writer_owner: this.w.owner?.id ?? null,
+      writer_waiters: this.w.waiters.length,
+      queued_writes: this.w.queue.length,
+      group_commits: this.w.groupCommits,
+      group_units: this.w.groupUnits,
+      group_max_units: this.w.groupMax,
+      busy_retries: this.w.busyRetries,
       inline_reads: this.inlineReads,
       worker_reads: this.workerReads,
       statement_cache: { writer: this.writer.cache.counters(), inline: this.inline.counters() },
@@ -2202,7 +1770,7 @@ export class DatabaseEngine {
       checkpoints: this.checkpoints,
       slow_query_ms: this.slowQueryMs,
       audit_log: this.audit?.path ?? null,
-      ...(this.flusher?.stats() ?? { flushes: 0, flush_acks: 0, flush_max_acks: 0, flush_failures: 0 }),
+      ...(this.w.flusher?.stats() ?? { flushes: 0, flush_acks: 0, flush_max_acks: 0, flush_failures: 0 }),
     };
   }
 
@@ -2217,9 +1785,9 @@ export class DatabaseEngine {
       readers: this.pool?.size ?? 0,
       readersBusy: this.pool?.busy() ?? 0,
       readerRespawns: this.pool?.respawns ?? 0,
-      writerQueue: this.queue.length,
-      writerWaiters: this.waiters.length,
-      busyRetries: this.busyRetries,
+      writerQueue: this.w.queue.length,
+      writerWaiters: this.w.waiters.length,
+      busyRetries: this.w.busyRetries,
       walBytes: this.walBytes(),
       cache: { writer: c(this.writer.cache.counters()), reader: c(this.inline.counters()) },
     };
@@ -2241,12 +1809,12 @@ export class DatabaseEngine {
    * while readers are in it; the next tick tries again).
    */
   checkpointTick(): { busy: boolean; log: number; checkpointed: number; mode: string } | null {
-    if (this.closed || this.owner !== null || this.outer || this.queue.length > 0) return null;
+    if (this.w.closed || this.w.owner !== null || this.w.outer || this.w.queue.length > 0) return null;
     const big = this.walBytes() > this.o.journalSizeLimit;
     // Under load SQLite's auto-checkpoint (in COMMIT) is enough; an extra checkpoint would
     // only add fsyncs on the event loop. This one is for when the writes stop.
-    const quiet = Date.now() - this.lastCommitAt >= (this.o.checkpointIntervalMs ?? 0);
-    if (!big && (this.commitsSinceCheckpoint === 0 || !quiet)) return null;
+    const quiet = Date.now() - this.w.lastCommitAt >= (this.o.checkpointIntervalMs ?? 0);
+    if (!big && (this.w.commitsSinceCheckpoint === 0 || !quiet)) return null;
     const mode = big ? 'TRUNCATE' : 'PASSIVE';
     let row: [bigint, bigint, bigint];
     try {
@@ -2259,7 +1827,7 @@ export class DatabaseEngine {
     }
     const [busy, log, done] = row.map(Number);
     this.checkpoints++;
-    this.commitsSinceCheckpoint = 0;
+    this.w.commitsSinceCheckpoint = 0;
     this.m.checkpoint(mode.toLowerCase(), busy !== 0 || (log > 0 && done < log), log, done);
     return { busy: busy !== 0, log, checkpointed: done, mode };
   }
@@ -2272,7 +1840,7 @@ export class DatabaseEngine {
    * renamed into place (ops/backup.ts).
    */
   async backup(dest: string, overwrite: boolean, session: number | null): Promise<BackupResult> {
-    if (this.closed) throw new RpcError('ShuttingDown', 'the database is closing');
+    if (this.w.closed) throw new RpcError('ShuttingDown', 'the database is closing');
     let r: BackupResult;
     this.maintenance++; // an engine opened just for this must not be closed as idle under it
     try {
@@ -2307,25 +1875,25 @@ export class DatabaseEngine {
    * Refused while a session holds a transaction, unless forced (then it is rolled back).
    */
   async restore(source: string, force: boolean, session: number | null, timeoutMs: number): Promise<RestoreResult & { aborted_transactions: number }> {
-    if (this.closed) throw new RpcError('ShuttingDown', 'the database is closing');
+    if (this.w.closed) throw new RpcError('ShuttingDown', 'the database is closing');
     if (this.o.readOnly) throw new RpcError('BackupFailed', `cannot restore into ${this.path}: the server is --read-only`);
     let aborted = 0;
-    if (this.owner !== null && this.owner.inTx) {
-      if (!force) throw new RpcError('BackupFailed', `restore refused: session ${describeSession(this.owner.id)} holds a transaction on ${this.path}; retry when it ends, or pass force to roll it back`);
-      this.abortTransaction(this.owner, 'a forced restore replaced the database');
+    if (this.w.owner !== null && this.w.owner.inTx) {
+      if (!force) throw new RpcError('BackupFailed', `restore refused: session ${describeSession(this.w.owner.id)} holds a transaction on ${this.path}; retry when it ends, or pass force to roll it back`);
+      this.abortTransaction(this.w.owner, 'a forced restore replaced the database');
       aborted++;
     }
     // Hold the writer outside any transaction (the outer one commits first) while the
     // restore's own connection writes the file.
     const me = new MaintenanceSession(0, this.path, timeoutMs, false, null);
-    await this.acquire(me, 'direct');
+    await this.w.acquire(me, 'direct');
     if (this.audit !== null && this.audit.wants('restore')) {
       // Recorded (on disk) before the database is replaced, as for any statement no savepoint can undo.
       try {
         this.audit.append({ kind: 'restore', session, outcome: 'started', source });
         this.audit.sync();
       } catch (e) {
-        this.releaseOwner(me);
+        this.w.releaseOwner(me);
         throw e;
       }
     }
@@ -2337,7 +1905,7 @@ export class DatabaseEngine {
       this.auditEventQuietly({ kind: 'restore', session, outcome: 'error', source, error: err.message });
       throw err;
     } finally {
-      this.releaseOwner(me);
+      this.w.releaseOwner(me);
     }
     this.info.clear(); // the schema may be another one now: re-learn routes
     this.writer.schemaChanged();
@@ -2370,9 +1938,9 @@ export class DatabaseEngine {
 
   /** Test hook (debug.flusher): hold the flusher's fdatasyncs, or make the next one fail; false when commits are not flushed by it. */
   flusherHook(hold: boolean | null, failNext: string | null): boolean {
-    if (this.flusher === null) return false;
-    if (hold !== null) this.flusher.hold(hold);
-    if (failNext !== null) this.flusher.failNextSync(failNext);
+    if (this.w.flusher === null) return false;
+    if (hold !== null) this.w.flusher.hold(hold);
+    if (failNext !== null) this.w.flusher.failNextSync(failNext);
     return true;
   }
 
@@ -2409,7 +1977,7 @@ export class DatabaseEngine {
    */
   detach(): void {
     this.detached = true;
-    this.flusher?.pin();
+    this.w.flusher?.pin();
     this.removeOrphanedWal();
   }
 
@@ -2449,10 +2017,10 @@ export class DatabaseEngine {
 
   /** Fold the WAL of an idle engine into the file; true once done (or nothing is left to do). */
   foldWal(): boolean {
-    if (this.closed || this.sessions.size > 0 || this.walFolded) return true;
+    if (this.w.closed || this.sessions.size > 0 || this.walFolded) return true;
     // Never fold our frames into a file someone has put in its place meanwhile.
     if (this.changedWhileIdle()) return true;
-    if (this.owner !== null || this.outer || this.queue.length > 0) return false;
+    if (this.w.owner !== null || this.w.outer || this.w.queue.length > 0) return false;
     try {
       this.writer.drain();
       const [busy] = (this.writer.db.prepare('PRAGMA wal_checkpoint(TRUNCATE)').raw(true).get() as bigint[]).map(Number);
@@ -2463,7 +2031,7 @@ export class DatabaseEngine {
       return true;
     }
     this.checkpoints++;
-    this.commitsSinceCheckpoint = 0;
+    this.w.commitsSinceCheckpoint = 0;
     this.walFolded = true;
     this.idleSig = idleState(this.path).sig;
     return true;
@@ -2476,16 +2044,16 @@ export class DatabaseEngine {
 
   /** Since when the database has had no session (null while it has one). */
   get idleSince(): number | null {
-    return this.sessions.size === 0 && this.owner === null && this.queue.length === 0 && !this.outer && this.maintenance === 0 ? this.lastSessionAt : null;
+    return this.sessions.size === 0 && this.w.owner === null && this.w.queue.length === 0 && !this.w.outer && this.maintenance === 0 ? this.lastSessionAt : null;
   }
   private lastSessionAt = Date.now();
 
   removeSession(s: Session): void {
-    if (this.owner === s) this.abortTransaction(s, 'session closed');
+    if (this.w.owner === s) this.abortTransaction(s, 'session closed');
     this.dropObjectsOf(s);
-    for (let i = this.waiters.length - 1; i >= 0; i--) {
-      if (this.waiters[i].session === s) {
-        const [w] = this.waiters.splice(i, 1);
+    for (let i = this.w.waiters.length - 1; i >= 0; i--) {
+      if (this.w.waiters[i].session === s) {
+        const [w] = this.w.waiters.splice(i, 1);
         clearTimeout(w.timer);
         w.reject(new RpcError('SessionNotFound', 'the session was closed'));
       }
@@ -2532,35 +2100,9 @@ export class DatabaseEngine {
 
   /** Finish queued writes, roll back open transactions, close every connection. */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.w.closed) return;
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
-    if (this.yieldTimer) clearTimeout(this.yieldTimer);
-    if (this.retryTimer) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-    }
-    if (this.owner) this.abortTransaction(this.owner, 'server shutting down');
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.reject(new RpcError('ShuttingDown', 'the server is shutting down'));
-    }
-    // Accepted autocommit writes get one last chance (no waiting for another process's lock).
-    try {
-      while (this.queue.length > 0) {
-        if (!this.outer) {
-          this.writerMayWrite();
-          this.sql.beginImmediate.run();
-          this.outer = true;
-        }
-        this.runUnits();
-      }
-    } catch (e) {
-      this.log('shutdown_write_failed', { path: this.path, error: String(e) });
-    }
-    this.commitOuter();
-    for (const u of this.queue.splice(0)) this.settle(u, new RpcError('ShuttingDown', 'the server shut down before this write could be committed; it was not applied'));
-    await this.flusher?.close(); // every commit durable and answered before the file is let go
+    await this.w.close((s) => this.abortTransaction(s, 'server shutting down'));
     await this.pool?.close();
     this.inlineDb.close();
     this.calc?.close();
