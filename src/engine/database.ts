@@ -19,8 +19,9 @@ import { knownShape, readPage, shapeAfterRun } from './reads';
 import { StatementCache } from './statementCache';
 import type { FlusherStats } from './flusher';
 import { Writer, isBusy, touch, type UnitWork } from './writer';
+import { Transactions } from './transactions';
 import { Savepoint, withSavepoint } from './savepoint';
-import { classify, isBlank, savepointName, type BeginMode, type StatementKind } from './sqlText';
+import { classify, isBlank, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
 import { applySettings, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
 import { splitStatements } from './sqlText';
@@ -363,6 +364,8 @@ export class DatabaseEngine {
   private readonly info = new Map<string, StmtInfo>();
   /** The scheduler of the writer connection: queue, outer transaction, owner, acks (writer.ts). */
   private readonly w: Writer;
+  /** Sessions' BEGIN/COMMIT/ROLLBACK on the writer (transactions.ts). */
+  private readonly tx: Transactions;
   /** An undoable statement on the writer (audited, expect_rows). */
   private readonly stmtSp: Savepoint;
   readonly sessions = new Set<Session>();
@@ -469,6 +472,18 @@ export class DatabaseEngine {
       path,
       log,
     );
+    this.tx = new Transactions(
+      this.w,
+      {
+        onWriter: (s, sql, bound, eo, kind) => this.onWriter(s, sql, bound, eo, kind),
+        emptyResult: (s) => this.emptyResult(s),
+        auditTransaction: (s, how, reason) => this.auditTransaction(s, how, reason),
+      },
+      this.audit,
+      o.idleTxMs,
+      path,
+      log,
+    );
     this.stmtSp = Savepoint.prepared(writerDb, 'sqlite_rpc_stmt');
     if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
       this.checkpointTimer = setInterval(() => this.checkpointTick(), o.checkpointIntervalMs);
@@ -544,11 +559,11 @@ export class DatabaseEngine {
     if (info.refused !== null) throw sqliteError('SQLITE_ERROR', info.refused);
     if (s.readonly) {
       // Read-only sessions never use the writer: everything runs on read-only connections.
-      if (info.route === 'tx') return this.txStatement(s, sql, info.kind);
+      if (info.route === 'tx') return this.tx.statement(s, sql, info.kind);
       if (o.begin !== null && info.route === 'write') s.inTx = true; // sqlite3 begins, then the write fails
       return this.read(s, sql, bound, o, info.route === 'read' ? info : null);
     }
-    if (info.route === 'tx') return this.txStatement(s, sql, info.kind);
+    if (info.route === 'tx') return this.tx.statement(s, sql, info.kind);
     if (o.expectRows != null && info.route !== 'write') {
       throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
     }
@@ -1510,153 +1525,37 @@ export class DatabaseEngine {
     return this.w.acquire(s, 'direct').then(run);
   }
 
-  private txStatement(s: Session, sql: string, kind: StatementKind): ExecResult | Promise<ExecResult> {
-    const o: ExecOptions = { pageRows: 1, pageBytes: 1, decltypes: false, begin: null };
-    if (s.readonly) {
-      // A read-only session never touches the writer; BEGIN/COMMIT only track the flag.
-      if (kind === 'begin') s.inTx = true;
-      else if (kind === 'commit' || kind === 'rollback') s.inTx = false;
-      return this.emptyResult(s);
-    }
-    if (this.w.owner === s && this.w.ownerMode === 'real') {
-      if (kind === 'commit' || kind === 'release') this.audit?.sync();
-      const audited = s.audited;
-      const lazy = this.w.lazy;
-      const r = this.onWriter(s, sql, [], o, kind);
-      if (kind === 'rollback' && audited > 0) {
-        s.audited = audited;
-        this.auditTransaction(s, 'rollback');
-      }
-      if (kind !== 'rollback' && lazy && !this.writer.db.inTransaction) return this.w.flushed().then(() => r);
-      return r;
-    }
-    if (this.w.owner === s && s.inTx) {
-      switch (kind) {
-        case 'begin':
-          throw sqliteError('SQLITE_ERROR', 'cannot start a transaction within a transaction');
-        case 'commit': {
-          const c = this.commit(s);
-          return c instanceof Promise ? c.then(() => this.emptyResult(s)) : this.emptyResult(s);
-        }
-        case 'rollback':
-          this.rollback(s);
-          return this.emptyResult(s);
-        case 'release': {
-          const r = this.onWriter(s, sql, [], o, kind);
-          // Releasing the savepoint that opened the transaction commits it, as in SQLite.
-          if (s.userSavepoint !== null && savepointName(sql) === s.userSavepoint) {
-            const c = this.commit(s);
-            return c instanceof Promise ? c.then(() => this.emptyResult(s)) : this.emptyResult(s);
-          }
-          return r;
-        }
-        default:
-          return this.onWriter(s, sql, [], o, kind);
-      }
-    }
-    switch (kind) {
-      case 'begin':
-        return this.w.acquire(s, 'tx').then(() => this.emptyResult(s));
-      case 'commit':
-        throw sqliteError('SQLITE_ERROR', 'cannot commit - no transaction is active');
-      case 'rollback':
-        throw sqliteError('SQLITE_ERROR', 'cannot rollback - no transaction is active');
-      case 'savepoint':
-        return this.w.acquire(s, 'tx').then(() => {
-          s.userSavepoint = savepointName(sql);
-          return this.onWriter(s, sql, [], o, kind);
-        });
-      default:
-        throw sqliteError('SQLITE_ERROR', `no such savepoint: ${savepointName(sql)}`);
-    }
-  }
 
-  begin(s: Session, _mode: BeginMode): Promise<void> | void {
-    if (s.readonly) {
-      s.inTx = true;
-      return;
-    }
-    if (s.inTx) throw sqliteError('SQLITE_ERROR', 'cannot start a transaction within a transaction');
-    return this.w.acquire(s, 'tx');
+
+
+
+
+
+
+
+  // ---- transactions (transactions.ts) -------------------------------------------------
+
+  begin(s: Session, mode: BeginMode): Promise<void> | void {
+    return this.tx.begin(s, mode);
   }
 
   /** Commit the session's transaction; resolves once it is durable. No-op without one. */
   commit(s: Session): Promise<void> | void {
-    if (!s.inTx) return;
-    if (s.readonly) {
-      s.inTx = false;
-      return;
-    }
-    touch(s);
-    this.writer.drain();
-    if (this.audit !== null && this.audit.wants('transaction')) this.audit.append({ kind: 'transaction', session: s.id, sql: 'COMMIT', outcome: 'ok' });
-    s.audited = 0;
-    if (this.w.ownerMode === 'real') {
-      const lazy = this.w.lazy;
-      try {
-        this.audit?.sync();
-        this.w.sql.commit.run();
-      } finally {
-        this.w.afterStatement(s);
-      }
-      return lazy ? this.w.flushed() : undefined;
-    }
-    this.w.txSp.release();
-    this.w.releaseOwner(s);
-    return new Promise<void>((resolve, reject) => {
-      this.w.acks.push({ unit: null, settle: (e) => (e ? reject(e) : resolve()) });
-    });
+    return this.tx.commit(s);
   }
 
   rollback(s: Session): void {
-    if (!s.inTx) return;
-    if (s.readonly) {
-      s.inTx = false;
-      return;
-    }
-    this.writer.drain();
-    try {
-      if (this.w.ownerMode === 'real') {
-        if (this.writer.db.inTransaction) this.w.sql.rollback.run();
-      } else {
-        this.w.txSp.undo();
-      }
-    } finally {
-      this.auditTransaction(s, 'rollback');
-      this.w.releaseOwner(s);
-    }
+    this.tx.rollback(s);
   }
-
-
 
   /** Roll back a transaction whose session went idle or away, and free the writer. */
   abortTransaction(s: Session, reason: string): void {
-    if (this.w.owner !== s) return;
-    try {
-      this.writer.drain();
-      if (this.writer.db.inTransaction) {
-        if (this.w.ownerMode === 'savepoint') {
-          this.w.txSp.undo();
-        } else if (this.w.ownerMode === 'real') {
-          this.w.sql.rollback.run();
-        }
-      }
-    } catch (e) {
-      this.log('rollback_failed', { path: this.path, session: s.id, error: String(e) });
-    }
-    if (s.inTx) {
-      s.abortedReason = reason;
-      this.log('transaction_aborted', { path: this.path, session: s.id, reason });
-    }
-    this.auditTransaction(s, 'rollback', reason);
-    this.w.releaseOwner(s);
+    this.tx.abortTransaction(s, reason);
   }
 
   /** The session whose transaction has been idle longer than the limit, if any. */
   idleOwner(now: number): Session | null {
-    const s = this.w.owner;
-    if (s !== null && s.inTx && now - s.lastActivity > this.o.idleTxMs) return s;
-    return null;
+    return this.tx.idleOwner(now);
   }
 
   // ---- scheduling ----------------------------------------------------------------------

@@ -139,7 +139,7 @@ export class Writer {
   lastCommitAt = 0;
 
   constructor(
-    private readonly conn: DirectConnection,
+    readonly conn: DirectConnection,
     private readonly o: WriterOptions,
     private readonly host: WriterHost,
     private readonly audit: AuditLog | null,
