@@ -216,3 +216,24 @@ def test_no_fallback_and_no_warning_when_the_server_runs(tmp_path):
     assert got["types"] == ["sqlite_rpc.dbapi.Connection", "Connection"]
     assert got["backend"] == "sqlite-rpc" and got["warnings"] == []
     assert got["rows"] == [{"x": 1}, {"x": 2}] and got["aio_count"] == 3
+
+
+def test_a_server_started_from_a_deleted_folder_still_reads_on_its_workers(tmp_path):
+    # A server outlives the temporary folder its process started in; Node's worker start-up
+    # reads the working folder, and every read on a reader worker failed with uv_cwd ENOENT.
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    db = str(tmp_path / "w.db")
+    code = """
+import os, sys, sqlite_rpc
+os.chdir(sys.argv[1]); os.rmdir(sys.argv[1])
+c = sqlite_rpc.connect(sys.argv[2], shared=False)
+c.execute("CREATE TABLE t(x)")
+c.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(50000)])
+c.commit()
+rows = c.execute("SELECT x FROM t").fetchall()  # more than a page: read on a worker
+print(len(rows), sum(r[0] for r in rows))
+"""
+    r = _run_python(code, str(gone), db)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["50000", str(sum(range(50000)))]

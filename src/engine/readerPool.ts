@@ -51,6 +51,7 @@ export class ReaderPool {
   }
 
   private spawn(slot: Slot): void {
+    usableCwd();
     const src = readerWorkerSource();
     const w =
       src.kind === 'eval'
@@ -132,5 +133,18 @@ export class ReaderPool {
   async close(): Promise<void> {
     this.closing = true;
     await Promise.all(this.slots.filter((s) => s.generation > 0).map((s) => s.worker.terminate()));
+  }
+}
+
+/**
+ * Node's worker start-up reads the working folder (uv_cwd), and fails with ENOENT once it
+ * was deleted: a server spawned from a temporary folder outlives it. Such a folder can
+ * resolve no relative path any more, so the server moves to / rather than lose its readers.
+ */
+function usableCwd(): void {
+  try {
+    process.cwd();
+  } catch {
+    process.chdir('/');
   }
 }
