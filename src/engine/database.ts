@@ -21,6 +21,8 @@ import { Writer, isBusy, touch, type UnitWork } from './writer';
 import { Transactions } from './transactions';
 import { INLINE_UNKNOWN, ReadRouter, type Route, type StmtInfo } from './readRouter';
 import { Savepoint, withSavepoint } from './savepoint';
+import { AuditedExec } from '../ops/auditedExec';
+import { NO_METRICS, Observer } from '../ops/observe';
 import { classify, isBlank, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
 import { applySettings, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
@@ -35,7 +37,7 @@ import type { CodecName } from '../transport/codec';
 import fs from 'node:fs';
 import nodePath from 'node:path';
 import { AuditLog, auditKindOf, auditPathFor, type AuditKind, type AuditRecord } from '../ops/audit';
-import type { DbMetrics, DbSnapshot, Metrics, Role } from '../ops/metrics';
+import type { DbMetrics, DbSnapshot, Metrics } from '../ops/metrics';
 import type { PathPolicy } from './pathPolicy';
 import { Session as MaintenanceSession, describeSession } from './session';
 import { backupDatabase, checkDatabaseFile, restoreDatabase, type BackupResult, type CheckResult, type RestoreResult } from '../ops/backup';
@@ -86,7 +88,6 @@ export interface EngineOptions {
   readerCursorLimits?: Partial<CursorLimits>;
 }
 
-const NO_METRICS: DbMetrics = { statement() {}, writerWait() {}, groupCommit() {}, checkpoint() {}, error() {}, slowQuery() {}, backup() {} };
 
 /** How long a last close waits for readers to leave the WAL before it gives up folding it in. */
 const FOLD_WAIT_MS = 250;
@@ -144,24 +145,6 @@ function checkExpected(o: ExecOptions, changes: number): void {
   if (o.expectRows != null && changes !== o.expectRows) {
     throw new RpcError('Conflict', `conflict: the statement changed ${changes} row${changes === 1 ? '' : 's'}, ${o.expectRows} expected; it was undone`, { expected_rows: o.expectRows, changes });
   }
-}
-
-/** Bound parameters as better-sqlite3 takes them: positional values, or one object of named ones. */
-function countParams(args: unknown[]): number {
-  const first = args[0];
-  if (args.length === 1 && first !== null && typeof first === 'object' && Object.getPrototypeOf(first) === Object.prototype) return Object.keys(first).length;
-  return args.length;
-}
-
-/** EXPLAIN QUERY PLAN as indented lines, the way the sqlite3 shell prints it. */
-function explainPlan(db: Database, sql: string, args: unknown[]): string[] {
-  const rows = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).raw(true).all(...args) as unknown[][];
-  const depth = new Map<number, number>();
-  return rows.map(([id, parent, , detail]) => {
-    const d = (depth.get(Number(parent)) ?? -1) + 1;
-    depth.set(Number(id), d);
-    return `${'  '.repeat(d)}${String(detail)}`;
-  });
 }
 
 /** quick_check or integrity_check at open; a database that fails it is not served. */
@@ -335,8 +318,10 @@ export class DatabaseEngine {
   private readonly w: Writer;
   /** Sessions' BEGIN/COMMIT/ROLLBACK on the writer (transactions.ts). */
   private readonly tx: Transactions;
-  /** An undoable statement on the writer (audited, expect_rows). */
-  private readonly stmtSp: Savepoint;
+  /** The audited-statement helpers (ops/auditedExec.ts). */
+  private readonly audits: AuditedExec;
+  /** Metrics and the slow-query log of every statement (ops/observe.ts). */
+  private readonly obs: Observer;
   readonly sessions = new Set<Session>();
   /** Device and inode of the file this engine opened: a file now at the path with others is not ours. */
   private readonly identity: string | null;
@@ -369,7 +354,12 @@ export class DatabaseEngine {
     return this.m;
   }
   /** Statements slower than this many ms are logged with their query plan (0 = off). */
-  slowQueryMs: number;
+  get slowQueryMs(): number {
+    return this.obs.slowQueryMs;
+  }
+  set slowQueryMs(ms: number) {
+    this.obs.slowQueryMs = ms;
+  }
 
   /** openWaitMs: how long opening waits for a lock another process holds (the opening session's timeout). */
   constructor(readonly path: string, private readonly o: EngineOptions, private readonly cursors: CursorTable, private readonly log: LogFn, openWaitMs = o.readerBusyTimeoutMs) {
@@ -397,7 +387,7 @@ export class DatabaseEngine {
     this.walDeferred = this.createdHere = fresh;
     this.keepsWal = fresh || (!o.readOnly && String(writerDb.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal');
     this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
-    this.slowQueryMs = o.slowQueryMs ?? 0;
+    this.obs = new Observer(this.m, path, log, o.slowQueryMs ?? 0);
     try {
       if (o.audit) this.audit = new AuditLog(auditPathFor(o.audit.dir, path), path, new Set(o.audit.kinds));
       this.inlineDb = openConnection(path, {
@@ -424,8 +414,8 @@ export class DatabaseEngine {
         writerMayWrite: () => this.writerMayWrite(),
         useSettings: (s) => this.useSettings(s),
         applyUnit: (s, work) => this.applyUnit(s, work),
-        auditUndone: (from, reason, session) => this.auditUndone(from, reason, session),
-        auditFailure: (s, sql, err) => this.auditFailure(s, sql, err),
+        auditUndone: (from, reason, session) => this.audits.auditUndone(from, reason, session),
+        auditFailure: (s, sql, err) => this.audits.auditFailure(s, sql, err),
         walKept: () => this.keepsWal && !this.walDeferred,
         sessionCount: () => this.sessions.size,
       },
@@ -439,14 +429,14 @@ export class DatabaseEngine {
       {
         onWriter: (s, sql, bound, eo, kind) => this.onWriter(s, sql, bound, eo, kind),
         emptyResult: (s) => this.emptyResult(s),
-        auditTransaction: (s, how, reason) => this.auditTransaction(s, how, reason),
+        auditTransaction: (s, how, reason) => this.audits.auditTransaction(s, how, reason),
       },
       this.audit,
       o.idleTxMs,
       path,
       log,
     );
-    this.stmtSp = Savepoint.prepared(writerDb, 'sqlite_rpc_stmt');
+    this.audits = new AuditedExec(this.audit, this.writer, Savepoint.prepared(writerDb, 'sqlite_rpc_stmt'), path, log, (sql) => this.info.get(sql)?.kind);
     if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
       this.checkpointTimer = setInterval(() => this.checkpointTick(), o.checkpointIntervalMs);
       this.checkpointTimer.unref();
@@ -476,7 +466,7 @@ export class DatabaseEngine {
         detach: () => this.detach(),
         emptyResult: (s) => this.emptyResult(s),
         inlineUse: (s) => this.inlineUse(s),
-        observe: (kind, role, sql, t0, args, planOn) => this.observe(kind, role, sql, t0, args, planOn),
+        observe: (kind, role, sql, t0, args, planOn) => this.obs.observe(kind, role, sql, t0, args, planOn),
         hasSession: (s) => this.sessions.has(s),
       },
       this.writer,
@@ -570,12 +560,12 @@ export class DatabaseEngine {
       const t0 = performance.now();
       const kind = this.kindOf(sql);
       try {
-        return this.audited(s, kind, sql, () => {
+        return this.audits.audited(s, kind, sql, () => {
           const r = this.writer.many(sql, boundList);
           return [{ ...r, in_transaction: true }, r.changes] as const;
         }, { rows: boundList.length });
       } finally {
-        this.observe(kind, 'writer', sql, t0, null, null);
+        this.obs.observe(kind, 'writer', sql, t0, null, null);
         this.w.afterStatement(s);
       }
     };
@@ -597,7 +587,7 @@ export class DatabaseEngine {
       try {
         const out = withSavepoint(this.w.unitSp, () => this.applyBatch(s, items, true), (e, undone) => {
           if (undone) this.writer.transactionEnded();
-          this.auditUndone(mark, `the batch failed and was rolled back: ${toRpcError(e).message}`, s.id);
+          this.audits.auditUndone(mark, `the batch failed and was rolled back: ${toRpcError(e).message}`, s.id);
         });
         if (this.audit !== null) s.audited += this.audit.records - mark;
         return { results: out, in_transaction: s.inTx };
@@ -618,14 +608,14 @@ export class DatabaseEngine {
       const t0 = performance.now();
       let counts;
       try {
-        counts = this.auditedDirect(s, 'script', sql, () => {
+        counts = this.audits.auditedDirect(s, 'script', sql, () => {
           const c = this.scriptOnWriter(sql, s);
           return [c, c.changes] as const;
         });
       } finally {
         if (mentionsSessionPragma(sql)) this.settingsFromWriter(s);
         if (/synchronous/i.test(sql)) this.w.syncDirty = true; // undone at release, outside any transaction
-        this.observe('script', 'writer', sql, t0, null, null);
+        this.obs.observe('script', 'writer', sql, t0, null, null);
         this.w.afterStatement(s);
         this.noteObjects(s, 'script', sql);
       }
@@ -976,9 +966,9 @@ export class DatabaseEngine {
       };
       // Outside a transaction (PRAGMA, VACUUM, ATTACH hold the writer in direct mode) there
       // is no savepoint to undo a statement with: the record is written before it runs.
-      r = this.writer.db.inTransaction ? this.audited(s, kind, sql, run, null, o.expectRows != null) : this.auditedDirect(s, auditKindOf(kind, sql), sql, run);
+      r = this.writer.db.inTransaction ? this.audits.audited(s, kind, sql, run, null, o.expectRows != null) : this.audits.auditedDirect(s, auditKindOf(kind, sql), sql, run);
     } finally {
-      this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
+      this.obs.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
       this.w.afterStatement(s);
       if (kind === 'pragma' && mentionsSessionPragma(sql)) this.settingsFromWriter(s); // e.g. PRAGMA aux.query_only
       if (kind === 'pragma' && /synchronous/i.test(sql) && !this.writer.db.inTransaction) this.w.syncDirty = true;
@@ -1096,141 +1086,14 @@ export class DatabaseEngine {
 
   // ---- observation: metrics, the slow-query log, the audit log ---------------------------
 
-  /** Count and time a statement; log it with its query plan when slower than the threshold. */
-  private observe(kind: string, role: Role, sql: string, t0: number, args: unknown[] | null, planOn: Database | null): void {
-    const ms = performance.now() - t0;
-    this.m.statement(kind, role, ms / 1000);
-    if (this.slowQueryMs > 0 && ms >= this.slowQueryMs) this.logSlowQuery(sql, role, ms, args, planOn);
-  }
 
-  private logSlowQuery(sql: string, role: Role, ms: number, args: unknown[] | null, planOn: Database | null): void {
-    this.m.slowQuery();
-    const fields: Record<string, unknown> = { db: this.path, duration_ms: Math.round(ms * 1000) / 1000, role, sql: sql.length > 8192 ? `${sql.slice(0, 8192)}...` : sql, params: args === null ? null : countParams(args) };
-    // Parameter values are never logged: they are the user's data.
-    try {
-      if (planOn === null) throw new Error('no plan for a multi-statement script or executemany');
-      fields.plan = explainPlan(planOn, sql, args ?? []);
-    } catch (e) {
-      fields.plan = null;
-      fields.plan_error = (e as Error).message;
-    }
-    this.log('slow_query', fields, 'warn');
-  }
 
-  /**
-   * Run a statement inside the writer's transaction under a savepoint when it must be
-   * undoable: an audited statement whose record cannot be written, or an expect_rows
-   * guard that fails, leaves nothing behind. Returns fn's result.
-   */
-  private audited<T>(s: Session, kind: StatementKind, sql: string, fn: () => readonly [T, number], extra: Record<string, unknown> | null, guard = false): T {
-    const ak = auditKindOf(kind, sql);
-    const audit = this.audit !== null && this.audit.wants(ak) ? this.audit : null;
-    if (audit === null && !guard) return fn()[0];
-    this.writer.drain(); // an open cursor on the writer would make SAVEPOINT fail ("busy")
-    this.stmtSp.open();
-    let out: T;
-    let changes: number;
-    try {
-      [out, changes] = fn();
-      audit?.append({ kind: ak!, session: s.id, sql, changes, outcome: 'ok', in_transaction: s.inTx, ...extra });
-    } catch (e) {
-      const err = toRpcError(e);
-      const undo = err.data.kind === 'AuditFailed' || err.data.kind === 'Conflict';
-      if (this.writer.db.inTransaction) {
-        // Only what this layer adds is undone; an SQL error keeps what sqlite3 would keep
-        // (the rows an executemany applied before the failing one).
-        if (undo) {
-          this.stmtSp.rollbackTo();
-          this.writer.transactionEnded();
-        }
-        this.stmtSp.release();
-      }
-      if (audit !== null && err.data.kind !== 'AuditFailed') {
-        this.auditQuietly({ kind: ak!, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: s.inTx, ...(err.data.total_changes ? { changes: err.data.total_changes } : {}), ...extra });
-        if (s.inTx) s.audited++;
-      }
-      throw e;
-    }
-    this.stmtSp.release();
-    if (audit !== null && s.inTx) s.audited++;
-    return out;
-  }
 
-  /** An audited statement that runs outside any transaction: the record goes first, then the outcome. */
-  private auditedDirect<T>(s: Session, ak: AuditKind | null, sql: string, fn: () => readonly [T, number]): T {
-    if (this.audit === null || !this.audit.wants(ak)) return fn()[0];
-    this.audit.append({ kind: ak, session: s.id, sql, outcome: 'started' });
-    this.audit.sync(); // on disk before a statement no savepoint can undo
-    let out: T;
-    let changes: number;
-    try {
-      [out, changes] = fn();
-    } catch (e) {
-      this.auditQuietly({ kind: ak, session: s.id, sql, outcome: 'error', error: toRpcError(e).message });
-      throw e;
-    }
-    try {
-      this.audit.append({ kind: ak, session: s.id, sql, changes, outcome: 'ok' });
-      this.audit.sync();
-    } catch (e) {
-      const err = toRpcError(e);
-      err.message = `${err.message.replace(/; the statement was not applied$/, '')}; the statement WAS applied (its start was recorded)`;
-      throw err;
-    }
-    return out;
-  }
 
-  /** Record a failure; a failing audit write here is logged, since the statement already failed. */
-  private auditQuietly(rec: AuditRecord): void {
-    try {
-      this.audit?.append(rec);
-    } catch (e) {
-      this.log('audit_write_failed', { db: this.path, error: (e as Error).message, record: rec }, 'error');
-    }
-  }
 
-  private auditFailure(s: Session, sql: string, err: RpcError): void {
-    if (this.audit === null) return;
-    let ak: AuditKind | null;
-    try {
-      ak = auditKindOf(this.info.get(sql)?.kind ?? classify(sql), sql);
-    } catch {
-      return; // never let the failure record of a failed write keep its reply from being sent
-    }
-    if (this.audit.wants(ak)) this.auditQuietly({ kind: ak, session: s.id, sql, outcome: 'error', error: err.message, in_transaction: false });
-  }
 
-  /**
-   * The end of a session transaction: always recorded when the transaction held audited
-   * statements and was rolled back (their records said "ok"; this says they were undone),
-   * and for every commit and rollback with kind 'transaction'. Written after the fact and
-   * never failing the rollback itself.
-   */
-  private auditTransaction(s: Session, how: 'commit' | 'rollback', reason?: string): void {
-    const undone = how === 'rollback' ? s.audited : 0;
-    s.audited = 0;
-    if (this.audit === null || (!this.audit.wants('transaction') && undone === 0)) return;
-    this.auditQuietly({ kind: 'transaction', session: s.id, sql: how.toUpperCase(), outcome: 'ok', ...(undone > 0 ? { undone } : {}), ...(reason ? { reason } : {}) });
-  }
 
-  /** The outer transaction (or a unit's savepoint) was rolled back after its statements were recorded "ok". */
-  private auditUndone(from: number, reason: string, session: number | null): void {
-    const n = (this.audit?.records ?? 0) - from;
-    if (n > 0) this.auditQuietly({ kind: 'transaction', session, sql: 'ROLLBACK', outcome: 'ok', undone: n, reason });
-  }
 
-  /** Backups and restores are audited too (kinds backup, restore); the operation has happened when this is called. */
-  auditEvent(rec: AuditRecord): void {
-    if (this.audit === null || !this.audit.wants(rec.kind)) return;
-    try {
-      this.audit.append(rec);
-      this.audit.sync();
-    } catch (e) {
-      const err = toRpcError(e);
-      err.message = `the ${rec.kind} was done, but its audit record could not be written: ${err.message.replace(/; the statement was not applied$/, '')}`;
-      throw err;
-    }
-  }
 
   /**
    * Run fn holding the writer outside any transaction (PRAGMA, VACUUM, ATTACH, scripts). In
@@ -1255,6 +1118,11 @@ export class DatabaseEngine {
 
 
 
+
+  /** Backups and restores are audited too (kinds backup, restore); the operation has happened when this is called. */
+  auditEvent(rec: AuditRecord): void {
+    this.audits.auditEvent(rec);
+  }
 
   // ---- transactions (transactions.ts) -------------------------------------------------
 
@@ -1313,7 +1181,7 @@ export class DatabaseEngine {
         try {
           r = this.writer.run(work.sql, work.bound, work.opts);
         } finally {
-          this.observe(kind, 'writer', work.sql, t0, bindArgs(work.bound), this.writer.db);
+          this.obs.observe(kind, 'writer', work.sql, t0, bindArgs(work.bound), this.writer.db);
         }
         checkExpected(work.opts, r.changes);
         this.auditUnit(s, kind, work.sql, r.changes, null);
@@ -1330,7 +1198,7 @@ export class DatabaseEngine {
         try {
           r = this.writer.many(work.sql, work.boundList);
         } finally {
-          this.observe(kind, 'writer', work.sql, t0, null, null);
+          this.obs.observe(kind, 'writer', work.sql, t0, null, null);
         }
         this.auditUnit(s, kind, work.sql, r.changes, { rows: work.boundList.length });
         return { ...r, in_transaction: false };
@@ -1356,7 +1224,7 @@ export class DatabaseEngine {
       try {
         r = this.writer.run(sql, bound, o);
       } finally {
-        this.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
+        this.obs.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
         if (kind === 'pragma' && mentionsSessionPragma(sql)) this.settingsFromWriter(s);
       }
       const ak = this.audit === null ? null : auditKindOf(kind, sql);
@@ -1481,13 +1349,13 @@ export class DatabaseEngine {
     } catch (e) {
       const err = toRpcError(e);
       this.m.backup(false);
-      this.auditEventQuietly({ kind: 'backup', session, outcome: 'error', dest, error: err.message });
+      this.audits.auditEventQuietly({ kind: 'backup', session, outcome: 'error', dest, error: err.message });
       throw err;
     } finally {
       this.maintenance--;
     }
     this.m.backup(true);
-    this.auditEvent({ kind: 'backup', session, outcome: 'ok', dest: r.dest, pages: r.pages, bytes: r.bytes });
+    this.audits.auditEvent({ kind: 'backup', session, outcome: 'ok', dest: r.dest, pages: r.pages, bytes: r.bytes });
     return r;
   }
 
@@ -1524,14 +1392,14 @@ export class DatabaseEngine {
       r = await restoreDatabase(source, this.path, { nativeBinding: this.o.nativeBinding, busyTimeoutMs: timeoutMs });
     } catch (e) {
       const err = toRpcError(e);
-      this.auditEventQuietly({ kind: 'restore', session, outcome: 'error', source, error: err.message });
+      this.audits.auditEventQuietly({ kind: 'restore', session, outcome: 'error', source, error: err.message });
       throw err;
     } finally {
       this.w.releaseOwner(me);
     }
     this.info.clear(); // the schema may be another one now: re-learn routes
     this.writer.schemaChanged();
-    this.auditEvent({ kind: 'restore', session, outcome: 'ok', source, pages: r.pages });
+    this.audits.auditEvent({ kind: 'restore', session, outcome: 'ok', source, pages: r.pages });
     this.log('database_restored', { path: this.path, source, pages: r.pages, forced_rollbacks: aborted }, 'warn');
     return { ...r, aborted_transactions: aborted };
   }
@@ -1550,13 +1418,6 @@ export class DatabaseEngine {
   /** Backups and checks in progress (they keep the engine from being closed as idle). */
   private maintenance = 0;
 
-  private auditEventQuietly(rec: AuditRecord): void {
-    try {
-      this.auditEvent(rec);
-    } catch (e) {
-      this.log('audit_write_failed', { db: this.path, error: (e as Error).message, record: rec }, 'error');
-    }
-  }
 
   /** Test hook (debug.flusher): hold the flusher's fdatasyncs, or make the next one fail; false when commits are not flushed by it. */
   flusherHook(hold: boolean | null, failNext: string | null): boolean {
