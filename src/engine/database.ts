@@ -9,7 +9,6 @@
 // not fsync: the flusher (flusher.ts) does, off the event loop, and every reply that needs
 // durability waits for it while the writer already runs the next transaction. Details where
 // the writer section starts, below.
-import BetterSqlite from 'better-sqlite3';
 import type { Database } from 'better-sqlite3';
 import { fileId, fileMovedError, journalModeBefore, openConnection, type SynchronousMode } from './connection';
 import { DirectConnection, execResult } from './direct';
@@ -39,8 +38,9 @@ import nodePath from 'node:path';
 import { AuditLog, auditKindOf, auditPathFor, type AuditKind, type AuditRecord } from '../ops/audit';
 import type { DbMetrics, DbSnapshot, Metrics } from '../ops/metrics';
 import type { PathPolicy } from './pathPolicy';
-import { Session as MaintenanceSession, describeSession } from './session';
-import { backupDatabase, checkDatabaseFile, restoreDatabase, type BackupResult, type CheckResult, type RestoreResult } from '../ops/backup';
+import { Session as MaintenanceSession } from './session';
+import type { BackupResult, CheckResult, RestoreResult } from '../ops/backup';
+import { Maintenance, checkAtOpen, closedCleanly, type OpenCheckMode } from '../ops/maintenance';
 
 export interface EngineOptions {
   poolSize: number;
@@ -147,14 +147,6 @@ function checkExpected(o: ExecOptions, changes: number): void {
   }
 }
 
-/** quick_check or integrity_check at open; a database that fails it is not served. */
-/**
- * Files this process closed cleanly, with their size and mtimes then: reopened unchanged
- * (the idle close reopens a file whenever its next session comes), they need no new check,
- * which would run on the main thread and stall every database for a large file.
- */
-const leftAsIs = new Map<string, string>();
-
 /** Whether this process has the file (device:inode) open (Linux: /proc/self/fd). */
 function openInThisProcess(id: string): boolean {
   let fds: string[];
@@ -171,20 +163,6 @@ function openInThisProcess(id: string): boolean {
       return false;
     }
   });
-}
-
-/** A file's identity, size and times (ns), or '-' when there is none. */
-function statSignature(p: string): string {
-  try {
-    const st = fs.statSync(p, { bigint: true });
-    return `${st.dev}:${st.ino}/${st.size}/${st.mtimeNs}/${st.ctimeNs}`;
-  } catch {
-    return '-';
-  }
-}
-
-function fileSignature(path: string): string {
-  return `${statSignature(path)}|${statSignature(`${path}-wal`)}`;
 }
 
 function statOf(p: string): fs.BigIntStats | undefined {
@@ -210,100 +188,6 @@ function idleState(path: string, db: fs.BigIntStats | undefined = statOf(path)):
   const wal = statOf(`${path}-wal`);
   const dbSig = db === undefined ? '-' : `${db.dev}:${db.ino}/${db.size}/${db.mtimeNs}/${db.ctimeNs}`;
   return { sig: `${dbSig}|${idOf(wal) ?? '-'}|${idOf(statOf(`${path}-shm`)) ?? '-'}`, walBytes: wal === undefined ? 0 : Number(wal.size) };
-}
-
-export type OpenCheckMode = 'sample' | 'quick' | 'full' | 'off';
-
-/** Root-to-leaf paths probed in each rowid table by the sampled open check (at most SAMPLE_BUDGET in all). */
-const SAMPLE_PROBES = 64;
-const SAMPLE_BUDGET = 4096;
-/** B-trees (tables and indexes) the sampled check looks at, at most. */
-const SAMPLE_BTREES = 512;
-
-function isCorrupt(e: unknown): boolean {
-  return String((e as { code?: unknown }).code ?? '').startsWith('SQLITE_CORRUPT');
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
-/**
- * The open check's default (issue 12, target 7): work bounded whatever the file's size, so
- * that opening (and reopening, after another process changed the file) a 1 GB database
- * costs what a 1 MB one does. quick_check reads every page (3.2 s for 1 GB here, on the
- * main thread). This reads the header and the schema, and walks root-to-leaf paths: up to
- * SAMPLE_PROBES rowids spread over each table's range (every leaf of a table up to ~64
- * leaves), and the first entry of each index. Damage it does not reach is reported by
- * SQLite when a statement reaches it ("database disk image is malformed", SQLITE_CORRUPT),
- * and found whole by `check` / `sqlite-rpc check` or --open-check quick.
- * Returns the problems found ([] when none).
- */
-function sampleCheck(db: Database): string[] {
-  const problems: string[] = [];
-  const objects = db.prepare("SELECT type, name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index') AND rootpage > 0").raw(true).all() as Array<[string, string, string]>;
-  const tables = objects.filter(([type]) => type === 'table').length;
-  const probes = BigInt(Math.max(2, Math.min(SAMPLE_PROBES, Math.floor(SAMPLE_BUDGET / Math.max(1, tables)))));
-  const probe = (what: string, fn: () => void): void => {
-    try {
-      fn();
-    } catch (e) {
-      // Anything but damage (a collation or function this connection lacks, a table without
-      // rowid) is not the check's business.
-      if (isCorrupt(e)) problems.push(`${what}: ${(e as Error).message}`);
-    }
-  };
-  for (const [type, name, table] of objects.slice(0, SAMPLE_BTREES)) {
-    if (problems.length >= 20) break;
-    const q = quoteIdent(name);
-    if (type === 'index') {
-      probe(`index ${name}`, () => db.prepare(`SELECT 1 FROM ${quoteIdent(table)} INDEXED BY ${q} LIMIT 1`).all());
-      continue;
-    }
-    probe(`table ${name}`, () => {
-      // Two statements: SQLite answers a lone min() or max() from one end of the b-tree, but
-      // min() and max() together with a full scan.
-      const end = (fn: 'min' | 'max') => db.prepare(`SELECT ${fn}(_rowid_) FROM ${q}`).pluck().safeIntegers(true).get() as bigint | null;
-      let lo: bigint | null;
-      let hi: bigint | null;
-      try {
-        lo = end('min');
-        hi = end('max');
-      } catch (e) {
-        if (isCorrupt(e)) throw e;
-        db.prepare(`SELECT 1 FROM ${q} LIMIT 1`).all(); // WITHOUT ROWID: its first entry
-        return;
-      }
-      if (lo === null || hi === null) return;
-      const at = db.prepare(`SELECT _rowid_ FROM ${q} WHERE _rowid_ >= ? LIMIT 1`).safeIntegers(true);
-      for (let i = 0n; i < probes; i++) at.get(lo + ((hi - lo) * i) / (probes - 1n));
-    });
-  }
-  return problems;
-}
-
-export function checkIntegrity(path: string, mode: Exclude<OpenCheckMode, 'off'>, nativeBinding: unknown, busyTimeoutMs: number): void {
-  let rows: string[];
-  let db: Database | null = null;
-  try {
-    db = new BetterSqlite(path, { readonly: true, fileMustExist: true, timeout: busyTimeoutMs, nativeBinding: nativeBinding as string | undefined });
-    if (mode === 'sample') {
-      const problems = sampleCheck(db);
-      rows = problems.length === 0 ? ['ok'] : problems;
-    } else {
-      rows = db.prepare(mode === 'quick' ? 'PRAGMA quick_check(20)' : 'PRAGMA integrity_check(20)').pluck().all() as string[];
-    }
-  } catch (e) {
-    // Damage bad enough stops the check itself (SQLITE_CORRUPT): that is its verdict. A file
-    // that is no database at all keeps sqlite3's own error ("file is not a database").
-    if (!String((e as { code?: unknown }).code ?? '').startsWith('SQLITE_CORRUPT')) throw e;
-    rows = [(e as Error).message];
-  } finally {
-    db?.close();
-  }
-  if (rows.length === 1 && rows[0] === 'ok') return;
-  const what = mode === 'sample' ? 'its open check (a sample of its pages; `check` runs quick_check)' : mode === 'quick' ? 'quick_check' : 'integrity_check';
-  throw new RpcError('IntegrityCheckFailed', `database disk image is malformed: ${path} failed ${what}: ${rows.slice(0, 3).join('; ')}`, { problems: rows });
 }
 
 export class DatabaseEngine {
@@ -346,7 +230,8 @@ export class DatabaseEngine {
   /** The last session to close asked to keep the file open for reuse (no checkpoint at its close). */
   keepOpen = false;
 
-  private checkpoints = 0;
+  /** Checkpoints, backup, restore, check (ops/maintenance.ts). */
+  private readonly maint: Maintenance;
   private readonly checkpointTimer: NodeJS.Timeout | null = null;
   private readonly m: DbMetrics;
   readonly audit: AuditLog | null = null;
@@ -365,10 +250,7 @@ export class DatabaseEngine {
   constructor(readonly path: string, private readonly o: EngineOptions, private readonly cursors: CursorTable, private readonly log: LogFn, openWaitMs = o.readerBusyTimeoutMs) {
     // Checked before the writer opens it: opening switches the file to WAL, and a damaged
     // file must be left exactly as it was found.
-    if (o.openCheck !== undefined && o.openCheck !== 'off' && fs.existsSync(path) && fs.statSync(path).size > 0 && leftAsIs.get(path) !== fileSignature(path)) {
-      checkIntegrity(path, o.openCheck, o.nativeBinding, openWaitMs);
-    }
-    leftAsIs.delete(path);
+    checkAtOpen(path, o.openCheck, o.nativeBinding, openWaitMs);
     const fresh = !o.readOnly && isNewFile(path);
     const writerDb = openConnection(path, {
       readonly: o.readOnly,
@@ -438,7 +320,7 @@ export class DatabaseEngine {
     );
     this.audits = new AuditedExec(this.audit, this.writer, Savepoint.prepared(writerDb, 'sqlite_rpc_stmt'), path, log, (sql) => this.info.get(sql)?.kind);
     if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
-      this.checkpointTimer = setInterval(() => this.checkpointTick(), o.checkpointIntervalMs);
+      this.checkpointTimer = setInterval(() => this.maint.checkpointTick(), o.checkpointIntervalMs);
       this.checkpointTimer.unref();
     }
     this.pool =
@@ -475,6 +357,17 @@ export class DatabaseEngine {
       this.pool,
       this.w.flusher,
       cursors,
+    );
+    this.maint = new Maintenance(
+      path,
+      o,
+      { abortTransaction: (s, reason) => this.abortTransaction(s, reason), forgetRoutes: () => this.info.clear() },
+      this.w,
+      this.writer,
+      this.pool,
+      this.audits,
+      this.m,
+      log,
     );
   }
 
@@ -1256,8 +1149,8 @@ export class DatabaseEngine {
       inline_reads: this.reads.inlineReads,
       worker_reads: this.reads.workerReads,
       statement_cache: { writer: this.writer.cache.counters(), inline: this.inline.counters() },
-      wal_bytes: this.walBytes(),
-      checkpoints: this.checkpoints,
+      wal_bytes: this.maint.walBytes(),
+      checkpoints: this.maint.checkpoints,
       slow_query_ms: this.slowQueryMs,
       audit_log: this.audit?.path ?? null,
       ...(this.w.flusher?.stats() ?? { flushes: 0, flush_acks: 0, flush_max_acks: 0, flush_failures: 0 }),
@@ -1278,145 +1171,31 @@ export class DatabaseEngine {
       writerQueue: this.w.queue.length,
       writerWaiters: this.w.waiters.length,
       busyRetries: this.w.busyRetries,
-      walBytes: this.walBytes(),
+      walBytes: this.maint.walBytes(),
       cache: { writer: c(this.writer.cache.counters()), reader: c(this.inline.counters()) },
     };
   }
 
-  private walBytes(): number {
-    try {
-      return fs.statSync(`${this.path}-wal`).size;
-    } catch {
-      return 0;
-    }
+
+
+  // ---- backup, restore, check (ops/maintenance.ts) ---------------------------------------
+
+  /** An online backup to dest, verified before it is renamed into place. */
+  backup(dest: string, overwrite: boolean, session: number | null): Promise<BackupResult> {
+    return this.maint.backup(dest, overwrite, session);
   }
 
-  /**
-   * WAL housekeeping while the writer is idle. SQLite's auto-checkpoint runs inside a COMMIT
-   * (every 1000 pages) and gives up on pages that readers still use, and nothing runs it once
-   * the writes stop. A PASSIVE checkpoint after a quiet interval never waits for anyone; when
-   * the WAL file has outgrown journal_size_limit, a TRUNCATE is tried (it fails at once, busy,
-   * while readers are in it; the next tick tries again).
-   */
-  checkpointTick(): { busy: boolean; log: number; checkpointed: number; mode: string } | null {
-    if (this.w.closed || this.w.owner !== null || this.w.outer || this.w.queue.length > 0) return null;
-    const big = this.walBytes() > this.o.journalSizeLimit;
-    // Under load SQLite's auto-checkpoint (in COMMIT) is enough; an extra checkpoint would
-    // only add fsyncs on the event loop. This one is for when the writes stop.
-    const quiet = Date.now() - this.w.lastCommitAt >= (this.o.checkpointIntervalMs ?? 0);
-    if (!big && (this.w.commitsSinceCheckpoint === 0 || !quiet)) return null;
-    const mode = big ? 'TRUNCATE' : 'PASSIVE';
-    let row: [bigint, bigint, bigint];
-    try {
-      this.writer.drain();
-      row = this.writer.db.prepare(`PRAGMA wal_checkpoint(${mode})`).raw(true).get() as [bigint, bigint, bigint];
-    } catch (e) {
-      if (!isBusy(e)) this.log('checkpoint_failed', { db: this.path, mode, error: (e as Error).message }, 'warn');
-      this.m.checkpoint(mode.toLowerCase(), true, 0, 0);
-      return { busy: true, log: 0, checkpointed: 0, mode };
-    }
-    const [busy, log, done] = row.map(Number);
-    this.checkpoints++;
-    this.w.commitsSinceCheckpoint = 0;
-    this.m.checkpoint(mode.toLowerCase(), busy !== 0 || (log > 0 && done < log), log, done);
-    return { busy: busy !== 0, log, checkpointed: done, mode };
-  }
-
-  // ---- backup, restore, check -----------------------------------------------------------
-
-  /**
-   * An online backup to dest: one consistent snapshot, taken by a reader worker from its own
-   * read-only connection while writes go on; verified with integrity_check before it is
-   * renamed into place (ops/backup.ts).
-   */
-  async backup(dest: string, overwrite: boolean, session: number | null): Promise<BackupResult> {
-    if (this.w.closed) throw new RpcError('ShuttingDown', 'the database is closing');
-    let r: BackupResult;
-    this.maintenance++; // an engine opened just for this must not be closed as idle under it
-    try {
-      if (this.pool !== null) {
-        const rep = await this.pool.send(this.pool.pick(), { t: 'backup', dest, overwrite });
-        if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
-        r = rep.backup!;
-      } else {
-        const src = new BetterSqlite(this.path, { readonly: true, fileMustExist: true, nativeBinding: this.o.nativeBinding as string | undefined });
-        try {
-          r = await backupDatabase(src, dest, { overwrite, nativeBinding: this.o.nativeBinding });
-        } finally {
-          src.close();
-        }
-      }
-    } catch (e) {
-      const err = toRpcError(e);
-      this.m.backup(false);
-      this.audits.auditEventQuietly({ kind: 'backup', session, outcome: 'error', dest, error: err.message });
-      throw err;
-    } finally {
-      this.maintenance--;
-    }
-    this.m.backup(true);
-    this.audits.auditEvent({ kind: 'backup', session, outcome: 'ok', dest: r.dest, pages: r.pages, bytes: r.bytes });
-    return r;
-  }
-
-  /**
-   * Replace the database's content with a verified backup, through SQLite's backup API into
-   * the live file: sessions stay open and see the restored data from their next statement.
-   * Refused while a session holds a transaction, unless forced (then it is rolled back).
-   */
-  async restore(source: string, force: boolean, session: number | null, timeoutMs: number): Promise<RestoreResult & { aborted_transactions: number }> {
-    if (this.w.closed) throw new RpcError('ShuttingDown', 'the database is closing');
-    if (this.o.readOnly) throw new RpcError('BackupFailed', `cannot restore into ${this.path}: the server is --read-only`);
-    let aborted = 0;
-    if (this.w.owner !== null && this.w.owner.inTx) {
-      if (!force) throw new RpcError('BackupFailed', `restore refused: session ${describeSession(this.w.owner.id)} holds a transaction on ${this.path}; retry when it ends, or pass force to roll it back`);
-      this.abortTransaction(this.w.owner, 'a forced restore replaced the database');
-      aborted++;
-    }
-    // Hold the writer outside any transaction (the outer one commits first) while the
-    // restore's own connection writes the file.
-    const me = new MaintenanceSession(0, this.path, timeoutMs, false, null);
-    await this.w.acquire(me, 'direct');
-    if (this.audit !== null && this.audit.wants('restore')) {
-      // Recorded (on disk) before the database is replaced, as for any statement no savepoint can undo.
-      try {
-        this.audit.append({ kind: 'restore', session, outcome: 'started', source });
-        this.audit.sync();
-      } catch (e) {
-        this.w.releaseOwner(me);
-        throw e;
-      }
-    }
-    let r: RestoreResult;
-    try {
-      r = await restoreDatabase(source, this.path, { nativeBinding: this.o.nativeBinding, busyTimeoutMs: timeoutMs });
-    } catch (e) {
-      const err = toRpcError(e);
-      this.audits.auditEventQuietly({ kind: 'restore', session, outcome: 'error', source, error: err.message });
-      throw err;
-    } finally {
-      this.w.releaseOwner(me);
-    }
-    this.info.clear(); // the schema may be another one now: re-learn routes
-    this.writer.schemaChanged();
-    this.audits.auditEvent({ kind: 'restore', session, outcome: 'ok', source, pages: r.pages });
-    this.log('database_restored', { path: this.path, source, pages: r.pages, forced_rollbacks: aborted }, 'warn');
-    return { ...r, aborted_transactions: aborted };
+  /** Replace the database's content with a verified backup (forced: an open transaction is rolled back). */
+  restore(source: string, force: boolean, session: number | null, timeoutMs: number): Promise<RestoreResult & { aborted_transactions: number }> {
+    return this.maint.restore(source, force, session, timeoutMs);
   }
 
   check(mode: 'quick' | 'full'): Promise<CheckResult> | CheckResult {
-    if (this.pool === null) return checkDatabaseFile(this.path, mode, { nativeBinding: this.o.nativeBinding });
-    this.maintenance++;
-    return this.pool
-      .send(this.pool.pick(), { t: 'check', mode })
-      .then((rep) => {
-        if (rep.error) throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
-        return rep.check!;
-      })
-      .finally(() => this.maintenance--);
+    return this.maint.check(mode);
   }
-  /** Backups and checks in progress (they keep the engine from being closed as idle). */
-  private maintenance = 0;
+
+
+
 
 
   /** Test hook (debug.flusher): hold the flusher's fdatasyncs, or make the next one fail; false when commits are not flushed by it. */
@@ -1513,7 +1292,7 @@ export class DatabaseEngine {
       this.log('checkpoint_failed', { db: this.path, mode: 'TRUNCATE', error: (e as Error).message }, 'warn');
       return true;
     }
-    this.checkpoints++;
+    this.maint.checkpoints++;
     this.w.commitsSinceCheckpoint = 0;
     this.walFolded = true;
     this.idleSig = idleState(this.path).sig;
@@ -1527,7 +1306,7 @@ export class DatabaseEngine {
 
   /** Since when the database has had no session (null while it has one). */
   get idleSince(): number | null {
-    return this.sessions.size === 0 && this.w.owner === null && this.w.queue.length === 0 && !this.w.outer && this.maintenance === 0 ? this.lastSessionAt : null;
+    return this.sessions.size === 0 && this.w.owner === null && this.w.queue.length === 0 && !this.w.outer && this.maint.maintenance === 0 ? this.lastSessionAt : null;
   }
   private lastSessionAt = Date.now();
 
@@ -1594,8 +1373,7 @@ export class DatabaseEngine {
     this.restoreJournalMode();
     if (!this.detached) this.removeOrphanedWal();
     this.writer.db.close();
-    if (leftAsIs.size > 1024) leftAsIs.clear();
-    leftAsIs.set(this.path, fileSignature(this.path));
+    closedCleanly(this.path);
     try {
       this.audit?.close();
     } catch (e) {
