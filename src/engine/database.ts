@@ -74,7 +74,11 @@ export interface EngineOptions {
    * sampleCheck), quick_check or a full integrity_check (both read the whole file), or nothing.
    */
   openCheck?: OpenCheckMode;
-  /** True while replies wait to be written to the session's slow client: its worker reads hold off (bounded memory). */
+  /**
+   * True while replies wait to be written to the session's slow client: its worker reads hold
+   * off (bounded memory). Whoever gives this calls outputDrained() once such a backlog has
+   * fallen back (Registry.outputDrained).
+   */
   outputBacklogged?: (s: Session) => boolean;
   /**
    * True when nothing else is waiting for the main thread: no other request in flight and no
@@ -1177,6 +1181,11 @@ export class DatabaseEngine {
   }
 
 
+
+  /** A connection's reply backlog has fallen back below its limit: reads held off for it may go. */
+  outputDrained(): void {
+    this.reads.outputDrained();
+  }
 
   // ---- backup, restore, check (ops/maintenance.ts) ---------------------------------------
 

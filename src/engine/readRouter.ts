@@ -238,7 +238,6 @@ export class ReadRouter {
    */
   private workerReadsInFlight = 0;
   private readonly readWaiters: Array<{ s: Session; go: () => void }> = [];
-  private readGateTimer: NodeJS.Timeout | null = null;
 
   private readSlot(s: Session): Promise<void> | null {
     if (this.readWaiters.length === 0 && this.readCapacity() && !this.backlogged(s)) {
@@ -272,14 +271,13 @@ export class ReadRouter {
       if (this.backlogged(this.readWaiters[i].s)) i++;
       else this.readWaiters.splice(i, 1)[0].go();
     }
-    // Blocked by the output: look again shortly (draining is not signalled to the engine).
-    if (this.readWaiters.length > 0 && this.readGateTimer === null && this.readCapacity()) {
-      this.readGateTimer = setTimeout(() => {
-        this.readGateTimer = null;
-        this.pumpReads();
-      }, 2);
-    }
+    // Reads still blocked by their client's output go when it drains (outputDrained).
   };
+
+  /** A connection's reply backlog fell back below its limit, or the connection went (EngineOptions.outputBacklogged). */
+  outputDrained(): void {
+    if (this.readWaiters.length > 0) this.pumpReads();
+  }
 
   private async readOnWorker(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): Promise<ExecResult> {
     const pool = this.pool!;

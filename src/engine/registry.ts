@@ -720,6 +720,12 @@ export class Registry {
     return { sessions: this.sessions.size, cursors: this.cursors.size, databases: [...this.engines.values()].map((e) => e.stats()) };
   }
 
+  /** A connection's reply backlog fell back below its limit (or it closed): reads held off for it may go. */
+  outputDrained(): void {
+    for (const e of this.engines.values()) e.outputDrained();
+    for (const e of this.retired) e.outputDrained();
+  }
+
   async closeAll(): Promise<void> {
     clearInterval(this.sweeper);
     if (this.backupTimer) clearInterval(this.backupTimer);

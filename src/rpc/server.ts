@@ -69,7 +69,10 @@ export class Endpoint {
         if (owner) void server.stop(0);
         else void this.end('closed', false);
       },
+      // The engine's worker reads held off for this slow client may go now.
+      belowLimit: () => o.registry.outputDrained(),
     });
+    this.conn.backlogLimit = BACKLOG_LIMIT;
     this.dispatcher = new Dispatcher(
       methodTable(o.registry, o.info, o.metrics, { scope: this.scope, connections: () => server.connections }),
       {
@@ -173,6 +176,7 @@ export class RpcServer {
   forget(e: Endpoint, reason: string): void {
     if (this.endpoints.get(e.id) !== e) return;
     this.endpoints.delete(e.id);
+    this.o.registry.outputDrained(); // its sessions' reads no longer wait for its output
     this.o.log('connection_close', { connection: e.id, reason, connections: this.endpoints.size });
     if (this.endpoints.size === 0) this.armIdleExit();
   }
@@ -235,7 +239,7 @@ export class RpcServer {
   /** For the engine: the session's connection has fallen behind reading its replies. */
   readonly outputBacklogged = (s: Session): boolean => {
     const e = this.endpoints.get(Math.floor(s.id / SESSION_ID_SPAN));
-    return e !== undefined && e.backlog() > BACKLOG_LIMIT;
+    return e !== undefined && e.conn.backlogged();
   };
 
   /** For the engine: nothing else waits for the main thread (no request in flight, no input queued). */

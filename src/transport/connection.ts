@@ -12,6 +12,8 @@ export interface ConnectionEvents {
   protocolError(message: string, replyBody: unknown | null): void;
   /** Input ended (EOF or error). */
   end(): void;
+  /** The reply backlog, once found above backlogLimit (backlogged()), has fallen back to it. */
+  belowLimit?(): void;
 }
 
 /** The output slab's usual size; a larger one (grown for a large reply) is kept up to SLAB_KEEP. */
@@ -39,6 +41,10 @@ export class StreamConnection {
   private ended = false;
   bytesIn = 0;
   bytesOut = 0;
+  /** Reply bytes past which the connection counts as backed up (backlogged()). */
+  backlogLimit = Infinity;
+  /** backlogged() said yes: belowLimit is due once the backlog is back to the limit. */
+  private overLimit = false;
 
   constructor(
     private readonly input: Readable,
@@ -163,12 +169,12 @@ export class StreamConnection {
     this.outBytes = 0;
     let ok: boolean;
     if (chunks.length === 1) {
-      ok = this.output.write(chunks[0]);
+      ok = this.output.write(chunks[0], this.wrote);
     } else {
       // One writev for all of them (Writable batches corked writes into _writev).
       this.output.cork();
       ok = true;
-      for (const c of chunks) ok = this.output.write(c);
+      for (const c of chunks) ok = this.output.write(c, this.wrote);
       this.output.uncork();
     }
     if (this.output.writableLength === 0) {
@@ -195,6 +201,20 @@ export class StreamConnection {
   backlog(): number {
     return this.outBytes + this.output.writableLength;
   }
+
+  /** The backlog is above backlogLimit; when it is, belowLimit follows once it no longer is. */
+  backlogged(): boolean {
+    if (this.backlog() <= this.backlogLimit) return false;
+    this.overLimit = true;
+    return true;
+  }
+
+  /** A write reached the OS (its callback): the backlog has shrunk. */
+  private readonly wrote = (): void => {
+    if (!this.overLimit || this.backlog() > this.backlogLimit) return;
+    this.overLimit = false;
+    this.events.belowLimit?.();
+  };
 
   /** Flush everything and end the output; resolves when the bytes are handed to the OS. */
   finish(): Promise<void> {
