@@ -3,8 +3,11 @@
 // session (the client library closes the cursors it drops). Only a cursor whose session is
 // gone (closed while the cursor's read was still running) is closed after `idleMs` unused.
 // Open cursors do not exhaust the readers: see readerWorker.ts CursorLimits.
-import type { OpenIterator } from './direct';
+import type { DirectResult, OpenIterator } from './direct';
 import type { ReaderPool } from './readerPool';
+import type { Session } from './session';
+import type { ExecOptions, ExecResult } from './types';
+import { SqlRows } from '../transport/msgpack';
 
 export type Cursor =
   | { kind: 'worker'; session: number; pool: ReaderPool; slot: number; generation: number; local: number; lastUsed: number }
@@ -49,4 +52,16 @@ export class CursorTable {
     for (const [id, c] of this.map) if (now - c.lastUsed > this.idleMs && !sessionAlive(c.session)) out.push(id);
     return out;
   }
+}
+
+/** The protocol result of a statement run directly; a result left open becomes a cursor of session s. */
+export function execResult(r: DirectResult, s: Session, cursors: CursorTable, o: ExecOptions): ExecResult {
+  let cursor: number | null = null;
+  if (r.open) {
+    cursor = cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
+    s.cursors.add(cursor);
+  }
+  const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: s.inTx };
+  if (o.decltypes) res.decltypes = r.decltypes ?? null;
+  return res;
 }

@@ -11,7 +11,7 @@
 // the writer section starts, below.
 import type { Database } from 'better-sqlite3';
 import { fileId, fileMovedError, journalModeBefore, openConnection, type SynchronousMode } from './connection';
-import { DirectConnection, execResult } from './direct';
+import { DirectConnection } from './direct';
 import { ReaderPool } from './readerPool';
 import type { CursorLimits } from './readerWorker';
 import { StatementCache } from './statementCache';
@@ -28,7 +28,7 @@ import { applySettings, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, le
 import { splitStatements } from './sqlText';
 import type { WriteCounts } from './direct';
 import type { Session } from './session';
-import type { CursorTable } from './cursors';
+import { execResult, type CursorTable } from './cursors';
 import type { ExecOptions, ExecResult, LogFn, WriteSummary } from './types';
 import { RpcError, beginFailed, sqliteError, toRpcError } from '../protocol/errors';
 import { SqlRows } from '../transport/msgpack';

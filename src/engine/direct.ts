@@ -7,11 +7,8 @@ import { StatementCache } from './statementCache';
 import { knownShape, readPage, shapeAfterRun } from './reads';
 import { bindArgs, type BoundParams } from './values';
 import { classify, isBlank } from './sqlText';
-import { SqlRows } from '../transport/msgpack';
 import { RpcError, toRpcError } from '../protocol/errors';
-import type { ExecOptions, ExecResult } from './types';
-import type { Session } from './session';
-import type { CursorTable } from './cursors';
+import type { ExecOptions } from './types';
 
 export class OpenIterator {
   buffered: unknown[][] | null = null;
@@ -215,16 +212,4 @@ export class DirectConnection {
 function mayChangeSchema(sql: string): boolean {
   const k = classify(sql);
   return k === 'ddl' || k === 'other' || k === 'attach' || k === 'detach';
-}
-
-/** The protocol result of a statement run directly; a result left open becomes a cursor of session s. */
-export function execResult(r: DirectResult, s: Session, cursors: CursorTable, o: ExecOptions): ExecResult {
-  let cursor: number | null = null;
-  if (r.open) {
-    cursor = cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
-    s.cursors.add(cursor);
-  }
-  const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: s.inTx };
-  if (o.decltypes) res.decltypes = r.decltypes ?? null;
-  return res;
 }
