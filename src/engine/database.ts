@@ -18,6 +18,7 @@ import { StatementCache } from './statementCache';
 import type { FlusherStats } from './flusher';
 import { Writer, isBusy, touch, type UnitWork } from './writer';
 import { Transactions } from './transactions';
+import type { SessionBackend } from './sessionBackend';
 import { INLINE_UNKNOWN, ReadRouter, type Route, type StmtInfo } from './readRouter';
 import { Savepoint, withSavepoint } from './savepoint';
 import { AuditedExec } from '../ops/auditedExec';
@@ -194,7 +195,7 @@ function idleState(path: string, db: fs.BigIntStats | undefined = statOf(path)):
   return { sig: `${dbSig}|${idOf(wal) ?? '-'}|${idOf(statOf(`${path}-shm`)) ?? '-'}`, walBytes: wal === undefined ? 0 : Number(wal.size) };
 }
 
-export class DatabaseEngine {
+export class DatabaseEngine implements SessionBackend {
   private readonly writer: DirectConnection;
   private readonly inline: StatementCache;
   private readonly inlineDb: Database;

@@ -5,9 +5,10 @@ import BetterSqlite from 'better-sqlite3';
 import nodePath from 'node:path';
 import { DatabaseEngine, type EngineOptions, type EngineStats } from './database';
 import { DirectConnection } from './direct';
-import { Savepoint, withSavepoint } from './savepoint';
+import { PrivateBackend } from './privateBackend';
+import type { SessionBackend } from './sessionBackend';
 import { openConnection } from './connection';
-import { CursorTable, execResult } from './cursors';
+import { CursorTable } from './cursors';
 import { Session, clientSessionId } from './session';
 import { bindParamsFor, type BoundParams } from './values';
 import { resolveFileNames, withNamesAsGiven } from './pathPolicy';
@@ -64,22 +65,12 @@ function isDirectory(p: string): boolean {
   }
 }
 
-/** A statement on a private database under expect_rows: undone by a savepoint when the count differs. */
-function guardedRun(conn: DirectConnection, sql: string, bound: BoundParams, o: ExecOptions): ReturnType<DirectConnection['run']> {
-  conn.drain(); // an open cursor of this connection would make SAVEPOINT fail ("busy")
-  return withSavepoint(Savepoint.exec(conn.db, 'sqlite_rpc_stmt'), () => {
-    const r = conn.run(sql, bound, o);
-    if (r.changes !== o.expectRows) {
-      throw new RpcError('Conflict', `conflict: the statement changed ${r.changes} row${r.changes === 1 ? '' : 's'}, ${o.expectRows} expected; it was undone`, { expected_rows: o.expectRows!, changes: r.changes });
-    }
-    return r;
-  });
-}
-
 export class Registry {
   private readonly engines = new Map<string, DatabaseEngine>();
   private readonly sessions = new Map<number, Session>();
   private readonly sessionEngine = new Map<Session, DatabaseEngine>();
+  /** What runs each session's statements: its file's engine, or its private :memory: database. */
+  private readonly backends = new Map<Session, SessionBackend>();
   readonly cursors: CursorTable;
   private readonly sweeper: NodeJS.Timeout;
   private allowed: string[] | null;
@@ -201,6 +192,7 @@ export class Registry {
       }
       const s = new Session(r.session, r.path, r.timeoutMs, false, new DirectConnection(db, this.o.cacheSize));
       this.sessions.set(r.session, s);
+      this.backends.set(s, new PrivateBackend(s.privateDb!, this.cursors, this.privateMetrics));
       return { session: clientSessionId(r.session), path: r.path, private: true, readonly: false };
     }
     const real = this.resolve(r.path);
@@ -245,6 +237,7 @@ export class Registry {
     if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
     this.sessions.set(s.id, s);
     this.sessionEngine.set(s, engine);
+    this.backends.set(s, engine);
     engine.addSession(s);
   }
 
@@ -333,6 +326,7 @@ export class Registry {
     if (!s) return { closed: false };
     for (const c of s.cursors) this.closeCursor(c);
     this.sessions.delete(id);
+    this.backends.delete(s);
     if (s.privateDb) {
       s.privateDb.drain();
       s.privateDb.db.close();
@@ -358,12 +352,7 @@ export class Registry {
       const r = this.fileNames(s, sql, bindParamsFor(sql, params));
       const bound = r.bound;
       sql = r.sql;
-      if (s.privateDb) {
-        // Nothing to run (and nothing to prepare or begin for), as in sqlite3.
-        if (isBlank(sql)) return { columns: null, rows: new SqlRows([]), cursor: null, changes: 0, lastrowid: null, in_transaction: s.inTx };
-        return withNamesAsGiven(r.renamed, () => this.privateExec(s, sql, bound, o));
-      }
-      return withNamesAsGiven(r.renamed, () => this.sessionEngine.get(s)!.execute(s, sql, bound, o));
+      return withNamesAsGiven(r.renamed, () => this.backends.get(s)!.execute(s, sql, bound, o));
     });
   }
 
@@ -382,7 +371,7 @@ export class Registry {
         err.message = `You did not supply a value for binding parameter :${missing[1]}.`;
       }
       err.data.in_transaction = s.inTx;
-      const m = s.privateDb ? this.privateMetrics : this.sessionEngine.get(s)?.dbMetrics;
+      const m = this.backends.get(s)?.dbMetrics;
       m?.error(err.data.sqlite_code ?? err.data.kind);
       throw err;
     };
@@ -414,28 +403,6 @@ export class Registry {
     return { sql: r.sql, bound: r.bound!, renamed: r.renamed };
   }
 
-  private privateExec(s: Session, sql: string, bound: BoundParams, o: ExecOptions): ExecResult {
-    const conn = s.privateDb!;
-    if (o.begin !== null && !conn.db.inTransaction) {
-      conn.prepare(sql); // sqlite3 compiles before its implicit BEGIN: a bad statement opens no transaction
-      conn.db.exec(`BEGIN ${o.begin.toUpperCase()}`);
-    }
-    let r;
-    const t0 = performance.now();
-    try {
-      if (o.expectRows != null) {
-        if (conn.prepare(sql).readonly) throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
-        r = guardedRun(conn, sql, bound, o);
-      } else {
-        r = conn.run(sql, bound, o);
-      }
-    } finally {
-      s.inTx = conn.db.inTransaction;
-      this.privateMetrics?.statement('other', 'private', (performance.now() - t0) / 1000);
-    }
-    return execResult(r, s, this.cursors, o);
-  }
-
   executeMany(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
     return this.guard(s, sql, paramsList[0], () => this.executeManyInner(s, sql, paramsList, begin));
   }
@@ -445,19 +412,7 @@ export class Registry {
     if (isBlank(sql)) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
     const boundList = paramsList.map((p) => bindParamsFor(sql, p));
     for (const b of boundList) this.checkPaths(s, sql, b);
-    if (s.privateDb) {
-      const db = s.privateDb.db;
-      if (begin !== null && !db.inTransaction) {
-        if (s.privateDb.prepare(sql).reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
-        db.exec(`BEGIN ${begin.toUpperCase()}`);
-      }
-      try {
-        return { ...s.privateDb.many(sql, boundList), in_transaction: db.inTransaction };
-      } finally {
-        s.inTx = db.inTransaction;
-      }
-    }
-    return this.sessionEngine.get(s)!.executeMany(s, sql, boundList, begin);
+    return this.backends.get(s)!.executeMany(s, sql, boundList, begin);
   }
 
   batch(s: Session, statements: Array<[string, unknown]>, begin: BeginMode | null): unknown {
@@ -465,27 +420,7 @@ export class Registry {
       const r = this.fileNames(s, sql, bindParamsFor(sql, p));
       return [r.sql, r.bound] as [string, BoundParams];
     });
-    if (s.privateDb) {
-      const conn = s.privateDb;
-      const db = conn.db;
-      if (begin !== null && !db.inTransaction) db.exec(`BEGIN ${begin.toUpperCase()}`);
-      const all = { pageRows: 1 << 30, pageBytes: Infinity, decltypes: false, begin: null };
-      try {
-        const results = withSavepoint(
-          Savepoint.exec(db, 'sqlite_rpc_unit'),
-          () =>
-            items.map(([sql, b]) => {
-              const r = conn.run(sql, b, all);
-              return { changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes };
-            }),
-          () => conn.transactionEnded(),
-        );
-        return { results, in_transaction: db.inTransaction };
-      } finally {
-        s.inTx = db.inTransaction;
-      }
-    }
-    return this.sessionEngine.get(s)!.batch(s, items, begin);
+    return this.backends.get(s)!.batch(s, items, begin);
   }
 
   script(s: Session, sql: string): WriteSummary | Promise<WriteSummary> {
@@ -496,54 +431,22 @@ export class Registry {
   }
 
   private scriptResolved(s: Session, sql: string): WriteSummary | Promise<WriteSummary> {
-    if (s.privateDb) {
-      const db = s.privateDb.db;
-      try {
-        return { ...s.privateDb.exec(sql), in_transaction: db.inTransaction };
-      } finally {
-        s.inTx = db.inTransaction;
-      }
-    }
-    return this.sessionEngine.get(s)!.script(s, sql);
+    return this.backends.get(s)!.script(s, sql);
   }
 
   begin(s: Session, mode: BeginMode): Promise<void> | void {
-    if (s.privateDb) {
-      if (s.privateDb.db.inTransaction) throw sqliteError('SQLITE_ERROR', 'cannot start a transaction within a transaction');
-      s.privateDb.db.exec(`BEGIN ${mode.toUpperCase()}`);
-      s.inTx = true;
-      return;
-    }
-    return this.sessionEngine.get(s)!.begin(s, mode);
+    return this.backends.get(s)!.begin(s, mode);
   }
 
   /** Resolves once the commit is durable (engine commits wait for the shared outer COMMIT). */
   commit(s: Session): Promise<void> | void {
-    if (s.privateDb) {
-      const db = s.privateDb.db;
-      s.privateDb.drain();
-      try {
-        if (db.inTransaction) db.exec('COMMIT');
-      } finally {
-        s.inTx = db.inTransaction;
-      }
-      return;
-    }
     // Return the engine's promise: dropping it made the `commit` reply go out before the
     // outer COMMIT that makes the transaction durable (and hid a failure of that COMMIT).
-    return this.sessionEngine.get(s)!.commit(s);
+    return this.backends.get(s)!.commit(s);
   }
 
   rollback(s: Session): void {
-    if (s.privateDb) {
-      const db = s.privateDb.db;
-      s.privateDb.drain();
-      if (db.inTransaction) db.exec('ROLLBACK');
-      s.privateDb.transactionEnded();
-      s.inTx = false;
-      return;
-    }
-    this.sessionEngine.get(s)!.rollback(s);
+    this.backends.get(s)!.rollback(s);
   }
 
   // ---- cursors -------------------------------------------------------------------------
