@@ -1370,7 +1370,7 @@ def multi(cfg: Cfg) -> None:
 
     fs = M.fsync_delay_us()
     MULTI.update(fsync_delay_us=fs, runtime_dir=RUNTIME_DIR, quick=cfg.quick,
-                 paced_s=cfg.m13_paced_s, paced_shortened=cfg.m13_paced_s < 60)
+                 paced_s=cfg.m13_paced_s, paced_shortened=cfg.m13_paced_s < 60, **M.provenance(C.ROOT, C.BINARY))
     P.begin("Issue 13: 4 and 8 processes on one shared server vs a server per process vs the stdlib%s" % (
         " (under strace: every fsync +%.1f ms)" % (fs / 1000) if fs else ""))
     base = ".venv/bin/python bench/peers.py%s --only multi" % (" --quick" if cfg.quick else "")
@@ -1387,13 +1387,21 @@ def multi(cfg: Cfg) -> None:
     left = M.stop_shared(C.BINARY, RUNTIME_DIR)  # one an earlier group's clients started
     if left:
         P.log("a shared server from before this group (the probe's, or an earlier group's) is gone: %s" % left)
-    for step in (multi_crewai, multi_inserts, multi_paced):
-        try:
-            step(cfg, d, cmd)
-        finally:
-            gone = M.stop_shared(C.BINARY, RUNTIME_DIR)
-            if gone:
-                MULTI.setdefault("shared_servers_stopped", []).append({"after": step.__name__, "servers": gone})
+    watch = M.Neighbours()  # other jobs on this shared machine while the group runs (load, test runners)
+    try:
+        for step in (multi_crewai, multi_inserts, multi_paced):
+            try:
+                step(cfg, d, cmd)
+            finally:
+                gone = M.stop_shared(C.BINARY, RUNTIME_DIR)
+                if gone:
+                    MULTI.setdefault("shared_servers_stopped", []).append({"after": step.__name__, "servers": gone})
+    finally:
+        MULTI["neighbours"] = watch.stop()
+    nb = MULTI["neighbours"]
+    NOTES.append("multi: load average (1 min) during the group %.1f-%.1f (median %.1f); other jobs seen on the machine "
+                 "meanwhile: %s." % (nb["load_min"], nb["load_max"], nb["load_median"],
+                                     ", ".join("%s (%d samples)" % kv for kv in nb["foreign"].items()) or "none"))
     if cfg.quick:
         NOTES.append("multi (quick run): %d rounds of %.1f s for the processes, and the paced load runs %.0f s per side, "
                      "not the issue's 60 s." % (cfg.m13_rounds, cfg.m13_s, cfg.m13_paced_s))
@@ -1666,7 +1674,10 @@ def multi_paced(cfg: Cfg, d: str, cmd: str) -> None:
                            sample_every=30.0, start_at=start_at, keep_lat=True, seed=i)
                 parts = [w.recv() for w in ws]
             P.untick()
-            x = {"n": sum(p["n"] for p in parts), "elapsed": dur, "lat_us": [v for p in parts for v in p["lat_us"]],
+            # the rate over the wall time (a pace the system cannot keep stretches the run past dur)
+            wall = max(p.get("elapsed_wall") or dur for p in parts)
+            x = {"n": sum(p["n"] for p in parts), "elapsed": max(wall, dur), "wall_s": wall,
+                 "lat_us": [v for p in parts for v in p["lat_us"]],
                  "errors": merge_errors(parts), "alive_max": cen.alive_max(),
                  "write_p99_us": max((p.get("write") or {}).get("p99_us") or 0 for p in parts),
                  "read_p99_us": max((p.get("read") or {}).get("p99_us") or 0 for p in parts)}
@@ -1678,8 +1689,8 @@ def multi_paced(cfg: Cfg, d: str, cmd: str) -> None:
                 x.update(rss_start_kb=a[2], rss_end_kb=b[2], fds_start=a[3], fds_end=b[3], servers_start=a[1],
                          servers_end=b[1], rss_max_kb=max(v[2] for v in ser), series=ser)
             out[s] = [x]
-            P.log("paced %s for %.0f s: %s ops/s, p99 %s, %d errors%s" % (
-                s, dur, fmt_ops(x["n"] / dur), R.f_lat(C.lat_summary(x["lat_us"])["p99_us"]), sum(x["errors"].values()),
+            P.log("paced %s for %.0f s (%.0f s wall): %s ops/s, p99 %s, %d errors%s" % (
+                s, dur, wall, fmt_ops(x["n"] / x["elapsed"]), R.f_lat(C.lat_summary(x["lat_us"])["p99_us"]), sum(x["errors"].values()),
                 ("; server RSS %.1f -> %.1f MB, fds %d -> %d" % (x["rss_start_kb"] / 1024, x["rss_end_kb"] / 1024,
                                                                 x["fds_start"], x["fds_end"])) if "rss_start_kb" in x else ""))
     finally:
@@ -1692,7 +1703,9 @@ def multi_paced(cfg: Cfg, d: str, cmd: str) -> None:
     for s in ACTIVE13:
         x = out[s][0]
         c = side_cell(out[s])
-        c["write_p99_us"], c["read_p99_us"] = x["write_p99_us"], x["read_p99_us"]
+        c["write_p99_us"], c["read_p99_us"], c["wall_s"] = x["write_p99_us"], x["read_p99_us"], x["wall_s"]
+        if x["wall_s"] > dur * 1.02:
+            c["cell"] += "; the %.0f s schedule took %.0f s" % (dur, x["wall_s"])
         if s != "stdlib":
             sv = servers_seen(out[s])
             c["servers"] = sv

@@ -414,6 +414,58 @@ def _wait_gone(pid: int, secs: float) -> bool:
     return False
 
 
+def provenance(root: str, binary: str) -> dict:
+    """What was measured: the checkout's commit (and whether src/ differs from it) and when the
+    binary was built."""
+    import subprocess
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", "-C", root, *a], capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001
+            return ""
+
+    st = os.stat(binary)
+    return {"commit": git("rev-parse", "--short", "HEAD"), "src_dirty": bool(git("status", "--porcelain", "--", "src")),
+            "src_commit_time": git("log", "-1", "--format=%cI", "--", "src"),
+            "binary_built": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(st.st_mtime))}
+
+
+class Neighbours:
+    """Every 5 s while a group runs: the 1-minute load average, and test runners of other
+    people (pytest, vitest, npm test) on this shared machine, by name."""
+
+    PATTERNS = ("pytest", "vitest", "npm test", "test-all", "npm run test")
+
+    def __init__(self) -> None:
+        self.load: list = []
+        self.foreign: Counter = Counter()
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._loop, daemon=True)
+        self._th.start()
+
+    def _loop(self) -> None:
+        while True:
+            self.load.append(float((_read("/proc/loadavg") or "0").split()[0]))
+            seen = set()
+            for name in os.listdir("/proc"):
+                if name.isdigit():
+                    cmd = (_read("/proc/%s/cmdline" % name, "rb") or b"").replace(b"\0", b" ").decode("utf-8", "replace")
+                    for p in self.PATTERNS:
+                        if p in cmd:
+                            seen.add(p)
+            self.foreign.update(seen)
+            if self._stop.wait(5.0):
+                return
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._th.join()
+        ld = sorted(self.load) or [0.0]
+        return {"load_min": ld[0], "load_max": ld[-1], "load_median": ld[len(ld) // 2], "samples": len(self.load),
+                "foreign": dict(self.foreign)}
+
+
 def fsync_delay_us() -> int | None:
     """The fsync delay this process runs under: the strace that traces it injects
     delay_exit=N on fsync (the issue's command), else None."""

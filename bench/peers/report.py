@@ -133,7 +133,17 @@ def markdown(out: dict) -> str:
                   "in the same rounds; ratios are per round, then the median (min–max). Runtime dir: the bench's own. "
                   "fsync: %s. See bench/peers/README.md for what each figure runs." % (
                       "every fsync and fdatasync +%g ms (strace inject, both sides)" % (fs / 1000) if fs else "as is"),
-                  "", fig13_text(out["issue13"]), ""]
+                  ""]
+        if run.get("commit"):
+            nb = run.get("neighbours") or {}
+            parts += ["Measured: checkout %s%s, binary built %s (src/ last committed %s). Load average during the group "
+                      "%s; other test runners seen: %s." % (
+                          run["commit"], " (src/ with uncommitted changes)" if run.get("src_dirty") else "",
+                          run.get("binary_built"), run.get("src_commit_time"),
+                          "%.1f-%.1f (median %.1f)" % (nb["load_min"], nb["load_max"], nb["load_median"]) if nb else "-",
+                          ", ".join("%s in %d of %d samples" % (k, v, nb.get("samples", 0))
+                                    for k, v in (nb.get("foreign") or {}).items()) or "none"), ""]
+        parts += [fig13_text(out["issue13"]), ""]
     parts += ["## Results", ""]
     systems = out["systems"]
     for wl, recs in groups(out):
