@@ -7,8 +7,13 @@
 // back. The outer COMMIT runs when the writer is free at the end of an event-loop turn, so
 // everything finished meanwhile shares one COMMIT. At synchronous FULL that COMMIT does
 // not fsync: the flusher (flusher.ts) does, off the event loop, and every reply that needs
-// durability waits for it while the writer already runs the next transaction. Details where
-// the writer section starts, below.
+// durability waits for it while the writer already runs the next transaction.
+//
+// Where the rest lives: writer.ts schedules the writer (queue, outer transaction, acks,
+// retry); transactions.ts has a session's BEGIN/COMMIT/ROLLBACK; readRouter.ts decides
+// where a read runs (inline or on a worker); savepoint.ts the savepoints; ops/observe.ts,
+// ops/auditedExec.ts and ops/maintenance.ts the metrics, audit and maintenance sides. This
+// file routes each statement (infoFor, execute) and runs what runs on the writer itself.
 import type { Database } from 'better-sqlite3';
 import { fileId, fileMovedError, journalModeBefore, openConnection, type SynchronousMode } from './connection';
 import { DirectConnection } from './direct';
@@ -92,7 +97,6 @@ export interface EngineOptions {
   /** How many reader connections open cursors may pin, and how much of their rest is buffered (readerWorker.ts CURSOR_LIMITS). */
   readerCursorLimits?: Partial<CursorLimits>;
 }
-
 
 /** How long a last close waits for readers to leave the WAL before it gives up folding it in. */
 const FOLD_WAIT_MS = 250;
@@ -524,7 +528,6 @@ export class DatabaseEngine implements SessionBackend {
   private emptyResult(s: Session): ExecResult {
     return { columns: null, rows: new SqlRows([]), cursor: null, changes: 0, lastrowid: null, in_transaction: s.inTx };
   }
-
 
   // ---- per-session settings, the journal mode, page_size ------------------------------------
 
@@ -982,16 +985,7 @@ export class DatabaseEngine implements SessionBackend {
     );
   }
 
-  // ---- observation: metrics, the slow-query log, the audit log ---------------------------
-
-
-
-
-
-
-
-
-
+  // ---- the writer outside a transaction, the audit log -----------------------------------
 
   /**
    * Run fn holding the writer outside any transaction (PRAGMA, VACUUM, ATTACH, scripts). In
@@ -1008,14 +1002,6 @@ export class DatabaseEngine implements SessionBackend {
     if (this.w.owner === s) return run(); // already holding it (inside a transaction)
     return this.w.acquire(s, 'direct').then(run);
   }
-
-
-
-
-
-
-
-
 
   /** Backups and restores are audited too (kinds backup, restore); the operation has happened when this is called. */
   auditEvent(rec: AuditRecord): void {
@@ -1047,26 +1033,12 @@ export class DatabaseEngine implements SessionBackend {
     return this.tx.idleOwner(now);
   }
 
-  // ---- scheduling ----------------------------------------------------------------------
+  // ---- what a unit does on the writer (writer.ts schedules it) ---------------------------
 
   /** Looks for another process's schema change while the writer is idle (Registry.sweep, every 250 ms at most). */
   pollSchema(): void {
     this.w.pollSchema();
   }
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
   /** One autocommit unit, inside its savepoint: a throw here rolls back just this unit. */
   private applyUnit(s: Session, work: UnitWork): unknown {
@@ -1132,9 +1104,6 @@ export class DatabaseEngine implements SessionBackend {
     });
   }
 
-
-
-
   // ---- cursors, stats, shutdown --------------------------------------------------------
 
   stats(): EngineStats {
@@ -1181,8 +1150,6 @@ export class DatabaseEngine implements SessionBackend {
     };
   }
 
-
-
   /** A connection's reply backlog has fallen back below its limit: reads held off for it may go. */
   outputDrained(): void {
     this.reads.outputDrained();
@@ -1203,10 +1170,6 @@ export class DatabaseEngine implements SessionBackend {
   check(mode: 'quick' | 'full'): Promise<CheckResult> | CheckResult {
     return this.maint.check(mode);
   }
-
-
-
-
 
   /** Test hook (debug.flusher): hold the flusher's fdatasyncs, or make the next one fail; false when commits are not flushed by it. */
   flusherHook(hold: boolean | null, failNext: string | null): boolean {
@@ -1390,5 +1353,4 @@ export class DatabaseEngine implements SessionBackend {
       this.log('audit_close_failed', { db: this.path, error: (e as Error).message }, 'error');
     }
   }
-
 }

@@ -288,9 +288,8 @@ export class Writer {
     return true;
   }
 
-  /** Open the outer transaction if needed; false (and a retry scheduled) when another process holds the lock. */
-  private ensureOuter(): boolean {
-    if (this.outer) return true;
+  /** BEGIN IMMEDIATE on the writer; false while backing off, or (a retry scheduled) when another process holds the lock. */
+  private beginImmediate(): boolean {
     if (this.retryTimer !== null || this.yielding()) return false;
     if (!this.host.walForWrite()) return false;
     this.host.writerMayWrite();
@@ -301,6 +300,13 @@ export class Writer {
       this.scheduleRetry();
       return false;
     }
+    return true;
+  }
+
+  /** Open the outer transaction if needed; false (and a retry scheduled) when another process holds the lock. */
+  private ensureOuter(): boolean {
+    if (this.outer) return true;
+    if (!this.beginImmediate()) return false;
     this.outer = true;
     this.retryDelay = 1;
     this.auditMark = this.audit?.records ?? 0;
@@ -379,16 +385,7 @@ export class Writer {
         if (w.kind === 'direct') {
           this.grant(w, 'direct');
         } else if (this.o.realTransactions) {
-          if (this.retryTimer !== null || this.yielding()) return;
-          if (!this.host.walForWrite()) return;
-          this.host.writerMayWrite();
-          try {
-            this.sql.beginImmediate.run();
-          } catch (e) {
-            if (!isBusy(e)) throw e;
-            this.scheduleRetry();
-            return;
-          }
+          if (!this.beginImmediate()) return;
           this.checkSchemaVersion();
           this.grant(w, 'real');
         } else {
