@@ -129,6 +129,7 @@ function main(): void {
       recoverFromBackup: opts.recoverFromBackup,
       // A slow client's worker reads hold off until it catches up (per connection).
       outputBacklogged: (s) => server.outputBacklogged(s),
+      sessionLog: (s, event, fields) => server.sessionLog(s, event, fields),
       // Nothing else waits for the main thread: no request in flight, no more input in this chunk.
       serverIdle: () => server.serverIdle(),
     },

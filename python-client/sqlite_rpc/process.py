@@ -115,6 +115,22 @@ def _child_env() -> Dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("NODE_")}
 
 
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def log_record(rec: Dict[str, Any]) -> None:
+    """A server log record (a JSON line of a private server's stderr, or a shared server's
+    `log` notification) to Python logging: slow queries to the sqlite_rpc.slow_query logger."""
+    level = _LEVELS.get(rec.pop("level", "info"), logging.INFO)
+    event = rec.pop("event", "log")
+    rec.pop("ts", None)
+    if event == "slow_query":
+        plan = "; ".join(p.strip() for p in rec.get("plan") or [])
+        slow_log.warning("slow query (%s ms, %s, %s params) on %s: %s%s", rec.get("duration_ms"), rec.get("role"), rec.get("params"), rec.get("db"), rec.get("sql"), " [plan: %s]" % plan if plan else "", extra={"sqlite_rpc": rec})
+        return
+    server_log.log(level, "%s %s", event, json.dumps(rec, default=str) if rec else "", extra={"sqlite_rpc": rec})
+
+
 class ServerProcess:
     """The multiplexed connection to one server: framing, pending requests, the leader and
     follower readers, corking, the asyncio reader, what a lost server means. Subclasses only
@@ -393,6 +409,9 @@ class ServerProcess:
         rid = msg.get("id") if isinstance(msg, dict) else None
         slot = self._pending.get(rid)  # type: ignore[arg-type]
         if slot is None:
+            if rid is None and isinstance(msg, dict) and msg.get("method") == "log" and isinstance(msg.get("params"), dict):
+                log_record(dict(msg["params"]))  # a shared server's record of one of our sessions
+                return
             if rid is None and isinstance(msg, dict) and isinstance(msg.get("error"), dict):
                 self.refusal = msg["error"]
                 log.warning("the sqlite-rpc server: %s", msg["error"].get("message"))
@@ -513,20 +532,11 @@ class PipeServer(ServerProcess):
         # The pipe is unbuffered (bufsize=0, for stdout's sake): readline() on it would read
         # one byte per system call (about 1.2 s of a core per MiB of server logging).
         stream = io.BufferedReader(self.proc.stderr, 65536)  # type: ignore[arg-type]
-        levels = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
         try:
             for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 try:
-                    rec = json.loads(line)
-                    level = levels.get(rec.pop("level", "info"), logging.INFO)
-                    event = rec.pop("event", "log")
-                    rec.pop("ts", None)
-                    if event == "slow_query":
-                        plan = "; ".join(p.strip() for p in rec.get("plan") or [])
-                        slow_log.warning("slow query (%s ms, %s, %s params) on %s: %s%s", rec.get("duration_ms"), rec.get("role"), rec.get("params"), rec.get("db"), rec.get("sql"), " [plan: %s]" % plan if plan else "", extra={"sqlite_rpc": rec})
-                        continue
-                    server_log.log(level, "%s %s", event, json.dumps(rec, default=str) if rec else "", extra={"sqlite_rpc": rec})
+                    log_record(json.loads(line))
                 except (ValueError, AttributeError):
                     server_log.info("%s", line[:2000])
         except (ValueError, OSError):

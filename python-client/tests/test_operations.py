@@ -43,13 +43,15 @@ def test_metrics_json_and_prometheus(tmp_path):
     conn.close()
 
 
-@pytest.mark.private_server  # only a private server's log reaches this process's logging
-def test_slow_queries_reach_the_sqlite_rpc_slow_query_logger(tmp_path, caplog):
+@pytest.mark.parametrize("shared", [False, True], ids=["private", "shared"])
+def test_slow_queries_reach_the_sqlite_rpc_slow_query_logger(tmp_path, caplog, shared):
+    # A private server's stderr is forwarded; a shared server sends its `log` notification
+    # to the connection whose session ran the statement.
     caplog.set_level(logging.WARNING, logger="sqlite_rpc.slow_query")
-    conn = sqlite_rpc.connect(str(tmp_path / "slow.db"), slow_query_ms=1)
+    conn = sqlite_rpc.connect(str(tmp_path / "slow.db"), slow_query_ms=1, shared=shared)
     secret = "do-not-log-this-value"
     assert conn.execute(SLOW_SQL, (300000, secret)).fetchone() == (300000,)
-    deadline = time.monotonic() + 10  # stderr is forwarded by a thread: wait for it
+    deadline = time.monotonic() + 10  # stderr is forwarded by a thread, a notification read with a later reply: wait
     while time.monotonic() < deadline and not [r for r in caplog.records if r.name == "sqlite_rpc.slow_query"]:
         time.sleep(0.02)
     recs = [r for r in caplog.records if r.name == "sqlite_rpc.slow_query"]

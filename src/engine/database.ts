@@ -87,6 +87,11 @@ export interface EngineOptions {
    */
   outputBacklogged?: (s: Session) => boolean;
   /**
+   * A slow_query record (ops/observe.ts) of this session's statement, for its own client too:
+   * in listen mode the server's stderr goes to a log file no client reads.
+   */
+  sessionLog?: (s: Session, event: string, fields: Record<string, unknown>) => void;
+  /**
    * True when nothing else is waiting for the main thread: no other request in flight and no
    * more input behind the request being dispatched. Then a read known to take up to
    * IDLE_INLINE_FACTOR x inlineReadMicros runs inline (see StmtInfo.idleInline).
@@ -278,7 +283,7 @@ export class DatabaseEngine implements SessionBackend {
     this.walDeferred = this.createdHere = fresh;
     this.keepsWal = fresh || (!o.readOnly && String(writerDb.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal');
     this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
-    this.obs = new Observer(this.m, path, log, o.slowQueryMs ?? 0);
+    this.obs = new Observer(this.m, path, log, o.slowQueryMs ?? 0, o.sessionLog ?? null);
     try {
       if (o.audit) this.audit = new AuditLog(auditPathFor(o.audit.dir, path), path, new Set(o.audit.kinds));
       this.inlineDb = openConnection(path, {
@@ -357,7 +362,7 @@ export class DatabaseEngine implements SessionBackend {
         detach: () => this.detach(),
         emptyResult: (s) => this.emptyResult(s),
         inlineUse: (s) => this.inlineUse(s),
-        observe: (kind, role, sql, t0, args, planOn) => this.obs.observe(kind, role, sql, t0, args, planOn),
+        observe: (s, kind, role, sql, t0, args, planOn) => this.obs.observe(s, kind, role, sql, t0, args, planOn),
         hasSession: (s) => this.sessions.has(s),
       },
       this.writer,
@@ -467,7 +472,7 @@ export class DatabaseEngine implements SessionBackend {
           return [{ ...r, in_transaction: true }, r.changes] as const;
         }, { rows: boundList.length });
       } finally {
-        this.obs.observe(kind, 'writer', sql, t0, null, null);
+        this.obs.observe(s, kind, 'writer', sql, t0, null, null);
         this.w.afterStatement(s);
       }
     };
@@ -517,7 +522,7 @@ export class DatabaseEngine implements SessionBackend {
       } finally {
         if (mentionsSessionPragma(sql)) this.settingsFromWriter(s);
         if (/synchronous/i.test(sql)) this.w.syncDirty = true; // undone at release, outside any transaction
-        this.obs.observe('script', 'writer', sql, t0, null, null);
+        this.obs.observe(s, 'script', 'writer', sql, t0, null, null);
         this.w.afterStatement(s);
         this.noteObjects(s, 'script', sql);
       }
@@ -869,7 +874,7 @@ export class DatabaseEngine implements SessionBackend {
       // is no savepoint to undo a statement with: the record is written before it runs.
       r = this.writer.db.inTransaction ? this.audits.audited(s, kind, sql, run, null, o.expectRows != null) : this.audits.auditedDirect(s, auditKindOf(kind, sql), sql, run);
     } finally {
-      this.obs.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
+      this.obs.observe(s, kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
       this.w.afterStatement(s);
       if (kind === 'pragma' && mentionsSessionPragma(sql)) this.settingsFromWriter(s); // e.g. PRAGMA aux.query_only
       if (kind === 'pragma' && /synchronous/i.test(sql) && !this.writer.db.inTransaction) this.w.syncDirty = true;
@@ -1051,7 +1056,7 @@ export class DatabaseEngine implements SessionBackend {
         try {
           r = this.writer.run(work.sql, work.bound, work.opts);
         } finally {
-          this.obs.observe(kind, 'writer', work.sql, t0, bindArgs(work.bound), this.writer.db);
+          this.obs.observe(s, kind, 'writer', work.sql, t0, bindArgs(work.bound), this.writer.db);
         }
         checkExpected(work.opts, r.changes);
         this.auditUnit(s, kind, work.sql, r.changes, null);
@@ -1068,7 +1073,7 @@ export class DatabaseEngine implements SessionBackend {
         try {
           r = this.writer.many(work.sql, work.boundList);
         } finally {
-          this.obs.observe(kind, 'writer', work.sql, t0, null, null);
+          this.obs.observe(s, kind, 'writer', work.sql, t0, null, null);
         }
         this.auditUnit(s, kind, work.sql, r.changes, { rows: work.boundList.length });
         return { ...r, in_transaction: false };
@@ -1094,7 +1099,7 @@ export class DatabaseEngine implements SessionBackend {
       try {
         r = this.writer.run(sql, bound, o);
       } finally {
-        this.obs.observe(kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
+        this.obs.observe(s, kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
         if (kind === 'pragma' && mentionsSessionPragma(sql)) this.settingsFromWriter(s);
       }
       const ak = this.audit === null ? null : auditKindOf(kind, sql);

@@ -71,7 +71,7 @@ export interface ReadRouterHost {
   emptyResult(s: Session): ExecResult;
   /** The session's settings on the main-thread reader (settings.ts). */
   inlineUse(s: Session): void;
-  observe(kind: string, role: Role, sql: string, t0: number, args: unknown[] | null, planOn: Database | null): void;
+  observe(s: Session, kind: string, role: Role, sql: string, t0: number, args: unknown[] | null, planOn: Database | null): void;
   hasSession(s: Session): boolean;
 }
 
@@ -215,7 +215,7 @@ export class ReadRouter {
       if (micros > IDLE_INLINE_FACTOR * this.o.inlineReadMicros) info.idleInline = false;
     }
     this.inlineReads++;
-    this.host.observe(info?.kind ?? 'other', 'reader', sql, t0, args, this.inlineDb);
+    this.host.observe(s, info?.kind ?? 'other', 'reader', sql, t0, args, this.inlineDb);
     const shape = shapeAfterRun(stmt, this.writer.schemaGen, known, rows[0]);
     const r: ExecResult = { columns: shape.names, rows: new SqlRows(rows), cursor, changes: 0, lastrowid: null, in_transaction: s.inTx };
     if (o.decltypes) r.decltypes = shape.decltypes;
@@ -304,7 +304,7 @@ export class ReadRouter {
       throw new RpcError(rep.error.kind as never, rep.error.message, rep.error.data);
     }
     this.workerReads++;
-    this.host.observe(info?.kind ?? 'other', 'worker', sql, performance.now() - (rep.micros ?? 0) / 1000, bindArgs(bound), this.inlineDb);
+    this.host.observe(s, info?.kind ?? 'other', 'worker', sql, performance.now() - (rep.micros ?? 0) / 1000, bindArgs(bound), this.inlineDb);
     if (info !== null) info.idleInline = rep.cursor === 0 && (rep.micros ?? Infinity) <= IDLE_INLINE_FACTOR * this.o.inlineReadMicros;
     if (info !== null && info.inline !== INLINE_YES) {
       const fast = rep.cursor === 0 && (rep.micros ?? Infinity) <= this.o.inlineReadMicros;

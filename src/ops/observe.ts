@@ -2,6 +2,7 @@
 // slower than the threshold, a slow_query log line with its query plan.
 import type { Database } from 'better-sqlite3';
 import type { LogFn } from '../engine/types';
+import type { Session } from '../engine/session';
 import type { DbMetrics, Role } from './metrics';
 
 export const NO_METRICS: DbMetrics = { statement() {}, writerWait() {}, groupCommit() {}, checkpoint() {}, error() {}, slowQuery() {}, backup() {} };
@@ -31,16 +32,18 @@ export class Observer {
     private readonly log: LogFn,
     /** Statements slower than this many ms are logged with their query plan (0 = off). */
     public slowQueryMs: number,
+    /** The session's own client gets its slow_query records too (EngineOptions.sessionLog). */
+    private readonly sessionLog: ((s: Session, event: string, fields: Record<string, unknown>) => void) | null = null,
   ) {}
 
   /** Count and time a statement; log it with its query plan when slower than the threshold. */
-  observe(kind: string, role: Role, sql: string, t0: number, args: unknown[] | null, planOn: Database | null): void {
+  observe(s: Session, kind: string, role: Role, sql: string, t0: number, args: unknown[] | null, planOn: Database | null): void {
     const ms = performance.now() - t0;
     this.m.statement(kind, role, ms / 1000);
-    if (this.slowQueryMs > 0 && ms >= this.slowQueryMs) this.logSlowQuery(sql, role, ms, args, planOn);
+    if (this.slowQueryMs > 0 && ms >= this.slowQueryMs) this.logSlowQuery(s, sql, role, ms, args, planOn);
   }
 
-  private logSlowQuery(sql: string, role: Role, ms: number, args: unknown[] | null, planOn: Database | null): void {
+  private logSlowQuery(s: Session, sql: string, role: Role, ms: number, args: unknown[] | null, planOn: Database | null): void {
     this.m.slowQuery();
     const fields: Record<string, unknown> = { db: this.path, duration_ms: Math.round(ms * 1000) / 1000, role, sql: sql.length > 8192 ? `${sql.slice(0, 8192)}...` : sql, params: args === null ? null : countParams(args) };
     // Parameter values are never logged: they are the user's data.
@@ -52,5 +55,6 @@ export class Observer {
       fields.plan_error = (e as Error).message;
     }
     this.log('slow_query', fields, 'warn');
+    this.sessionLog?.(s, 'slow_query', fields);
   }
 }

@@ -15,7 +15,7 @@ import type { Metrics } from '../ops/metrics';
 import { Dispatcher, errorReply, type Id } from './dispatcher';
 import { methodTable, type ServerInfo } from './methods';
 import { MAX_CONNECTIONS, SessionScope, STDIO_SCOPE } from './scope';
-import { SESSION_ID_SPAN } from '../engine/session';
+import { clientSessionId, SESSION_ID_SPAN } from '../engine/session';
 
 /** Replies waiting for a slow client past this: its worker reads hold off until it catches up. */
 const BACKLOG_LIMIT = 8 << 20;
@@ -240,6 +240,16 @@ export class RpcServer {
   readonly outputBacklogged = (s: Session): boolean => {
     const e = this.endpoints.get(Math.floor(s.id / SESSION_ID_SPAN));
     return e !== undefined && e.conn.backlogged();
+  };
+
+  /**
+   * For the engine: a session's slow_query record goes to its own connection as a `log`
+   * notification (PROTOCOL.md). Only on sockets: a stdio client reads the server's stderr.
+   */
+  readonly sessionLog = (s: Session, event: string, fields: Record<string, unknown>): void => {
+    const e = this.endpoints.get(Math.floor(s.id / SESSION_ID_SPAN));
+    if (e === undefined || e.owner) return;
+    e.conn.send({ jsonrpc: '2.0', method: 'log', params: { event, level: 'warn', ...fields, session: clientSessionId(s.id) } });
   };
 
   /** For the engine: nothing else waits for the main thread (no request in flight, no input queued). */
