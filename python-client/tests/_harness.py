@@ -10,6 +10,7 @@ observation like any other.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -323,3 +324,23 @@ def table(r: Run, schema: str = "t(id INTEGER PRIMARY KEY, v TEXT)", **kw: Any) 
     db.execute("CREATE TABLE %s" % schema)
     db.commit()
     return db
+
+
+def in_forked_child(fn: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    """Runs fn(report) in a forked child and returns what it put in the report (with
+    "error" if it raised). The child leaves with os._exit: no atexit, no pytest teardown."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        report: Dict[str, Any] = {}
+        try:
+            fn(report)
+        except BaseException as e:  # noqa: BLE001
+            report["error"] = repr(e)
+        os.write(w, json.dumps(report).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        report = json.loads(f.read())
+    os.waitpid(pid, 0)
+    return report

@@ -15,6 +15,7 @@ import sqlite_rpc
 from sqlite_rpc import process
 
 from conftest import BINARY, subprocess_env
+from _harness import in_forked_child
 
 # The private server: its environment, stderr, exit with its process, its own after fork
 # (test_shared_server.py has the shared server's).
@@ -113,34 +114,25 @@ def test_fork_child_gets_its_own_server(tmp_path):
     mem = sqlite_rpc.connect(":memory:")
     mem.execute("CREATE TABLE m(x)")
     parent_pid = process.get_server().pid
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, then leave without running the parent's atexit/pytest
-        report = {}
+
+    def child(report):  # the child reports; it leaves without the parent's atexit/pytest
+        c = sqlite_rpc.connect(path)
+        report["rows"] = c.execute("SELECT who FROM t ORDER BY rowid").fetchall()
+        c.execute("INSERT INTO t VALUES ('child')")
+        c.commit()
+        report["server"] = process.get_server().pid
+        # A connection made before the fork reopens its file in the child's server...
+        report["inherited"] = parent.execute("SELECT count(*) FROM t").fetchone()[0]
+        # ...but an in-memory database stayed with the parent: reported, not replaced.
         try:
-            c = sqlite_rpc.connect(path)
-            report["rows"] = c.execute("SELECT who FROM t ORDER BY rowid").fetchall()
-            c.execute("INSERT INTO t VALUES ('child')")
-            c.commit()
-            report["server"] = process.get_server().pid
-            # A connection made before the fork reopens its file in the child's server...
-            report["inherited"] = parent.execute("SELECT count(*) FROM t").fetchone()[0]
-            # ...but an in-memory database stayed with the parent: reported, not replaced.
-            try:
-                mem.execute("SELECT * FROM m")
-                report["memory"] = "no error"
-            except sqlite3.OperationalError as e:
-                report["memory"] = str(e)
-            sqlite_rpc.shutdown()
-            report["child server gone"] = _gone(report["server"])
-        except BaseException as e:  # noqa: BLE001
-            report["error"] = repr(e)
-        os.write(w, json.dumps(report).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        report = json.loads(f.read())
-    os.waitpid(pid, 0)
+            mem.execute("SELECT * FROM m")
+            report["memory"] = "no error"
+        except sqlite3.OperationalError as e:
+            report["memory"] = str(e)
+        sqlite_rpc.shutdown()
+        report["child server gone"] = _gone(report["server"])
+
+    report = in_forked_child(child)
     assert "error" not in report, report
     assert report["rows"] == [["parent before fork"]]
     assert report["server"] not in (parent_pid, None)

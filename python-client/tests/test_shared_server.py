@@ -26,6 +26,7 @@ import pytest
 import sqlite_rpc
 from sqlite_rpc import process, shared
 
+from _harness import in_forked_child
 from conftest import RUNTIME_ROOT, ROOT, _alive, listen_servers, subprocess_env, wait_no_listen_servers
 
 IDLE_ARGS = "--idle-exit-ms 1000"  # so that the servers of a test are gone soon after it
@@ -529,28 +530,19 @@ def test_fork_child_connects_anew_and_leaves_the_parents_connection_alone(here, 
     parent.execute("INSERT INTO t VALUES ('parent')")
     parent.commit()
     srv = process.current(True)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        report: Dict[str, Any] = {}
-        try:
-            c = sqlite_rpc.connect(path, shared=True)
-            for i in range(20):  # replies to the child must reach the child, and none the parent
-                c.execute("INSERT INTO t VALUES (?)", ("child %02d" % i,))
-            c.commit()
-            mine = process.current(True)
-            report["own connection"] = mine is not srv and mine.sock.fileno() != -1
-            report["server"] = sqlite_rpc.server_info(shared=True)["server"]["pid"]
-            report["inherited"] = parent.execute("SELECT count(*) FROM t").fetchone()[0]
-            sqlite_rpc.shutdown(shared=True)
-        except BaseException as e:  # noqa: BLE001
-            report["error"] = repr(e)
-        os.write(w, json.dumps(report).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        report = json.loads(f.read())
-    os.waitpid(pid, 0)
+
+    def child(report):
+        c = sqlite_rpc.connect(path, shared=True)
+        for i in range(20):  # replies to the child must reach the child, and none the parent
+            c.execute("INSERT INTO t VALUES (?)", ("child %02d" % i,))
+        c.commit()
+        mine = process.current(True)
+        report["own connection"] = mine is not srv and mine.sock.fileno() != -1
+        report["server"] = sqlite_rpc.server_info(shared=True)["server"]["pid"]
+        report["inherited"] = parent.execute("SELECT count(*) FROM t").fetchone()[0]
+        sqlite_rpc.shutdown(shared=True)
+
+    report = in_forked_child(child)
     assert "error" not in report, report
     assert report["own connection"] is True
     assert report["server"] == srv.pid  # the same shared server, over a connection of its own
