@@ -256,7 +256,8 @@ class SocketServer(ServerProcess):
     """This process's connection to the shared server. Its sessions are its own: the server
     closes them (rolling back their transactions, releasing the writer) when the connection
     ends, however it ends. The server's log goes to the runtime folder, not to this
-    process's logging (slow queries included)."""
+    process's logging, except its records of our slow queries, which it sends here as
+    `log` notifications."""
 
     shared = True
 
