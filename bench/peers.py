@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """sqlite-rpc against its peers: every workload, every system, one run, alternating.
 
-    .venv/bin/python bench/peers.py            # full run (about 9-10 minutes on 2 cores)
-    .venv/bin/python bench/peers.py --quick    # everyday run (under 2 minutes)
+    .venv/bin/python bench/peers.py            # full run (about 9-10 minutes on 2 cores, plus 7 for multi)
+    .venv/bin/python bench/peers.py --quick    # everyday run (under 2 minutes, plus 2 for multi)
     .venv/bin/python bench/peers.py --only w1,w2   # some workloads (w1..w7, crewai, path, multi)
     npm run bench                              # the full run
 
@@ -1816,7 +1816,7 @@ WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "w6": w6, "w7": w
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short rounds: under 2 minutes")
+    ap.add_argument("--quick", action="store_true", help="short rounds: under 2 minutes (plus 2 for multi)")
     ap.add_argument("--only", help="comma list of workloads (w1..w7, crewai, path, multi)")
     ap.add_argument("--out", default=C.RESULTS, help="directory for latest.json / latest.md / chart.svg")
     ap.add_argument("--render", action="store_true", help="only rewrite latest.md and chart.svg from latest.json")
