@@ -7,7 +7,9 @@ import math
 import os
 import random
 import subprocess
+import time
 import uuid
+from collections import Counter
 
 PEERS = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(PEERS)
@@ -144,6 +146,33 @@ FROM orders o JOIN customers c ON c.id = o.customer_id
 WHERE o.status <> 'cancelled'
 GROUP BY c.region
 ORDER BY total DESC"""
+
+
+# ---- timed loops ----------------------------------------------------------------------------
+
+def run_back_to_back(op, start_at: float, duration: float, i: int = 0) -> tuple:
+    """Calls op(i), op(i + 1), ... back to back from the shared monotonic (perf_counter)
+    instant start_at, which several processes measured together wait for, until `duration`
+    seconds later. Returns (elapsed, [(what op returned, its latency in us)], errors counted
+    by type and message)."""
+    now = time.perf_counter
+    while now() < start_at:
+        time.sleep(0.0005)
+    deadline = start_at + duration
+    done, errors = [], Counter()
+    t0 = now()
+    while True:
+        t = now()
+        if t >= deadline:
+            break
+        try:
+            r = op(i)
+        except Exception as e:  # noqa: BLE001
+            errors["%s: %s" % (type(e).__name__, str(e)[:80])] += 1
+        else:
+            done.append((r, round((now() - t) * 1e6, 1)))
+        i += 1
+    return now() - t0, done, dict(errors)
 
 
 # ---- statistics -----------------------------------------------------------------------------

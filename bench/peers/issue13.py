@@ -123,32 +123,17 @@ def op_crewai_mp(side: str, files: dict, offset: int, start_at: float | None = N
     shared monotonic instant start_at for `duration` seconds. Per kind: latencies; errors by
     message."""
     ks, fp = _mp_objects(side, files)
-    lat = {k: [] for k in MP_KINDS}
-    errors: Counter = Counter()
     i = offset * 3
     if start_at is None:
         for _ in range(cycles * 3):
             _mp_call(ks, fp, i)
             i += 1
         return {"n": cycles * 3, "pid": os.getpid()}
-    while now() < start_at:
-        time.sleep(0.0005)
-    deadline = start_at + duration
-    t0 = now()
-    while True:
-        t = now()
-        if t >= deadline:
-            break
-        try:
-            kind = _mp_call(ks, fp, i)
-        except Exception as e:  # noqa: BLE001
-            errors["%s: %s" % (type(e).__name__, str(e)[:80])] += 1
-        else:
-            lat[MP_KINDS[kind]].append(round((now() - t) * 1e6, 1))
-        i += 1
-    el = now() - t0
-    return {"n": sum(len(v) for v in lat.values()), "elapsed": el, "lat_us_by": lat, "errors": dict(errors),
-            "pid": os.getpid()}
+    el, done, errors = C.run_back_to_back(lambda j: _mp_call(ks, fp, j), start_at, duration, i)
+    lat = {k: [] for k in MP_KINDS}
+    for kind, us in done:
+        lat[MP_KINDS[kind]].append(us)
+    return {"n": len(done), "elapsed": el, "lat_us_by": lat, "errors": errors, "pid": os.getpid()}
 
 
 def _reader_conn(side: str, path: str):

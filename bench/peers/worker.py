@@ -681,10 +681,9 @@ def op_crewai(kickoff: str, flow: str, pattern: str, n: int = 0, offset: int = 0
     (multi-process) as many as fit in `duration` from the shared monotonic instant start_at."""
     impl = crewai_impl(kickoff, flow)
     fn = getattr(impl, pattern)
-    lat = []
-    errors: Counter = Counter()
-    i = offset
     if start_at is None:
+        lat = []
+        i = offset
         t0 = now()
         for _ in range(n):
             t = now()
@@ -693,23 +692,8 @@ def op_crewai(kickoff: str, flow: str, pattern: str, n: int = 0, offset: int = 0
             i += 1
         el = now() - t0
         return {"n": n, "elapsed": el, "lat_us": [round(x * 1e6, 1) for x in lat], "errors": {}}
-    while now() < start_at:
-        time.sleep(0.0005)
-    deadline = start_at + duration
-    t0 = now()
-    while True:
-        t = now()
-        if t >= deadline:
-            break
-        try:
-            fn(i)
-        except Exception as e:  # noqa: BLE001
-            errors[str(e)[:80]] += 1
-        else:
-            lat.append(now() - t)
-        i += 1
-    el = now() - t0
-    return {"n": len(lat), "elapsed": el, "lat_us": [round(x * 1e6, 1) for x in lat], "errors": dict(errors)}
+    el, done, errors = C.run_back_to_back(fn, start_at, duration, offset)
+    return {"n": len(done), "elapsed": el, "lat_us": [us for _r, us in done], "errors": errors}
 
 
 # ---------------------------------------------------------------------------------------------
