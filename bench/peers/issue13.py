@@ -345,24 +345,22 @@ def stop_shared(binary: str, runtime_dir: str, wait_s: float = 7.0) -> list:
     is 5 s after its last connection by default), then SIGTERM, then SIGKILL, by pid.
     Returns [(pid, how it ended)]."""
     pids = [i["pid"] for i in servers(binary, runtime_dir) if i["kind"] == "shared"]
-    out = []
-    for pid in pids:
-        how = _wait_gone(pid, wait_s) and "exited by itself"
-        if not how:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            how = "SIGTERM" if _wait_gone(pid, 10.0) else None
-        if not how:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _wait_gone(pid, 5.0)
-            how = "SIGKILL"
-        out.append((pid, how))
-    return out
+    return [(pid, _end(pid, wait_s, kill=True)) for pid in pids]
+
+
+def _end(pid: int, wait_s: float, kill: bool) -> str:
+    """Give pid wait_s to exit by itself, then SIGTERM (10 s), then, if kill, SIGKILL. How it ended."""
+    if _wait_gone(pid, wait_s):
+        return "exited by itself"
+    steps = [(signal.SIGTERM, "SIGTERM", 10.0)] + ([(signal.SIGKILL, "SIGKILL", 5.0)] if kill else [])
+    for sig, name, wait in steps:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        if _wait_gone(pid, wait):
+            return name
+    return "SIGKILL" if kill else "still running"
 
 
 def ours(binary: str, runtime_dir: str) -> list:
@@ -381,15 +379,7 @@ def end_servers(binary: str, runtime_dir: str) -> dict:
     given 5 s to follow their workers out, then SIGTERM. Returns what was found and done."""
     done = {"shared": stop_shared(binary, runtime_dir), "private": []}
     for info in ours(binary, runtime_dir):
-        pid = info["pid"]
-        how = "exited by itself" if _wait_gone(pid, 5.0) else None
-        if not how:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            how = "SIGTERM" if _wait_gone(pid, 10.0) else "still running"
-        done["private"].append((pid, how))
+        done["private"].append((info["pid"], _end(info["pid"], 5.0, kill=False)))
     done["left"] = [i["pid"] for i in ours(binary, runtime_dir)]
     return done
 
