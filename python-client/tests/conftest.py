@@ -1,6 +1,6 @@
 """Shared set-up: the tests run against the checkout's server binary, never a fallback.
 
-The binary is dist/sqlite-rpc at the repository root (built by `node scripts/build.mjs`).
+The binary is dist/sqlite-rpc at the repository root (built by `npm run build`).
 If it is missing the whole run stops with that message: sqlite_rpc would otherwise fall
 back to the stdlib and the differential tests would compare sqlite3 with itself.
 
@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "descriptors, or passes per-process flags): runs with SQLITE_RPC_SHARED=0")
     if not (os.path.isfile(BINARY) and os.access(BINARY, os.X_OK)):
         pytest.exit(
-            "sqlite-rpc server binary missing: %s (build it with `node scripts/build.mjs` or `npm run build`)" % BINARY,
+            "sqlite-rpc server binary missing: %s (build it with `npm run build`)" % BINARY,
             returncode=4,
         )
 

