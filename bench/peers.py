@@ -930,7 +930,7 @@ def w6(cfg: Cfg) -> None:
             elif v == "framed":
                 ms = cold_framed([C.BINARY], path) * 1e3
             else:
-                ms = cold_framed(["node", C.ECHO], None) * 1e3
+                ms = cold_framed([C.NODE, C.ECHO], None) * 1e3
             res[v].append({"n": 1, "elapsed": ms / 1e3, "lat_us": [ms * 1e3], "errors": {}})
         P.untick()
     P.log("cold start medians: " + ", ".join("%s %.1f ms" % (v, med([r["elapsed"] * 1e3 for r in res[v]]))
@@ -1784,7 +1784,7 @@ def machine(pool_info: dict) -> dict:
     import msgpack
 
     m = {"cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-         "python": platform.python_version(), "node": C.tool_version(["node", "--version"]),
+         "python": platform.python_version(), "node": C.tool_version([C.NODE, "--version"]),
          "server_binary": os.path.relpath(C.BINARY, C.ROOT), "server_version": (srv.get("server") or {}).get("version"),
          "sqlite_server": srv.get("sqlite_version"), "sqlite_stdlib": sqlite3.sqlite_version, "sqlite_apsw": _apsw_version(),
          "msgpack": ".".join(map(str, msgpack.version)), "server_pool_size": (srv.get("capabilities") or {}).get("pool_size"),
@@ -1807,7 +1807,7 @@ def ensure_echo() -> None:
         os.path.join(C.ROOT, "src", "transport", f) for f in os.listdir(os.path.join(C.ROOT, "src", "transport"))]
     if os.path.exists(C.ECHO) and os.path.getmtime(C.ECHO) >= max(os.path.getmtime(s) for s in srcs):
         return
-    subprocess.run(["node", os.path.join(C.BENCH, "bundle-echo.mjs")], cwd=C.ROOT, check=True, env=C.child_env())
+    subprocess.run([C.NODE, os.path.join(C.BENCH, "bundle-echo.mjs")], cwd=C.ROOT, check=True, env=C.child_env())
 
 
 WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "w6": w6, "w7": w7, "crewai": crewai, "path": path,

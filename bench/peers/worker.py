@@ -87,7 +87,7 @@ def framed_pipe(path: str | None):
 
     pipe = STATE.get("pipe")
     if pipe is None:
-        argv = ["node", C.ECHO] if SYSTEM == "echo" else [C.BINARY] + os.environ.get("SQLITE_RPC_ARGS", "").split()
+        argv = [C.NODE, C.ECHO] if SYSTEM == "echo" else [C.BINARY] + os.environ.get("SQLITE_RPC_ARGS", "").split()
         pipe = FramedPipe(argv, env=C.child_env(), stderr_path=os.path.join(C.TMP, "%s.%d.stderr.log" % (SYSTEM, os.getpid())))
         pipe.call("initialize", {"protocol_version": 1, "client": {"name": "bench/peers"}})
         STATE["pipe"] = pipe
@@ -413,7 +413,7 @@ def op_fine(path: str, rounds: int, block: int) -> dict:
         return p
 
     sql = C.POINT_SQL
-    echo = pipe(["node", C.ECHO], "echo")
+    echo = pipe([C.NODE, C.ECHO], "echo")
     direct = pipe([C.BINARY], "direct")
     direct.call("open", {"session": 1, "path": path, "timeout": 5.0})
     hop_pipe = pipe([C.BINARY], "hop")
