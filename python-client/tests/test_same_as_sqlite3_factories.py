@@ -311,7 +311,7 @@ def iterdump_is_identical(r):
 
 
 # DIFFERENCES.md "Engine version": quote() in SQLite 3.51 spells 17-digit REALs differently.
-@C.script(xfail="documented difference: iterdump spells REALs that need 17 digits as SQLite 3.51's quote() does")
+@C.script(xfail="documented difference: iterdump spells REALs that need 17 digits as the server's SQLite's quote() does")
 def iterdump_of_reals_needing_17_digits(r):
     db = r.connect()
     db.execute("CREATE TABLE t(f REAL)")
