@@ -10,6 +10,9 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import type { Worker } from 'node:worker_threads';
+import { addonPath } from '../src/engine/native';
+import { ReaderPool } from '../src/engine/readerPool';
 import { dbPath, frame, pack, RawClient, useTempDir } from './helpers/server';
 
 const tmp = useTempDir();
@@ -158,5 +161,57 @@ describe('a reader worker dies', () => {
     } finally {
       raw.dispose();
     }
+  });
+});
+
+describe('a reader pool closed while its workers start', () => {
+  // better-sqlite3 13 on Node 24: terminating a worker while it loads the addon aborts the
+  // whole process (node-addon-api: FATAL ERROR Error::New napi_get_last_error_info; it did, in
+  // a power-cut test that closes a database 1 ms after opening it). So close() waits for each
+  // worker's `ready` (sent once the addon is loaded) before it terminates the worker. Closing
+  // as soon as a worker runs JavaScript, every worker must have said ready before its exit.
+  it('close() right after the workers come online terminates each only after it loaded the addon', async () => {
+    const file = dbPath(tmp());
+    const db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE t(x)');
+    db.close();
+    const init = { path: file, addonPath: addonPath(), codec: 'msgpack' as const, cacheSize: 8, busyTimeoutMs: 5000, foreignKeys: false, synchronous: 'normal' as const };
+    const before = threads(process.pid);
+    for (let round = 0; round < 20; round++) {
+      const pool = new ReaderPool(init, 2, () => undefined);
+      // The workers start after this turn: watch each from its creation (a setter on its
+      // slot), so no message of it is missed, then wait until one runs JavaScript.
+      const slots = (pool as unknown as { slots: object[] }).slots;
+      const states = slots.map((slot) => {
+        const st = { ready: false, readyAtExit: null as boolean | null };
+        let worker: Worker | undefined;
+        Object.defineProperty(slot, 'worker', {
+          get: () => worker,
+          set: (w: Worker) => {
+            worker = w;
+            w.on('message', (m: { ready?: boolean }) => {
+              if (m.ready) st.ready = true;
+            });
+            w.once('exit', () => (st.readyAtExit = st.ready));
+          },
+        });
+        return st;
+      });
+      while (!pool.anyOnline()) await new Promise((r) => setImmediate(r));
+      await pool.close();
+      await new Promise((r) => setImmediate(r));
+      expect(states.map((st) => st.readyAtExit)).toEqual([true, true]);
+    }
+    // A pool still works afterwards: a fresh worker answers.
+    const pool = new ReaderPool(init, 1, () => undefined);
+    try {
+      const r = await pool.send(0, { t: 'stats' });
+      expect(r.error).toBeUndefined();
+      expect(r.stats).toMatchObject({ cursors: 0 });
+    } finally {
+      await pool.close();
+    }
+    expect(threads(process.pid)).toBeLessThanOrEqual(before + 2);
   });
 });

@@ -21,6 +21,8 @@ class Slot {
   online = false;
   /** Connections pinned by open cursors in the worker, as of its last reply. */
   pinned = 0;
+  /** Settles when the worker has loaded the addon (its `ready` message) or has exited. */
+  loaded: Promise<void> = Promise.resolve();
 }
 
 export class ReaderPool {
@@ -66,9 +68,16 @@ export class ReaderPool {
     w.once('online', () => {
       slot.online = true;
     });
+    let loaded!: () => void;
+    slot.loaded = new Promise<void>((resolve) => (loaded = resolve));
+    w.once('exit', () => loaded());
     slot.generation++;
     const gen = slot.generation;
     w.on('message', (r: ReaderReply) => {
+      if (r.ready) {
+        loaded();
+        return;
+      }
       const p = slot.pending.get(r.id);
       if (!p) return;
       slot.pending.delete(r.id);
@@ -132,7 +141,18 @@ export class ReaderPool {
 
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all(this.slots.filter((s) => s.generation > 0).map((s) => s.worker.terminate()));
+    // Never terminate a worker while it loads better-sqlite3's addon: on Node 24 the addon's
+    // Node-API init then fails inside node-addon-api, which aborts the whole process (FATAL
+    // ERROR: Error::New napi_get_last_error_info). A worker that is past that, or gone, is
+    // terminated as before; waiting costs at most one worker boot.
+    await Promise.all(
+      this.slots
+        .filter((s) => s.generation > 0)
+        .map(async (s) => {
+          await s.loaded;
+          await s.worker.terminate();
+        }),
+    );
   }
 }
 

@@ -81,6 +81,8 @@ export interface ReaderReply {
   micros?: number;
   /** Connections pinned by open cursors in this worker after the request (the pool prefers workers with fewer). */
   pinned?: number;
+  /** Sent once, id 0, when the worker has loaded the addon and listens (ReaderPool.close waits for it). */
+  ready?: true;
   stats?: { hits: number; misses: number; evictions: number; connections: number; cursors: number; pinned: number; buffered_bytes: number };
   backup?: BackupResult;
   check?: CheckResult;
@@ -435,3 +437,5 @@ parentPort!.on('message', (m: ReaderRequest) => {
   }
 });
 
+// The addon is loaded (above, at the top): from now on terminating this worker is safe.
+parentPort!.postMessage({ id: 0, ready: true } satisfies ReaderReply);
