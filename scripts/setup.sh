@@ -13,11 +13,12 @@ demo=1
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 # Install scripts are held back so better-sqlite3 compiles once, from patched sources (SQLite's
-# default double-quoted-string setting, not its SQLITE_DQS=0): scripts/sqlite-addon.mjs.
+# default double-quoted-string setting, not its SQLITE_DQS=0; REALs to TEXT with 15 digits, as
+# before SQLite 3.52): scripts/sqlite-addon.mjs.
 step "npm ci --ignore-scripts"
 npm ci --ignore-scripts --no-audit --no-fund
 
-step "install scripts; better-sqlite3 compiled for Node $(bash scripts/node.sh --version) without SQLITE_DQS=0 (about 1-3 minutes)"
+step "install scripts; better-sqlite3 compiled for Node $(bash scripts/node.sh --version) without SQLITE_DQS=0, FP_DIGITS 15 (about 1-3 minutes)"
 bash scripts/node.sh scripts/sqlite-addon.mjs install
 
 step "native/peercred.c (the peer check of listen mode)"

