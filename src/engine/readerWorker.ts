@@ -10,6 +10,7 @@ import { loadAddonFrom } from './native';
 import { applySettings, DEFAULT_SETTINGS } from './settings';
 import { bindArgs, type BoundParams } from './values';
 import { createCodec, type CodecName } from '../transport/codec';
+import { releasedLarge } from '../transport/gc';
 import { RpcError, toRpcError } from '../protocol/errors';
 import { backupDatabase, checkDatabaseFile, type BackupResult, type CheckResult } from '../ops/backup';
 
@@ -422,8 +423,13 @@ parentPort!.on('message', (m: ReaderRequest) => {
   } catch (e) {
     reply = errorReply(m.id, e);
   }
-  if (reply.rows) parentPort!.postMessage(reply, [reply.rows.buffer as ArrayBuffer]);
-  else parentPort!.postMessage(reply);
+  if (reply.rows) {
+    // The page goes to the main thread; the values it was encoded from (blobs, strings read
+    // by better-sqlite3, about as large) are garbage here now (transport/gc.ts).
+    const bytes = reply.rows.byteLength;
+    parentPort!.postMessage(reply, [reply.rows.buffer as ArrayBuffer]);
+    releasedLarge(bytes);
+  } else parentPort!.postMessage(reply);
   // After the reply: making room costs the next request, never this one.
   if (opening) {
     opening = false;

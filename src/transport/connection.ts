@@ -5,6 +5,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { FrameReader, FramingError } from './framing';
 import type { Codec } from './codec';
+import { releasedLarge } from './gc';
 
 export interface ConnectionEvents {
   message(msg: unknown): void;
@@ -35,6 +36,8 @@ export class StreamConnection {
   private out: Uint8Array[] = [];
   private readonly parts: Uint8Array[] = [];
   private outBytes = 0;
+  /** Bytes of the by-reference parts (large values, worker pages) queued since the last flush. */
+  private largeBytes = 0;
   private inChunk = false;
   private flushScheduled = false;
   private closed = false;
@@ -131,6 +134,7 @@ export class StreamConnection {
       } else {
         this.cut();
         this.out.push(p);
+        this.largeBytes += p.length;
       }
     }
     parts.length = 0; // the scratch views are not kept
@@ -181,6 +185,7 @@ export class StreamConnection {
       // Everything was handed to the OS synchronously: nothing refers to the slab any more.
       if (this.slab.length > SLAB_KEEP) this.slab = Buffer.allocUnsafe(SLAB_BYTES);
       this.slabPos = this.slabStart = 0;
+      this.releaseLarge();
     }
     // Else the stream still holds the regions written so far: the next replies go after them
     // (a new slab only when this one is full, so a slow reader does not cost a slab per flush).
@@ -210,7 +215,15 @@ export class StreamConnection {
   }
 
   /** A write reached the OS (its callback): the backlog has shrunk. */
+  /** The large parts written so far are referenced by nobody once the output is empty (gc.ts). */
+  private releaseLarge(): void {
+    if (this.largeBytes === 0 || this.out.length !== 0 || this.output.writableLength !== 0) return;
+    releasedLarge(this.largeBytes);
+    this.largeBytes = 0;
+  }
+
   private readonly wrote = (): void => {
+    this.releaseLarge();
     if (!this.overLimit || this.backlog() > this.backlogLimit) return;
     this.overLimit = false;
     this.events.belowLimit?.();
