@@ -1,30 +1,14 @@
 """The protocol's error taxonomy (protocol/errors.json), mapped onto sqlite3's exceptions.
 
-The JSON file is the single definition shared with the server; this module only reads it.
+The JSON file is the single definition shared with the server; _taxonomy is its generated
+copy (scripts/gen-protocol.mjs), so that an installed package needs nothing else.
 """
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 from typing import Any, Dict, Optional
 
-PROTOCOL_VERSION = 1
-
-
-def _load_taxonomy() -> Dict[str, Any]:
-    here = os.path.dirname(os.path.abspath(__file__))
-    # Installed wheels carry a copy (made at build time); a checkout reads the original.
-    for path in (os.path.join(here, "errors.json"), os.path.join(here, "..", "..", "protocol", "errors.json")):
-        if os.path.exists(path):
-            with open(path, "r", encoding="utf-8") as f:
-                return json.load(f)
-    raise ImportError("sqlite_rpc: protocol/errors.json not found (broken installation)")
-
-
-TAXONOMY = _load_taxonomy()
-KINDS = {k["name"]: k for k in TAXONOMY["kinds"]}
-SQLITE_CODES: Dict[str, int] = TAXONOMY["sqlite_codes"]
+from ._taxonomy import KINDS, PROTOCOL_VERSION, SQLITE_CODES  # noqa: F401 (re-exported)
 
 # The DB-API classes are the stdlib's own, so `except sqlite3.Error` keeps working.
 _DBAPI = {
@@ -67,7 +51,7 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
     cls = _DBAPI.get(data.get("dbapi") or "", None)
     if cls is None:
         kind = KINDS.get(data.get("kind") or "")
-        cls = _DBAPI.get((kind or {}).get("dbapi") or "DatabaseError", sqlite3.DatabaseError)
+        cls = _DBAPI.get((kind.dbapi if kind is not None else None) or "DatabaseError", sqlite3.DatabaseError)
     if data.get("kind") == "TooLarge" and "does not fit in a 64-bit" in message:
         return OverflowError("Python int too large to convert to SQLite INTEGER")
     if data.get("kind") == "Conflict":

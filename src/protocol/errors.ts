@@ -1,40 +1,12 @@
-// The error taxonomy, read from protocol/errors.json (the single definition shared with
-// the Python client). Every error the server sends is an RpcError built here.
-import taxonomy from '../../protocol/errors.json';
+// The error taxonomy of protocol/errors.json (the single definition shared with the Python
+// client), through its generated copy errors.generated.ts. Every error the server sends is an
+// RpcError built here.
+import { ERROR_KINDS, SQLITE_CODES, SQLITE_DBAPI_CLASSES, type ErrorReason, type ServerErrorKind } from './errors.generated';
 
-export type ErrorKindName =
-  | 'ParseError'
-  | 'InvalidRequest'
-  | 'MethodNotFound'
-  | 'InvalidParams'
-  | 'InternalError'
-  | 'SqliteError'
-  | 'BindingError'
-  | 'SessionNotFound'
-  | 'CursorNotFound'
-  | 'TransactionAborted'
-  | 'NotInitialized'
-  | 'ShuttingDown'
-  | 'WorkerFailed'
-  | 'TooLarge'
-  | 'Conflict'
-  | 'BackupFailed'
-  | 'IntegrityCheckFailed'
-  | 'AuditFailed'
-  | 'Skipped'
-  | 'PermissionDenied';
+export { PROTOCOL_VERSION, type ErrorReason } from './errors.generated';
 
-interface KindInfo {
-  name: string;
-  code: number;
-  dbapi: string | null;
-}
-
-const KINDS = new Map<string, KindInfo>((taxonomy.kinds as KindInfo[]).map((k) => [k.name, k]));
-const SQLITE_CODES = taxonomy.sqlite_codes as Record<string, number>;
-const SQLITE_DBAPI = taxonomy.sqlite_dbapi_classes as Record<string, string>;
-
-export const PROTOCOL_ERRORS_VERSION: number = taxonomy.version;
+/** The kinds a server may send (errors.json's side "server"). */
+export type ErrorKindName = ServerErrorKind;
 
 export interface ErrorData {
   kind: ErrorKindName;
@@ -66,8 +38,8 @@ export class RpcError extends Error {
   constructor(kind: ErrorKindName, message: string, extra?: Partial<ErrorData>) {
     super(message);
     this.message = message;
-    const info = KINDS.get(kind);
-    if (!info) throw new Error(`unknown error kind ${kind}`);
+    const info = ERROR_KINDS[kind];
+    if (!info || info.side !== 'server') throw new Error(`unknown error kind ${kind}`);
     this.code = info.code;
     this.data = { kind, dbapi: info.dbapi ?? 'DatabaseError', ...extra };
   }
@@ -79,7 +51,7 @@ export class RpcError extends Error {
 /** The DB-API class CPython's sqlite3 raises for an (extended) result code name. */
 export function dbapiClassFor(sqliteCode: string): string {
   const primary = sqliteCode.split('_').slice(0, 2).join('_');
-  return SQLITE_DBAPI[primary] ?? 'DatabaseError';
+  return SQLITE_DBAPI_CLASSES[primary] ?? 'DatabaseError';
 }
 
 export function sqliteErrno(sqliteCode: string): number | undefined {
