@@ -30,6 +30,12 @@ describe('generated protocol files', () => {
     expect(Object.keys(ERROR_KINDS)).toEqual(taxonomy.kinds.map((k) => k.name));
   });
 
+  it("PROTOCOL.md's error table lists every kind with its side and code", () => {
+    const md = fs.readFileSync(path.join(ROOT, 'protocol', 'PROTOCOL.md'), 'utf8');
+    const rows = [...md.matchAll(/^\| (\w+) \| (server|client) \| (-?\d+) \|/gm)].map((m) => [m[1], m[2], Number(m[3])]);
+    expect(rows).toEqual(taxonomy.kinds.map((k) => [k.name, k.side, k.code]));
+  });
+
   it('an edit of errors.json that was not regenerated is caught', () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gen-protocol-'));
     try {

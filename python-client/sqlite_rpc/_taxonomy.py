@@ -37,6 +37,7 @@ KINDS: Final[Dict[str, Kind]] = {
     "AuditFailed": Kind("AuditFailed", -32012, "OperationalError", "server", ()),
     "Skipped": Kind("Skipped", -32013, "OperationalError", "server", ()),
     "PermissionDenied": Kind("PermissionDenied", -32014, "OperationalError", "server", ()),
+    "ServerGone": Kind("ServerGone", -31000, "OperationalError", "client", ()),
 }
 
 # The kind names, so that a misspelt one is a NameError rather than a silent mismatch.
@@ -60,6 +61,7 @@ KIND_INTEGRITY_CHECK_FAILED: Final = "IntegrityCheckFailed"
 KIND_AUDIT_FAILED: Final = "AuditFailed"
 KIND_SKIPPED: Final = "Skipped"
 KIND_PERMISSION_DENIED: Final = "PermissionDenied"
+KIND_SERVER_GONE: Final = "ServerGone"
 
 # The values of data.reason (see each kind's reasons).
 

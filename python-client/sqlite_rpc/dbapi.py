@@ -23,6 +23,7 @@ import msgpack
 
 from . import binding, process
 from .process import ServerProcess
+from .protocol import KIND_SERVER_GONE
 
 Params = Union[Sequence[Any], Dict[str, Any], None]
 
@@ -1155,7 +1156,7 @@ class Connection:
                 try:
                     srv.wait(opened)  # raises the open error (e.g. unable to open database file)
                 except BaseException as e:
-                    if _is_reply_error(opened, e) and getattr(e, "rpc_kind", None) != "ServerGone":
+                    if _is_reply_error(opened, e) and getattr(e, "rpc_kind", None) != KIND_SERVER_GONE:
                         self._reopen = True  # (a server that died: _reattach opens again)
                     raise
                 finally:
@@ -1258,7 +1259,7 @@ class Connection:
         raise what the caller should see; or, for a read the server died under (or a request
         it never received), attach to a new server and return the params to repeat it with."""
         kind = self._note_error(e)
-        if kind != "ServerGone":
+        if kind != KIND_SERVER_GONE:
             udf = self._udf_error(e) if ("_udf_functions" in self.__dict__ or "_udf_collations" in self.__dict__) else None
             if udf is not None:
                 raise udf from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Dict, Optional
 
-from ._taxonomy import KINDS, PROTOCOL_VERSION, SQLITE_CODES  # noqa: F401 (re-exported)
+from ._taxonomy import KIND_SERVER_GONE, KINDS, PROTOCOL_VERSION, SQLITE_CODES  # noqa: F401 (re-exported)
 
 # The DB-API classes are the stdlib's own, so `except sqlite3.Error` keeps working.
 _DBAPI = {
@@ -44,6 +44,14 @@ class ConflictError(sqlite3.OperationalError):
     changes: Optional[int] = None
 
 
+def client_error(kind: str, message: str) -> Dict[str, Any]:
+    """The error object of a kind only the client raises (errors.json's side "client"), with
+    that kind's own code and class, shaped as a server's so exception_from_error takes both."""
+    k = KINDS[kind]
+    assert k.side == "client", kind
+    return {"code": k.code, "message": message, "data": {"kind": kind, "dbapi": k.dbapi}}
+
+
 def exception_from_error(error: Dict[str, Any]) -> BaseException:
     """Build the exception sqlite3 would raise from a JSON-RPC error object."""
     data = error.get("data") or {}
@@ -67,6 +75,7 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         exc.sqlite_errorname = name  # type: ignore[attr-defined]
         exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[attr-defined]
     exc.rpc_kind = data.get("kind")  # type: ignore[attr-defined]
+    exc.rpc_code = error.get("code")  # type: ignore[attr-defined]
     exc.rpc_in_transaction = data.get("in_transaction")  # type: ignore[attr-defined]
     exc.rpc_begin_failed = data.get("begin_failed")  # type: ignore[attr-defined]  # the mode of the BEGIN sent with it, which failed
     exc.rpc_unsent = bool(data.get("unsent"))  # type: ignore[attr-defined]  # ServerGone before it was sent

@@ -33,7 +33,7 @@ import time
 from typing import Iterator, List, NamedTuple, Optional
 
 from .process import ServerProcess, _child_env
-from .protocol import ServerError, StartRefused
+from .protocol import KIND_SERVER_GONE, ServerError, StartRefused
 
 EXIT_TAKEN = 75  # the server's exit status when a live server already listens at the path
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the terminating NUL
@@ -273,7 +273,7 @@ class SocketServer(ServerProcess):
         try:
             self._initialize()
         except sqlite3.OperationalError as e:
-            if getattr(e, "rpc_kind", None) != "ServerGone":
+            if getattr(e, "rpc_kind", None) != KIND_SERVER_GONE:
                 self._discard()
                 raise
             self._salvage_refusal()

@@ -29,7 +29,8 @@ BINARY = os.environ.get("SQLITE_RPC_BINARY") or os.path.join(ROOT, "dist", "sqli
 # The error kinds the protocol defines (code -> kind), to check every error reply against.
 with open(os.path.join(ROOT, "protocol", "errors.json"), encoding="utf-8") as _f:
     _TAXONOMY = json.load(_f)
-KIND_CODES: Dict[str, int] = {k["name"]: k["code"] for k in _TAXONOMY["kinds"]}
+# Only the kinds a server sends: a client-side kind (ServerGone) in a reply is a bug.
+KIND_CODES: Dict[str, int] = {k["name"]: k["code"] for k in _TAXONOMY["kinds"] if k["side"] == "server"}
 
 
 def child_env(**extra: str) -> Dict[str, str]:

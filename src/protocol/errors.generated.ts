@@ -27,7 +27,8 @@ export type ServerErrorKind =
   | "PermissionDenied";
 
 /** The kinds only the client raises (never on the wire). */
-export type ClientErrorKind = never;
+export type ClientErrorKind =
+  | "ServerGone";
 
 /** The values data.reason takes. */
 export type ErrorReason = never;
@@ -81,6 +82,8 @@ export const ERROR_KINDS: { readonly [K in ServerErrorKind | ClientErrorKind]: E
   Skipped: { code: -32013, dbapi: "OperationalError", side: "server", reasons: [] },
   /** A shared server (listen mode) serves only the user it runs as: a client of another uid gets this reply (id null) and the connection is closed. */
   PermissionDenied: { code: -32014, dbapi: "OperationalError", side: "server", reasons: [] },
+  /** Raised by the client, never sent: the server process exited, closed the connection or broke the protocol before it answered. data.unsent is true when the request was never written, so it cannot have been applied. */
+  ServerGone: { code: -31000, dbapi: "OperationalError", side: "client", reasons: [] },
 };
 
 /** Primary result code name -> the DB-API class CPython 3.11's sqlite3 raises; any other: DatabaseError. */
