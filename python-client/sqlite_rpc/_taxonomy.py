@@ -22,15 +22,15 @@ KINDS: Final[Dict[str, Kind]] = {
     "MethodNotFound": Kind("MethodNotFound", -32601, "InterfaceError", "server", ()),
     "InvalidParams": Kind("InvalidParams", -32602, "ProgrammingError", "server", ()),
     "InternalError": Kind("InternalError", -32603, "InternalError", "server", ()),
-    "SqliteError": Kind("SqliteError", -32000, None, "server", ()),
-    "BindingError": Kind("BindingError", -32001, "ProgrammingError", "server", ()),
+    "SqliteError": Kind("SqliteError", -32000, None, "server", ("file_moved", "not_dml", "no_such_function", "no_such_collation", "syntax_error")),
+    "BindingError": Kind("BindingError", -32001, "ProgrammingError", "server", ("binding_count", "binding_missing")),
     "SessionNotFound": Kind("SessionNotFound", -32002, "ProgrammingError", "server", ()),
     "CursorNotFound": Kind("CursorNotFound", -32003, "ProgrammingError", "server", ()),
     "TransactionAborted": Kind("TransactionAborted", -32004, "OperationalError", "server", ()),
     "NotInitialized": Kind("NotInitialized", -32005, "InterfaceError", "server", ()),
     "ShuttingDown": Kind("ShuttingDown", -32006, "OperationalError", "server", ()),
     "WorkerFailed": Kind("WorkerFailed", -32007, "OperationalError", "server", ()),
-    "TooLarge": Kind("TooLarge", -32008, "DataError", "server", ()),
+    "TooLarge": Kind("TooLarge", -32008, "DataError", "server", ("integer_overflow",)),
     "Conflict": Kind("Conflict", -32009, "OperationalError", "server", ()),
     "BackupFailed": Kind("BackupFailed", -32010, "OperationalError", "server", ()),
     "IntegrityCheckFailed": Kind("IntegrityCheckFailed", -32011, "DatabaseError", "server", ()),
@@ -64,6 +64,14 @@ KIND_PERMISSION_DENIED: Final = "PermissionDenied"
 KIND_SERVER_GONE: Final = "ServerGone"
 
 # The values of data.reason (see each kind's reasons).
+REASON_FILE_MOVED: Final = "file_moved"
+REASON_NOT_DML: Final = "not_dml"
+REASON_NO_SUCH_FUNCTION: Final = "no_such_function"
+REASON_NO_SUCH_COLLATION: Final = "no_such_collation"
+REASON_SYNTAX_ERROR: Final = "syntax_error"
+REASON_BINDING_COUNT: Final = "binding_count"
+REASON_BINDING_MISSING: Final = "binding_missing"
+REASON_INTEGER_OVERFLOW: Final = "integer_overflow"
 
 # Primary result code name -> the DB-API class CPython 3.11's sqlite3 raises; any other: DatabaseError.
 SQLITE_DBAPI_CLASSES: Final[Dict[str, str]] = {

@@ -8,7 +8,17 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Dict, Optional
 
-from ._taxonomy import KIND_SERVER_GONE, KINDS, PROTOCOL_VERSION, SQLITE_CODES  # noqa: F401 (re-exported)
+from ._taxonomy import (  # noqa: F401 (re-exported)
+    KIND_CONFLICT,
+    KIND_SERVER_GONE,
+    KINDS,
+    PROTOCOL_VERSION,
+    REASON_INTEGER_OVERFLOW,
+    REASON_NO_SUCH_COLLATION,
+    REASON_NO_SUCH_FUNCTION,
+    REASON_NOT_DML,
+    SQLITE_CODES,
+)
 
 # The DB-API classes are the stdlib's own, so `except sqlite3.Error` keeps working.
 _DBAPI = {
@@ -60,9 +70,9 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
     if cls is None:
         kind = KINDS.get(data.get("kind") or "")
         cls = _DBAPI.get((kind.dbapi if kind is not None else None) or "DatabaseError", sqlite3.DatabaseError)
-    if data.get("kind") == "TooLarge" and "does not fit in a 64-bit" in message:
-        return OverflowError("Python int too large to convert to SQLite INTEGER")
-    if data.get("kind") == "Conflict":
+    if data.get("reason") == REASON_INTEGER_OVERFLOW:
+        return OverflowError("Python int too large to convert to SQLite INTEGER")  # sqlite3's words
+    if data.get("kind") == KIND_CONFLICT:
         cls = ConflictError
     exc = cls(message)
     if isinstance(exc, ConflictError):
@@ -76,6 +86,9 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[attr-defined]
     exc.rpc_kind = data.get("kind")  # type: ignore[attr-defined]
     exc.rpc_code = error.get("code")  # type: ignore[attr-defined]
+    # Why (errors.json's reasons of the kind) and what about: act on these, never on the message.
+    exc.rpc_reason = data.get("reason")  # type: ignore[attr-defined]
+    exc.rpc_name = data.get("name")  # type: ignore[attr-defined]
     exc.rpc_in_transaction = data.get("in_transaction")  # type: ignore[attr-defined]
     exc.rpc_begin_failed = data.get("begin_failed")  # type: ignore[attr-defined]  # the mode of the BEGIN sent with it, which failed
     exc.rpc_unsent = bool(data.get("unsent"))  # type: ignore[attr-defined]  # ServerGone before it was sent

@@ -14,7 +14,7 @@ import { bindParamsFor, type BoundParams } from './values';
 import { resolveFileNames, withNamesAsGiven } from './pathPolicy';
 import { classify, isBlank, parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
-import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
+import { RpcError, notDmlError, sqliteError, toRpcError } from '../protocol/errors';
 import type { DbMetrics } from '../ops/metrics';
 import { backupDatabase, backupFileName, checkDatabaseFile, newestVerifiedBackup, pruneBackups, type BackupResult, type CheckResult } from '../ops/backup';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
@@ -132,9 +132,7 @@ export class Registry {
     try {
       e = new DatabaseEngine(real, this.o, this.cursors, this.log, openWaitMs);
     } catch (err) {
-      // better-sqlite3 checks the folder itself and throws a TypeError; sqlite3 says this.
-      if (err instanceof TypeError && /directory does not exist/.test(err.message)) throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
-      const rpc = toRpcError(err);
+      const rpc = toRpcError(err); // a missing folder: SQLITE_CANTOPEN, as sqlite3 says
       if (rpc.data.kind !== 'IntegrityCheckFailed' || !this.o.recoverFromBackup || !this.o.backupDir) throw rpc;
       e = this.recover(real, rpc);
     }
@@ -364,11 +362,10 @@ export class Registry {
   private guard<T>(s: Session, sql: string, params: unknown, fn: () => T | Promise<T>): T | Promise<T> {
     const fix = (e: unknown): never => {
       const err = toRpcError(e);
-      const missing = /Missing named parameter "([^"]*)"/.exec(err.message);
-      if (err.data.kind === 'BindingError' && /Too (few|many) parameter values/.test(err.message) && Array.isArray(params)) {
+      if (err.data.reason === 'binding_count' && Array.isArray(params)) {
         err.message = `Incorrect number of bindings supplied. The current statement uses ${parameterCount(sql)}, and there are ${params.length} supplied.`;
-      } else if (err.data.kind === 'BindingError' && missing) {
-        err.message = `You did not supply a value for binding parameter :${missing[1]}.`;
+      } else if (err.data.reason === 'binding_missing') {
+        err.message = `You did not supply a value for binding parameter :${err.data.name}.`;
       }
       err.data.in_transaction = s.inTx;
       const m = this.backends.get(s)?.dbMetrics;
@@ -409,7 +406,7 @@ export class Registry {
 
   private executeManyInner(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
     // No statement at all is not DML either (better-sqlite3 would throw a TypeError).
-    if (isBlank(sql)) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+    if (isBlank(sql)) throw notDmlError();
     const boundList = paramsList.map((p) => bindParamsFor(sql, p));
     for (const b of boundList) this.checkPaths(s, sql, b);
     return this.backends.get(s)!.executeMany(s, sql, boundList, begin);

@@ -31,7 +31,15 @@ export type ClientErrorKind =
   | "ServerGone";
 
 /** The values data.reason takes. */
-export type ErrorReason = never;
+export type ErrorReason =
+  | "file_moved"
+  | "not_dml"
+  | "no_such_function"
+  | "no_such_collation"
+  | "syntax_error"
+  | "binding_count"
+  | "binding_missing"
+  | "integer_overflow";
 
 export interface ErrorKindInfo {
   readonly code: number;
@@ -53,9 +61,9 @@ export const ERROR_KINDS: { readonly [K in ServerErrorKind | ClientErrorKind]: E
   /** A bug in the server; the message says what failed. */
   InternalError: { code: -32603, dbapi: "InternalError", side: "server", reasons: [] },
   /** SQLite reported an error. data.sqlite_code is the extended result code name, data.sqlite_errno its number, data.dbapi the class from sqlite_dbapi_classes. */
-  SqliteError: { code: -32000, dbapi: null, side: "server", reasons: [] },
+  SqliteError: { code: -32000, dbapi: null, side: "server", reasons: ["file_moved", "not_dml", "no_such_function", "no_such_collation", "syntax_error"] },
   /** Parameters do not fit the statement (wrong count, missing name, unsupported type). */
-  BindingError: { code: -32001, dbapi: "ProgrammingError", side: "server", reasons: [] },
+  BindingError: { code: -32001, dbapi: "ProgrammingError", side: "server", reasons: ["binding_count", "binding_missing"] },
   /** The session id is unknown or the session was closed. */
   SessionNotFound: { code: -32002, dbapi: "ProgrammingError", side: "server", reasons: [] },
   /** The cursor id is unknown, exhausted, closed, or expired. */
@@ -69,7 +77,7 @@ export const ERROR_KINDS: { readonly [K in ServerErrorKind | ClientErrorKind]: E
   /** The reader worker running the request died; the request did not complete (a read is safe to retry). */
   WorkerFailed: { code: -32007, dbapi: "OperationalError", side: "server", reasons: [] },
   /** A value or result exceeds a configured limit. */
-  TooLarge: { code: -32008, dbapi: "DataError", side: "server", reasons: [] },
+  TooLarge: { code: -32008, dbapi: "DataError", side: "server", reasons: ["integer_overflow"] },
   /** An optimistic-locking guard failed: the statement changed a different number of rows than expected (data.expected_rows, data.changes). The statement's changes were undone; the rest of the transaction is intact. Python raises sqlite_rpc.ConflictError. */
   Conflict: { code: -32009, dbapi: "OperationalError", side: "server", reasons: [] },
   /** A backup or restore could not be done (destination not writable, source not a database or failing integrity_check, transactions open); nothing was changed. */
