@@ -7,7 +7,7 @@ import { StatementCache } from './statementCache';
 import { knownShape, readPage, shapeAfterRun } from './reads';
 import { bindArgs, type BoundParams } from './values';
 import { classify, isBlank } from './sqlText';
-import { RpcError, notDmlError, toRpcError } from '../protocol/errors';
+import { notDmlError, toRpcError } from '../protocol/errors';
 import type { ExecOptions } from './types';
 
 export class OpenIterator {

@@ -14,7 +14,7 @@ import { bindParamsFor, type BoundParams } from './values';
 import { resolveFileNames, withNamesAsGiven } from './pathPolicy';
 import { classify, isBlank, parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
-import { RpcError, notDmlError, sqliteError, toRpcError } from '../protocol/errors';
+import { RpcError, cantOpenError, notDmlError, toRpcError } from '../protocol/errors';
 import type { DbMetrics } from '../ops/metrics';
 import { backupDatabase, backupFileName, checkDatabaseFile, newestVerifiedBackup, pruneBackups, type BackupResult, type CheckResult } from '../ops/backup';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
@@ -128,7 +128,7 @@ export class Registry {
   private engineFor(real: string, create: boolean, openWaitMs?: number): DatabaseEngine {
     let e = this.engines.get(real);
     if (e) return e;
-    if (!create && !fs.existsSync(real)) throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
+    if (!create && !fs.existsSync(real)) throw cantOpenError();
     try {
       e = new DatabaseEngine(real, this.o, this.cursors, this.log, openWaitMs);
     } catch (err) {
@@ -195,7 +195,7 @@ export class Registry {
     }
     const real = this.resolve(r.path);
     if (this.allowed && !this.allowed.includes(real)) {
-      throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${r.path} is not among the databases this server serves (--db)`);
+      throw notServed(r.path);
     }
     const readonly = r.readonly || this.o.readOnly;
     const current = this.engines.get(real);
@@ -540,7 +540,7 @@ export class Registry {
     }
     if (PRIVATE_PATHS.has(ref.path)) throw new RpcError('InvalidParams', 'invalid params: path: a private :memory: database is reached through its session', { field: 'path' });
     const real = this.resolve(ref.path);
-    if (this.allowed && !this.allowed.includes(real)) throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${ref.path} is not among the databases this server serves (--db)`);
+    if (this.allowed && !this.allowed.includes(real)) throw notServed(ref.path);
     return { engine: this.engineFor(real, false), session: null };
   }
 
@@ -578,7 +578,7 @@ export class Registry {
       // Not open here: check the file as it is, without opening it for serving (which
       // would switch it to WAL, and refuse it if damaged).
       const real = this.resolve(ref.path);
-      if (this.allowed && !this.allowed.includes(real)) throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${ref.path} is not among the databases this server serves (--db)`);
+      if (this.allowed && !this.allowed.includes(real)) throw notServed(ref.path);
       return { path: real, mode, ...checkDatabaseFile(real, mode, { nativeBinding: this.o.nativeBinding }) };
     }
     const { engine, session } = this.engineOf(ref);
@@ -639,4 +639,9 @@ export class Registry {
     this.retired.clear();
     this.sessions.clear();
   }
+}
+
+/** A path outside the databases a server started with --db serves. */
+function notServed(path: string): RpcError {
+  return cantOpenError(`${path} is not among the databases this server serves (--db)`);
 }

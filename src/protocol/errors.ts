@@ -68,6 +68,11 @@ export function sqliteError(sqliteCode: string, message: string): RpcError {
   });
 }
 
+/** SQLITE_CANTOPEN in sqlite3's words, and after a colon what the server knows of why. */
+export function cantOpenError(why?: string): RpcError {
+  return sqliteError('SQLITE_CANTOPEN', why === undefined ? 'unable to open database file' : `unable to open database file: ${why}`);
+}
+
 /** executemany() of a statement that is not DML (or returns rows): sqlite3's words. */
 export const NOT_DML_MESSAGE = 'executemany() can only execute DML statements.';
 
@@ -136,7 +141,7 @@ export function sqliteMessageReason(sqliteCode: unknown, message: string): Pick<
  */
 function fromDriverMessage(msg: string): RpcError | undefined {
   // sqlite3 says this for a file in a folder that does not exist.
-  if (/directory does not exist/.test(msg)) return sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
+  if (/directory does not exist/.test(msg)) return cantOpenError();
   const missing = /Missing named parameter "([^"]*)"/.exec(msg);
   if (missing) return new RpcError('BindingError', msg, { reason: 'binding_missing', name: missing[1] });
   if (/Too (few|many) parameter values/.test(msg)) return new RpcError('BindingError', msg, { reason: 'binding_count' });
