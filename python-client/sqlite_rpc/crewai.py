@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import sqlite_rpc as _rpc
 import sqlite_rpc.aio as _aio
-from sqlite_rpc.protocol import REASON_NO_SUCH_FUNCTION
+from sqlite_rpc._taxonomy import REASON_NO_SUCH_FUNCTION
 
 log = logging.getLogger("sqlite_rpc.crewai")
 

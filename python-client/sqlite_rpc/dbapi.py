@@ -23,7 +23,7 @@ import msgpack
 
 from . import binding, process
 from .process import ServerProcess
-from .protocol import KIND_SERVER_GONE, REASON_NO_SUCH_COLLATION, REASON_NO_SUCH_FUNCTION, REASON_NOT_DML
+from ._taxonomy import KIND_SERVER_GONE, REASON_NO_SUCH_COLLATION, REASON_NO_SUCH_FUNCTION, REASON_NOT_DML
 
 Params = Union[Sequence[Any], Dict[str, Any], None]
 
@@ -1583,7 +1583,8 @@ class Connection:
             self._unsupported("set_progress_handler")()
 
     def _udf_error(self, e: BaseException) -> Optional[BaseException]:
-        """NotSupportedError for the server's 'no such function: X' when X was registered here."""
+        """NotSupportedError for the server's no_such_function / no_such_collation (data.reason) when
+        the function or collation it names was registered here."""
         if not isinstance(e, sqlite3.OperationalError):
             return None
         reason, missing = getattr(e, "rpc_reason", None), getattr(e, "rpc_name", None)

@@ -29,7 +29,8 @@ import sqlite3
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .protocol import KIND_SERVER_GONE, PROTOCOL_VERSION, ServerError, StartRefused, client_error, exception_from_error  # noqa: F401 (StartRefused: for fallback)
+from ._taxonomy import KIND_SERVER_GONE, PROTOCOL_VERSION
+from .protocol import ServerError, StartRefused, client_error, exception_from_error  # noqa: F401 (StartRefused: for fallback)
 from .transport import MAX_HEADER, FramingError, content_length, decode_body, encode_frame
 
 log = logging.getLogger("sqlite_rpc")

@@ -8,17 +8,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Dict, Optional
 
-from ._taxonomy import (  # noqa: F401 (re-exported)
-    KIND_CONFLICT,
-    KIND_SERVER_GONE,
-    KINDS,
-    PROTOCOL_VERSION,
-    REASON_INTEGER_OVERFLOW,
-    REASON_NO_SUCH_COLLATION,
-    REASON_NO_SUCH_FUNCTION,
-    REASON_NOT_DML,
-    SQLITE_CODES,
-)
+from ._taxonomy import KIND_CONFLICT, KINDS, REASON_INTEGER_OVERFLOW, SQLITE_CODES
+from ._taxonomy import PROTOCOL_VERSION as PROTOCOL_VERSION  # re-exported: sqlite_rpc.protocol.PROTOCOL_VERSION
+from .binding import INT_OVERFLOW
 
 # The DB-API classes are the stdlib's own, so `except sqlite3.Error` keeps working.
 _DBAPI = {
@@ -71,7 +63,7 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         kind = KINDS.get(data.get("kind") or "")
         cls = _DBAPI.get((kind.dbapi if kind is not None else None) or "DatabaseError", sqlite3.DatabaseError)
     if data.get("reason") == REASON_INTEGER_OVERFLOW:
-        return OverflowError("Python int too large to convert to SQLite INTEGER")  # sqlite3's words
+        return OverflowError(INT_OVERFLOW)
     if data.get("kind") == KIND_CONFLICT:
         cls = ConflictError
     exc = cls(message)

@@ -33,7 +33,8 @@ import time
 from typing import Iterator, List, NamedTuple, Optional
 
 from .process import ServerProcess, _child_env
-from .protocol import KIND_SERVER_GONE, ServerError, StartRefused
+from ._taxonomy import KIND_SERVER_GONE
+from .protocol import ServerError, StartRefused
 
 EXIT_TAKEN = 75  # the server's exit status when a live server already listens at the path
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the terminating NUL
