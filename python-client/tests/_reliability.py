@@ -31,6 +31,7 @@ with open(os.path.join(ROOT, "protocol", "errors.json"), encoding="utf-8") as _f
     _TAXONOMY = json.load(_f)
 # Only the kinds a server sends: a client-side kind (ServerGone) in a reply is a bug.
 KIND_CODES: Dict[str, int] = {k["name"]: k["code"] for k in _TAXONOMY["kinds"] if k["side"] == "server"}
+PROTOCOL_VERSION: int = _TAXONOMY["protocol_version"]
 
 
 def child_env(**extra: str) -> Dict[str, str]:
@@ -304,7 +305,7 @@ class Pipe:
         return msg.get("result")
 
     def init(self, **extra: Any) -> Dict[str, Any]:
-        return self.call("initialize", dict({"protocol_version": 1}, **extra))
+        return self.call("initialize", dict({"protocol_version": PROTOCOL_VERSION}, **extra))
 
     def drain_until_eof(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -1781,7 +1782,7 @@ class _FuzzTarget:
     def _spawn(self) -> Pipe:
         self.started += 1
         p = Pipe(self.args, cwd=os.path.join(self.folder, "scratch"), stderr_path=os.path.join(self.folder, "server-%d.stderr" % self.started))
-        p.send("initialize", {"protocol_version": 1}, id_="init")
+        p.send("initialize", {"protocol_version": PROTOCOL_VERSION}, id_="init")
         return p
 
     def server(self) -> Pipe:
