@@ -131,6 +131,7 @@ function renderPy(t) {
   for (const k of t.kinds) {
     const rs = Object.keys(k.reasons ?? {});
     const tuple = rs.length === 0 ? '()' : `(${rs.map(q).join(', ')}${rs.length === 1 ? ',' : ''})`;
+    L.push(`    # ${k.description.replace(/\s+/g, ' ')}`);
     L.push(`    ${q(k.name)}: Kind(${q(k.name)}, ${k.code}, ${k.dbapi === null ? 'None' : q(k.dbapi)}, ${q(k.side)}, ${tuple}),`);
   }
   L.push('}');

@@ -17,26 +17,47 @@ class Kind(NamedTuple):
 
 
 KINDS: Final[Dict[str, Kind]] = {
+    # The frame body could not be decoded with the negotiated codec. The server replies, then closes the connection.
     "ParseError": Kind("ParseError", -32700, "InterfaceError", "server", ()),
+    # The body decoded but is not a JSON-RPC 2.0 request or notification.
     "InvalidRequest": Kind("InvalidRequest", -32600, "InterfaceError", "server", ()),
+    # No method of that name.
     "MethodNotFound": Kind("MethodNotFound", -32601, "InterfaceError", "server", ()),
+    # Params missing, of the wrong type or out of range; data.field names the parameter.
     "InvalidParams": Kind("InvalidParams", -32602, "ProgrammingError", "server", ()),
+    # A bug in the server; the message says what failed.
     "InternalError": Kind("InternalError", -32603, "InternalError", "server", ()),
+    # SQLite reported an error. data.sqlite_code is the extended result code name, data.sqlite_errno its number, data.dbapi the class from sqlite_dbapi_classes.
     "SqliteError": Kind("SqliteError", -32000, None, "server", ("file_moved", "not_dml", "no_such_function", "no_such_collation", "syntax_error")),
+    # Parameters do not fit the statement (wrong count, missing name, unsupported type).
     "BindingError": Kind("BindingError", -32001, "ProgrammingError", "server", ("binding_count", "binding_missing")),
+    # The session id is unknown or the session was closed.
     "SessionNotFound": Kind("SessionNotFound", -32002, "ProgrammingError", "server", ()),
+    # The cursor id is unknown, exhausted, closed, or expired.
     "CursorNotFound": Kind("CursorNotFound", -32003, "ProgrammingError", "server", ()),
+    # The session's transaction was rolled back by the server (idle limit, or the writer was lost); nothing of it was committed.
     "TransactionAborted": Kind("TransactionAborted", -32004, "OperationalError", "server", ()),
+    # A method other than initialize was called first.
     "NotInitialized": Kind("NotInitialized", -32005, "InterfaceError", "server", ()),
+    # The server is shutting down and accepts no new work.
     "ShuttingDown": Kind("ShuttingDown", -32006, "OperationalError", "server", ()),
+    # The reader worker running the request died; the request did not complete (a read is safe to retry).
     "WorkerFailed": Kind("WorkerFailed", -32007, "OperationalError", "server", ()),
+    # A value or result exceeds a configured limit.
     "TooLarge": Kind("TooLarge", -32008, "DataError", "server", ("integer_overflow",)),
+    # An optimistic-locking guard failed: the statement changed a different number of rows than expected (data.expected_rows, data.changes). The statement's changes were undone; the rest of the transaction is intact. Python raises sqlite_rpc.ConflictError.
     "Conflict": Kind("Conflict", -32009, "OperationalError", "server", ()),
+    # A backup or restore could not be done (destination not writable, source not a database or failing integrity_check, transactions open); nothing was changed.
     "BackupFailed": Kind("BackupFailed", -32010, "OperationalError", "server", ()),
+    # The database failed quick_check or integrity_check (when opened, or on request); data.problems lists what SQLite reported.
     "IntegrityCheckFailed": Kind("IntegrityCheckFailed", -32011, "DatabaseError", "server", ()),
+    # The audit record of a statement could not be written durably; the statement was rolled back.
     "AuditFailed": Kind("AuditFailed", -32012, "OperationalError", "server", ()),
+    # Not run: an executemany sent behind another of the same data.batch that failed (a client's pipelined chunks).
     "Skipped": Kind("Skipped", -32013, "OperationalError", "server", ()),
+    # A shared server (listen mode) serves only the user it runs as: a client of another uid gets this reply (id null) and the connection is closed.
     "PermissionDenied": Kind("PermissionDenied", -32014, "OperationalError", "server", ()),
+    # Raised by the client, never sent: the server process exited, closed the connection or broke the protocol before it answered. data.unsent is true when the request was never written, so it cannot have been applied.
     "ServerGone": Kind("ServerGone", -31000, "OperationalError", "client", ()),
 }
 
