@@ -877,13 +877,14 @@ def _make_checkpoint_id() -> Tuple[str, str]:
 
 def _no_jsonb(e: BaseException) -> bool:
     """Whether the SQLite that ran the statement lacks jsonb(). The server says so in
-    data.reason; the stdlib fallback's errors carry no reason, so there its version decides
-    (jsonb() arrived in SQLite 3.45) together with the error's code."""
+    data.reason; the stdlib fallback's errors carry no reason (nor, before Python 3.11, a
+    code), so there its version decides: jsonb() arrived in SQLite 3.45, and before that no
+    statement using it can succeed."""
     if not isinstance(e, sqlite3.OperationalError):
         return False
     if getattr(e, "rpc_kind", None) is not None:
         return getattr(e, "rpc_reason", None) == REASON_NO_SUCH_FUNCTION and str(getattr(e, "rpc_name", "")).lower() == "jsonb"
-    return sqlite3.sqlite_version_info < (3, 45, 0) and getattr(e, "sqlite_errorname", None) == "SQLITE_ERROR"
+    return sqlite3.sqlite_version_info < (3, 45, 0)
 
 
 class _ProviderMethods:
