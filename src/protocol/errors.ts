@@ -74,7 +74,7 @@ export function cantOpenError(why?: string): RpcError {
 }
 
 /** executemany() of a statement that is not DML (or returns rows): sqlite3's words. */
-export const NOT_DML_MESSAGE = 'executemany() can only execute DML statements.';
+const NOT_DML_MESSAGE = 'executemany() can only execute DML statements.';
 
 export function notDmlError(): RpcError {
   return new RpcError('SqliteError', NOT_DML_MESSAGE, { dbapi: 'ProgrammingError', reason: 'not_dml' });
