@@ -29,7 +29,8 @@ import sqlite3
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .protocol import PROTOCOL_VERSION, ServerError, StartRefused, exception_from_error  # noqa: F401 (StartRefused: for fallback)
+from ._taxonomy import KIND_SERVER_GONE, PROTOCOL_VERSION
+from .protocol import ServerError, StartRefused, client_error, exception_from_error  # noqa: F401 (StartRefused: for fallback)
 from .transport import MAX_HEADER, FramingError, content_length, decode_body, encode_frame
 
 log = logging.getLogger("sqlite_rpc")
@@ -331,7 +332,7 @@ class ServerProcess:
         while not slot.done:
             if self.dead is not None:
                 # Gone without answering it (after a fork, this process's copy never will).
-                slot.error = {"code": -32007, "message": self.dead, "data": {"kind": "ServerGone", "dbapi": "OperationalError"}}
+                slot.error = client_error(KIND_SERVER_GONE, self.dead)
                 slot.done = True
                 break
             lead = False
@@ -464,7 +465,7 @@ class ServerProcess:
             return
         self.dead = reason
         log.warning("%s", reason)
-        err = {"code": -32007, "message": reason, "data": {"kind": "ServerGone", "dbapi": "OperationalError"}}
+        err = client_error(KIND_SERVER_GONE, reason)
         for rid in list(self._pending):
             slot = self._pending.pop(rid, None)
             if slot is None:

@@ -37,7 +37,7 @@ import type { WriteCounts } from './direct';
 import type { Session } from './session';
 import { execResult, type CursorTable } from './cursors';
 import type { ExecOptions, ExecResult, LogFn, WriteSummary } from './types';
-import { RpcError, beginFailed, sqliteError, toRpcError } from '../protocol/errors';
+import { RpcError, beginFailed, notDmlError, sqliteError, toRpcError } from '../protocol/errors';
 import { SqlRows } from '../transport/msgpack';
 import type { CodecName } from '../transport/codec';
 import fs from 'node:fs';
@@ -499,7 +499,7 @@ export class DatabaseEngine implements SessionBackend {
     if (this.w.owner === s) return inTx();
     if (begin !== null) {
       // sqlite3 compiles the statement before its implicit BEGIN: a bad one opens no transaction.
-      if (this.writer.prepare(sql).reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+      if (this.writer.prepare(sql).reader) throw notDmlError();
       return this.w.acquire(s, 'tx').then(inTx);
     }
     return this.w.enqueue(s, { t: 'many', sql, boundList }) as Promise<WriteSummary>;
@@ -611,7 +611,7 @@ export class DatabaseEngine implements SessionBackend {
   private readonlyMany(s: Session, sql: string, boundList: BoundParams[], begin: BeginMode | null): WriteSummary {
     this.inlineUse(s);
     const stmt = this.inline.get(sql);
-    if (stmt.reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+    if (stmt.reader) throw notDmlError();
     if (begin !== null) s.inTx = true;
     for (const b of boundList) stmt.run(...bindArgs(b));
     return { changes: 0, lastrowid: null, total_changes: 0, in_transaction: s.inTx };
