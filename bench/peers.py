@@ -1483,7 +1483,8 @@ def multi_crewai(cfg: Cfg, d: str, cmd: str) -> None:
                     res[s].append({"n": sum(p["n"] for p in parts), "elapsed": max(p["elapsed"] for p in parts),
                                    "errors": merge_errors(parts), "lat_us": [x for v in by.values() for x in v],
                                    "lat_us_by": by, "alive_max": cen.alive_max(), "distinct": cen.count(),
-                                   "peak_rss_kb": cen.peak_rss_kb(), "untraced": cen.untraced()})
+                                   "peak_rss_kb": cen.peak_rss_kb(), "untraced": cen.untraced(),
+                                   "cpu_client_s": sum(p["cpu_s"] for p in parts), "cpu_server_s": cen.cpu_s()})
                     if n == nmax:
                         peak[s] = max(peak[s], cen.peak_rss_kb())
                         typical[s].append(cen.median_rss_kb())
@@ -1525,6 +1526,12 @@ def multi_crewai_figure(n: int, res: dict, ids: dict, need: int, fs: int, cmd: s
         c["by_kind"] = {k: {"p50_us": C.lat_summary([x for rr in res[s] for x in rr["lat_us_by"][k]])["p50_us"],
                             "p99_us": C.lat_summary([x for rr in res[s] for x in rr["lat_us_by"][k]])["p99_us"]}
                         for k in M.MP_KINDS}
+        # Where the time goes on a machine this size: CPU per operation, clients and servers
+        ops = sum(rr["n"] for rr in res[s])
+        c["cpu_us_per_op"] = {"clients": 1e6 * sum(rr["cpu_client_s"] for rr in res[s]) / max(ops, 1),
+                              "servers": 1e6 * sum(rr["cpu_server_s"] for rr in res[s]) / max(ops, 1)}
+        c["cell"] += "; CPU per op: clients %.0f µs%s" % (
+            c["cpu_us_per_op"]["clients"], "" if s == "stdlib" else " + servers %.0f µs" % c["cpu_us_per_op"]["servers"])
         if s != "stdlib":
             sv = servers_seen(res[s])
             c["servers"] = sv

@@ -18,7 +18,6 @@ rm -rf "$work/src/tests" "$work/src/build" "$work"/src/*.egg-info
 mkdir -p "$work/src/sqlite_rpc/bin"
 cp dist/sqlite-rpc "$work/src/sqlite_rpc/bin/sqlite-rpc"
 chmod 755 "$work/src/sqlite_rpc/bin/sqlite-rpc"
-cp protocol/errors.json "$work/src/sqlite_rpc/errors.json"
 PIP_RETRIES=0 "$py" -m pip wheel -q --no-deps --no-build-isolation "$work/src" -w "$work/out"
 pure=$(ls "$work"/out/*.whl)
 # Retag py3-none-any -> py3-none-<platform>: the wheel now carries a native binary.

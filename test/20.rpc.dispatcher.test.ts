@@ -368,12 +368,18 @@ describe('method table parameter checks (real Registry, no workers)', () => {
 
 describe('error taxonomy (protocol/errors.json)', () => {
   it('every kind builds with its code and DB-API class', () => {
-    for (const k of taxonomy.kinds) {
+    for (const k of taxonomy.kinds.filter((x) => x.side === 'server')) {
       const e = new RpcError(k.name as never, 'm');
       expect(e.code).toBe(k.code);
       expect(e.data.kind).toBe(k.name);
       expect(e.data.dbapi).toBe(k.dbapi ?? 'DatabaseError');
     }
+  });
+
+  it('refuses the kinds only the client raises (never sent by a server)', () => {
+    const client = taxonomy.kinds.filter((x) => x.side === 'client');
+    expect(client.map((k) => k.name)).toContain('ServerGone');
+    for (const k of client) expect(() => new RpcError(k.name as never, 'm')).toThrow(/unknown error kind/);
   });
 
   it('maps extended SQLite codes to CPython 3.11 classes and errnos', () => {

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pkg from '../package.json';
+import taxonomy from '../protocol/errors.json';
 import { dbPath, f64, RpcClient, rpcError, useTempDir } from './helpers/server';
 
 const tmp = useTempDir();
@@ -336,6 +337,28 @@ describe('error mapping', () => {
   it('more than one statement in execute is a ProgrammingError', async () => {
     const e = await rpcError(c.exec(1, 'SELECT 1; SELECT 2'), -32000);
     expect(e.data.dbapi).toBe('ProgrammingError');
+  });
+
+  it('causes a client acts on carry data.reason (and data.name), so no client reads the message', async () => {
+    const reasonOf = async (p: Promise<unknown>, code = -32000) => {
+      const e = await rpcError(p, code);
+      return [e.data.kind, e.data.reason, e.data.name];
+    };
+    expect(await reasonOf(c.exec(1, 'SELECT NoSuchFn(1)'))).toEqual(['SqliteError', 'no_such_function', 'NoSuchFn']);
+    expect(await reasonOf(c.exec(1, 'SELECT 1 ORDER BY 1 COLLATE nocoll'))).toEqual(['SqliteError', 'no_such_collation', 'nocoll']);
+    expect(await reasonOf(c.exec(1, 'SELEC 1'))).toEqual(['SqliteError', 'syntax_error', undefined]);
+    expect(await reasonOf(c.exec(1, "SELECT 'a"))).toEqual(['SqliteError', 'syntax_error', undefined]);
+    // Not every SQLITE_ERROR has a reason: only the ones errors.json names.
+    expect(await reasonOf(c.exec(1, 'SELECT * FROM nope'))).toEqual(['SqliteError', undefined, undefined]);
+    expect(await reasonOf(c.request('executemany', { session: 1, sql: 'SELECT ?', seq_of_params: [[1]] }))).toEqual(['SqliteError', 'not_dml', undefined]);
+    expect(await reasonOf(c.exec(1, 'SELECT ?', [2n ** 63n]), -32008)).toEqual(['TooLarge', 'integer_overflow', undefined]);
+    expect(await reasonOf(c.exec(1, 'SELECT ?, ?', [1]), -32001)).toEqual(['BindingError', 'binding_count', undefined]);
+    expect(await reasonOf(c.exec(1, 'SELECT :a, :b', { a: 1 }), -32001)).toEqual(['BindingError', 'binding_missing', 'b']);
+    // Every reason sent is one errors.json declares for the kind.
+    const declared = new Map(taxonomy.kinds.map((k) => [k.name, Object.keys((k as { reasons?: object }).reasons ?? {})]));
+    expect(declared.get('SqliteError')).toEqual(expect.arrayContaining(['no_such_function', 'no_such_collation', 'syntax_error', 'not_dml']));
+    expect(declared.get('BindingError')).toEqual(['binding_count', 'binding_missing']);
+    expect(declared.get('TooLarge')).toEqual(['integer_overflow']);
   });
 
   it('unknown method: MethodNotFound -32601', async () => {

@@ -37,7 +37,8 @@ const TARGET_FRAMES = Number(process.env.FUZZ_FRAMES ?? 3000);
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const MAX_FRAME = 65536;
 const GUARD_MS = 20_000;
-const KIND_CODES = new Map(errorsJson.kinds.map((k: { name: string; code: number }) => [k.name, k.code]));
+// Only the kinds a server sends: a client-side kind (ServerGone) in a reply is a bug.
+const KIND_CODES = new Map(errorsJson.kinds.filter((k) => k.side === 'server').map((k: { name: string; code: number }) => [k.name, k.code]));
 
 const tmp = useTempDir('sqlite-rpc-fuzz-');
 

@@ -129,11 +129,15 @@ def op_crewai_mp(side: str, files: dict, offset: int, start_at: float | None = N
             _mp_call(ks, fp, i)
             i += 1
         return {"n": cycles * 3, "pid": os.getpid()}
+    t0 = os.times()
     el, done, errors = C.run_back_to_back(lambda j: _mp_call(ks, fp, j), start_at, duration, i)
+    t1 = os.times()
     lat = {k: [] for k in MP_KINDS}
     for kind, us in done:
         lat[MP_KINDS[kind]].append(us)
-    return {"n": len(done), "elapsed": el, "lat_us_by": lat, "errors": errors, "pid": os.getpid()}
+    # CPU of this process (its Python and its kernel time; a private server child is not in it)
+    cpu_s = (t1.user - t0.user) + (t1.system - t0.system)
+    return {"n": len(done), "elapsed": el, "lat_us_by": lat, "errors": errors, "pid": os.getpid(), "cpu_s": cpu_s}
 
 
 def _reader_conn(side: str, path: str):
@@ -210,6 +214,15 @@ def _read(path: str, mode: str = "r"):
         return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of every thread of a process so far (/proc/PID/stat)."""
+    stat = _read("/proc/%d/stat" % pid)
+    if not stat:
+        return None
+    f = stat[stat.rindex(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_info(pid: int) -> dict | None:
     raw = _read("/proc/%d/cmdline" % pid, "rb")
     if not raw:
@@ -270,6 +283,7 @@ class Census:
         self.workers = set(worker_pids)
         self.seen: dict = {}  # pid -> {"kind", "traced", "argv"}
         self.samples: list = []  # (t, {pid: (rss_kb, fds)})
+        self.cpu: dict = {}  # pid -> [first, last] CPU seconds sampled
         self._stop = threading.Event()
         self._th = None
         self.t0 = now()
@@ -290,6 +304,9 @@ class Census:
             pid = info["pid"]
             self.seen.setdefault(pid, {"kind": info["kind"], "traced": info["traced"], "argv": info["argv"]})
             snap[pid] = (C.rss_kb(pid), C.fd_count(pid))
+            cpu = cpu_seconds(pid)
+            if cpu is not None:
+                self.cpu.setdefault(pid, [cpu, cpu])[1] = cpu
         self.samples.append((round(now() - self.t0, 2), snap))
 
     def __enter__(self) -> "Census":
@@ -320,6 +337,11 @@ class Census:
             for k in out:
                 out[k] = max(out[k], c.get(k, 0))
         return out
+
+    def cpu_s(self) -> float:
+        """CPU seconds the servers spent between their first and last sample (a server that
+        exits inside the window loses its last quarter second: none does while a figure runs)."""
+        return sum(last - first for first, last in self.cpu.values())
 
     def untraced(self) -> int:
         return sum(1 for v in self.seen.values() if not v["traced"])

@@ -14,6 +14,9 @@ import re
 import sqlite3
 from typing import Any, Dict, List, Optional, Tuple
 
+# sqlite3's words for an int outside SQLite's 64-bit INTEGER (also for the server's integer_overflow).
+INT_OVERFLOW = "Python int too large to convert to SQLite INTEGER"
+
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # One token per match: literals, quoted identifiers and comments are skipped whole, so a
@@ -139,7 +142,7 @@ def bind_value(v: Any, index: int) -> Any:
     if t is int or isinstance(v, int):
         if _INT64_MIN <= v <= _INT64_MAX:
             return int(v)  # bool and IntEnum bind as their integer value
-        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        raise OverflowError(INT_OVERFLOW)
     if t is float or isinstance(v, float):
         return float(v)
     if isinstance(v, str):

@@ -47,6 +47,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import sqlite_rpc as _rpc
 import sqlite_rpc.aio as _aio
+from sqlite_rpc._taxonomy import REASON_NO_SUCH_FUNCTION
 
 log = logging.getLogger("sqlite_rpc.crewai")
 
@@ -875,7 +876,15 @@ def _make_checkpoint_id() -> Tuple[str, str]:
 
 
 def _no_jsonb(e: BaseException) -> bool:
-    return isinstance(e, sqlite3.OperationalError) and "no such function: jsonb" in str(e)
+    """Whether the SQLite that ran the statement lacks jsonb(). The server says so in
+    data.reason; the stdlib fallback's errors carry no reason (nor, before Python 3.11, a
+    code), so there its version decides: jsonb() arrived in SQLite 3.45, and before that no
+    statement using it can succeed."""
+    if not isinstance(e, sqlite3.OperationalError):
+        return False
+    if getattr(e, "rpc_kind", None) is not None:
+        return getattr(e, "rpc_reason", None) == REASON_NO_SUCH_FUNCTION and str(getattr(e, "rpc_name", "")).lower() == "jsonb"
+    return sqlite3.sqlite_version_info < (3, 45, 0)
 
 
 class _ProviderMethods:

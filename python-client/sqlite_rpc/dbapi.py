@@ -23,6 +23,7 @@ import msgpack
 
 from . import binding, process
 from .process import ServerProcess
+from ._taxonomy import KIND_SERVER_GONE, REASON_NO_SUCH_COLLATION, REASON_NO_SUCH_FUNCTION, REASON_NOT_DML
 
 Params = Union[Sequence[Any], Dict[str, Any], None]
 
@@ -176,7 +177,6 @@ def _before_binding(conn: "Connection", sql: str, begin: Optional[str]) -> Op:
 _MANY_FIRST_ROWS = 256
 _MANY_CHUNK_ROWS = 50_000
 _MANY_CHUNK_BYTES = 512 << 10
-_DML_ONLY = "executemany() can only execute DML statements."
 _many_batches = itertools.count(1)  # executemany's batch numbers (Cursor._many_ahead)
 _END = object()
 _DEFAULT = object()
@@ -530,7 +530,7 @@ class Cursor:
                     else:
                         total += yield from self._many_chunk(conn, sql, rows)
                 except sqlite3.ProgrammingError as e:
-                    if not (first and not returning and _DML.match(sql) and str(e) == _DML_ONLY):
+                    if not (first and not returning and _DML.match(sql) and getattr(e, "rpc_reason", None) == REASON_NOT_DML):
                         self.rowcount = -1
                         raise
                     # INSERT/UPDATE/DELETE/REPLACE ... RETURNING: sqlite3 3.11 runs every set
@@ -1155,7 +1155,7 @@ class Connection:
                 try:
                     srv.wait(opened)  # raises the open error (e.g. unable to open database file)
                 except BaseException as e:
-                    if _is_reply_error(opened, e) and getattr(e, "rpc_kind", None) != "ServerGone":
+                    if _is_reply_error(opened, e) and getattr(e, "rpc_kind", None) != KIND_SERVER_GONE:
                         self._reopen = True  # (a server that died: _reattach opens again)
                     raise
                 finally:
@@ -1258,7 +1258,7 @@ class Connection:
         raise what the caller should see; or, for a read the server died under (or a request
         it never received), attach to a new server and return the params to repeat it with."""
         kind = self._note_error(e)
-        if kind != "ServerGone":
+        if kind != KIND_SERVER_GONE:
             udf = self._udf_error(e) if ("_udf_functions" in self.__dict__ or "_udf_collations" in self.__dict__) else None
             if udf is not None:
                 raise udf from None
@@ -1583,14 +1583,15 @@ class Connection:
             self._unsupported("set_progress_handler")()
 
     def _udf_error(self, e: BaseException) -> Optional[BaseException]:
-        """NotSupportedError for the server's 'no such function: X' when X was registered here."""
+        """NotSupportedError for the server's no_such_function / no_such_collation (data.reason) when
+        the function or collation it names was registered here."""
         if not isinstance(e, sqlite3.OperationalError):
             return None
-        m = _NO_SUCH_UDF.match(str(e))
-        if m is None:
+        reason, missing = getattr(e, "rpc_reason", None), getattr(e, "rpc_name", None)
+        if reason not in (REASON_NO_SUCH_FUNCTION, REASON_NO_SUCH_COLLATION) or not isinstance(missing, str):
             return None
-        table, what = ("_udf_collations", "collation") if m.group(1) else ("_udf_functions", "function")
-        name = self.__dict__.get(table, {}).get(m.group(2).translate(_ASCII_LOWER))
+        table, what = ("_udf_collations", "collation") if reason == REASON_NO_SUCH_COLLATION else ("_udf_functions", "function")
+        name = self.__dict__.get(table, {}).get(missing.translate(_ASCII_LOWER))
         if name is None:
             return None
         err = sqlite3.NotSupportedError(
@@ -1763,9 +1764,6 @@ def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
 
 
 # ---- sqlite3.Cursor / sqlite3.Row subclasses over our cursors ---------------------------------
-
-_NO_SUCH_UDF = re.compile(r"no such (?:function|(collation sequence)): (.+)\Z", re.S)
-
 
 def _udf_name(what: str, name: Any) -> None:
     if not isinstance(name, str):

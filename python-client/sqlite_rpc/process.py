@@ -29,7 +29,8 @@ import sqlite3
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .protocol import PROTOCOL_VERSION, ServerError, StartRefused, exception_from_error  # noqa: F401 (StartRefused: for fallback)
+from ._taxonomy import KIND_SERVER_GONE, PROTOCOL_VERSION
+from .protocol import ServerError, StartRefused, client_error, exception_from_error  # noqa: F401 (StartRefused: for fallback)
 from .transport import MAX_HEADER, FramingError, content_length, decode_body, encode_frame
 
 log = logging.getLogger("sqlite_rpc")
@@ -94,6 +95,14 @@ class _Slot:
         self.loop: Any = None
 
 
+def _held_lock() -> Any:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+_ASYNC_READER = object()  # the async reader's key among the waiters
+
 PIPE_BYTES = 1 << 20
 
 
@@ -157,7 +166,7 @@ class ServerProcess:
         self._rview = memoryview(self._rbuf)
         self._msgs: "collections.deque[Any]" = collections.deque()
         self._dirty = False
-        self._reading = False  # a thread is reading the stream (the "leader"), under _cond
+        self._reading = False  # a thread is reading the stream (the "leader"), under _lock
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._pending: Dict[int, _Slot] = {}
@@ -165,8 +174,12 @@ class ServerProcess:
         # Frames sent with cork=True (a connection's open): they leave with the next write,
         # or before anyone waits for a reply, in the order they were sent (under _wlock).
         self._corked: List[Tuple[int, _Slot, bytes]] = []
-        self._cond = threading.Condition(threading.Lock())
-        self._followers = 0
+        # Threads waiting while another reads, each on its own lock (held until it is woken):
+        # a reply wakes only the thread waiting for it, and a leader that is done wakes one
+        # follower to read next. (One condition woken for every reply woke all 16 threads of
+        # a 16-thread writer for each reply: each then fought for the GIL to go back to sleep.)
+        self._lock = threading.Lock()
+        self._waiters: Dict[object, Any] = {}
         self._async_pending = 0
         self._async_wake = threading.Event()
         self._async_thread: Optional[threading.Thread] = None
@@ -319,24 +332,23 @@ class ServerProcess:
         while not slot.done:
             if self.dead is not None:
                 # Gone without answering it (after a fork, this process's copy never will).
-                slot.error = {"code": -32007, "message": self.dead, "data": {"kind": "ServerGone", "dbapi": "OperationalError"}}
+                slot.error = client_error(KIND_SERVER_GONE, self.dead)
                 slot.done = True
                 break
             lead = False
             try:
-                with self._cond:
+                with self._lock:
+                    if slot.done:
+                        break
                     if not self._reading:
                         self._reading = lead = True  # one step: no handler runs in between
                     else:
-                        self._followers += 1
-                        try:
-                            while not slot.done and self._reading:
-                                self._cond.wait(1.0)
-                        finally:
-                            self._followers -= 1
+                        wake = self._waiters[slot] = _held_lock()
                 if lead:
                     while not slot.done:
                         self._read_some()
+                else:
+                    self._sleep(slot, wake)
             finally:
                 if lead:
                     self._stop_reading()
@@ -344,12 +356,33 @@ class ServerProcess:
             raise exception_from_error(slot.error)
         return slot.result
 
+    def _sleep(self, key: object, wake: Any) -> None:
+        """Wait to be woken (a reply, or the turn to read), at most 1 s (then look again)."""
+        try:
+            wake.acquire(timeout=1.0)
+        finally:
+            with self._lock:
+                self._waiters.pop(key, None)
+
+    def _wake(self, key: object) -> None:
+        with self._lock:
+            wake = self._waiters.pop(key, None)
+        if wake is not None:
+            wake.release()
+
     def _stop_reading(self) -> None:
-        """The reading thread is done: another may read now (waiters are woken to see)."""
-        with self._cond:
+        """The reading thread is done: one follower is woken to read next (every follower's
+        request is still unanswered: a reply wakes its own waiter and removes it)."""
+        with self._lock:
             self._reading = False
-            if self._followers:
-                self._cond.notify_all()
+            wake = None
+            if self._waiters:
+                # A sync waiter first: the async reader may find nothing left to read for and
+                # go back to sleep without taking the turn.
+                key = next((k for k in self._waiters if k is not _ASYNC_READER), _ASYNC_READER)
+                wake = self._waiters.pop(key)
+        if wake is not None:
+            wake.release()
 
     def _read_some(self) -> None:
         if self.dead is not None:
@@ -424,16 +457,15 @@ class ServerProcess:
         if slot.future is not None:
             slot.loop.call_soon_threadsafe(_settle_future, slot)
         self._pending.pop(rid, None)
-        if slot.future is None and self._followers:
-            with self._cond:
-                self._cond.notify_all()
+        if slot.future is None and self._waiters:
+            self._wake(slot)
 
     def _die(self, reason: str) -> None:
         if self.dead is not None:
             return
         self.dead = reason
         log.warning("%s", reason)
-        err = {"code": -32007, "message": reason, "data": {"kind": "ServerGone", "dbapi": "OperationalError"}}
+        err = client_error(KIND_SERVER_GONE, reason)
         for rid in list(self._pending):
             slot = self._pending.pop(rid, None)
             if slot is None:
@@ -442,8 +474,11 @@ class ServerProcess:
             slot.done = True
             if slot.future is not None:
                 slot.loop.call_soon_threadsafe(_settle_future, slot)
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            wakes = list(self._waiters.values())
+            self._waiters.clear()
+        for wake in wakes:
+            wake.release()
         self._async_wake.set()
 
     # ---- asyncio --------------------------------------------------------------------------
@@ -482,13 +517,15 @@ class ServerProcess:
                     break
                 lead = False
                 try:
-                    with self._cond:
+                    with self._lock:
                         if self._reading:
-                            self._cond.wait(1.0)
+                            wake = self._waiters[_ASYNC_READER] = _held_lock()
                         else:
                             self._reading = lead = True
                     if lead:
                         self._read_some()
+                    else:
+                        self._sleep(_ASYNC_READER, wake)
                 finally:
                     if lead:
                         self._stop_reading()

@@ -1,30 +1,16 @@
 """The protocol's error taxonomy (protocol/errors.json), mapped onto sqlite3's exceptions.
 
-The JSON file is the single definition shared with the server; this module only reads it.
+The JSON file is the single definition shared with the server; _taxonomy is its generated
+copy (scripts/gen-protocol.mjs), so that an installed package needs nothing else.
 """
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 from typing import Any, Dict, Optional
 
-PROTOCOL_VERSION = 1
-
-
-def _load_taxonomy() -> Dict[str, Any]:
-    here = os.path.dirname(os.path.abspath(__file__))
-    # Installed wheels carry a copy (made at build time); a checkout reads the original.
-    for path in (os.path.join(here, "errors.json"), os.path.join(here, "..", "..", "protocol", "errors.json")):
-        if os.path.exists(path):
-            with open(path, "r", encoding="utf-8") as f:
-                return json.load(f)
-    raise ImportError("sqlite_rpc: protocol/errors.json not found (broken installation)")
-
-
-TAXONOMY = _load_taxonomy()
-KINDS = {k["name"]: k for k in TAXONOMY["kinds"]}
-SQLITE_CODES: Dict[str, int] = TAXONOMY["sqlite_codes"]
+from ._taxonomy import KIND_CONFLICT, KINDS, REASON_INTEGER_OVERFLOW, SQLITE_CODES
+from ._taxonomy import PROTOCOL_VERSION as PROTOCOL_VERSION  # re-exported: sqlite_rpc.protocol.PROTOCOL_VERSION
+from .binding import INT_OVERFLOW
 
 # The DB-API classes are the stdlib's own, so `except sqlite3.Error` keeps working.
 _DBAPI = {
@@ -60,6 +46,14 @@ class ConflictError(sqlite3.OperationalError):
     changes: Optional[int] = None
 
 
+def client_error(kind: str, message: str) -> Dict[str, Any]:
+    """The error object of a kind only the client raises (errors.json's side "client"), with
+    that kind's own code and class, shaped as a server's so exception_from_error takes both."""
+    k = KINDS[kind]
+    assert k.side == "client", kind
+    return {"code": k.code, "message": message, "data": {"kind": kind, "dbapi": k.dbapi}}
+
+
 def exception_from_error(error: Dict[str, Any]) -> BaseException:
     """Build the exception sqlite3 would raise from a JSON-RPC error object."""
     data = error.get("data") or {}
@@ -67,10 +61,10 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
     cls = _DBAPI.get(data.get("dbapi") or "", None)
     if cls is None:
         kind = KINDS.get(data.get("kind") or "")
-        cls = _DBAPI.get((kind or {}).get("dbapi") or "DatabaseError", sqlite3.DatabaseError)
-    if data.get("kind") == "TooLarge" and "does not fit in a 64-bit" in message:
-        return OverflowError("Python int too large to convert to SQLite INTEGER")
-    if data.get("kind") == "Conflict":
+        cls = _DBAPI.get((kind.dbapi if kind is not None else None) or "DatabaseError", sqlite3.DatabaseError)
+    if data.get("reason") == REASON_INTEGER_OVERFLOW:
+        return OverflowError(INT_OVERFLOW)
+    if data.get("kind") == KIND_CONFLICT:
         cls = ConflictError
     exc = cls(message)
     if isinstance(exc, ConflictError):
@@ -83,6 +77,10 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         exc.sqlite_errorname = name  # type: ignore[attr-defined]
         exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[attr-defined]
     exc.rpc_kind = data.get("kind")  # type: ignore[attr-defined]
+    exc.rpc_code = error.get("code")  # type: ignore[attr-defined]
+    # Why (errors.json's reasons of the kind) and what about: act on these, never on the message.
+    exc.rpc_reason = data.get("reason")  # type: ignore[attr-defined]
+    exc.rpc_name = data.get("name")  # type: ignore[attr-defined]
     exc.rpc_in_transaction = data.get("in_transaction")  # type: ignore[attr-defined]
     exc.rpc_begin_failed = data.get("begin_failed")  # type: ignore[attr-defined]  # the mode of the BEGIN sent with it, which failed
     exc.rpc_unsent = bool(data.get("unsent"))  # type: ignore[attr-defined]  # ServerGone before it was sent

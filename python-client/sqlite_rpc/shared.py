@@ -33,6 +33,7 @@ import time
 from typing import Iterator, List, NamedTuple, Optional
 
 from .process import ServerProcess, _child_env
+from ._taxonomy import KIND_SERVER_GONE
 from .protocol import ServerError, StartRefused
 
 EXIT_TAKEN = 75  # the server's exit status when a live server already listens at the path
@@ -273,7 +274,7 @@ class SocketServer(ServerProcess):
         try:
             self._initialize()
         except sqlite3.OperationalError as e:
-            if getattr(e, "rpc_kind", None) != "ServerGone":
+            if getattr(e, "rpc_kind", None) != KIND_SERVER_GONE:
                 self._discard()
                 raise
             self._salvage_refusal()

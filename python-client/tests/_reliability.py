@@ -29,7 +29,9 @@ BINARY = os.environ.get("SQLITE_RPC_BINARY") or os.path.join(ROOT, "dist", "sqli
 # The error kinds the protocol defines (code -> kind), to check every error reply against.
 with open(os.path.join(ROOT, "protocol", "errors.json"), encoding="utf-8") as _f:
     _TAXONOMY = json.load(_f)
-KIND_CODES: Dict[str, int] = {k["name"]: k["code"] for k in _TAXONOMY["kinds"]}
+# Only the kinds a server sends: a client-side kind (ServerGone) in a reply is a bug.
+KIND_CODES: Dict[str, int] = {k["name"]: k["code"] for k in _TAXONOMY["kinds"] if k["side"] == "server"}
+PROTOCOL_VERSION: int = _TAXONOMY["protocol_version"]
 
 
 def child_env(**extra: str) -> Dict[str, str]:
@@ -303,7 +305,7 @@ class Pipe:
         return msg.get("result")
 
     def init(self, **extra: Any) -> Dict[str, Any]:
-        return self.call("initialize", dict({"protocol_version": 1}, **extra))
+        return self.call("initialize", dict({"protocol_version": PROTOCOL_VERSION}, **extra))
 
     def drain_until_eof(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -1780,7 +1782,7 @@ class _FuzzTarget:
     def _spawn(self) -> Pipe:
         self.started += 1
         p = Pipe(self.args, cwd=os.path.join(self.folder, "scratch"), stderr_path=os.path.join(self.folder, "server-%d.stderr" % self.started))
-        p.send("initialize", {"protocol_version": 1}, id_="init")
+        p.send("initialize", {"protocol_version": PROTOCOL_VERSION}, id_="init")
         return p
 
     def server(self) -> Pipe:

@@ -46,6 +46,17 @@ def test_read_on_an_idle_connection_is_retried_on_a_new_server(committed):
     assert process.get_server().pid != old
 
 
+def test_a_request_the_dead_server_never_answered_fails_with_server_gone(committed):
+    # ServerGone is the client's own kind, with its own code: not the server's WorkerFailed.
+    srv = process.get_server()
+    _kill_server()
+    with pytest.raises(sqlite3.OperationalError) as e:
+        srv.call("ping", {})
+    assert e.value.rpc_kind == "ServerGone"
+    assert e.value.rpc_code == sqlite_rpc.protocol.KINDS["ServerGone"].code == -31000
+    assert e.value.rpc_code != sqlite_rpc.protocol.KINDS["WorkerFailed"].code
+
+
 def test_write_after_a_crash_goes_to_a_new_server(committed):
     # The dead server never received it (the pipe had no reader), so it is sent to a new one.
     path, db = committed

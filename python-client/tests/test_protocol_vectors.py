@@ -136,6 +136,8 @@ def test_python_codec_encodes_requests_and_decodes_replies_exactly(path):
             data = decoded["error"].get("data") or {}
             exc = protocol.exception_from_error(decoded["error"])
             assert isinstance(exc, (sqlite3.Error, OverflowError, MemoryError))
+            # The one TooLarge the client turns into OverflowError is the one whose reason says so.
+            assert isinstance(exc, OverflowError) == (data.get("reason") == "integer_overflow")
             if data.get("dbapi") and data["kind"] != "TooLarge":
                 assert type(exc) is getattr(sqlite3, data["dbapi"])
                 assert str(exc) == decoded["error"]["message"]

@@ -3,7 +3,7 @@
 import Database from 'better-sqlite3';
 import type { Database as DB } from 'better-sqlite3';
 import fs from 'node:fs';
-import { RpcError, sqliteError } from '../protocol/errors';
+import { RpcError, cantOpenError } from '../protocol/errors';
 import nodePath from 'node:path';
 
 export type SynchronousMode = 'full' | 'normal' | 'off' | 'extra';
@@ -47,7 +47,7 @@ export function fileId(path: string): string | null {
 
 /** A connection to path would not reach the file the engine opened (deleted or replaced since). */
 export function fileMovedError(): RpcError {
-  const e = sqliteError('SQLITE_CANTOPEN', 'unable to open database file: it was deleted or replaced since this connection opened it; connect again');
+  const e = cantOpenError('it was deleted or replaced since this connection opened it; connect again');
   e.data.reason = 'file_moved';
   return e;
 }

@@ -21,6 +21,7 @@ import { ReaderPool } from './readerPool';
 import type { CursorLimits } from './readerWorker';
 import { StatementCache } from './statementCache';
 import type { FlusherStats } from './flusher';
+import { DurableSnapshots } from './durableSnapshot';
 import { Writer, isBusy, touch, type UnitWork } from './writer';
 import { Transactions } from './transactions';
 import type { SessionBackend } from './sessionBackend';
@@ -36,7 +37,7 @@ import type { WriteCounts } from './direct';
 import type { Session } from './session';
 import { execResult, type CursorTable } from './cursors';
 import type { ExecOptions, ExecResult, LogFn, WriteSummary } from './types';
-import { RpcError, beginFailed, sqliteError, toRpcError } from '../protocol/errors';
+import { RpcError, beginFailed, notDmlError, sqliteError, toRpcError } from '../protocol/errors';
 import { SqlRows } from '../transport/msgpack';
 import type { CodecName } from '../transport/codec';
 import fs from 'node:fs';
@@ -120,6 +121,8 @@ export interface EngineStats extends FlusherStats {
   group_max_units: number;
   busy_retries: number;
   inline_reads: number;
+  /** Inline reads served from a durable snapshot while later commits waited for their fdatasync (durableSnapshot.ts). */
+  snapshot_reads: number;
   worker_reads: number;
   statement_cache: { writer: ReturnType<StatementCache['counters']>; inline: ReturnType<StatementCache['counters']> };
   wal_bytes: number;
@@ -208,6 +211,8 @@ export class DatabaseEngine implements SessionBackend {
   private readonly writer: DirectConnection;
   private readonly inline: StatementCache;
   private readonly inlineDb: Database;
+  /** Durable snapshots for inline reads while commits wait for their fdatasync (null without the flusher). */
+  private snapshots: DurableSnapshots | null = null;
   private readonly pool: ReaderPool | null;
   /** Reads outside a transaction: inline or on a worker (readRouter.ts). */
   private readonly reads: ReadRouter;
@@ -355,6 +360,20 @@ export class DatabaseEngine implements SessionBackend {
             log,
           )
         : null;
+    if (this.w.flusher !== null) {
+      this.snapshots = new DurableSnapshots(
+        () => {
+          const db = openConnection(path, { readonly: true, create: false, synchronous: o.synchronous, busyTimeoutMs: 0, foreignKeys: o.foreignKeys, nativeBinding: o.nativeBinding, setWal: false, journalSizeLimit: 0 });
+          if (fileId(path) === this.identity) return db;
+          db.close();
+          return null;
+        },
+        o.cacheSize,
+        () => this.writer.schemaGen,
+        () => this.writer.schemaChanged(),
+      );
+      this.w.flusher.snapshots = this.snapshots;
+    }
     this.reads = new ReadRouter(
       o,
       {
@@ -371,6 +390,7 @@ export class DatabaseEngine implements SessionBackend {
       this.pool,
       this.w.flusher,
       cursors,
+      this.snapshots,
     );
     this.maint = new Maintenance(
       path,
@@ -479,7 +499,7 @@ export class DatabaseEngine implements SessionBackend {
     if (this.w.owner === s) return inTx();
     if (begin !== null) {
       // sqlite3 compiles the statement before its implicit BEGIN: a bad one opens no transaction.
-      if (this.writer.prepare(sql).reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+      if (this.writer.prepare(sql).reader) throw notDmlError();
       return this.w.acquire(s, 'tx').then(inTx);
     }
     return this.w.enqueue(s, { t: 'many', sql, boundList }) as Promise<WriteSummary>;
@@ -591,7 +611,7 @@ export class DatabaseEngine implements SessionBackend {
   private readonlyMany(s: Session, sql: string, boundList: BoundParams[], begin: BeginMode | null): WriteSummary {
     this.inlineUse(s);
     const stmt = this.inline.get(sql);
-    if (stmt.reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+    if (stmt.reader) throw notDmlError();
     if (begin !== null) s.inTx = true;
     for (const b of boundList) stmt.run(...bindArgs(b));
     return { changes: 0, lastrowid: null, total_changes: 0, in_transaction: s.inTx };
@@ -1126,6 +1146,7 @@ export class DatabaseEngine implements SessionBackend {
       group_max_units: this.w.groupMax,
       busy_retries: this.w.busyRetries,
       inline_reads: this.reads.inlineReads,
+      snapshot_reads: this.snapshots?.reads ?? 0,
       worker_reads: this.reads.workerReads,
       statement_cache: { writer: this.writer.cache.counters(), inline: this.inline.counters() },
       wal_bytes: this.maint.walBytes(),
@@ -1344,6 +1365,7 @@ export class DatabaseEngine implements SessionBackend {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     await this.w.close((s) => this.abortTransaction(s, 'server shutting down'));
     await this.pool?.close();
+    this.snapshots?.close();
     this.inlineDb.close();
     this.calc?.close();
     this.writer.drain();

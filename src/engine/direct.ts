@@ -7,7 +7,7 @@ import { StatementCache } from './statementCache';
 import { knownShape, readPage, shapeAfterRun } from './reads';
 import { bindArgs, type BoundParams } from './values';
 import { classify, isBlank } from './sqlText';
-import { RpcError, toRpcError } from '../protocol/errors';
+import { notDmlError, toRpcError } from '../protocol/errors';
 import type { ExecOptions } from './types';
 
 export class OpenIterator {
@@ -179,9 +179,7 @@ export class DirectConnection {
 
   many(sql: string, boundList: BoundParams[]): WriteCounts {
     const stmt = this.prepare(sql);
-    if (stmt.reader) {
-      throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
-    }
+    if (stmt.reader) throw notDmlError();
     let changes = 0;
     this.counted(() => {
       for (const b of boundList) changes += Number(stmt.run(...bindArgs(b)).changes);

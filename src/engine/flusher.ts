@@ -63,6 +63,9 @@ export class Flusher {
   private held: Array<() => void> | null = null;
   private failNext: string | null = null;
 
+  /** Told when an fdatasync starts and completes (durableSnapshot.ts: reads that need not wait). */
+  snapshots: { started(seq: number): void; completed(seq: number, ok: boolean, more: boolean): void } | null = null;
+
   constructor(private readonly path: string, private readonly log: LogFn) {}
 
   /** The writer's COMMIT returned: these replies are sent once an fdatasync started after now completes. */
@@ -122,6 +125,7 @@ export class Flusher {
     const target = this.committed;
     const acks = this.pending;
     this.pending = [];
+    this.snapshots?.started(target);
     let fd: number;
     let file: string;
     try {
@@ -157,8 +161,10 @@ export class Flusher {
     } else if (this.failure !== null) {
       error = sqliteError('SQLITE_IOERR_FSYNC', `the commit could not be made durable: ${this.failure}, and a WAL frame lost before it loses every later commit at recovery; the transaction is in the database but may be lost on power failure until the server opens the file afresh`);
     }
-    for (const a of acks) a.settle(error);
     this.durable = target;
+    // Before the replies leave: a client told of its commit reads from a snapshot that holds it.
+    this.snapshots?.completed(target, error === null, this.committed > target);
+    for (const a of acks) a.settle(error);
     // Reads go after the replies of the commits they may have seen (those are sent in the
     // microtasks of the settles above).
     const ready: Array<() => void> = [];

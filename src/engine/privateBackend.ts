@@ -10,7 +10,7 @@ import type { BoundParams } from './values';
 import type { Session } from './session';
 import type { SessionBackend } from './sessionBackend';
 import type { ExecOptions, ExecResult, WriteSummary } from './types';
-import { RpcError, sqliteError } from '../protocol/errors';
+import { RpcError, notDmlError, sqliteError } from '../protocol/errors';
 import { SqlRows } from '../transport/msgpack';
 import type { DbMetrics } from '../ops/metrics';
 
@@ -60,7 +60,7 @@ export class PrivateBackend implements SessionBackend {
   executeMany(s: Session, sql: string, boundList: BoundParams[], begin: BeginMode | null): WriteSummary {
     const db = this.conn.db;
     if (begin !== null && !db.inTransaction) {
-      if (this.conn.prepare(sql).reader) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+      if (this.conn.prepare(sql).reader) throw notDmlError();
       db.exec(`BEGIN ${begin.toUpperCase()}`);
     }
     try {

@@ -11,6 +11,8 @@ import type { ReaderReply } from './readerWorker';
 import { knownShape, readPage, shapeAfterRun } from './reads';
 import type { StatementCache } from './statementCache';
 import type { Flusher } from './flusher';
+import type { DurableSnapshots, SnapshotConn } from './durableSnapshot';
+import { applySettings } from './settings';
 import type { StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
 import type { Session } from './session';
@@ -93,22 +95,23 @@ export class ReadRouter {
     private readonly pool: ReaderPool | null,
     private readonly flusher: Flusher | null,
     private readonly cursors: CursorTable,
+    private readonly snapshots: DurableSnapshots | null = null,
   ) {}
 
   read(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): ExecResult | Promise<ExecResult> {
     if (this.pool === null || this.host.detached() || (info !== null && info.inline === INLINE_YES)) {
-      const r = this.readInline(s, sql, bound, o, info);
-      if (r !== null) return this.durable(r);
+      const r = this.inlineRead(s, sql, bound, o, info);
+      if (r !== null) return r;
     } else if (info !== null && info.inline === INLINE_UNKNOWN && !this.pool.anyOnline()) {
       // Perf fix (cold start, bench/README.md): right after open no reader worker has booted
       // yet (50-100 ms here), and the first query (`SELECT 1`) used to wait for one. While
       // none is up, a read of unknown cost runs on the main thread (paged: a result larger
       // than a page still moves to a worker), and its timing is recorded as usual.
-      const r = this.readInline(s, sql, bound, o, info);
-      if (r !== null) return this.durable(r);
+      const r = this.inlineRead(s, sql, bound, o, info);
+      if (r !== null) return r;
     } else if (info !== null && info.idleInline && this.workerReadsInFlight === 0 && (this.o.serverIdle?.() ?? false)) {
-      const r = this.readInline(s, sql, bound, o, info);
-      if (r !== null) return this.durable(r);
+      const r = this.inlineRead(s, sql, bound, o, info);
+      if (r !== null) return r;
     }
     return this.readOnWorker(s, sql, bound, o, info);
   }
@@ -161,13 +164,39 @@ export class ReadRouter {
   };
 
   /**
-   * A read on the main thread. Returns null when it must move to a worker (the result is
-   * larger than a page, and a cursor must not pin the main-thread connection).
+   * A read on the main thread: from the durable snapshot while commits wait for their
+   * fdatasync (durableSnapshot.ts), else from the newest state, behind the durable barrier.
+   * Null when it must move to a worker.
    */
-  private readInline(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): ExecResult | null {
-    this.inlineSnapshot();
-    this.host.inlineUse(s);
-    const stmt = this.inline.get(sql);
+  private inlineRead(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null): ExecResult | Promise<ExecResult> | null {
+    const snap = this.snapshots === null || this.host.detached() ? null : this.snapshots.get();
+    if (snap === null) {
+      const r = this.readInline(s, sql, bound, o, info);
+      return r === null ? null : this.durable(r);
+    }
+    if (s.settings !== snap.settings) {
+      const from = snap.settings;
+      snap.settings = null;
+      if (applySettings(snap.db, from, s.settings)) snap.cache.clear();
+      snap.settings = s.settings;
+    }
+    const r = this.readInline(s, sql, bound, o, info, snap);
+    if (r !== null) this.snapshots!.reads++;
+    return r;
+  }
+
+  /**
+   * A read on the main thread: on the main-thread reader, or on a durable snapshot's
+   * connection. Returns null when it must move to a worker (the result is larger than a
+   * page, and a cursor must not pin a main-thread connection).
+   */
+  private readInline(s: Session, sql: string, bound: BoundParams, o: ExecOptions, info: StmtInfo | null, snap: SnapshotConn | null = null): ExecResult | null {
+    if (snap === null) {
+      this.inlineSnapshot();
+      this.host.inlineUse(s);
+    }
+    const db = snap?.db ?? this.inlineDb;
+    const stmt = (snap?.cache ?? this.inline).get(sql);
     const args = bindArgs(bound);
     if (!stmt.reader) {
       stmt.run(...args);
@@ -215,7 +244,7 @@ export class ReadRouter {
       if (micros > IDLE_INLINE_FACTOR * this.o.inlineReadMicros) info.idleInline = false;
     }
     this.inlineReads++;
-    this.host.observe(s, info?.kind ?? 'other', 'reader', sql, t0, args, this.inlineDb);
+    this.host.observe(s, info?.kind ?? 'other', 'reader', sql, t0, args, db);
     const shape = shapeAfterRun(stmt, this.writer.schemaGen, known, rows[0]);
     const r: ExecResult = { columns: shape.names, rows: new SqlRows(rows), cursor, changes: 0, lastrowid: null, in_transaction: s.inTx };
     if (o.decltypes) r.decltypes = shape.decltypes;

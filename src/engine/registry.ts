@@ -14,7 +14,7 @@ import { bindParamsFor, type BoundParams } from './values';
 import { resolveFileNames, withNamesAsGiven } from './pathPolicy';
 import { classify, isBlank, parameterCount, type BeginMode } from './sqlText';
 import type { ExecOptions, ExecResult, FetchResult, LogFn, WriteSummary } from './types';
-import { RpcError, sqliteError, toRpcError } from '../protocol/errors';
+import { RpcError, cantOpenError, notDmlError, toRpcError } from '../protocol/errors';
 import type { DbMetrics } from '../ops/metrics';
 import { backupDatabase, backupFileName, checkDatabaseFile, newestVerifiedBackup, pruneBackups, type BackupResult, type CheckResult } from '../ops/backup';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
@@ -128,13 +128,11 @@ export class Registry {
   private engineFor(real: string, create: boolean, openWaitMs?: number): DatabaseEngine {
     let e = this.engines.get(real);
     if (e) return e;
-    if (!create && !fs.existsSync(real)) throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
+    if (!create && !fs.existsSync(real)) throw cantOpenError();
     try {
       e = new DatabaseEngine(real, this.o, this.cursors, this.log, openWaitMs);
     } catch (err) {
-      // better-sqlite3 checks the folder itself and throws a TypeError; sqlite3 says this.
-      if (err instanceof TypeError && /directory does not exist/.test(err.message)) throw sqliteError('SQLITE_CANTOPEN', 'unable to open database file');
-      const rpc = toRpcError(err);
+      const rpc = toRpcError(err); // a missing folder: SQLITE_CANTOPEN, as sqlite3 says
       if (rpc.data.kind !== 'IntegrityCheckFailed' || !this.o.recoverFromBackup || !this.o.backupDir) throw rpc;
       e = this.recover(real, rpc);
     }
@@ -197,7 +195,7 @@ export class Registry {
     }
     const real = this.resolve(r.path);
     if (this.allowed && !this.allowed.includes(real)) {
-      throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${r.path} is not among the databases this server serves (--db)`);
+      throw notServed(r.path);
     }
     const readonly = r.readonly || this.o.readOnly;
     const current = this.engines.get(real);
@@ -364,11 +362,10 @@ export class Registry {
   private guard<T>(s: Session, sql: string, params: unknown, fn: () => T | Promise<T>): T | Promise<T> {
     const fix = (e: unknown): never => {
       const err = toRpcError(e);
-      const missing = /Missing named parameter "([^"]*)"/.exec(err.message);
-      if (err.data.kind === 'BindingError' && /Too (few|many) parameter values/.test(err.message) && Array.isArray(params)) {
+      if (err.data.reason === 'binding_count' && Array.isArray(params)) {
         err.message = `Incorrect number of bindings supplied. The current statement uses ${parameterCount(sql)}, and there are ${params.length} supplied.`;
-      } else if (err.data.kind === 'BindingError' && missing) {
-        err.message = `You did not supply a value for binding parameter :${missing[1]}.`;
+      } else if (err.data.reason === 'binding_missing') {
+        err.message = `You did not supply a value for binding parameter :${err.data.name}.`;
       }
       err.data.in_transaction = s.inTx;
       const m = this.backends.get(s)?.dbMetrics;
@@ -409,7 +406,7 @@ export class Registry {
 
   private executeManyInner(s: Session, sql: string, paramsList: unknown[], begin: BeginMode | null): WriteSummary | Promise<WriteSummary> {
     // No statement at all is not DML either (better-sqlite3 would throw a TypeError).
-    if (isBlank(sql)) throw new RpcError('SqliteError', 'executemany() can only execute DML statements.', { dbapi: 'ProgrammingError' });
+    if (isBlank(sql)) throw notDmlError();
     const boundList = paramsList.map((p) => bindParamsFor(sql, p));
     for (const b of boundList) this.checkPaths(s, sql, b);
     return this.backends.get(s)!.executeMany(s, sql, boundList, begin);
@@ -543,7 +540,7 @@ export class Registry {
     }
     if (PRIVATE_PATHS.has(ref.path)) throw new RpcError('InvalidParams', 'invalid params: path: a private :memory: database is reached through its session', { field: 'path' });
     const real = this.resolve(ref.path);
-    if (this.allowed && !this.allowed.includes(real)) throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${ref.path} is not among the databases this server serves (--db)`);
+    if (this.allowed && !this.allowed.includes(real)) throw notServed(ref.path);
     return { engine: this.engineFor(real, false), session: null };
   }
 
@@ -581,7 +578,7 @@ export class Registry {
       // Not open here: check the file as it is, without opening it for serving (which
       // would switch it to WAL, and refuse it if damaged).
       const real = this.resolve(ref.path);
-      if (this.allowed && !this.allowed.includes(real)) throw sqliteError('SQLITE_CANTOPEN', `unable to open database file: ${ref.path} is not among the databases this server serves (--db)`);
+      if (this.allowed && !this.allowed.includes(real)) throw notServed(ref.path);
       return { path: real, mode, ...checkDatabaseFile(real, mode, { nativeBinding: this.o.nativeBinding }) };
     }
     const { engine, session } = this.engineOf(ref);
@@ -642,4 +639,9 @@ export class Registry {
     this.retired.clear();
     this.sessions.clear();
   }
+}
+
+/** A path outside the databases a server started with --db serves. */
+function notServed(path: string): RpcError {
+  return cantOpenError(`${path} is not among the databases this server serves (--db)`);
 }

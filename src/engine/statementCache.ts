@@ -2,6 +2,7 @@
 // entry (no Map delete/re-insert on the hot path); the least recently used entry is found
 // by a scan, which happens only on a miss with the cache full.
 import type { Database, Statement } from 'better-sqlite3';
+import { sqliteMessageReason } from '../protocol/errors';
 
 export interface CacheCounters {
   hits: number;
@@ -73,7 +74,7 @@ export class StatementCache {
 
   private checkSchema(e: unknown): boolean {
     const err = e as { code?: unknown; message?: unknown };
-    if (err.code !== 'SQLITE_ERROR' || /syntax error|incomplete input|unrecognized token/.test(String(err.message))) return false;
+    if (err.code !== 'SQLITE_ERROR' || sqliteMessageReason(err.code, String(err.message))?.reason === 'syntax_error') return false;
     try {
       (this.schemaProbe ??= this.db.prepare('SELECT 1 FROM sqlite_schema LIMIT 0')).get();
       return true;

@@ -23,7 +23,7 @@ export function toBindable(v: unknown, where: string): Bindable {
     case 'string':
       return v;
     case 'bigint':
-      if (v < INT64_MIN || v > INT64_MAX) throw new RpcError('TooLarge', `${where}: integer ${v} does not fit in a 64-bit SQLite INTEGER`);
+      if (v < INT64_MIN || v > INT64_MAX) throw new RpcError('TooLarge', `${where}: integer ${v} does not fit in a 64-bit SQLite INTEGER`, { reason: 'integer_overflow' });
       return v;
     case 'boolean':
       return v ? 1n : 0n;

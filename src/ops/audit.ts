@@ -8,6 +8,16 @@ import nodePath from 'node:path';
 import { RpcError } from '../protocol/errors';
 import type { StatementKind } from '../engine/sqlText';
 
+/**
+ * AuditFailed for a record that could not be written. `what` is the failure without the
+ * consequence, which callers that know better (the statement was applied after all) replace.
+ */
+export class AuditWriteFailed extends RpcError {
+  constructor(readonly what: string) {
+    super('AuditFailed', `${what}; the statement was not applied`);
+  }
+}
+
 /** What can be audited; --audit-kinds picks from these. */
 export const AUDIT_KINDS = ['ddl', 'insert', 'update', 'delete', 'pragma', 'attach', 'vacuum', 'script', 'backup', 'restore', 'transaction'] as const;
 export type AuditKind = (typeof AUDIT_KINDS)[number];
@@ -96,7 +106,7 @@ export class AuditLog {
       let off = 0;
       while (off < buf.length) off += fs.writeSync(this.fd, buf, off);
     } catch (e) {
-      throw new RpcError('AuditFailed', `the audit record could not be written to ${this.path} (${(e as Error).message}); the statement was not applied`);
+      throw new AuditWriteFailed(`the audit record could not be written to ${this.path} (${(e as Error).message})`);
     }
     this.dirty = true;
     this.records++;

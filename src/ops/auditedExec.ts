@@ -8,7 +8,7 @@ import { classify, type StatementKind } from '../engine/sqlText';
 import type { Session } from '../engine/session';
 import type { LogFn } from '../engine/types';
 import { RpcError, toRpcError } from '../protocol/errors';
-import { auditKindOf, type AuditKind, type AuditLog, type AuditRecord } from './audit';
+import { AuditWriteFailed, auditKindOf, type AuditKind, type AuditLog, type AuditRecord } from './audit';
 
 export class AuditedExec {
   constructor(
@@ -79,7 +79,7 @@ export class AuditedExec {
       this.audit.sync();
     } catch (e) {
       const err = toRpcError(e);
-      err.message = `${err.message.replace(/; the statement was not applied$/, '')}; the statement WAS applied (its start was recorded)`;
+      err.message = `${failureOf(err)}; the statement WAS applied (its start was recorded)`;
       throw err;
     }
     return out;
@@ -132,7 +132,7 @@ export class AuditedExec {
       this.audit.sync();
     } catch (e) {
       const err = toRpcError(e);
-      err.message = `the ${rec.kind} was done, but its audit record could not be written: ${err.message.replace(/; the statement was not applied$/, '')}`;
+      err.message = `the ${rec.kind} was done, but its audit record could not be written: ${failureOf(err)}`;
       throw err;
     }
   }
@@ -144,4 +144,9 @@ export class AuditedExec {
       this.log('audit_write_failed', { db: this.path, error: (e as Error).message, record: rec }, 'error');
     }
   }
+}
+
+/** The audit failure without its "was not applied", for a caller that knows the statement was. */
+function failureOf(err: RpcError): string {
+  return err instanceof AuditWriteFailed ? err.what : err.message;
 }

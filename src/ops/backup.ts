@@ -297,6 +297,12 @@ function verifyCopy(tmp: string, nativeBinding: unknown): number {
  * Never throws for a bad file: a missing file, a directory or a non-database is a problem line.
  */
 export function checkDatabaseFile(file: string, mode: 'quick' | 'full', o: { nativeBinding?: unknown; busyTimeoutMs?: number } = {}): CheckResult {
+  const { ok, problems } = inspectDatabaseFile(file, mode, o);
+  return { ok, problems };
+}
+
+/** checkDatabaseFile, and whether the file is no SQLite database at all (restore says which). */
+function inspectDatabaseFile(file: string, mode: 'quick' | 'full', o: { nativeBinding?: unknown; busyTimeoutMs?: number }): CheckResult & { notDb?: true } {
   const abs = path.resolve(file);
   let state: ReturnType<typeof headerState>;
   try {
@@ -306,7 +312,7 @@ export function checkDatabaseFile(file: string, mode: 'quick' | 'full', o: { nat
   }
   if (state === 'missing') return { ok: false, problems: [`${abs}: no such file`] };
   if (state === 'not-a-file') return { ok: false, problems: [`${abs}: not a regular file`] };
-  if (state === 'not-sqlite') return { ok: false, problems: [`${abs}: not a SQLite database (no SQLite header)`] };
+  if (state === 'not-sqlite') return { ok: false, problems: [`${abs}: not a SQLite database (no SQLite header)`], notDb: true };
   let db: Database | undefined;
   try {
     db = openFile(abs, { readonly: true, nativeBinding: o.nativeBinding, timeoutMs: o.busyTimeoutMs });
@@ -315,7 +321,7 @@ export function checkDatabaseFile(file: string, mode: 'quick' | 'full', o: { nat
     return { ok: problems.length === 0, problems };
   } catch (e) {
     const code = sqliteCode(e);
-    if (code === 'SQLITE_NOTADB') return { ok: false, problems: [`${abs}: not a SQLite database (${messageOf(e)})`] };
+    if (code === 'SQLITE_NOTADB') return { ok: false, problems: [`${abs}: not a SQLite database (${messageOf(e)})`], notDb: true };
     return { ok: false, problems: [`${abs}: ${code ? `${code}: ` : ''}${messageOf(e)}`] };
   } finally {
     db?.close();
@@ -356,10 +362,9 @@ export async function restoreDatabase(
   if (srcState === 'empty') throw fail(`restore source ${srcAbs} is empty (0 bytes): not a backup`);
   if (srcState === 'not-sqlite') throw fail(`restore source ${srcAbs} is not a SQLite database (no SQLite header)`);
   if (srcAbs === tgtAbs || sameFile(srcAbs, tgtAbs)) throw fail(`restore source and target are the same file (${tgtAbs})`);
-  const check = checkDatabaseFile(srcAbs, 'full', { nativeBinding: o.nativeBinding });
+  const check = inspectDatabaseFile(srcAbs, 'full', { nativeBinding: o.nativeBinding });
   if (!check.ok) {
-    const notDb = check.problems.some((p) => /not a SQLite database/.test(p));
-    throw fail(`restore source ${srcAbs} ${notDb ? 'is not a SQLite database' : 'fails integrity_check'}: ${summary(check.problems)}`, check.problems);
+    throw fail(`restore source ${srcAbs} ${check.notDb ? 'is not a SQLite database' : 'fails integrity_check'}: ${summary(check.problems)}`, check.problems);
   }
 
   const tgtDir = path.dirname(tgtAbs);

@@ -1,6 +1,6 @@
 // The method table: each method checks its params and calls the engine. PROTOCOL.md
 // documents every method; keep the two in step.
-import { RpcError, beginFailed, invalidParams, toRpcError } from '../protocol/errors';
+import { PROTOCOL_VERSION, RpcError, beginFailed, invalidParams, toRpcError } from '../protocol/errors';
 import type { DbRef, Registry } from '../engine/registry';
 import type { ExecOptions } from '../engine/types';
 import type { BeginMode } from '../engine/sqlText';
@@ -9,7 +9,6 @@ import { array, bool, int, number, oneOf, str, type Params } from './params';
 import { FORMATS, type Metrics, type MetricsFormat } from '../ops/metrics';
 import { STDIO_SCOPE, type SessionScope } from './scope';
 
-export const PROTOCOL_VERSION = 1;
 const MAX_ID = 2 ** 31 - 1;
 const BEGIN_MODES = ['deferred', 'immediate', 'exclusive'] as const;
 

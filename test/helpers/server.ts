@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Packr } from 'msgpackr';
 import { afterAll, beforeAll, expect, inject } from 'vitest';
+import { PROTOCOL_VERSION } from '../../src/protocol/errors.generated';
 import {
   createMessageConnection,
   ResponseError,
@@ -235,7 +236,7 @@ export class RpcClient {
 
   static async start(args: string[] = [], opts: ClientOptions = {}): Promise<RpcClient> {
     const c = new RpcClient(new ServerProcess(args, { env: opts.env, cwd: opts.cwd, wrap: opts.wrap }));
-    if (!opts.noInit) c.initResult = await c.request('initialize', { protocol_version: 1, client: { name: 'vitest' } });
+    if (!opts.noInit) c.initResult = await c.request('initialize', { protocol_version: PROTOCOL_VERSION, client: { name: 'vitest' } });
     return c;
   }
 
@@ -421,8 +422,8 @@ export class RawClient {
   }
 
   async init(): Promise<any> {
-    const r = await this.call('initialize', { protocol_version: 1 });
-    expect(r.result?.protocol_version).toBe(1);
+    const r = await this.call('initialize', { protocol_version: PROTOCOL_VERSION });
+    expect(r.result?.protocol_version).toBe(PROTOCOL_VERSION);
     return r.result;
   }
 
