@@ -190,8 +190,9 @@ describe('large buffers let go (transport/gc.ts)', () => {
     // Only the 16th call reaches 16 MiB.
     expect(ran.indexOf(true)).toBe(15);
     expect(ran.filter(Boolean)).toHaveLength(1);
-    // 16 MiB of 1 MiB buffers were allocated; after the scavenge at most the last one (still
-    // in `b`'s scope when it ran) and some noise remain.
-    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(4 << 20);
+    // 16 MiB of 1 MiB buffers were allocated. Without the scavenge all 16 are still counted;
+    // after it, the last one (still in `b`'s scope when it ran) and what else this process
+    // allocated meanwhile (up to ~5 MiB seen in a full run, from the file's earlier tests).
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(8 << 20);
   });
 });
