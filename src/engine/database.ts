@@ -289,18 +289,11 @@ export class DatabaseEngine implements SessionBackend {
     this.keepsWal = fresh || (!o.readOnly && String(writerDb.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal');
     this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
     this.obs = new Observer(this.m, path, log, o.slowQueryMs ?? 0, o.sessionLog ?? null);
+    // The main thread's read-only connections: the inline reader, and the durable snapshots'.
+    const readerOptions = { readonly: true, create: false, synchronous: o.synchronous, busyTimeoutMs: 0, foreignKeys: o.foreignKeys, nativeBinding: o.nativeBinding, setWal: false, journalSizeLimit: 0 };
     try {
       if (o.audit) this.audit = new AuditLog(auditPathFor(o.audit.dir, path), path, new Set(o.audit.kinds));
-      this.inlineDb = openConnection(path, {
-        readonly: true,
-        create: false,
-        synchronous: o.synchronous,
-        busyTimeoutMs: 0,
-        foreignKeys: o.foreignKeys,
-        nativeBinding: o.nativeBinding,
-        setWal: false,
-        journalSizeLimit: 0,
-      });
+      this.inlineDb = openConnection(path, readerOptions);
     } catch (e) {
       writerDb.close();
       this.audit?.close();
@@ -363,7 +356,7 @@ export class DatabaseEngine implements SessionBackend {
     if (this.w.flusher !== null) {
       this.snapshots = new DurableSnapshots(
         () => {
-          const db = openConnection(path, { readonly: true, create: false, synchronous: o.synchronous, busyTimeoutMs: 0, foreignKeys: o.foreignKeys, nativeBinding: o.nativeBinding, setWal: false, journalSizeLimit: 0 });
+          const db = openConnection(path, readerOptions);
           if (fileId(path) === this.identity) return db;
           db.close();
           return null;
