@@ -56,6 +56,15 @@ function hold(reg: Registry, file: string, on: boolean): void {
   expect(reg.engine(file)!.flusherHook(on, null)).toBe(true);
 }
 
+/** Until a reader worker has run a read of the file (they come online in their own time). */
+async function workersUp(reg: Registry, file: string, s: ReturnType<typeof openSession>): Promise<void> {
+  for (let i = 0; stats(reg, file).worker_reads === 0; i++) {
+    expect(i).toBeLessThan(1000);
+    await all(reg, s, `SELECT ${i} AS warm`);
+    await turns(1);
+  }
+}
+
 describe('the flusher (engine)', () => {
   it('16 sessions committing transactions at once share fdatasyncs: each runs while the previous ones are being made durable', async () => {
     const reg = makeRegistry({ synchronous: 'full' });
@@ -98,11 +107,7 @@ describe('the flusher (engine)', () => {
     await exec(reg, c, 'CREATE TABLE u(x)');
     await exec(reg, c, 'INSERT INTO u VALUES (1)');
     // One read known to run inline, one of a text never seen (a reader worker runs it, once one is up).
-    for (let i = 0; stats(reg, file).worker_reads === 0; i++) {
-      expect(i).toBeLessThan(1000);
-      await all(reg, b, `SELECT ${i} AS warm`);
-      await turns(1); // the workers come online in their own time
-    }
+    await workersUp(reg, file, b);
     for (let i = 0; i < 3; i++) await all(reg, b, 'SELECT v FROM t WHERE id = ?', [1]);
     const { order, track } = recorder();
     hold(reg, file, true);
@@ -141,11 +146,7 @@ describe('the flusher (engine)', () => {
     // generation (which retires any snapshot taken before it) is behind us.
     await exec(reg, a, 'DELETE FROM t');
     const count = () => reg.execute(r, 'SELECT count(*) FROM t', [], { pageRows: 100, pageBytes: 1 << 20, decltypes: false, begin: null });
-    for (let i = 0; stats(reg, file).worker_reads === 0; i++) {
-      expect(i).toBeLessThan(1000);
-      await all(reg, r, `SELECT ${i} AS warm`);
-      await turns(1); // the workers come online in their own time
-    }
+    await workersUp(reg, file, r);
     // Until it is known to run inline (answered in the call: nothing is waiting to be made durable).
     for (let i = 0; count() instanceof Promise; i++) {
       expect(i).toBeLessThan(1000);
