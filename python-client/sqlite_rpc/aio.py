@@ -19,10 +19,10 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Dict, Generator, Iterable, List, Optional
 
-from . import dbapi, fallback, process
+from . import _core, fallback, process
+from ._core import Params
 from .dbapi import Connection as SyncConnection
-from .dbapi import Cursor as SyncCursor
-from .dbapi import Params, Row
+from .dbapi import Row
 
 __all__ = ["connect", "Connection", "Cursor", "Row", "Error"]
 Error = sqlite3.Error
@@ -167,25 +167,33 @@ class Connection:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    # The request path is the blocking driver's: the core's prepare() before a request, its
+    # failed() after an error (the recovery policy: what is repeated on a new server, what is
+    # reported lost), with awaited sends and replies between them.
+
     async def _rpc(self, method: str, params: Dict[str, Any], _on_settle: Any = None) -> Any:
         return await self._collect(await self._send_ahead(method, params))
 
     async def _send_ahead(self, method: str, params: Dict[str, Any]) -> Any:
         """Send a request; its reply is _collect's (an op may send several before it reads them)."""
-        if dbapi._deferred:
-            dbapi._run_deferred()  # what a __del__ could not send (dbapi._deferred)
-        conn: SyncConnection = self._sync
-        loop = asyncio.get_running_loop()
-        srv, params, before = conn._prepare(method, params)  # (the blocking API's steps, shared)
+        srv, params, before = _core.prepare(self._sync, method, params)
         if before is not None:
             await self._rpc(*before)
-        if conn._open_slot is not None:
-            slot, conn._open_slot = conn._open_slot, None
-            if not slot.done:
+        return await self._send(srv, method, params), method, params
+
+    async def _send(self, srv: process.ServerProcess, method: str, params: Dict[str, Any]) -> Any:
+        """A future for the reply to the request, sent behind the pipelined open (if any),
+        whose error it raises."""
+        _core.run_deferred()  # what a __del__ could not send
+        conn = self._sync
+        _core.reopen_if_due(conn, srv)
+        loop = asyncio.get_running_loop()
+        opening = _core.pending_open(conn)
+        if opening is not None:
+            if not opening.done:
                 await srv.call_async("ping", {}, loop)  # replies come in order
-            if slot.error is not None:
-                srv.wait(slot)  # raises the open error
-        return srv.call_async(method, params, loop), method, params
+            _core.opened(conn, srv, opening)  # done: raises the open error, if any
+        return srv.call_async(method, params, loop)
 
     async def _collect(self, handle: Any) -> Any:
         reply, method, params = handle
@@ -194,58 +202,54 @@ class Connection:
         except process.ServerError:
             raise
         except sqlite3.Error as e:
-            again = self._sync._failed(e, method, params)
-        return await self._sync._srv.call_async(method, again, asyncio.get_running_loop())
+            srv, again = _core.failed(self._sync, e, method, params)
+        return await (await self._send(srv, method, again))
 
-    async def _drive(self, op: Any) -> Any:
-        """Run one of the cursor's request generators with awaited round trips (dbapi._run's twin)."""
-        try:
-            req = next(op)
-            while True:
-                try:
-                    if req[0] is dbapi._AHEAD:
-                        res = await self._send_ahead(req[1], req[2])
-                    elif req[0] is dbapi._COLLECT:
-                        res = await self._collect(req[1])
-                    else:
-                        res = await self._rpc(*req)
-                except Exception as e:
-                    req = op.throw(e)
+    async def _drive(self, op: _core.Op) -> Any:
+        """Run one of the core's operations with awaited round trips."""
+        step = _core.Steps(op)
+        req = step.first()
+        while req is not None:
+            try:
+                if req[0] is _core.AHEAD:
+                    res = await self._send_ahead(req[1], req[2])
+                elif req[0] is _core.COLLECT:
+                    res = await self._collect(req[1])
                 else:
-                    req = op.send(res)
-        except StopIteration as stop:
-            return stop.value
+                    res = await self._rpc(req[0], req[1])
+            except Exception as e:
+                req = step.throw(e)
+            else:
+                req = step.send(res)
+        return step.result
 
     async def _run_execute(self, cur: Any, sql: str, parameters: Params) -> None:
         self._check_open()
         if not self._remote:
             await self._call(cur.execute, sql, parameters)
             return
-        await self._drive(cur._op_execute(sql, parameters))
+        await self._drive(_core.op_execute(cur, sql, parameters))
 
     async def _run_many(self, cur: Any, sql: str, seq: Iterable[Params]) -> None:
         self._check_open()
         if not self._remote:
             await self._call(cur.executemany, sql, seq)
             return
-        await self._drive(cur._op_executemany(sql, seq))
+        await self._drive(_core.op_executemany(cur, sql, seq))
 
     async def _run_script(self, cur: Any, sql: str) -> None:
         self._check_open()
         if not self._remote:
             await self._call(cur.executescript, sql)
             return
-        await self._drive(cur._op_script(sql))
+        await self._drive(_core.op_script(cur, sql))
 
     async def _fetchone(self, cur: Any) -> Any:
         self._check_open()
         if not self._remote:
             return await self._call(cur.fetchone)
-        while not cur._buffered():
-            cur._check()
-            if not await self._drive(cur._op_more()):
-                cur._exhausted_check()
-                return None
+        if not await self._drive(_core.op_fill(cur)):
+            return None
         return cur.fetchone()  # buffered: no round trip
 
     # -- aiosqlite API -----------------------------------------------------------------------
@@ -323,15 +327,13 @@ class Connection:
         self._check_open()
         if not self._remote:
             return await self._call(self._sync.commit)
-        self._sync._check()
-        await self._drive(dbapi._op_end(self._sync, "commit"))
+        await self._drive(_core.op_end(self._sync, "commit"))
 
     async def rollback(self) -> None:
         self._check_open()
         if not self._remote:
             return await self._call(self._sync.rollback)
-        self._sync._check()
-        await self._drive(dbapi._op_end(self._sync, "rollback"))
+        await self._drive(_core.op_end(self._sync, "rollback"))
 
     async def close(self) -> None:
         if self._closed:

@@ -21,22 +21,20 @@ from urllib.parse import parse_qs, unquote_to_bytes, urlparse
 
 import msgpack
 
-from . import binding, process
+from . import _core, binding, process
+from ._core import (  # noqa: F401 - also names that code and tests reach as dbapi's
+    _DML, Op, Params, _description, _strip_colname, _type_name, _written_files)
+from ._core import deferred as _deferred
+from ._core import run_deferred as _run_deferred
+from ._core import send_from_del as _send_from_del
 from .process import ServerProcess
-from ._taxonomy import KIND_SERVER_GONE, REASON_NO_SUCH_COLLATION, REASON_NO_SUCH_FUNCTION, REASON_NOT_DML
+from ._taxonomy import REASON_NO_SUCH_COLLATION, REASON_NO_SUCH_FUNCTION
 
-Params = Union[Sequence[Any], Dict[str, Any], None]
 
-_DML = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I | re.S)
 _closed_db = "Cannot operate on a closed database."
 # Open file connections per (server, absolute path) in this process: the last close of a file waits.
 _open_files: Dict[Tuple[int, str], int] = {}
 _open_files_lock = threading.Lock()
-# The files some connection of this process may have written since the last close of the file
-# that waited: only such a last close has anything to fold in, so only it waits.
-_written_files: Set[Tuple[int, str]] = set()
-# Requests that never write the database (an execute is checked by its SQL).
-_NEVER_WRITE = frozenset(("fetch", "close_cursor", "ping", "begin", "commit", "rollback"))
 _closed_cursor = "Cannot operate on a closed cursor."
 _base_connection = "Base Connection.__init__ not called."
 _base_cursor = "Base Cursor.__init__ not called."
@@ -58,54 +56,7 @@ def _forget_key_locked(key: Tuple[int, str]) -> None:
         _forget_key(key)
 
 
-# What __del__ (Cursor's close_cursor, Connection's close) may not do where it runs: the
-# cycle collector calls it anywhere, also on a thread that holds the server's write lock
-# (inside ServerProcess._write) or _open_files_lock, neither of them reentrant, so waiting
-# for either there would deadlock. Such work is queued here and done, in order, before the
-# next request of this process (deque: appending needs no lock).
-_deferred: "collections.deque[Callable[[], None]]" = collections.deque()
-
-
-def _run_deferred() -> None:
-    while _deferred:
-        try:
-            job = _deferred.popleft()
-        except IndexError:
-            return
-        try:
-            job()
-        except Exception:
-            pass
-
-
-def _send_from_del(srv: ServerProcess, method: str, params: Dict[str, Any]) -> None:
-    """srv.notify(method, params) for __del__ (no reply: nobody would read it): at once unless
-    a request is being written (perhaps by this very thread), else before the next request."""
-    if srv._wlock.acquire(False):
-        srv._wlock.release()
-        try:
-            srv.notify(method, params)  # (a collection inside it defers its own sends)
-        except Exception:
-            pass
-        return
-
-    def job() -> None:
-        if srv.dead is None and srv.home is not None and srv is srv.home.server:
-            srv.notify(method, params)
-
-    _deferred.append(job)
-
-
-Op = Generator[Tuple[str, Dict[str, Any]], Any, Any]
-_BUSY_TIMEOUT = re.compile(r"\s*PRAGMA\s+(?:main\s*\.\s*)?busy_timeout\s*(?:=\s*([-+]?\d+)|\(\s*([-+]?\d+)\s*\))?\s*;?\s*\Z", re.I)
-_EXPLAIN = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*EXPLAIN\b", re.I | re.S)
-
-
-_COMMIT_SQL = re.compile(r"\s*(?:COMMIT|END)\b", re.IGNORECASE)
-# A BEGIN that takes no lock (DEFERRED), so nothing can make it fail but an open
-# transaction, which the client knows of: it is held back and rides with the next request.
-_PLAIN_BEGIN = re.compile(r"\s*BEGIN(?:\s+DEFERRED)?(?:\s+TRANSACTION)?\s*;?\s*\Z", re.IGNORECASE)
-_HELD_BEGIN_RESULT = {"in_transaction": True, "columns": None, "rows": (), "cursor": None, "changes": 0, "lastrowid": None}
+# -- the blocking driver: runs the core's operations (sqlite_rpc._core) with blocking round trips --
 
 
 def _run(conn: "Connection", op: Op) -> Any:
@@ -117,112 +68,28 @@ def _run(conn: "Connection", op: Op) -> Any:
     return _drive(conn, op)
 
 
-# An op may yield (_AHEAD, method, params): send without waiting, get back a handle; then
-# (_COLLECT, handle): the reply. Both drivers take them (_drive here, aio's _drive).
-_AHEAD = object()
-_COLLECT = object()
-
-
 def _drive(conn: "Connection", op: Op) -> Any:
     if conn._unsettled is not None:
         conn._settle()  # the op reads the connection's state (in_transaction) before it sends anything
-    try:
-        req = next(op)
-        while True:
-            try:
-                if req[0] is _AHEAD:
-                    res = conn._send_ahead(req[1], req[2])
-                elif req[0] is _COLLECT:
-                    res = conn._collect(req[1])
-                else:
-                    res = conn._rpc(*req)
-            except Exception as e:
-                req = op.throw(e)
-            else:
-                req = op.send(res)
-    except StopIteration as stop:
-        return stop.value
-
-
-def _op_end(conn: "Connection", method: str) -> Op:
-    """commit() or rollback(): nothing to do without a transaction, nor after a held BEGIN."""
-    if conn._drop_held_begin():
-        return
-    if conn._in_tx:
-        conn._in_tx = (yield (method, {"session": conn._session}))["in_transaction"]
-
-
-def _before_binding(conn: "Connection", sql: str, begin: Optional[str]) -> Op:
-    """What sqlite3 does before it binds parameters, replayed when binding fails in the client:
-    it compiles the statement (so an SQL error wins over a binding error) and runs the
-    implicit BEGIN (so a failed INSERT still leaves its transaction open)."""
-    if not binding.blank(sql):
-        check = sql if _EXPLAIN.match(sql) else "EXPLAIN " + sql  # compiles, runs nothing
-        p: Dict[str, Any] = {"session": conn._session, "sql": check}
-        count, names, named = binding.scan(sql)
-        if count:  # the server insists on a value for every parameter: NULLs do
-            p["params"] = {n[1:]: None for n in names} if named and None not in names else [None] * count  # type: ignore[index]
+    step = _core.Steps(op)
+    req = step.first()
+    while req is not None:
         try:
-            yield ("execute", p)
-        except sqlite3.Error as e:
-            if getattr(e, "rpc_kind", None) != "BindingError":  # the NULLs themselves: not the point
-                raise
-    if begin is not None:
-        conn._in_tx = (yield ("begin", {"session": conn._session, "mode": begin}))["in_transaction"]
+            if req[0] is _core.AHEAD:
+                res = conn._send_ahead(req[1], req[2])
+            elif req[0] is _core.COLLECT:
+                res = conn._collect(req[1])
+            else:
+                res = conn._rpc(*req)
+        except Exception as e:
+            req = step.throw(e)
+        else:
+            req = step.send(res)
+    return step.result
 
 
-# executemany sends its parameter sets in chunks: the first of _MANY_FIRST_ROWS rows, the
-# others sized to about _MANY_CHUNK_BYTES (at most a quarter of the frame limit) and
-# _MANY_CHUNK_ROWS rows.
-_MANY_FIRST_ROWS = 256
-_MANY_CHUNK_ROWS = 50_000
-_MANY_CHUNK_BYTES = 512 << 10
-_many_batches = itertools.count(1)  # executemany's batch numbers (Cursor._many_ahead)
-_END = object()
 _DEFAULT = object()
 
-
-def _many_params(conn: "Connection", sql: str, part: List[Any]) -> Dict[str, Any]:
-    """An executemany request for these parameter sets (with sqlite3's implicit BEGIN if due)."""
-    p: Dict[str, Any] = {"session": conn._session, "sql": sql, "seq_of_params": part}
-    begin = conn._begin_mode_for(sql)
-    if begin is not None:
-        p["begin"] = begin
-    return p
-
-
-def _first_unencodable(rows: List[Any]) -> int:
-    for i, r in enumerate(rows):
-        try:
-            msgpack.packb(r, use_bin_type=True)
-        except UnicodeEncodeError:
-            return i
-    return len(rows)
-
-
-_descriptions: Dict[Any, Tuple[Tuple[Any, ...], ...]] = {}
-
-
-def _description(cols: Any) -> Tuple[Tuple[Any, ...], ...]:
-    """cursor.description for these column names (immutable, so shared by the results of a query)."""
-    try:
-        return _descriptions[cols]
-    except (KeyError, TypeError):  # TypeError: a list (the JSON codec), not hashable
-        d = tuple((c, None, None, None, None, None, None) for c in cols)
-        if isinstance(cols, tuple):
-            if len(_descriptions) >= 1024:
-                _descriptions.clear()
-            _descriptions[cols] = d
-        return d
-
-
-def _is_reply_error(slot: Any, e: BaseException) -> bool:
-    """e is the error the server replied to slot's request with (not a signal handler's)."""
-    return slot is not None and slot.done and slot.error is not None and isinstance(e, (sqlite3.Error, MemoryError, OverflowError))
-
-
-def _type_name(v: Any) -> str:
-    return "None" if v is None else type(v).__name__
 
 
 _ASCII_LOWER = {c: c + 32 for c in range(65, 91)}
@@ -364,111 +231,13 @@ class Cursor:
         self._converters = None
         self._rowcount_when_done = None
 
-    # Each statement method is a generator of requests ("method", params) that receives each
-    # reply (or has the request's exception thrown into it): the synchronous API drives it
-    # with blocking round trips (_run), aio.py with awaited ones. One copy of the semantics.
-
-    def _op_execute(self, sql: str, parameters: Params, expect_rows: Optional[int] = None) -> "Op":
-        conn = self._check()
-        if not isinstance(sql, str):
-            raise TypeError("execute() argument 1 must be str, not %s" % _type_name(sql))
-        self._reset()
-        begin = conn._begin_mode_for(sql)
-        error: Optional[BaseException] = None
-        self._locked = True
-        try:
-            wire = binding.bind(sql, parameters)
-        except Exception as e:
-            error = e
-        finally:
-            self._locked = False
-        if error is not None:
-            yield from _before_binding(conn, sql, begin)
-            raise error
-        if wire is None and conn._private and _BUSY_TIMEOUT.match(sql):
-            yield from self._busy_timeout_pragma(conn, sql)
-            return
-        if wire is None and expect_rows is None and not conn._in_tx and _PLAIN_BEGIN.match(sql):
-            conn._held_begin = True  # sent with the next request (Connection._carry_begin)
-            self._take_result(conn, _HELD_BEGIN_RESULT, sql)
-            return
-        p: Dict[str, Any] = {"session": conn._session, "sql": sql}
-        if wire is not None:
-            p["params"] = wire
-        if begin is not None:
-            p["begin"] = begin
-        if conn._detect_decltypes:
-            p["decltypes"] = True
-        if expect_rows is not None:
-            p["expect_rows"] = operator.index(expect_rows)
-        try:
-            res = yield ("execute", p)
-        except UnicodeEncodeError:
-            # A lone surrogate: in the SQL text sqlite3 fails at once; in a parameter, at bind time.
-            sql.encode("utf-8")
-            yield from _before_binding(conn, sql, begin)
-            raise
-        self._take_result(conn, res, sql)
-
-    def _busy_timeout_pragma(self, conn: "Connection", sql: str) -> "Op":
-        """PRAGMA busy_timeout [= N] of an in-memory database: the connection's own, as in
-        sqlite3 (timeout * 1000 until set), though nothing else can lock it. A file's session
-        has the server answer: there it is the session's timeout, which setting changes."""
-        m = _BUSY_TIMEOUT.match(sql)
-        value = m.group(1) or m.group(2) if m is not None else None
-        if value is not None:
-            ms = int(value)
-            conn._busy_ms = ms if 0 < ms < 2**31 else 0  # SQLite: none at all for 0 or less
-        res = {"columns": ["timeout"], "rows": ((conn._busy_ms,),), "cursor": None, "changes": 0, "lastrowid": None, "in_transaction": conn._in_tx}
-        if conn._detect_decltypes:
-            res["decltypes"] = [None]
-        self._take_result(conn, res, sql)
-        return
-        yield  # a generator, as the other ops
-
     def execute(self, sql: str, parameters: Params = (), *, expect_rows: Optional[int] = None) -> "Cursor":
         """sqlite3's execute. expect_rows (an extension, see sqlite_rpc.optimistic): the
         statement must change exactly that many rows, or it is undone and ConflictError raised."""
         if not self._initialized:
             self._check()
-        _run(self._connection, self._op_execute(sql, parameters, expect_rows))
+        _run(self._connection, _core.op_execute(self, sql, parameters, expect_rows))
         return self
-
-    def _take_result(self, conn: "Connection", res: Dict[str, Any], sql: str) -> None:
-        conn._in_tx = res["in_transaction"]
-        cols = res["columns"]
-        changes = res["changes"]
-        if res["lastrowid"] is not None:
-            conn._last_rowid = res["lastrowid"]
-        conn._total_changes += res.get("total_changes", changes)
-        if cols is None and not changes and binding.blank(sql):
-            return  # sqlite3 runs nothing for empty SQL and leaves the cursor as it was
-        # sqlite3's cursor.lastrowid is the connection's last inserted rowid after any execute.
-        self.lastrowid = conn._last_rowid
-        dml = _DML.match(sql) is not None
-        if cols is None:
-            # rowcount: rows changed by INSERT/UPDATE/DELETE/REPLACE, -1 for anything else.
-            self.rowcount = changes if dml else -1
-            self.description = None
-        else:
-            if dml:
-                # DML with RETURNING: sqlite3 counts the changes (rowcount, total_changes) when
-                # the statement finishes: its rows consumed, or the cursor reset or closed.
-                self.rowcount = 0
-                self._rowcount_when_done = changes
-                conn._total_changes -= res.get("total_changes", changes)
-            self.description = _description(cols)
-            if conn._detect_types:
-                self._converters = conn._converters_for(cols, res.get("decltypes"))
-                if conn._detect_colnames:
-                    self.description = tuple((_strip_colname(c), None, None, None, None, None, None) for c in cols)
-        self._rows = res["rows"]
-        self._pos = 0
-        self._cursor_id = res["cursor"]
-        self._result_srv = conn._srv
-        self._result_session = conn._session
-        if self._cursor_id is None:
-            self._exhausted_check()
 
     def _exhausted_check(self) -> None:
         if self._rowcount_when_done is not None and self._pos >= len(self._rows) and self._cursor_id is None:
@@ -480,255 +249,23 @@ class Cursor:
             self._connection._total_changes += self._rowcount_when_done
             self._rowcount_when_done = None
 
-    def _op_executemany(self, sql: str, seq_of_parameters: Any) -> "Op":
-        conn = self._check()
-        if not isinstance(sql, str):
-            raise TypeError("executemany() argument 1 must be str, not %s" % _type_name(sql))
-        self._locked = True
-        try:
-            it = iter(seq_of_parameters)
-        finally:
-            self._locked = False
-        self._reset()
-        # sqlite3 binds and runs the parameter sets one by one: the sets before a bad one are
-        # applied, then the error is raised. Here they are bound and sent in chunks (bounded
-        # in rows and bytes, so that no request meets the frame limit and a generator is read
-        # as it goes, not in full first): the good prefix is sent, then the error raised.
-        fast: Any = binding.bind_many_fast(sql, seq_of_parameters)  # None: not the plain case
-        budget = min(_MANY_CHUNK_BYTES, max(conn._frame_limit() // 4, 1))
-        n = _MANY_FIRST_ROWS  # the first chunk is small: it measures the rows (and gets the BEGIN done early)
-        pos = 0
-        error: Optional[BaseException] = None
-        total = 0
-        returning = False  # DML with RETURNING: the server's executemany refuses it, rows go one by one
-        first = True
-        while True:
-            if fast is not None:
-                rows = fast[pos:pos + n]
-                pos += len(rows)
-                more = pos < len(fast)
-            else:
-                rows = []
-                more = True
-                self._locked = True  # the generator and the adapters may not use this cursor
-                try:
-                    while len(rows) < n:
-                        params = next(it, _END)
-                        if params is _END:
-                            more = False
-                            break
-                        w = binding.bind(sql, params)
-                        rows.append([] if w is None else w)
-                except Exception as e:
-                    error, more = e, False
-                finally:
-                    self._locked = False
-            if rows or first:
-                try:
-                    if returning:
-                        yield from self._many_returning(conn, sql, rows)
-                    else:
-                        total += yield from self._many_chunk(conn, sql, rows)
-                except sqlite3.ProgrammingError as e:
-                    if not (first and not returning and _DML.match(sql) and getattr(e, "rpc_reason", None) == REASON_NOT_DML):
-                        self.rowcount = -1
-                        raise
-                    # INSERT/UPDATE/DELETE/REPLACE ... RETURNING: sqlite3 3.11 runs every set
-                    # (its rows are never returned, rowcount stays 0) where the server refuses.
-                    returning = True
-                    if not rows and conn._begin_mode_for(sql) is not None:
-                        conn._in_tx = (yield ("begin", {"session": conn._session, "mode": conn._begin_mode_for(sql)}))["in_transaction"]
-                    yield from self._many_returning(conn, sql, rows)
-                except BaseException:
-                    self.rowcount = -1
-                    raise
-                first = False
-            if error is not None or not more:
-                break
-            sample = rows[:32]
-            per_row = len(msgpack.packb(sample, use_bin_type=True)) / len(sample) if sample else 1
-            n = max(1, min(_MANY_CHUNK_ROWS, int(budget / max(per_row, 1.0))))
-            if fast is not None and not returning:
-                try:
-                    total += yield from self._many_ahead(conn, sql, fast, pos, n)
-                except BaseException:
-                    self.rowcount = -1
-                    raise
-                break
-        self.rowcount = 0 if returning else total
-        if not _DML.match(sql):
-            self.rowcount = -1  # sqlite3 counts rows for INSERT/UPDATE/DELETE/REPLACE only
-        if error is not None:
-            self.rowcount = -1
-            raise error
-
-    def _many_chunk(self, conn: "Connection", sql: str, rows: List[Any]) -> "Op":
-        """One executemany request for rows (split in halves while over the frame limit);
-        returns the rows changed. Its error is raised after the rows before the failing one."""
-        todo = [rows]
-        changed = 0
-        while todo:
-            part = todo.pop(0)
-            p = _many_params(conn, sql, part)
-            try:
-                res = yield ("executemany", p)
-            except sqlite3.DataError as e:
-                if not getattr(e, "rpc_too_large", False) or len(part) < 2:
-                    raise
-                half = len(part) // 2  # not sent: send it in two
-                todo[0:0] = [part[:half], part[half:]]
-                continue
-            except UnicodeEncodeError:
-                sql.encode("utf-8")
-                p["seq_of_params"] = part[: _first_unencodable(part)]
-                res = yield ("executemany", p)
-                changed += self._take_many(res)
-                raise
-            changed += self._take_many(res)
-        return changed
-
-    def _many_ahead(self, conn: "Connection", sql: str, rows: List[Any], pos: int, n: int) -> "Op":
-        """The parts of rows[pos:] of n sets each, every part sent before the previous one's
-        reply is read, so that the server inserts one while this process encodes the next.
-        They share a batch number: behind a part that fails, the server runs none of them
-        (Skipped), as sqlite3 stops at the failing row. Returns the rows changed."""
-        batch = next(_many_batches)
-        changed = 0
-        ahead = None  # the part sent last, its reply not read yet
-        while True:
-            sent = None
-            if pos < len(rows):
-                part = rows[pos:pos + n]
-                pos += len(part)
-                # (a part sent before the first one's reply repeats its begin: a no-op by then)
-                p = _many_params(conn, sql, part)
-                p["batch"] = batch
-                try:
-                    sent = yield (_AHEAD, "executemany", p)
-                except (sqlite3.DataError, UnicodeEncodeError):
-                    # Not sent (over the frame limit, or a value that cannot be encoded): one
-                    # at a time, as without pipelining, which splits it or finds the value.
-                    if ahead is not None:
-                        changed += self._take_many((yield (_COLLECT, ahead)))
-                        ahead = None
-                    changed += yield from self._many_chunk(conn, sql, part)
-                    continue
-            if ahead is not None:
-                try:
-                    res = yield (_COLLECT, ahead)
-                except sqlite3.Error:
-                    if sent is not None:
-                        try:
-                            yield (_COLLECT, sent)  # Skipped, behind the failure: read, not raised
-                        except sqlite3.Error:
-                            pass
-                    raise
-                changed += self._take_many(res)
-            if sent is None:
-                return changed
-            ahead = sent
-
-    def _many_returning(self, conn: "Connection", sql: str, rows: List[Any]) -> "Op":
-        """sqlite3's executemany of a DML statement with RETURNING: each set runs, the rows it
-        returns are dropped; description names the returned columns."""
-        for row in rows:
-            p: Dict[str, Any] = {"session": conn._session, "sql": sql, "params": row}
-            begin = conn._begin_mode_for(sql)
-            if begin is not None:
-                p["begin"] = begin
-            res = yield ("execute", p)
-            conn._in_tx = res["in_transaction"]
-            conn._total_changes += res.get("total_changes", res["changes"])
-            if res["lastrowid"] is not None:
-                conn._last_rowid = res["lastrowid"]
-            if res.get("cursor") is not None:
-                conn._discard_cursor(res["cursor"])
-            if self.description is None and res["columns"] is not None:
-                self.description = tuple((c, None, None, None, None, None, None) for c in res["columns"])
-
-    def _take_many(self, res: Dict[str, Any]) -> int:
-        conn = self._connection
-        conn._in_tx = res["in_transaction"]
-        conn._total_changes += res.get("total_changes", res["changes"])
-        if res["lastrowid"] is not None:
-            conn._last_rowid = res["lastrowid"]  # the connection's; this cursor's stays (sqlite3 3.11)
-        return res["changes"]
-
     def executemany(self, sql: str, seq_of_parameters: Any) -> "Cursor":
         if not self._initialized:
             self._check()
-        _run(self._connection, self._op_executemany(sql, seq_of_parameters))
+        _run(self._connection, _core.op_executemany(self, sql, seq_of_parameters))
         return self
-
-    def _op_script(self, sql_script: str) -> "Op":
-        conn = self._check()
-        if not isinstance(sql_script, str):
-            raise TypeError("executescript() argument must be str, not %s" % _type_name(sql_script))
-        if "\x00" in sql_script:
-            raise ValueError("embedded null character")
-        # sqlite3 leaves the cursor as it was (rowcount, description, lastrowid, pending rows).
-        if conn._in_tx and not conn._drop_held_begin():
-            # sqlite3 commits a pending transaction before running a script.
-            conn._in_tx = (yield ("commit", {"session": conn._session}))["in_transaction"]
-        res = yield ("script", {"session": conn._session, "sql": sql_script})
-        conn._in_tx = res["in_transaction"]
-        conn._total_changes += res.get("total_changes", res["changes"])
-        if res.get("lastrowid") is not None:
-            conn._last_rowid = res["lastrowid"]
 
     def executescript(self, sql_script: str) -> "Cursor":
         if not self._initialized:
             self._check()
-        _run(self._connection, self._op_script(sql_script))
+        _run(self._connection, _core.op_script(self, sql_script))
         return self
 
     # -- fetching ----------------------------------------------------------------------------
 
-    def _take_page(self, res: Dict[str, Any]) -> bool:
-        self._rows = res["rows"]
-        self._pos = 0
-        self._cursor_id = res["cursor"]
-        return bool(self._rows) or self._cursor_id is not None
-
     def _more(self) -> bool:
         """Fetch the next page; False when the result is exhausted."""
-        return _run(self._connection, self._op_more())
-
-    def _op_more(self) -> "Op":
-        if self._pos < len(self._rows):
-            return True  # an interrupted fetch of this cursor handed its page over (_settle)
-        cid = self._cursor_id
-        if cid is None:
-            return False
-        self._check_result_alive()
-        try:
-            res = yield ("fetch", {"cursor": cid}, lambda late: self._late_page(cid, late))
-        except sqlite3.OperationalError:
-            if self._result_srv is not None and self._result_srv.dead is not None:
-                self._cursor_id = None  # reported once; the cursor is then exhausted
-            raise
-        except sqlite3.Error:
-            self._cursor_id = None  # a fetch that fails closes the server's cursor: nothing to release
-            raise
-        return self._take_page(res)
-
-    def _late_page(self, cid: int, res: Dict[str, Any]) -> None:
-        """The page of a fetch whose wait was interrupted, collected on the connection's next use."""
-        if not self._closed and self._cursor_id == cid:
-            self._take_page(res)
-
-    def _check_result_alive(self) -> None:
-        # The rest of the result lived in a server that has since died (or in the parent
-        # of a fork): another server would not know the cursor id, or worse, reuse it.
-        srv = self._result_srv
-        if srv is not None and (srv.dead is not None or srv is not srv.home.server):
-            self._cursor_id = None
-            raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % (srv.dead or "the sqlite-rpc server restarted"))
-        if self._result_session != self._connection._session:
-            # The connection was opened again (a second __init__), which closed the session
-            # that held the rest (sqlite3 keeps reading the old database).
-            self._cursor_id = None
-            raise sqlite3.OperationalError("the connection was initialised again; the rest of this result was lost with its old session")
+        return _run(self._connection, _core.op_more(self))
 
     def _buffered(self) -> bool:
         """A row is ready without a round trip."""
@@ -909,13 +446,6 @@ class Cursor:
         pass
 
 
-def _strip_colname(name: str) -> str:
-    # sqlite3 (PARSE_COLNAMES) cuts the name at the first '[' and drops one space before it.
-    i = name.find("[")
-    if i < 0:
-        return name
-    return name[: i - 1] if i > 0 and name[i - 1] == " " else name[:i]
-
 
 def _convert(f: Any, v: Any) -> Any:
     b = _as_bytes(v)
@@ -1062,28 +592,6 @@ class Connection:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _note_error(self, e: BaseException) -> Optional[str]:
-        """Take in what a server error says about this connection's state; returns its kind."""
-        in_tx = getattr(e, "rpc_in_transaction", None)
-        kind = getattr(e, "rpc_kind", None)
-        if in_tx is not None:
-            self._in_tx = in_tx
-        elif kind == "TransactionAborted":
-            self._in_tx = False  # the server rolled it back (idle limit, lost writer)
-        if getattr(e, "rpc_begin_failed", None) == "deferred" and getattr(e, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
-            # The server's BEGIN waits for the writer; sqlite3's deferred BEGIN (explicit, or
-            # implicit before a write) succeeds and the write fails. As there: the transaction
-            # stays open, its BEGIN held again.
-            self._held_begin = True
-            self._in_tx = True
-        changed = getattr(e, "rpc_changes", None)
-        if changed:
-            self._total_changes += changed  # rows changed before a multi-row operation failed
-        rowid = getattr(e, "rpc_lastrowid", None)
-        if rowid is not None:
-            self._last_rowid = rowid  # rows inserted before the failure moved it, as in sqlite3
-        return kind
-
     def _frame_limit(self) -> int:
         caps = (getattr(self._srv, "info", None) or {}).get("capabilities", {})
         return int(caps.get("max_frame_bytes") or (64 << 20))
@@ -1131,11 +639,7 @@ class Connection:
         """_exchange's send: the request's slot."""
         if _deferred:
             _run_deferred()
-        if self._reopen:
-            # The open failed (a lock held too long, a file that is no database): every use
-            # tries it again, as each statement on such a sqlite3 connection does.
-            self._reopen = False
-            self._open_slot = srv.send("open", self._open_params)
+        _core.reopen_if_due(self, srv)
         try:
             return srv.send(method, params)
         except BaseException as e:
@@ -1152,19 +656,11 @@ class Connection:
             if opened is not None:
                 # Pipelined behind the open: one round trip for connect + first statement.
                 waiting = opened
-                try:
-                    srv.wait(opened)  # raises the open error (e.g. unable to open database file)
-                except BaseException as e:
-                    if _is_reply_error(opened, e) and getattr(e, "rpc_kind", None) != KIND_SERVER_GONE:
-                        self._reopen = True  # (a server that died: _reattach opens again)
-                    raise
-                finally:
-                    if opened.done:
-                        self._open_slot = None
+                _core.opened(self, srv, opened)  # raises the open error (e.g. unable to open database file)
             waiting = slot
             return srv.wait(slot)
         except BaseException as e:
-            if not _is_reply_error(waiting, e):
+            if not _core.is_reply_error(waiting, e):
                 self._unsettled = (srv, slot, method, on_settle)
             raise
 
@@ -1176,30 +672,19 @@ class Connection:
         if pending is None:
             return
         srv, slot, method, on_settle = pending
-        if srv is not self._srv or self._gen != self._home.generation or (srv.dead is not None and not slot.done):
-            self._unsettled = None  # a server since replaced or gone (or a fork): the state went with it (_reattach)
+        if _core.late_reply_lost(self, srv, slot):
+            self._unsettled = None
             return
         try:
             res = srv.wait(slot)
         except BaseException as e:
-            if not _is_reply_error(slot, e):
+            if not _core.is_reply_error(slot, e):
                 raise  # interrupted again: still unsettled
             self._unsettled = None
-            self._note_error(e)
+            _core.note_error(self, e)
             return
         self._unsettled = None
-        if on_settle is not None:
-            on_settle(res)
-        elif isinstance(res, dict):
-            if "in_transaction" in res:
-                self._in_tx = bool(res["in_transaction"])
-            changed = res.get("total_changes", res.get("changes"))
-            if changed:
-                self._total_changes += changed
-            if res.get("lastrowid") is not None:
-                self._last_rowid = res["lastrowid"]
-            if res.get("cursor") is not None and "columns" in res:
-                self._discard_cursor(res["cursor"])  # the rest of a result nobody will read
+        _core.take_late_reply(self, res, on_settle)
 
     def _resync(self) -> None:
         """_settle, under the connection's lock when it has one."""
@@ -1210,16 +695,15 @@ class Connection:
         else:
             self._settle()
 
-    # The request path in three steps that do no I/O of their own, shared by this blocking
-    # driver and aio's: _prepare before a request, _failed after its error, and the two
-    # drivers' sending and waiting between them.
+    # The request path: the core's prepare() before a request, its failed() after an error
+    # (the recovery policy, shared with aio's driver), and this driver's sending and waiting.
 
     def _rpc_unlocked(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
         return self._collect(self._send_ahead(method, params, on_settle))
 
     def _send_ahead(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
         """Send a request; _collect waits for its reply (an op may send several first)."""
-        srv, params, before = self._prepare(method, params)
+        srv, params, before = _core.prepare(self, method, params)
         if before is not None:
             self._rpc_unlocked(*before)
         return (srv, self._start(srv, method, params, on_settle), method, params, on_settle)
@@ -1231,100 +715,8 @@ class Connection:
         except process.ServerError:
             raise
         except sqlite3.Error as e:
-            again = self._failed(e, method, params)
-        return self._exchange(self._srv, method, again, on_settle)
-
-    def _prepare(self, method: str, params: Dict[str, Any]) -> Tuple[ServerProcess, Dict[str, Any], Optional[Tuple[str, Dict[str, Any]]]]:
-        """Before a request: the state an interruption left, a server to reattach to, the
-        note that the file may be written. Returns the server, the params to send, and a
-        request to send and wait for first (a held BEGIN that cannot ride with this one)."""
-        if self._unsettled is not None:
-            self._settle()
-        if self._broken is not None:
-            raise sqlite3.OperationalError(self._broken)
-        srv = self._srv
-        if srv.dead is not None or self._gen != self._home.generation:
-            srv = self._reattach()
-            if "session" in params:
-                params = dict(params, session=self._session)
-        before = None
-        if self._held_begin:
-            params, before = self._carry_begin(method, params)
-        self._note_write(method, params)
-        return srv, params, before
-
-    def _failed(self, e: sqlite3.Error, method: str, params: Dict[str, Any]) -> Dict[str, Any]:
-        """The request failed with e (called while e is handled): take in what e says, then
-        raise what the caller should see; or, for a read the server died under (or a request
-        it never received), attach to a new server and return the params to repeat it with."""
-        kind = self._note_error(e)
-        if kind != KIND_SERVER_GONE:
-            udf = self._udf_error(e) if ("_udf_functions" in self.__dict__ or "_udf_collations" in self.__dict__) else None
-            if udf is not None:
-                raise udf from None
-            raise
-        was_in_tx, self._in_tx = self._in_tx, False
-        if was_in_tx:
-            if not getattr(e, "rpc_unsent", False) and (method == "commit" or (method == "execute" and _COMMIT_SQL.match(params.get("sql", "")))):
-                # The server may have made it durable just before it died: nobody knows.
-                raise sqlite3.OperationalError("%s; the COMMIT was interrupted: the transaction may or may not have taken effect" % e) from None
-            raise sqlite3.OperationalError("%s; the open transaction was lost and nothing of it was committed" % e) from None
-        if self._private:
-            self._broken = "%s; this connection's in-memory database was lost with it" % e
-            raise sqlite3.OperationalError(self._broken) from None
-        if method == "fetch" or method == "close_cursor":
-            raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % e) from None
-        unsent = getattr(e, "rpc_unsent", False)
-        if not unsent and (method != "execute" or params.get("begin") is not None or not _is_read(params.get("sql", ""))):
-            raise sqlite3.OperationalError("%s; the request was interrupted: it may or may not have taken effect" % e) from None
-        # Safe to repeat, once, on a new server: a request the old one never received, or
-        # a read that was in flight when it died.
-        self._reattach()
-        return dict(params, session=self._session)
-
-    def _note_write(self, method: str, params: Dict[str, Any]) -> None:
-        """Before a request that may write the file: its last close in this process must wait."""
-        key = self._file_key
-        if key is None or key in _written_files or method in _NEVER_WRITE:
-            return
-        if method == "execute" and _is_read(params.get("sql", "")):
-            return
-        _written_files.add(key)
-
-    def _carry_begin(self, method: str, params: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Tuple[str, Dict[str, Any]]]]:
-        """The held BEGIN goes with this request: inside an execute (begin_first, no extra
-        round trip), else as a request of its own sent first (returned to be sent)."""
-        self._held_begin = False
-        if method == "execute" and "begin" not in params:
-            return dict(params, begin_first="deferred"), None
-        return params, ("begin", {"session": self._session, "mode": "deferred"})
-
-    def _drop_held_begin(self) -> bool:
-        """COMMIT or ROLLBACK right after a held BEGIN: the empty transaction never has to exist."""
-        if not self._held_begin:
-            return False
-        self._held_begin = False
-        self._in_tx = False
-        return True
-
-    def _reattach(self) -> ServerProcess:
-        """The server died (or this process forked): attach to a new server with a new session.
-        A file database is simply reopened; what lived only in the old session cannot be."""
-        why = self._srv.dead or "the sqlite-rpc server restarted"
-        if self._private:
-            # Reopening would hand back an empty database as if nothing had happened.
-            self._broken = "%s; this connection's in-memory database was lost with it" % why
-            raise sqlite3.OperationalError(self._broken)
-        lost = self._in_tx and not self._held_begin  # a held BEGIN never reached the old server
-        self._in_tx = self._held_begin
-        self._srv = self._home.get()
-        self._gen = self._home.generation
-        self._session = self._srv.new_session_id()
-        self._open_params["session"] = self._session
-        self._open_slot = self._srv.send("open", self._open_params)
-        if lost:
-            raise sqlite3.OperationalError("%s; the open transaction was lost and nothing of it was committed" % why)
-        return self._srv
+            srv, again = _core.failed(self, e, method, params)
+        return self._exchange(srv, method, again, on_settle)
 
     def _discard_cursor(self, cursor_id: int) -> None:
         try:
@@ -1416,11 +808,11 @@ class Connection:
 
     def commit(self) -> None:
         self._check()
-        _run(self, _op_end(self, "commit"))
+        _run(self, _core.op_end(self, "commit"))
 
     def rollback(self) -> None:
         self._check()
-        _run(self, _op_end(self, "rollback"))
+        _run(self, _core.op_end(self, "rollback"))
 
     def close(self) -> None:
         self._check_thread()
@@ -1615,19 +1007,6 @@ class Connection:
             return self._unsupported(name)
         raise AttributeError("'%s' object has no attribute '%s'" % (type(self).__name__, name))
 
-
-_READ_START = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*(SELECT|VALUES|EXPLAIN|WITH)\b", re.I | re.S)
-_LITERALS = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/", re.S)
-_WRITE_WORD = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
-
-
-def _is_read(sql: str) -> bool:
-    """Certainly a read (so repeating it is harmless): SELECT, VALUES, EXPLAIN, or a WITH
-    whose text, outside literals and comments, names no write."""
-    m = _READ_START.match(sql)
-    if m is None:
-        return False
-    return m.group(1).upper() != "WITH" or not _WRITE_WORD.search(_LITERALS.sub(" ", sql))
 
 
 def _cantopen() -> sqlite3.OperationalError:

@@ -496,7 +496,9 @@ class ServerProcess:
         slot.future = loop.create_future()
         self._async_pending += 1
         slot.future.add_done_callback(self._async_done)
-        self._write(frame)
+        if not self._write(frame) and slot.error is not None:
+            # As in send(): never delivered, so never applied (the future is settled later, on the loop).
+            slot.error = dict(slot.error, data=dict(slot.error["data"], unsent=True))
         if self._async_thread is None:
             self._async_thread = threading.Thread(target=self._async_reader, name="sqlite-rpc-async", daemon=True)
             self._async_thread.start()
