@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional
 import msgpack
 
 from . import binding
-from .process import ServerProcess
+from .conversion import _strip_colname
+from .transport.client import ServerProcess
 from ._taxonomy import KIND_SERVER_GONE, REASON_NOT_DML
 
 if TYPE_CHECKING:
-    from .dbapi import Connection, Cursor
+    from .connection import Connection
+    from .cursor import Cursor
 
 Params = Union[Sequence[Any], Dict[str, Any], None]
 Op = Generator[Any, Any, Any]
@@ -128,7 +130,7 @@ def _before_binding(conn: "Connection", sql: str, begin: Optional[str]) -> Op:
 _MANY_FIRST_ROWS = 256
 _MANY_CHUNK_ROWS = 50_000
 _MANY_CHUNK_BYTES = 512 << 10
-_many_batches = itertools.count(1)  # executemany's batch numbers (Cursor._many_ahead)
+_many_batches = itertools.count(1)  # executemany's batch numbers (_many_ahead)
 _END = object()
 
 
@@ -175,14 +177,6 @@ def _type_name(v: Any) -> str:
     return "None" if v is None else type(v).__name__
 
 
-
-def _strip_colname(name: str) -> str:
-    # sqlite3 (PARSE_COLNAMES) cuts the name at the first '[' and drops one space before it.
-    i = name.find("[")
-    if i < 0:
-        return name
-    return name[: i - 1] if i > 0 and name[i - 1] == " " else name[:i]
-
 _READ_START = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*(SELECT|VALUES|EXPLAIN|WITH)\b", re.I | re.S)
 _LITERALS = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/", re.S)
 _WRITE_WORD = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
@@ -218,7 +212,7 @@ def op_execute(cur: "Cursor", sql: str, parameters: Params, expect_rows: Optiona
         yield from _busy_timeout_pragma(cur, conn, sql)
         return
     if wire is None and expect_rows is None and not conn._in_tx and _PLAIN_BEGIN.match(sql):
-        conn._held_begin = True  # sent with the next request (Connection._carry_begin)
+        conn._held_begin = True  # sent with the next request (_carry_begin)
         take_result(cur, conn, _HELD_BEGIN_RESULT, sql)
         return
     p: Dict[str, Any] = {"session": conn._session, "sql": sql}
@@ -471,6 +465,14 @@ def _take_many(cur: "Cursor", res: Dict[str, Any]) -> int:
     if res["lastrowid"] is not None:
         conn._last_rowid = res["lastrowid"]  # the connection's; this cursor's stays (sqlite3 3.11)
     return res["changes"]
+
+
+def op_batch(conn: "Connection", statements: List[Any]) -> Op:
+    """Several statements ([sql, params] each) in one request, all or nothing: the server runs
+    them inside one savepoint (within the open transaction, if any). Returns the rows each changed."""
+    res = yield ("batch", {"session": conn._session, "statements": statements})
+    conn._in_tx = res["in_transaction"]
+    return [r["changes"] for r in res["results"]]
 
 
 def op_script(cur: "Cursor", sql_script: str) -> "Op":

@@ -11,6 +11,12 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from ._core import op_batch
+from .connection import Connection
+from .drivers.sync import run
+from .transport import home as _home
+from .transport import lookup as _lookup
+
 Params = Union[Sequence[Any], Dict[str, Any], None]
 
 
@@ -21,14 +27,12 @@ class Database:
         of that kind yet (it is a server-wide setting, and for the shared server part of its
         identity: a shared server with that pool size is found or started), otherwise the
         running server's pool is used. shared: which server, as sqlite_rpc.connect's."""
-        from . import process
-
-        if pool_size is not None and process.current(shared) is None:
+        if pool_size is not None and _home.current(shared) is None:
             import os
 
-            args = os.environ.get(process.ENV_ARGS, "")
+            args = os.environ.get(_lookup.ENV_ARGS, "")
             if "--pool-size" not in args:
-                os.environ[process.ENV_ARGS] = (args + " --pool-size %d" % int(pool_size)).strip()
+                os.environ[_lookup.ENV_ARGS] = (args + " --pool-size %d" % int(pool_size)).strip()
         self.db_path = db_path
         self.pool_size = pool_size
         self.timeout = timeout
@@ -84,7 +88,7 @@ class Database:
         """Several statements, all or nothing (inside transaction() too); affected rows of each."""
         items = [(q, p or ()) for q, p in statements]
         conn = self._conn()
-        if hasattr(conn, "_srv"):
+        if isinstance(conn, Connection):
             # One round trip: the server runs the batch inside a single savepoint, within the
             # thread's transaction() when there is one.
             from .binding import bind
@@ -93,9 +97,8 @@ class Database:
             for q, p in items:
                 w = bind(q, p)
                 statements_.append([q, [] if w is None else w])
-            res = conn._rpc("batch", {"session": conn._session, "statements": statements_})
-            conn._in_tx = res["in_transaction"]
-            return [r["changes"] for r in res["results"]]
+            changes: List[int] = run(conn, op_batch(conn, statements_))
+            return changes
         if getattr(self._local, "in_tx", False):
             conn.execute("SAVEPOINT sqlite_rpc_batch")
             try:
