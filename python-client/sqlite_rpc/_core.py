@@ -20,7 +20,7 @@ import itertools
 import operator
 import re
 import sqlite3
-from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import msgpack
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .cursor import Cursor
 
-Params = Union[Sequence[Any], Dict[str, Any], None]
+Params = Union[Sequence[Any], Mapping[str, Any], None]
 Op = Generator[Any, Any, Any]
 
 _DML = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I | re.S)
@@ -243,7 +243,7 @@ def _busy_timeout_pragma(cur: "Cursor", conn: "Connection", sql: str) -> "Op":
     if value is not None:
         ms = int(value)
         conn._busy_ms = ms if 0 < ms < 2**31 else 0  # SQLite: none at all for 0 or less
-    res = {"columns": ["timeout"], "rows": ((conn._busy_ms,),), "cursor": None, "changes": 0, "lastrowid": None, "in_transaction": conn._in_tx}
+    res: Dict[str, Any] = {"columns": ["timeout"], "rows": ((conn._busy_ms,),), "cursor": None, "changes": 0, "lastrowid": None, "in_transaction": conn._in_tx}
     if conn._detect_decltypes:
         res["decltypes"] = [None]
     take_result(cur, conn, res, sql)
@@ -464,7 +464,8 @@ def _take_many(cur: "Cursor", res: Dict[str, Any]) -> int:
     conn._total_changes += res.get("total_changes", res["changes"])
     if res["lastrowid"] is not None:
         conn._last_rowid = res["lastrowid"]  # the connection's; this cursor's stays (sqlite3 3.11)
-    return res["changes"]
+    changed: int = res["changes"]
+    return changed
 
 
 def op_batch(conn: "Connection", statements: List[Any]) -> Op:
@@ -528,7 +529,7 @@ def check_result_alive(cur: "Cursor") -> None:
     # The rest of the result lived in a server that has since died (or in the parent
     # of a fork): another server would not know the cursor id, or worse, reuse it.
     srv = cur._result_srv
-    if srv is not None and (srv.dead is not None or srv is not srv.home.server):
+    if srv is not None and (srv.dead is not None or srv.home is None or srv is not srv.home.server):
         cur._cursor_id = None
         raise sqlite3.OperationalError("%s; the rest of this result was lost with it" % (srv.dead or "the sqlite-rpc server restarted"))
     if cur._result_session != cur._connection._session:

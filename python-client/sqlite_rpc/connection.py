@@ -10,12 +10,13 @@ import operator
 import re
 import sqlite3
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 from . import _core
 from ._core import _DML, Params, _written_files
 from .cursor import Cursor
-from .drivers.sync import BlockingDriver, run
+from .drivers import sync as _sync
+from .drivers.sync import run
 from .row import _ASCII_LOWER, _stand_in_connection
 from .transport import home as _home_mod
 from .transport.client import ServerProcess
@@ -47,7 +48,7 @@ def _forget_key_locked(key: Tuple[int, str]) -> None:
 _DEFAULT = object()
 
 
-class Connection(BlockingDriver):
+class Connection:
     """sqlite3.Connection's behaviour over a server session."""
 
     # sqlite3's exception classes are reachable from the connection, as PEP 249 suggests.
@@ -180,6 +181,11 @@ class Connection(BlockingDriver):
         if not self._initialized or self._closed:
             self._check_open()
 
+    # The blocking driver's request path (drivers.sync), as methods.
+    _rpc = _sync.rpc
+    _settle = _sync.settle
+    _resync = _sync.resync
+
     def _discard_cursor(self, cursor_id: int) -> None:
         try:
             self._srv.send("close_cursor", {"cursor": cursor_id})  # reply not awaited
@@ -204,12 +210,12 @@ class Connection(BlockingDriver):
                     if ch == "[":
                         start = j + 1
                     elif ch == "]" and start >= 0:
-                        f = sqlite3.converters.get(name[start:j].upper())  # type: ignore[attr-defined]
+                        f = sqlite3.converters.get(name[start:j].upper())
                         break
             if f is None and self._detect_decltypes and decltypes and decltypes[i]:
                 # sqlite3: the declared type up to the first '(' or blank ("INTEGER NOT NULL").
                 key = re.split(r"[( ]", decltypes[i], 1)[0]  # type: ignore[arg-type]
-                f = sqlite3.converters.get(key.upper())  # type: ignore[attr-defined]
+                f = sqlite3.converters.get(key.upper())
             found = found or f is not None
             convs.append(f)
         return convs if found else None
@@ -252,7 +258,7 @@ class Connection(BlockingDriver):
             factory = Cursor
         elif isinstance(factory, type) and issubclass(factory, sqlite3.Cursor) and not issubclass(factory, Cursor):
             factory = _cursor_class_for(factory)  # sqlite3.Cursor or a subclass (Django's backend)
-        cur = factory(self)  # (None: "'NoneType' object is not callable", as sqlite3)
+        cur: Cursor = factory(self)  # (None: "'NoneType' object is not callable", as sqlite3)
         if not issubclass(type(cur), Cursor):  # the type, not a __class__ that claims one (PyObject_TypeCheck)
             raise TypeError("factory must return a cursor, not %s" % type(cur).__name__)
         if self.row_factory is not None:
@@ -325,7 +331,7 @@ class Connection(BlockingDriver):
     def __enter__(self) -> "Connection":
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc_type is None and exc is None and tb is None:
             try:
                 self.commit()
@@ -369,9 +375,10 @@ class Connection(BlockingDriver):
 
     def iterdump(self) -> Iterator[str]:
         self._check_open()  # at the call, as sqlite3 (the dump itself is lazy)
-        from sqlite3.dump import _iterdump  # the stdlib's own dump, over our cursor API
+        from sqlite3.dump import _iterdump  # type: ignore[attr-defined]  # the stdlib's own dump, over our cursor API
 
-        return _iterdump(self)
+        lines: Iterator[str] = _iterdump(self)
+        return lines
 
     def interrupt(self) -> None:
         self._check_open()  # sqlite3 checks the connection (from any thread) first
@@ -452,8 +459,8 @@ class Connection(BlockingDriver):
             "user-defined %s %s%s is not supported by sqlite-rpc: it was registered with create_%s(), and "
             "registered Python code runs in this process while the database runs in the sqlite-rpc server (%s)"
             % (what, name, "()" if what == "function" else "", "collation" if what == "collation" else "function", e))
-        err.sqlite_errorname = getattr(e, "sqlite_errorname", None)  # type: ignore[attr-defined]
-        err.sqlite_errorcode = getattr(e, "sqlite_errorcode", None)  # type: ignore[attr-defined]
+        err.sqlite_errorname = getattr(e, "sqlite_errorname", None)  # type: ignore[assignment]
+        err.sqlite_errorcode = getattr(e, "sqlite_errorcode", None)  # type: ignore[assignment]
         return err
 
     def _unsupported(self, name: str) -> Callable[..., Any]:
@@ -479,10 +486,10 @@ def _udf_name(what: str, name: Any) -> None:
 
 
 def _c_int(v: Any) -> int:
-    v = operator.index(v)
-    if not -(2**31) <= v < 2**31:
+    n = operator.index(v)
+    if not -(2**31) <= n < 2**31:
         raise OverflowError("Python int too large to convert to C int")
-    return v
+    return n
 
 
 _callable = callable

@@ -26,9 +26,11 @@ def _as_bytes(v: Any) -> bytes:
     """What sqlite3_column_blob gives a converter: SQLite's text for numbers."""
     t = type(v)
     if t is bytes:
-        return v
+        b: bytes = v
+        return b
     if t is str:
-        return v.encode("utf-8")
+        s: str = v
+        return s.encode("utf-8")
     if t is float:
         return _real_text(v).encode("ascii")
     return str(v).encode("ascii")

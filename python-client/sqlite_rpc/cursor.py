@@ -60,7 +60,8 @@ class Cursor:
 
     @property
     def connection(self) -> "Connection":
-        return self._connection
+        conn: Connection = self._connection
+        return conn
 
     # -- execution ---------------------------------------------------------------------------
 
@@ -72,7 +73,7 @@ class Cursor:
             raise sqlite3.ProgrammingError(_closed_cursor)
         if self._locked:
             raise sqlite3.ProgrammingError(_recursive)
-        conn = self._connection
+        conn: Connection = self._connection
         conn._check()
         return conn
 
@@ -123,7 +124,8 @@ class Cursor:
 
     def _more(self) -> bool:
         """Fetch the next page; False when the result is exhausted."""
-        return run(self._connection, _core.op_more(self))
+        more: bool = run(self._connection, _core.op_more(self))
+        return more
 
     def _buffered(self) -> bool:
         """A row is ready without a round trip."""
@@ -201,7 +203,7 @@ class Cursor:
         n = self.arraysize if size is None else size
         if n <= 0:
             return self.fetchall()  # sqlite3 3.11 counts up to size, so 0 or less never stops it
-        out = []
+        out: List[Any] = []
         while len(out) < n:
             row = self.fetchone()
             if row is None:
@@ -277,7 +279,7 @@ class Cursor:
         srv = self._result_srv
         # Only on the server that holds it: cursor ids are counted per server, and the next
         # server (after a restart; the parent's after a fork) may have given that id to another.
-        if cid is None or srv is None or srv.dead is not None or srv is not srv.home.server:
+        if cid is None or srv is None or srv.dead is not None or srv.home is None or srv is not srv.home.server:
             return
         conn = self._connection
         if conn._closed or self._result_session != conn._session:

@@ -97,7 +97,7 @@ def _stand_in_connection() -> sqlite3.Connection:
         return _stand_in
 
 
-class _CursorView(sqlite3.Cursor):  # type: ignore[misc]
+class _CursorView(sqlite3.Cursor):
     """A genuine sqlite3.Cursor that a row factory of the user's gets in place of our cursor:
     its columns are named on the stand-in connection, so that sqlite3.Row(cursor, row) (and
     subclasses of sqlite3.Row) work; every attribute and method is the cursor's own."""
@@ -110,12 +110,12 @@ class _CursorView(sqlite3.Cursor):  # type: ignore[misc]
         names = ", ".join('NULL AS "%s"' % d[0].replace('"', '""') for d in description)
         sqlite3.Cursor.execute(self, "SELECT %s LIMIT 0" % names)
 
-    description = property(lambda self: self._target.description)  # type: ignore[assignment]
-    connection = property(lambda self: self._target.connection)  # type: ignore[assignment]
-    rowcount = property(lambda self: self._target.rowcount)  # type: ignore[assignment]
-    lastrowid = property(lambda self: self._target.lastrowid)  # type: ignore[assignment]
-    arraysize = property(lambda self: self._target.arraysize, lambda self, v: setattr(self._target, "arraysize", v))  # type: ignore[assignment]
-    row_factory = property(lambda self: self._target.row_factory, lambda self, v: setattr(self._target, "row_factory", v))  # type: ignore[assignment]
+    description = property(lambda self: self._target.description)
+    connection = property(lambda self: self._target.connection)
+    rowcount = property(lambda self: self._target.rowcount)
+    lastrowid = property(lambda self: self._target.lastrowid)
+    arraysize = property(lambda self: self._target.arraysize, lambda self, v: setattr(self._target, "arraysize", v))
+    row_factory = property(lambda self: self._target.row_factory, lambda self, v: setattr(self._target, "row_factory", v))
 
     def __iter__(self) -> Any:
         return self._target

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ._core import op_batch
 from .connection import Connection
@@ -18,6 +18,8 @@ from .transport import home as _home
 from .transport import lookup as _lookup
 
 Params = Union[Sequence[Any], Dict[str, Any], None]
+# A thread's connection: sqlite_rpc's, or the stdlib's in fallback mode.
+AnyConnection = Union[Connection, sqlite3.Connection]
 
 
 class Database:
@@ -38,14 +40,14 @@ class Database:
         self.timeout = timeout
         self.shared = shared
         self._local = threading.local()
-        self._all: List[Any] = []
+        self._all: List[AnyConnection] = []
         self._all_lock = threading.Lock()
         self._closed = False
 
-    def _conn(self) -> Any:
+    def _conn(self) -> AnyConnection:
         if self._closed:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-        c = getattr(self._local, "conn", None)
+        c: Optional[AnyConnection] = getattr(self._local, "conn", None)
         if c is None:
             from . import connect
 
@@ -72,17 +74,21 @@ class Database:
         With expect_rows, a statement that changes another number of rows is undone and
         raises sqlite_rpc.ConflictError (optimistic locking; see sqlite_rpc.optimistic)."""
         if expect_rows is None:
-            return self._conn().execute(query, params or ()).rowcount
+            n: int = self._conn().execute(query, params or ()).rowcount
+            return n
         from .optimistic import execute_expecting
 
-        return execute_expecting(self._conn(), query, params or (), rows=expect_rows).rowcount
+        n = execute_expecting(self._conn(), query, params or (), rows=expect_rows).rowcount
+        return n
 
-    def execute_many(self, query: str, seq_of_params: Iterable[Params]) -> int:
+    def execute_many(self, query: str, seq_of_params: Iterable[Union[Sequence[Any], Dict[str, Any]]]) -> int:
         """One statement over many parameter sets, all in one transaction; total affected rows."""
         conn = self._conn()
         if getattr(self._local, "in_tx", False):
-            return conn.executemany(query, seq_of_params).rowcount
-        return self._atomic(lambda c: c.executemany(query, seq_of_params).rowcount)
+            n: int = conn.executemany(query, seq_of_params).rowcount
+            return n
+        total: int = self._atomic(lambda c: c.executemany(query, seq_of_params).rowcount)
+        return total
 
     def execute_batch(self, statements: Iterable[Tuple[str, Params]]) -> List[int]:
         """Several statements, all or nothing (inside transaction() too); affected rows of each."""
@@ -109,9 +115,10 @@ class Database:
                 raise
             conn.execute("RELEASE sqlite_rpc_batch")
             return out
-        return self._atomic(lambda c: [c.execute(q, p).rowcount for q, p in items])
+        changes_: List[int] = self._atomic(lambda c: [c.execute(q, p).rowcount for q, p in items])
+        return changes_
 
-    def _atomic(self, fn: Any) -> Any:
+    def _atomic(self, fn: Callable[[AnyConnection], Any]) -> Any:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, unquote_to_bytes, urlparse
 
 def _cantopen() -> sqlite3.OperationalError:
     e = sqlite3.OperationalError("unable to open database file")
-    e.sqlite_errorname, e.sqlite_errorcode = "SQLITE_CANTOPEN", sqlite3.SQLITE_CANTOPEN  # type: ignore[attr-defined]
+    e.sqlite_errorname, e.sqlite_errorcode = "SQLITE_CANTOPEN", sqlite3.SQLITE_CANTOPEN
     return e
 
 
@@ -105,7 +105,7 @@ def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
             create = False
         elif mode not in ("rwc", ""):
             e = sqlite3.OperationalError("no such access mode: %s" % mode)
-            e.sqlite_errorname, e.sqlite_errorcode = "SQLITE_ERROR", sqlite3.SQLITE_ERROR  # type: ignore[attr-defined]
+            e.sqlite_errorname, e.sqlite_errorcode = "SQLITE_ERROR", sqlite3.SQLITE_ERROR
             raise e
         database = path
     if database in (":memory:", ""):
@@ -116,15 +116,15 @@ def _resolve_database(database: str, uri: bool) -> Tuple[str, bool, bool]:
         raise _not_utf8(os.fsencode(database)) from None  # undecodable bytes, surrogate-escaped
     database = os.path.abspath(database)
     try:
-        mode: Optional[int] = os.stat(database).st_mode
+        st_mode: Optional[int] = os.stat(database).st_mode
     except (OSError, ValueError):
-        mode = None  # (what os.path.exists says False to)
-    if mode is not None and S_ISDIR(mode):
+        st_mode = None  # (what os.path.exists says False to)
+    if st_mode is not None and S_ISDIR(st_mode):
         raise _cantopen()
     # What sqlite3.connect refuses is found here, and a missing file is created, as sqlite3
     # does; an existing file is never opened: closing any descriptor of a file drops every
     # POSIX lock this process holds on it (a stdlib connection's transaction, say).
-    if mode is not None:
+    if st_mode is not None:
         if not os.access(database, os.R_OK):  # SQLite opens read-write, else read-only
             raise _cantopen()
     elif not create:

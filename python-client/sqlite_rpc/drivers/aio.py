@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Dict, Generator, Iterable, List, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Dict, Generator, Generic, Iterable, List, Optional, Tuple, TypeVar, Union
 
 from .. import _core, fallback
 from .._core import Params
 from ..connection import Connection as SyncConnection
+from ..cursor import Cursor as SyncCursor
 from ..protocol import ServerError
 from ..row import Row
 from ..transport.client import ServerProcess
@@ -30,7 +31,13 @@ __all__ = ["connect", "Connection", "Cursor", "Row", "Error"]
 Error = sqlite3.Error
 
 
-async def _close_cursor(cur: Any) -> None:
+T = TypeVar("T")
+# The connection and cursors an aio Connection wraps: sqlite_rpc's, or the stdlib's in fallback mode.
+AnyConnection = Union[SyncConnection, sqlite3.Connection]
+AnyCursor = Union[SyncCursor, sqlite3.Cursor]
+
+
+async def _close_cursor(cur: Optional["Cursor"]) -> None:
     if cur is not None:
         await cur.close()
 
@@ -39,27 +46,27 @@ async def _nothing(_obj: Any) -> None:
     pass
 
 
-class _Awaitable:
+class _Awaitable(Generic[T]):
     """What aiosqlite's connect()/execute() return: awaitable, and an async context manager."""
 
-    def __init__(self, coro: Any, on_exit: Callable[[Any], Any]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, T], on_exit: Callable[[Any], Awaitable[None]]) -> None:
         self._coro = coro
         self._on_exit = on_exit
-        self._obj: Any = None
+        self._obj: Optional[T] = None
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         return self._coro.__await__()
 
-    async def __aenter__(self) -> Any:
-        self._obj = await self._coro
-        return self._obj
+    async def __aenter__(self) -> T:
+        self._obj = obj = await self._coro
+        return obj
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._on_exit(self._obj)
 
 
 class Cursor:
-    def __init__(self, conn: "Connection", cur: Any) -> None:
+    def __init__(self, conn: "Connection", cur: AnyCursor) -> None:
         self._conn = conn
         self._cur = cur
 
@@ -113,7 +120,7 @@ class Cursor:
 
     async def fetchmany(self, size: Optional[int] = None) -> List[Any]:
         n = self._cur.arraysize if size is None else size
-        out = []
+        out: List[Any] = []
         while len(out) < n:
             row = await self.fetchone()
             if row is None:
@@ -122,7 +129,7 @@ class Cursor:
         return out
 
     async def fetchall(self) -> List[Any]:
-        out = []
+        out: List[Any] = []
         while True:
             row = await self.fetchone()
             if row is None:
@@ -152,14 +159,18 @@ class Cursor:
 class Connection:
     """aiosqlite.Connection's API. Over the server, or over the stdlib on a worker thread."""
 
-    def __init__(self, sync: Any, executor: Optional[ThreadPoolExecutor]) -> None:
+    def __init__(self, sync: AnyConnection, executor: Optional[ThreadPoolExecutor]) -> None:
         self._sync = sync  # a sqlite_rpc Connection, or a stdlib one in fallback mode
         self._executor = executor
         self._closed = False
 
     @property
-    def _remote(self) -> bool:
-        return self._executor is None
+    def _server_conn(self) -> SyncConnection:
+        """The sqlite_rpc connection whose operations the core runs (not in fallback mode)."""
+        sync = self._sync
+        if not isinstance(sync, SyncConnection):
+            raise sqlite3.InterfaceError("this connection uses the stdlib sqlite3 fallback")
+        return sync
 
     # -- how a request runs ------------------------------------------------------------------
 
@@ -178,7 +189,7 @@ class Connection:
 
     async def _send_ahead(self, method: str, params: Dict[str, Any]) -> Any:
         """Send a request; its reply is _collect's (an op may send several before it reads them)."""
-        srv, params, before = _core.prepare(self._sync, method, params)
+        srv, params, before = _core.prepare(self._server_conn, method, params)
         if before is not None:
             await self._rpc(*before)
         return await self._send(srv, method, params), method, params
@@ -187,7 +198,7 @@ class Connection:
         """A future for the reply to the request, sent behind the pipelined open (if any),
         whose error it raises."""
         _core.run_deferred()  # what a __del__ could not send
-        conn = self._sync
+        conn = self._server_conn
         _core.reopen_if_due(conn, srv)
         loop = asyncio.get_running_loop()
         opening = _core.pending_open(conn)
@@ -204,7 +215,7 @@ class Connection:
         except ServerError:
             raise
         except sqlite3.Error as e:
-            srv, again = _core.failed(self._sync, e, method, params)
+            srv, again = _core.failed(self._server_conn, e, method, params)
         return await (await self._send(srv, method, again))
 
     async def _drive(self, op: _core.Op) -> Any:
@@ -225,30 +236,33 @@ class Connection:
                 req = step.send(res)
         return step.result
 
-    async def _run_execute(self, cur: Any, sql: str, parameters: Params) -> None:
+    # Over the server, the core's operations on sqlite_rpc's cursor; in fallback mode, the
+    # stdlib cursor's methods on the worker thread.
+
+    async def _run_execute(self, cur: AnyCursor, sql: str, parameters: Params) -> None:
         self._check_open()
-        if not self._remote:
+        if isinstance(cur, SyncCursor):
+            await self._drive(_core.op_execute(cur, sql, parameters))
+        else:
             await self._call(cur.execute, sql, parameters)
-            return
-        await self._drive(_core.op_execute(cur, sql, parameters))
 
-    async def _run_many(self, cur: Any, sql: str, seq: Iterable[Params]) -> None:
+    async def _run_many(self, cur: AnyCursor, sql: str, seq: Iterable[Params]) -> None:
         self._check_open()
-        if not self._remote:
+        if isinstance(cur, SyncCursor):
+            await self._drive(_core.op_executemany(cur, sql, seq))
+        else:
             await self._call(cur.executemany, sql, seq)
-            return
-        await self._drive(_core.op_executemany(cur, sql, seq))
 
-    async def _run_script(self, cur: Any, sql: str) -> None:
+    async def _run_script(self, cur: AnyCursor, sql: str) -> None:
         self._check_open()
-        if not self._remote:
+        if isinstance(cur, SyncCursor):
+            await self._drive(_core.op_script(cur, sql))
+        else:
             await self._call(cur.executescript, sql)
-            return
-        await self._drive(_core.op_script(cur, sql))
 
-    async def _fetchone(self, cur: Any) -> Any:
+    async def _fetchone(self, cur: AnyCursor) -> Any:
         self._check_open()
-        if not self._remote:
+        if not isinstance(cur, SyncCursor):
             return await self._call(cur.fetchone)
         if not await self._drive(_core.op_fill(cur)):
             return None
@@ -263,7 +277,7 @@ class Connection:
         if self._closed:
             raise ValueError("Connection closed")  # aiosqlite's error for a closed connection
 
-    def execute(self, sql: str, parameters: Params = ()) -> _Awaitable:
+    def execute(self, sql: str, parameters: Params = ()) -> "_Awaitable[Cursor]":
         async def run() -> Cursor:
             cur = await self._cursor()
             await cur.execute(sql, () if parameters is None else parameters)
@@ -271,36 +285,36 @@ class Connection:
 
         return _Awaitable(run(), _close_cursor)
 
-    def cursor(self) -> _Awaitable:
+    def cursor(self) -> "_Awaitable[Cursor]":
         return _Awaitable(self._cursor(), _close_cursor)
 
     async def _cursor(self) -> Cursor:
         self._check_open()
         return Cursor(self, await self._call(self._sync.cursor))
 
-    def executemany(self, sql: str, seq: Iterable[Params]) -> _Awaitable:
+    def executemany(self, sql: str, seq: Iterable[Params]) -> "_Awaitable[Cursor]":
         async def run() -> Cursor:
             cur = await self._cursor()
             return await cur.executemany(sql, seq)
 
         return _Awaitable(run(), _close_cursor)
 
-    def executescript(self, sql_script: str) -> _Awaitable:
+    def executescript(self, sql_script: str) -> "_Awaitable[Cursor]":
         async def run() -> Cursor:
             cur = await self._cursor()
             return await cur.executescript(sql_script)
 
         return _Awaitable(run(), _close_cursor)
 
-    def execute_fetchall(self, sql: str, parameters: Params = ()) -> _Awaitable:
+    def execute_fetchall(self, sql: str, parameters: Params = ()) -> "_Awaitable[List[Any]]":
         async def run() -> List[Any]:
             cur = await self.execute(sql, parameters)
             return await cur.fetchall()
 
         return _Awaitable(run(), _nothing)
 
-    def execute_insert(self, sql: str, parameters: Params = ()) -> _Awaitable:
-        async def run() -> Optional[Any]:
+    def execute_insert(self, sql: str, parameters: Params = ()) -> "_Awaitable[Optional[Tuple[Optional[int]]]]":
+        async def run() -> Optional[Tuple[Optional[int]]]:
             cur = await self.execute(sql, parameters)
             return (cur.lastrowid,)  # aiosqlite: the row of SELECT last_insert_rowid()
 
@@ -326,16 +340,18 @@ class Connection:
         return unsupported
 
     async def commit(self) -> None:
-        self._check_open()
-        if not self._remote:
-            return await self._call(self._sync.commit)
-        await self._drive(_core.op_end(self._sync, "commit"))
+        await self._end("commit")
 
     async def rollback(self) -> None:
+        await self._end("rollback")
+
+    async def _end(self, method: str) -> None:
         self._check_open()
-        if not self._remote:
-            return await self._call(self._sync.rollback)
-        await self._drive(_core.op_end(self._sync, "rollback"))
+        sync = self._sync
+        if isinstance(sync, SyncConnection):
+            await self._drive(_core.op_end(sync, method))
+        else:
+            await self._call(getattr(sync, method))
 
     async def close(self) -> None:
         if self._closed:
@@ -385,7 +401,7 @@ class Connection:
 
 
 def connect(database: Any, *, timeout: float = 5.0, isolation_level: Optional[str] = "", detect_types: int = 0,
-            uri: bool = False, keep_open: bool = False, shared: Optional[bool] = None, **kwargs: Any) -> _Awaitable:
+            uri: bool = False, keep_open: bool = False, shared: Optional[bool] = None, **kwargs: Any) -> "_Awaitable[Connection]":
     """aiosqlite.connect: `await connect(...)` or `async with connect(...) as db`.
 
     keep_open, shared: as sqlite_rpc.connect's (for callers that own their files; which server)."""
@@ -395,10 +411,10 @@ def connect(database: Any, *, timeout: float = 5.0, isolation_level: Optional[st
         if srv is None:
             ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite_rpc-aio")
             loop = asyncio.get_running_loop()
-            sync = await loop.run_in_executor(
-                ex, lambda: sqlite3.connect(database, timeout=timeout, isolation_level=isolation_level,
+            std = await loop.run_in_executor(
+                ex, lambda: sqlite3.connect(database, timeout=timeout, isolation_level=isolation_level,  # type: ignore[arg-type]
                                             detect_types=detect_types, uri=uri, check_same_thread=False))
-            return Connection(sync, ex)
+            return Connection(std, ex)
         sync = SyncConnection(database, timeout, detect_types, isolation_level, False, None, 128, uri, keep_open=keep_open, _server=srv)
         conn = Connection(sync, None)
         await conn._rpc("ping", {})  # collects the pipelined open: connect() fails here, as aiosqlite's does

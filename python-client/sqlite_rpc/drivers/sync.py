@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from .. import _core
 from .._core import Op
+from ..protocol import ServerError
 from ..transport import client as _client
 from ..transport.client import ServerProcess
 
@@ -31,11 +32,11 @@ def _drive(conn: "Connection", op: Op) -> Any:
     while req is not None:
         try:
             if req[0] is _core.AHEAD:
-                res = conn._send_ahead(req[1], req[2])
+                res = send_ahead(conn, req[1], req[2])
             elif req[0] is _core.COLLECT:
-                res = conn._collect(req[1])
+                res = collect(conn, req[1])
             else:
-                res = conn._rpc(*req)
+                res = rpc(conn, *req)
         except Exception as e:
             req = step.throw(e)
         else:
@@ -43,106 +44,112 @@ def _drive(conn: "Connection", op: Op) -> Any:
     return step.result
 
 
-class BlockingDriver:
-    """The request path of a Connection, with blocking round trips: the core's prepare()
-    before a request, its failed() after an error, this driver's sending and waiting."""
+# The request path of a Connection, with blocking round trips: the core's prepare() before
+# a request, its failed() after an error (the recovery policy, the async driver's too), and
+# this driver's sending and waiting between them. Connection has them as methods (_rpc...).
 
-    def _rpc(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
-        lock = self._lock
-        if lock is not None:
-            with lock:
-                return self._rpc_unlocked(method, params, on_settle)
-        return self._rpc_unlocked(method, params, on_settle)
 
-    def _exchange(self, srv: ServerProcess, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]]) -> Any:
-        """Send one request (behind the pipelined open, if any) and wait for its reply.
+def rpc(conn: "Connection", method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
+    lock = conn._lock
+    if lock is not None:
+        with lock:
+            return rpc_unlocked(conn, method, params, on_settle)
+    return rpc_unlocked(conn, method, params, on_settle)
 
-        An exception raised meanwhile by a signal handler (Ctrl-C's KeyboardInterrupt, an
-        alarm handler's TimeoutError) reaches the caller, but the request is on its way and
-        the server applies it: it is noted as unsettled, and the connection's next use
-        collects its reply first (_settle), so that the client's view of the session, above
-        all in_transaction, stays the server's."""
-        return self._finish(srv, self._start(srv, method, params, on_settle), method, on_settle)
 
-    def _start(self, srv: ServerProcess, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]]) -> Any:
-        """_exchange's send: the request's slot."""
-        if _core.deferred:
-            _core.run_deferred()
-        _core.reopen_if_due(self, srv)
-        try:
-            return srv.send(method, params)
-        except BaseException as e:
-            late = _client.interrupted_slot(e)
-            if late is not None:
-                self._unsettled = (srv, late, method, on_settle)
-            raise
+def exchange(conn: "Connection", srv: ServerProcess, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]]) -> Any:
+    """Send one request (behind the pipelined open, if any) and wait for its reply.
 
-    def _finish(self, srv: ServerProcess, slot: Any, method: str, on_settle: Optional[Callable[[Any], None]]) -> Any:
-        """_exchange's wait: the reply to slot's request (behind the pipelined open, if any)."""
-        waiting = None
-        try:
-            opened = self._open_slot
-            if opened is not None:
-                # Pipelined behind the open: one round trip for connect + first statement.
-                waiting = opened
-                _core.opened(self, srv, opened)  # raises the open error (e.g. unable to open database file)
-            waiting = slot
-            return srv.wait(slot)
-        except BaseException as e:
-            if not _core.is_reply_error(waiting, e):
-                self._unsettled = (srv, slot, method, on_settle)
-            raise
+    An exception raised meanwhile by a signal handler (Ctrl-C's KeyboardInterrupt, an
+    alarm handler's TimeoutError) reaches the caller, but the request is on its way and
+    the server applies it: it is noted as unsettled, and the connection's next use
+    collects its reply first (_settle), so that the client's view of the session, above
+    all in_transaction, stays the server's."""
+    return finish(conn, srv, start(conn, srv, method, params, on_settle), method, on_settle)
 
-    def _settle(self) -> None:
-        """Collect the reply of the request an interruption left unsettled, and take in what
-        it says (in_transaction, changes, rowid; a page for its cursor). Its error, if it
-        failed, is not raised: the caller of that request got the interruption instead."""
-        pending = self._unsettled
-        if pending is None:
-            return
-        srv, slot, method, on_settle = pending
-        if _core.late_reply_lost(self, srv, slot):
-            self._unsettled = None
-            return
-        try:
-            res = srv.wait(slot)
-        except BaseException as e:
-            if not _core.is_reply_error(slot, e):
-                raise  # interrupted again: still unsettled
-            self._unsettled = None
-            _core.note_error(self, e)
-            return
-        self._unsettled = None
-        _core.take_late_reply(self, res, on_settle)
 
-    def _resync(self) -> None:
-        """_settle, under the connection's lock when it has one."""
-        lock = self._lock
-        if lock is not None:
-            with lock:
-                self._settle()
-        else:
-            self._settle()
+def start(conn: "Connection", srv: ServerProcess, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]]) -> Any:
+    """_exchange's send: the request's slot."""
+    if _core.deferred:
+        _core.run_deferred()
+    _core.reopen_if_due(conn, srv)
+    try:
+        return srv.send(method, params)
+    except BaseException as e:
+        late = _client.interrupted_slot(e)
+        if late is not None:
+            conn._unsettled = (srv, late, method, on_settle)
+        raise
 
-    # The request path: the core's prepare() before a request, its failed() after an error
-    # (the recovery policy, shared with aio's driver), and this driver's sending and waiting.
 
-    def _rpc_unlocked(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
-        return self._collect(self._send_ahead(method, params, on_settle))
+def finish(conn: "Connection", srv: ServerProcess, slot: Any, method: str, on_settle: Optional[Callable[[Any], None]]) -> Any:
+    """_exchange's wait: the reply to slot's request (behind the pipelined open, if any)."""
+    waiting = None
+    try:
+        opened = conn._open_slot
+        if opened is not None:
+            # Pipelined behind the open: one round trip for connect + first statement.
+            waiting = opened
+            _core.opened(conn, srv, opened)  # raises the open error (e.g. unable to open database file)
+        waiting = slot
+        return srv.wait(slot)
+    except BaseException as e:
+        if not _core.is_reply_error(waiting, e):
+            conn._unsettled = (srv, slot, method, on_settle)
+        raise
 
-    def _send_ahead(self, method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
-        """Send a request; _collect waits for its reply (an op may send several first)."""
-        srv, params, before = _core.prepare(self, method, params)
-        if before is not None:
-            self._rpc_unlocked(*before)
-        return (srv, self._start(srv, method, params, on_settle), method, params, on_settle)
 
-    def _collect(self, handle: Any) -> Any:
-        srv, slot, method, params, on_settle = handle
-        try:
-            return self._finish(srv, slot, method, on_settle)
-        except _client.ServerError:
-            raise
-        except sqlite3.Error as e:
-            srv, again = _core.failed(self, e, method, params)
-        return self._exchange(srv, method, again, on_settle)
+def settle(conn: "Connection") -> None:
+    """Collect the reply of the request an interruption left unsettled, and take in what
+    it says (in_transaction, changes, rowid; a page for its cursor). Its error, if it
+    failed, is not raised: the caller of that request got the interruption instead."""
+    pending = conn._unsettled
+    if pending is None:
+        return
+    srv, slot, method, on_settle = pending
+    if _core.late_reply_lost(conn, srv, slot):
+        conn._unsettled = None
+        return
+    try:
+        res = srv.wait(slot)
+    except BaseException as e:
+        if not _core.is_reply_error(slot, e):
+            raise  # interrupted again: still unsettled
+        conn._unsettled = None
+        _core.note_error(conn, e)
+        return
+    conn._unsettled = None
+    _core.take_late_reply(conn, res, on_settle)
+
+
+def resync(conn: "Connection") -> None:
+    """_settle, under the connection's lock when it has one."""
+    lock = conn._lock
+    if lock is not None:
+        with lock:
+            conn._settle()
+    else:
+        conn._settle()
+
+
+def rpc_unlocked(conn: "Connection", method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
+    return collect(conn, send_ahead(conn, method, params, on_settle))
+
+
+def send_ahead(conn: "Connection", method: str, params: Dict[str, Any], on_settle: Optional[Callable[[Any], None]] = None) -> Any:
+    """Send a request; _collect waits for its reply (an op may send several first)."""
+    srv, params, before = _core.prepare(conn, method, params)
+    if before is not None:
+        rpc_unlocked(conn, *before)
+    return (srv, start(conn, srv, method, params, on_settle), method, params, on_settle)
+
+
+def collect(conn: "Connection", handle: Any) -> Any:
+    srv, slot, method, params, on_settle = handle
+    try:
+        return finish(conn, srv, slot, method, on_settle)
+    except ServerError:
+        raise
+    except sqlite3.Error as e:
+        srv, again = _core.failed(conn, e, method, params)
+    return exchange(conn, srv, method, again, on_settle)

@@ -362,8 +362,8 @@ class ServerProcess:
 
     def _deliver(self, msg: Any) -> None:
         # Idempotent: the slot leaves _pending last.
-        rid = msg.get("id") if isinstance(msg, dict) else None
-        slot = self._pending.get(rid)  # type: ignore[arg-type]
+        rid: Any = msg.get("id") if isinstance(msg, dict) else None
+        slot = self._pending.get(rid)
         if slot is None:
             if rid is None and isinstance(msg, dict) and msg.get("method") == "log" and isinstance(msg.get("params"), dict):
                 log_record(dict(msg["params"]))  # a shared server's record of one of our sessions

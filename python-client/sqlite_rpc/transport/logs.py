@@ -36,7 +36,7 @@ def forward_stderr(pipe: IO[bytes]) -> None:
     whose stderr pipe fills up stalls."""
     # The pipe is unbuffered (bufsize=0, for stdout's sake): readline() on it would read
     # one byte per system call (about 1.2 s of a core per MiB of server logging).
-    stream = io.BufferedReader(pipe, 65536)  # type: ignore[arg-type]
+    stream = io.BufferedReader(pipe, 65536)  # type: ignore[type-var]
     try:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any, List
 
+# (also the private names that tools and tests reach here: _connect, _state, SQLITE3...)
 from .compat import (BUILT, FlowStateNotSerializableError, PendingFeedbackContext, _built, _connect, _forget_built_classes,
                      _LocalDatabaseOperationError, _state, db_storage_path)
 from .flow import _FlowPersistenceMethods
@@ -43,7 +44,6 @@ __all__ = [
     "KickoffTaskOutputsSQLiteStorage", "SQLiteFlowPersistence", "SqliteProvider", "LTMSQLiteStorage",
     "DatabaseOperationError", "FlowStateNotSerializableError", "PendingFeedbackContext",
 ]
-_INTERNAL = (SQLITE3, AIOSQLITE, _connect, _state, _forget_built_classes, _FlowPersistenceMethods, _ProviderMethods, _LocalDatabaseOperationError)
 
 # Their home is sqlite_rpc.crewai (repr, pickling), whichever module defines them.
 for _cls in (KickoffTaskOutputsSQLiteStorage, LTMSQLiteStorage, FlowStateNotSerializableError, PendingFeedbackContext):

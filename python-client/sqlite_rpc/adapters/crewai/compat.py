@@ -42,7 +42,8 @@ def _user_data_dir(appname: str, appauthor: str) -> str:
     """appdirs.user_data_dir(appname, appauthor), as CrewAI calls it."""
     appdirs_fn = _optional("appdirs", "user_data_dir")
     if appdirs_fn is not None:
-        return appdirs_fn(appname, appauthor)
+        folder: str = appdirs_fn(appname, appauthor)
+        return folder
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
         return os.path.join(base, appauthor, appname)
@@ -91,7 +92,8 @@ def _database_operation_error(kind: str, error: Exception) -> Exception:
     template = getattr(templates, kind, None) or _ERROR_TEMPLATES[kind]
     msg = template.format(str(error))
     log.error(msg)
-    return _built("DatabaseOperationError")(msg, error)
+    err: Exception = _built("DatabaseOperationError")(msg, error)
+    return err
 
 
 class _CrewJSONEncoder(json.JSONEncoder):
@@ -219,7 +221,8 @@ def _is_pydantic_model(obj: Any) -> bool:
 
 def _state_dict(state_data: Any) -> Dict[str, Any]:
     if _is_pydantic_model(state_data):
-        return state_data.model_dump()
+        dumped: Dict[str, Any] = state_data.model_dump()
+        return dumped
     if isinstance(state_data, dict):
         return state_data
     raise ValueError(f"state_data must be either a Pydantic BaseModel or dict, got {type(state_data)}")

@@ -155,8 +155,9 @@ class _PatchingLoader(importlib.abc.Loader):
         # The module keeps its real loader (tools that inspect __loader__ see the usual one).
         try:
             module.__loader__ = self._loader
-            if getattr(module, "__spec__", None) is not None:
-                module.__spec__.loader = self._loader
+            spec = getattr(module, "__spec__", None)
+            if spec is not None:
+                spec.loader = self._loader
         except (AttributeError, TypeError):
             pass
         self._loader.exec_module(module)

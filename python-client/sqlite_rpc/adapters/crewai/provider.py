@@ -92,7 +92,7 @@ class _ProviderMethods:
     def prune(self, location: str, max_keep: int, *, branch: str = "main") -> int:
         with closing(_connect(location)) as conn, conn:
             cur = conn.execute(_CHECKPOINT_PRUNE, (branch, branch, max_keep))
-            removed = cur.rowcount
+            removed: int = cur.rowcount
             conn.commit()
         return max(removed, 0)
 
@@ -125,8 +125,9 @@ def _build_sqlite_provider() -> type:
            "connections closed, prune() returns how many checkpoints it removed.")
     base = _optional("crewai.state.provider.sqlite_provider", "SqliteProvider")
     if base is not None:
-        return type(base)("SqliteProvider", (_ProviderMethods, base), {"__doc__": doc, "__module__": "sqlite_rpc.crewai",
-                                                                       "__qualname__": "SqliteProvider"})
+        cls: type = type(base)("SqliteProvider", (_ProviderMethods, base), {"__doc__": doc, "__module__": "sqlite_rpc.crewai",
+                                                                            "__qualname__": "SqliteProvider"})
+        return cls
 
     def __init__(self: Any, provider_type: str = "sqlite") -> None:
         if provider_type != "sqlite":
