@@ -197,7 +197,8 @@ class Connection:
     async def _send(self, srv: ServerProcess, method: str, params: Dict[str, Any]) -> Any:
         """A future for the reply to the request, sent behind the pipelined open (if any),
         whose error it raises."""
-        _core.run_deferred()  # what a __del__ could not send
+        if _core.deferred:
+            _core.run_deferred()  # what a __del__ could not send
         conn = self._server_conn
         _core.reopen_if_due(conn, srv)
         loop = asyncio.get_running_loop()
