@@ -14,13 +14,16 @@ from __future__ import annotations
 import inspect as _inspect
 import sqlite3 as _stdlib
 import sys as _sys
-from typing import Any
+from typing import Any, Union
 
-from . import fallback as _fallback
-from . import process as _process
-from .dbapi import Connection, Cursor, Row
+from . import dbapi, fallback as _fallback, process, protocol  # noqa: F401 - reachable as before: sqlite_rpc.process...
+from .admin import backup, check, metrics, restore, server_info, shutdown, stats
+from .connection import Connection
+from .cursor import Cursor
 from .protocol import ConflictError
+from .row import Row
 from .seed import Database
+from .transport import home as _home
 
 __version__ = "0.1.0"
 
@@ -52,7 +55,7 @@ PrepareProtocol = _stdlib.PrepareProtocol
 Binary = memoryview
 Date = _stdlib.Date
 Time = _stdlib.Time
-Timestamp = _stdlib.Timestamp
+Timestamp = _stdlib.Timestamp  # type: ignore[attr-defined]  # (missing from typeshed's sqlite3)
 DateFromTicks = _stdlib.DateFromTicks
 TimeFromTicks = _stdlib.TimeFromTicks
 TimestampFromTicks = _stdlib.TimestampFromTicks
@@ -73,10 +76,10 @@ Blob = _stdlib.Blob
 globals().update({_k: getattr(_stdlib, _k) for _k in dir(_stdlib) if _k.startswith("SQLITE_")})
 
 
-def connect(*args: Any, **kwargs: Any) -> Any:
+def connect(*args: Any, **kwargs: Any) -> Union[Connection, _stdlib.Connection]:
     """sqlite3.connect(database, timeout=5.0, detect_types=0, isolation_level="",
     check_same_thread=True, factory=Connection, cached_statements=128, uri=False); returns a
-    sqlite_rpc.Connection (or the stdlib's, as fallback). As sqlite3's, it calls factory
+    sqlite_rpc.Connection (or the stdlib's, as fallback: hence the type). As sqlite3's, it calls factory
     with its arguments as they were given, positional or keyword (gh-95132).
 
     slow_query_ms (keyword only, server only): log this database's statements slower than
@@ -96,9 +99,11 @@ def connect(*args: Any, **kwargs: Any) -> Any:
     if srv is None:
         # A custom sqlite3.Connection subclass needs the real module; so does the fallback.
         std_kwargs = {k: v for k, v in kwargs.items() if k not in _EXTENSIONS}
-        return _stdlib.connect(*args, **std_kwargs)
+        std: _stdlib.Connection = _stdlib.connect(*args, **std_kwargs)
+        return std
     if isinstance(factory, type) and issubclass(factory, Connection):
-        return factory(*args, **kwargs)
+        conn: Connection = factory(*args, **kwargs)
+        return conn
     return Connection(*args, **kwargs, _server=srv)
 
 
@@ -112,89 +117,6 @@ connect.__signature__ = _inspect.signature(  # type: ignore[attr-defined]
 def backend() -> str:
     """'sqlite-rpc' when connect() uses the server, 'sqlite3' when it falls back to the stdlib."""
     return "sqlite3" if _fallback.disabled_reason() is not None else "sqlite-rpc"
-
-
-def server_info(*, shared: Any = None) -> Any:
-    """initialize's result from the running server (versions, capabilities; server.pid,
-    server.shared). shared: which server, as connect()'s."""
-    return _process.get_server(shared).info
-
-
-def stats(*, shared: Any = None) -> Any:
-    """The server's counters (statement caches, group commits, readers, connections...)."""
-    return _process.get_server(shared).call("stats", {})
-
-
-def metrics(format: str = "json", *, shared: Any = None) -> Any:
-    """The server's metrics: "json" gives prom-client's JSON (a list of metric dicts with
-    name, help, type and values), "prometheus" the text exposition format as a str."""
-    if format not in ("json", "prometheus"):
-        raise ValueError("format must be 'json' or 'prometheus', not %r" % (format,))
-    res = _server_for("metrics()", shared).call("metrics", {"format": format})
-    return res["text"] if format == "prometheus" else res["metrics"]
-
-
-def _server_for(what: str, shared: Any = None, database: Any = None) -> Any:
-    if backend() == "sqlite3":
-        raise NotSupportedError("%s needs the sqlite-rpc server; this process uses the stdlib sqlite3 fallback" % what)
-    if isinstance(database, Connection):
-        return database._home.get()  # its session lives on its own server
-    return _process.get_server(shared)
-
-
-def _db_ref(database: Any) -> Any:
-    """A path (str or os.PathLike) or a sqlite_rpc Connection, as the protocol's session/path."""
-    if isinstance(database, Connection):
-        database._check()
-        return {"session": database._session}
-    import os
-
-    return {"path": os.fsdecode(os.fspath(database))}
-
-
-def backup(database: Any, dest: Any, *, overwrite: bool = False, shared: Any = None) -> Any:
-    """Online backup of a database (a path, or a Connection: also a private :memory: one) to
-    the file dest, while other connections keep writing. The copy is one consistent
-    snapshot, verified with integrity_check before it is put in place; returns a dict with
-    dest, pages, bytes and duration_ms. Refuses an existing dest unless overwrite.
-    shared: which server does it for a path, as connect()'s (a Connection's own does it
-    for a Connection); the same for restore() and check()."""
-    import os
-
-    params = dict(_db_ref(database), dest=os.path.abspath(os.fsdecode(os.fspath(dest))), overwrite=bool(overwrite))
-    return _server_for("backup()", shared, database).call("backup", params)
-
-
-def restore(source: Any, database: Any, *, force: bool = False, shared: Any = None) -> Any:
-    """Replace the content of database (a path or Connection) with the backup file source,
-    after checking source with integrity_check. Connections to it stay open and see the
-    restored data. Refused while a connection holds a transaction on it, unless force (its
-    transaction is then rolled back and it gets an OperationalError on its next call)."""
-    import os
-
-    params = dict(_db_ref(database), source=os.path.abspath(os.fsdecode(os.fspath(source))), force=bool(force))
-    return _server_for("restore()", shared, database).call("restore", params)
-
-
-def check(database: Any, *, full: bool = False, shared: Any = None) -> Any:
-    """quick_check (or integrity_check with full=True) of a database; returns a dict with ok
-    (bool) and problems (what SQLite reported). A file no server has open is checked as it
-    is, without being changed."""
-    params = dict(_db_ref(database), mode="full" if full else "quick")
-    if "path" in params:
-        import os
-
-        params["path"] = os.path.abspath(params["path"])
-    res = dict(_server_for("check()", shared, database).call("check", params))
-    res["problems"] = list(res["problems"])
-    return res
-
-
-def shutdown(*, shared: Any = None) -> None:
-    """Let go of this process's servers now (or of one kind, with shared=True/False): a
-    private server stops; the shared one is only disconnected from, as other processes may
-    use it (it exits by itself once idle). The next use starts or finds one again."""
-    _process.shutdown(shared)
 
 
 def __getattr__(name: str) -> Any:
@@ -212,7 +134,7 @@ def __getattr__(name: str) -> Any:
     if name in ("sqlite_version", "sqlite_version_info"):
         if backend() == "sqlite3":
             return getattr(_stdlib, name)
-        v = _process.get_server().info["sqlite_version"]
+        v: str = _home.get_server().info["sqlite_version"]
         return v if name == "sqlite_version" else tuple(int(x) for x in v.split("."))
     raise AttributeError("module 'sqlite_rpc' has no attribute %r" % name)
 
@@ -224,4 +146,6 @@ __all__ = [
     "Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError", "IntegrityError",
     "InternalError", "ProgrammingError", "NotSupportedError", "PARSE_DECLTYPES", "PARSE_COLNAMES",
     "register_adapter", "register_converter", "complete_statement", "apilevel", "paramstyle", "threadsafety",
+    "version", "version_info", "Binary", "Date", "Time", "Timestamp", "DateFromTicks", "TimeFromTicks",
+    "TimestampFromTicks", "PrepareProtocol", "Blob", "adapters", "converters", "adapt", "enable_callback_tracebacks",
 ]

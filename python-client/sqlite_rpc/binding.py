@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 # sqlite3's words for an int outside SQLite's 64-bit INTEGER (also for the server's integer_overflow).
 INT_OVERFLOW = "Python int too large to convert to SQLite INTEGER"
@@ -95,14 +95,14 @@ _PROTO = sqlite3.PrepareProtocol
 _BASE_KEYS = tuple((t, _PROTO) for t in (int, float, str, bytearray))
 _OTHER_KEYS = tuple((t, _PROTO) for t in (type(None), bytes))
 _ALL_FAST = frozenset((int, float, str, bytearray, type(None), bytes))
-_fast_memo: Dict[Tuple[bool, ...], frozenset] = {}
+_fast_memo: Dict[Tuple[bool, ...], FrozenSet[Any]] = {}
 # Registry keys that change no fast type (the stdlib's own date and datetime adapters).
-_HARMLESS_KEYS = frozenset(k for k in sqlite3.adapters if k not in _BASE_KEYS + _OTHER_KEYS)  # type: ignore[attr-defined]
+_HARMLESS_KEYS = frozenset(k for k in sqlite3.adapters if k not in _BASE_KEYS + _OTHER_KEYS)
 
 
-def _fast_types() -> frozenset:
+def _fast_types() -> FrozenSet[Any]:
     """The types that bind as they are, without a look at the adapter registry."""
-    reg = sqlite3.adapters  # type: ignore[attr-defined]
+    reg = sqlite3.adapters
     if reg.keys() <= _HARMLESS_KEYS:
         return _ALL_FAST  # the common case: only the stdlib's date/datetime adapters
     state = tuple(k in reg for k in _BASE_KEYS + _OTHER_KEYS)
@@ -135,7 +135,7 @@ def bind_value(v: Any, index: int) -> Any:
     """One parameter as sqlite3's bind_param sees it: adapted, then bound by type."""
     t = type(v)
     if t not in _fast_types():
-        v = sqlite3.adapt(v, sqlite3.PrepareProtocol, v)  # type: ignore[call-arg]  # errors propagate, as in sqlite3
+        v = sqlite3.adapt(v, sqlite3.PrepareProtocol, v)  # errors propagate, as in sqlite3
         t = type(v)
     if v is None or t is str or t is bytes:
         return v

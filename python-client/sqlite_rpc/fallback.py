@@ -7,7 +7,10 @@ import threading
 import warnings
 from typing import Optional
 
-from . import process
+from .protocol import StartRefused
+from .transport import home as _home
+from .transport import lookup as _lookup
+from .transport.client import ServerProcess
 
 log = logging.getLogger("sqlite_rpc")
 _lock = threading.Lock()
@@ -17,28 +20,28 @@ _warned = False
 
 def disabled_reason() -> Optional[str]:
     """Why the stdlib is used instead of the server, or None when the server is usable."""
-    if os.environ.get(process.ENV_DISABLE, "").strip() not in ("", "0", "false", "no"):
-        return "%s is set" % process.ENV_DISABLE
+    if os.environ.get(_lookup.ENV_DISABLE, "").strip() not in ("", "0", "false", "no"):
+        return "%s is set" % _lookup.ENV_DISABLE
     if _reason is not None:
         return _reason
-    if process.running():
+    if _home.running():
         return None  # running: no need to look for the binary again on every connect()
-    if process.find_binary() is None:
-        return "the sqlite-rpc binary was not found (set %s, install the platform wheel, or run npm run build)" % process.ENV_BINARY
+    if _lookup.find_binary() is None:
+        return "the sqlite-rpc binary was not found (set %s, install the platform wheel, or run npm run build)" % _lookup.ENV_BINARY
     return None
 
 
-def server_or_none(shared: Optional[bool] = None) -> Optional[process.ServerProcess]:
-    """The server of that kind (process.use_shared), or None (after warning once) when the
+def server_or_none(shared: Optional[bool] = None) -> Optional[ServerProcess]:
+    """The server of that kind (transport.home.use_shared), or None (after warning once) when the
     stdlib must be used. A server that may not be used (an unsafe runtime folder, a shared
     server that refused us) raises instead: the stdlib would hide a problem to fix."""
     global _reason
-    home = process.home(shared)
+    home = _home.home(shared)
     why = disabled_reason()
     if why is None:
         try:
             return home.get()
-        except process.StartRefused:
+        except StartRefused:
             raise
         except Exception as e:  # cannot start: remember, fall back for good
             with _lock:

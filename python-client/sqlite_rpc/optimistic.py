@@ -27,6 +27,7 @@ import sqlite3
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TypeVar, Union
 
+from .connection import Connection
 from .protocol import ConflictError
 
 Params = Union[Sequence[Any], Mapping[str, Any]]
@@ -46,7 +47,7 @@ def _conflict(expected: int, changes: int) -> ConflictError:
 def execute_expecting(conn: Any, sql: str, params: Params = (), rows: int = 1) -> Any:
     """Run one INSERT/UPDATE/DELETE that must change exactly ``rows`` rows; otherwise undo
     it and raise ConflictError. Returns the cursor. Works on sqlite_rpc and sqlite3 connections."""
-    if hasattr(conn, "_srv"):
+    if isinstance(conn, Connection):
         return conn.execute(sql, params, expect_rows=rows)
     # Stdlib: a savepoint makes the statement undoable. Outside a transaction it also
     # commits the statement on release, as autocommit would.

@@ -74,8 +74,8 @@ def exception_from_error(error: Dict[str, Any]) -> BaseException:
         exc.problems = list(data["problems"])  # type: ignore[attr-defined]  # IntegrityCheckFailed
     name: Optional[str] = data.get("sqlite_code")
     if name is not None and isinstance(exc, sqlite3.Error):
-        exc.sqlite_errorname = name  # type: ignore[attr-defined]
-        exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[attr-defined]
+        exc.sqlite_errorname = name
+        exc.sqlite_errorcode = data.get("sqlite_errno", SQLITE_CODES.get(name))  # type: ignore[assignment]
     exc.rpc_kind = data.get("kind")  # type: ignore[attr-defined]
     exc.rpc_code = error.get("code")  # type: ignore[attr-defined]
     # Why (errors.json's reasons of the kind) and what about: act on these, never on the message.

@@ -9,9 +9,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from ._core import op_batch
+from .connection import Connection
+from .drivers.sync import run
+from .transport import home as _home
+from .transport import lookup as _lookup
 
 Params = Union[Sequence[Any], Dict[str, Any], None]
+# A thread's connection: sqlite_rpc's, or the stdlib's in fallback mode.
+AnyConnection = Union[Connection, sqlite3.Connection]
 
 
 class Database:
@@ -21,27 +29,25 @@ class Database:
         of that kind yet (it is a server-wide setting, and for the shared server part of its
         identity: a shared server with that pool size is found or started), otherwise the
         running server's pool is used. shared: which server, as sqlite_rpc.connect's."""
-        from . import process
-
-        if pool_size is not None and process.current(shared) is None:
+        if pool_size is not None and _home.current(shared) is None:
             import os
 
-            args = os.environ.get(process.ENV_ARGS, "")
+            args = os.environ.get(_lookup.ENV_ARGS, "")
             if "--pool-size" not in args:
-                os.environ[process.ENV_ARGS] = (args + " --pool-size %d" % int(pool_size)).strip()
+                os.environ[_lookup.ENV_ARGS] = (args + " --pool-size %d" % int(pool_size)).strip()
         self.db_path = db_path
         self.pool_size = pool_size
         self.timeout = timeout
         self.shared = shared
         self._local = threading.local()
-        self._all: List[Any] = []
+        self._all: List[AnyConnection] = []
         self._all_lock = threading.Lock()
         self._closed = False
 
-    def _conn(self) -> Any:
+    def _conn(self) -> AnyConnection:
         if self._closed:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-        c = getattr(self._local, "conn", None)
+        c: Optional[AnyConnection] = getattr(self._local, "conn", None)
         if c is None:
             from . import connect
 
@@ -68,23 +74,27 @@ class Database:
         With expect_rows, a statement that changes another number of rows is undone and
         raises sqlite_rpc.ConflictError (optimistic locking; see sqlite_rpc.optimistic)."""
         if expect_rows is None:
-            return self._conn().execute(query, params or ()).rowcount
+            n: int = self._conn().execute(query, params or ()).rowcount
+            return n
         from .optimistic import execute_expecting
 
-        return execute_expecting(self._conn(), query, params or (), rows=expect_rows).rowcount
+        n = execute_expecting(self._conn(), query, params or (), rows=expect_rows).rowcount
+        return n
 
-    def execute_many(self, query: str, seq_of_params: Iterable[Params]) -> int:
+    def execute_many(self, query: str, seq_of_params: Iterable[Union[Sequence[Any], Dict[str, Any]]]) -> int:
         """One statement over many parameter sets, all in one transaction; total affected rows."""
         conn = self._conn()
         if getattr(self._local, "in_tx", False):
-            return conn.executemany(query, seq_of_params).rowcount
-        return self._atomic(lambda c: c.executemany(query, seq_of_params).rowcount)
+            n: int = conn.executemany(query, seq_of_params).rowcount
+            return n
+        total: int = self._atomic(lambda c: c.executemany(query, seq_of_params).rowcount)
+        return total
 
     def execute_batch(self, statements: Iterable[Tuple[str, Params]]) -> List[int]:
         """Several statements, all or nothing (inside transaction() too); affected rows of each."""
         items = [(q, p or ()) for q, p in statements]
         conn = self._conn()
-        if hasattr(conn, "_srv"):
+        if isinstance(conn, Connection):
             # One round trip: the server runs the batch inside a single savepoint, within the
             # thread's transaction() when there is one.
             from .binding import bind
@@ -93,9 +103,8 @@ class Database:
             for q, p in items:
                 w = bind(q, p)
                 statements_.append([q, [] if w is None else w])
-            res = conn._rpc("batch", {"session": conn._session, "statements": statements_})
-            conn._in_tx = res["in_transaction"]
-            return [r["changes"] for r in res["results"]]
+            changes: List[int] = run(conn, op_batch(conn, statements_))
+            return changes
         if getattr(self._local, "in_tx", False):
             conn.execute("SAVEPOINT sqlite_rpc_batch")
             try:
@@ -106,9 +115,10 @@ class Database:
                 raise
             conn.execute("RELEASE sqlite_rpc_batch")
             return out
-        return self._atomic(lambda c: [c.execute(q, p).rowcount for q, p in items])
+        changes_: List[int] = self._atomic(lambda c: [c.execute(q, p).rowcount for q, p in items])
+        return changes_
 
-    def _atomic(self, fn: Any) -> Any:
+    def _atomic(self, fn: Callable[[AnyConnection], Any]) -> Any:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -11,6 +11,7 @@ import pytest
 
 import sqlite_rpc
 from sqlite_rpc import process
+from sqlite_rpc.transport import client as transport_client
 from _harness import Corpus, assert_same, table
 
 C = Corpus()
@@ -151,13 +152,13 @@ def test_same_as_sqlite3(script, tmp_path):
 
 def _requests(monkeypatch):
     sent = []
-    original = process.encode_frame
+    original = transport_client.encode_frame
 
     def spy(message):
         sent.append(message.get("method"))
         return original(message)
 
-    monkeypatch.setattr(process, "encode_frame", spy)
+    monkeypatch.setattr(transport_client, "encode_frame", spy)
     return sent
 
 

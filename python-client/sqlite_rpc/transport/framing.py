@@ -1,7 +1,7 @@
 """LSP-style framing and the MessagePack codec (protocol/PROTOCOL.md sections 1-2)."""
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Union
 
 import msgpack
 
@@ -18,7 +18,7 @@ def encode_frame(message: Any) -> bytes:
     return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
-def decode_body(body: bytes) -> Any:
+def decode_body(body: Union[bytes, memoryview]) -> Any:
     # Arrays come back as tuples: rows are tuples, as sqlite3 returns them, with no copy.
     return msgpack.unpackb(body, raw=False, use_list=False, strict_map_key=False)
 
@@ -61,7 +61,7 @@ class FrameBuffer:
                 if n <= self.max_frame and len(data) == end + 4 + n:
                     return [data[end + 4:]]
         buf += data
-        out = []
+        out: List[bytes] = []
         while True:
             end = buf.find(_HEADER_END)
             if end < 0:

@@ -1,0 +1,1 @@
+"""Adapters: sqlite_rpc under other libraries (crewai: CrewAI's SQLite storage)."""
