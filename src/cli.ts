@@ -1,7 +1,7 @@
 // Command-line flags. Every flag has a default that suits a Python program spawning the
 // server for itself; `--help` says what each one does.
 import os from 'node:os';
-import type { SynchronousMode } from './engine/connection';
+import type { SynchronousMode } from './engine/openConnection';
 import type { CodecName } from './transport/codec';
 import { AUDIT_KINDS, DEFAULT_AUDIT_KINDS, type AuditKind } from './ops/audit';
 

@@ -3,7 +3,7 @@
 // transferred (not cloned) to the main thread, which writes them into the reply as is.
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Database, Statement } from 'better-sqlite3';
-import { fileId, fileMovedError, openConnection, type SynchronousMode } from './connection';
+import { fileId, fileMovedError, openConnection, type SynchronousMode } from './openConnection';
 import { StatementCache } from './statementCache';
 import { knownShape, readPage, rowBytes, shapeAfterRun } from './reads';
 import { loadAddonFrom } from './native';

@@ -4,7 +4,7 @@
 import BetterSqlite from 'better-sqlite3';
 import type { Database } from 'better-sqlite3';
 import fs from 'node:fs';
-import type { DirectConnection } from '../engine/direct';
+import type { MainThreadConnection } from '../engine/mainThreadConnection';
 import type { ReaderPool } from '../engine/readerPool';
 import { Session as MaintenanceSession, describeSession, type Session } from '../engine/session';
 import type { LogFn } from '../engine/types';
@@ -172,7 +172,7 @@ export class Maintenance {
     private readonly o: MaintenanceOptions,
     private readonly host: MaintenanceHost,
     private readonly w: Writer,
-    private readonly writer: DirectConnection,
+    private readonly writer: MainThreadConnection,
     private readonly pool: ReaderPool | null,
     private readonly audits: AuditedExec,
     private readonly m: DbMetrics,
@@ -270,7 +270,7 @@ export class Maintenance {
     // Hold the writer outside any transaction (the outer one commits first) while the
     // restore's own connection writes the file.
     const me = new MaintenanceSession(0, this.path, timeoutMs, false, null);
-    await this.w.acquire(me, 'direct');
+    await this.w.acquire(me, 'solo');
     if (this.audits.audit !== null && this.audits.audit.wants('restore')) {
       // Recorded (on disk) before the database is replaced, as for any statement no savepoint can undo.
       try {
