@@ -70,17 +70,17 @@ export interface EngineOptions {
   nativeBinding: unknown;
   /** Where metrics go; none in unit tests that do not look at them. */
   metrics?: Metrics;
-  /** Log statements slower than this (0 = off); `open` may change it per database. */
-  slowQueryMs?: number;
+  /** Log statements slower than this (0 = off); `open` may change it per database. No default here: the CLI's (cli.ts DEFAULTS). */
+  slowQueryMs: number;
   /** Append critical operations to `<dir>/<db name>.audit.jsonl`. */
   audit?: { dir: string; kinds: AuditKind[] } | null;
   /** Run a PASSIVE WAL checkpoint this often while the writer is idle (0 = SQLite's auto-checkpoint only). */
-  checkpointIntervalMs?: number;
+  checkpointIntervalMs: number;
   /**
    * Check the file when it is opened: a sample (bounded work, whatever the file's size; see
    * sampleCheck), quick_check or a full integrity_check (both read the whole file), or nothing.
    */
-  openCheck?: OpenCheckMode;
+  openCheck: OpenCheckMode;
   /**
    * True while replies wait to be written to the session's slow client: its worker reads hold
    * off (bounded memory). Whoever gives this calls outputDrained() once such a backlog has
@@ -288,7 +288,7 @@ export class DatabaseEngine implements SessionBackend {
     this.walDeferred = this.createdHere = fresh;
     this.keepsWal = fresh || (!o.readOnly && String(writerDb.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal');
     this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
-    this.obs = new Observer(this.m, path, log, o.slowQueryMs ?? 0, o.sessionLog ?? null);
+    this.obs = new Observer(this.m, path, log, o.slowQueryMs, o.sessionLog ?? null);
     try {
       if (o.audit) this.audit = new AuditLog(auditPathFor(o.audit.dir, path), path, new Set(o.audit.kinds));
       this.inlineDb = openConnection(path, {
@@ -338,7 +338,7 @@ export class DatabaseEngine implements SessionBackend {
       log,
     );
     this.audits = new AuditedExec(this.audit, this.writer, Savepoint.prepared(writerDb, 'sqlite_rpc_stmt'), path, log, (sql) => this.info.get(sql)?.kind);
-    if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
+    if (o.checkpointIntervalMs > 0 && !o.readOnly) {
       this.checkpointTimer = setInterval(() => this.maint.checkpointTick(), o.checkpointIntervalMs);
       this.checkpointTimer.unref();
     }

@@ -620,6 +620,16 @@ export class Registry {
     return { sessions: this.sessions.size, cursors: this.cursors.size, databases: [...this.engines.values()].map((e) => e.stats()) };
   }
 
+  /** The options the engine runs with, as plain values (debug.options; functions and objects left out). */
+  effectiveOptions(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(this.o)) {
+      if (v === null || ['number', 'string', 'boolean'].includes(typeof v)) out[k] = v;
+      else if (Array.isArray(v) && v.every((x) => typeof x !== 'object')) out[k] = v;
+    }
+    return out;
+  }
+
   /** A connection's reply backlog fell back below its limit (or it closed): reads held off for it may go. */
   outputDrained(): void {
     for (const e of this.engines.values()) e.outputDrained();

@@ -150,7 +150,7 @@ export function closedCleanly(path: string): void {
 export interface MaintenanceOptions {
   journalSizeLimit: number;
   /** Run a PASSIVE WAL checkpoint this often while the writer is idle (0 = SQLite's auto-checkpoint only). */
-  checkpointIntervalMs?: number;
+  checkpointIntervalMs: number;
   readOnly: boolean;
   nativeBinding: unknown;
 }
@@ -199,7 +199,7 @@ export class Maintenance {
     const big = this.walBytes() > this.o.journalSizeLimit;
     // Under load SQLite's auto-checkpoint (in COMMIT) is enough; an extra checkpoint would
     // only add fsyncs on the event loop. This one is for when the writes stop.
-    const quiet = Date.now() - this.w.lastCommitAt >= (this.o.checkpointIntervalMs ?? 0);
+    const quiet = Date.now() - this.w.lastCommitAt >= this.o.checkpointIntervalMs;
     if (!big && (this.w.commitsSinceCheckpoint === 0 || !quiet)) return null;
     const mode = big ? 'TRUNCATE' : 'PASSIVE';
     let row: [bigint, bigint, bigint];
