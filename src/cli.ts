@@ -182,7 +182,8 @@ Protocol
 
 Operations
   --metrics-port PORT     serve Prometheus metrics on http://127.0.0.1:PORT/metrics
-                          (default none: not served; the "metrics" method works without it)
+                          (loopback only; default none: not served; the "metrics"
+                          method works without it)
   --slow-query-ms MS      log statements slower than MS to stderr as "slow_query" JSON
                           lines with their query plan; parameter values are never
                           logged (default ${D.slowQueryMs}; 0 = off; "open" can set it per database)
