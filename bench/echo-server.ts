@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { createCodec, type CodecName } from '../src/transport/codec';
-import { StreamConnection } from '../src/transport/connection';
+import { StreamConnection } from '../src/transport/streamConnection';
 
 const codecName = (process.argv.includes('--codec') ? process.argv[process.argv.indexOf('--codec') + 1] : 'msgpack') as CodecName;
 const st = fs.fstatSync(1);

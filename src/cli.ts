@@ -1,7 +1,9 @@
 // Command-line flags. Every flag has a default that suits a Python program spawning the
-// server for itself; `--help` says what each one does.
+// server for itself; `--help` says what each one does. DEFAULTS below is the one place that
+// holds them: the help text shows them from there and the engine's options have none of
+// their own (main.ts passes every value).
 import os from 'node:os';
-import type { SynchronousMode } from './engine/connection';
+import type { SynchronousMode } from './engine/openConnection';
 import type { CodecName } from './transport/codec';
 import { AUDIT_KINDS, DEFAULT_AUDIT_KINDS, type AuditKind } from './ops/audit';
 
@@ -23,7 +25,8 @@ export interface CliOptions {
   dbIdleCloseMs: number;
   keepOpenMs: number;
   shutdownGraceMs: number;
-  inlineReadMicros: number;
+  /** Fractional milliseconds (--inline-read-ms 0.05); the engine takes microseconds. */
+  inlineReadMs: number;
   readOnly: boolean;
   foreignKeys: boolean;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
@@ -36,7 +39,7 @@ export interface CliOptions {
   walSizeLimit: number;
   openCheck: 'sample' | 'quick' | 'full' | 'off';
   backupDir: string | null;
-  backupIntervalS: number;
+  backupIntervalMs: number;
   backupKeep: number;
   recoverFromBackup: boolean;
   attachDirs: string[];
@@ -50,12 +53,60 @@ export interface CliOptions {
 
 export class UsageError extends Error {}
 
+function defaultPool(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
+}
+
+/**
+ * Every option's default, the one table of them: parseArgs starts from it, HELP shows it.
+ * Durations are milliseconds (flags ending in -ms).
+ */
+export const DEFAULTS = {
+  poolSize: defaultPool(),
+  cacheSize: 128,
+  codec: 'msgpack' as CodecName,
+  maxFrameBytes: 64 << 20,
+  synchronous: 'full' as SynchronousMode,
+  busyTimeoutMs: 5000,
+  idleTxMs: 30000,
+  pageRows: 4096,
+  pageBytes: 1 << 20,
+  cursorIdleMs: 300000,
+  dbIdleCloseMs: 200,
+  keepOpenMs: 2000,
+  shutdownGraceMs: 10000,
+  inlineReadMs: 0.2,
+  logLevel: 'info' as CliOptions['logLevel'],
+  slowQueryMs: 1000,
+  auditKinds: DEFAULT_AUDIT_KINDS,
+  checkpointIntervalMs: 1000,
+  walSizeLimit: 64 << 20,
+  openCheck: 'sample' as CliOptions['openCheck'],
+  /** The open check with --recover-from-backup and no --open-check. */
+  openCheckWithRecovery: 'quick' as CliOptions['openCheck'],
+  backupIntervalMs: 0,
+  backupKeep: 7,
+  idleExitMs: 5000,
+} as const;
+
+/** Old flag names still accepted, each with a one-line warning on stderr: old -> [new, factor to the new unit]. */
+export const DEPRECATED_ALIASES: Readonly<Record<string, readonly [string, number]>> = {
+  '--busy-timeout': ['--busy-timeout-ms', 1],
+  '--idle-tx-timeout': ['--idle-tx-timeout-ms', 1],
+  '--inline-read-us': ['--inline-read-ms', 1 / 1000],
+  '--backup-interval-s': ['--backup-interval-ms', 1000],
+};
+
+const D = DEFAULTS;
+
 export const HELP = `sqlite-rpc: a SQLite server speaking JSON-RPC 2.0 over stdin/stdout,
 or over a unix socket shared by every process of one user (--listen).
 
 Usage: sqlite-rpc [options]
        sqlite-rpc --listen PATH [--idle-exit-ms MS] [options]
        sqlite-rpc backup|restore|check ...   (operator tools, see Subcommands)
+
+Durations are in milliseconds (flags ending in -ms); sizes in bytes.
 
 Frames are LSP style (Content-Length header, then the body); bodies are MessagePack by
 default. A client spawns this program, sends "initialize", opens sessions on database
@@ -81,20 +132,20 @@ Listen mode (one server per user and machine)
                           connection. SIGTERM or SIGINT stop the whole server.
   --idle-exit-ms MS       with --listen: exit (cleanly, as on SIGTERM) MS after the
                           last connection closed, or MS after start if nobody
-                          connects; a new connection cancels it (default 5000)
+                          connects; a new connection cancels it (default ${D.idleExitMs})
 
 Databases
   --db PATH               open PATH at start-up (repeatable); fails fast if it cannot
   --restrict              serve only the --db paths; opening any other path is refused
   --db-idle-close-ms MS   let go of a database (close it, give back its journal mode,
                           remove its -wal/-shm, end its reader threads) MS after its
-                          last session closed (default 200; 0 = never). Its WAL is
+                          last session closed (default ${D.dbIdleCloseMs}; 0 = never). Its WAL is
                           folded into the file before that last close is answered,
                           as with sqlite3; --db databases stay open
   --keep-open-ms MS       the same for a database whose last session was opened with
                           keep_open (the CrewAI integration): no checkpoint at close,
                           the WAL folded in at the first quiet moment (within 250 ms)
-                          and the file let go after MS (default 2000)
+                          and the file let go after MS (default ${D.keepOpenMs})
   --read-only             open every database read-only (enforced by SQLite, not by SQL
                           filtering); writes fail with "attempt to write a readonly database"
   --attach-dir DIR        let ATTACH and VACUUM INTO name files in DIR (repeatable); by
@@ -106,75 +157,84 @@ Databases
                           constraints are checked there
 
 Engine
-  --pool-size N           reader worker threads per database (default ${defaultPool()}; 0 = all
-                          reads on the main thread)
-  --cache-size N          prepared statements cached per connection (default 128)
-  --synchronous MODE      full | normal | off | extra (default full: an acknowledged
+  --pool-size N           reader worker threads per database (default ${D.poolSize}: the CPUs,
+                          at most 4; 0 = all reads on the main thread)
+  --cache-size N          prepared statements cached per connection (default ${D.cacheSize})
+  --synchronous MODE      full | normal | off | extra (default ${D.synchronous}; full: an acknowledged
                           write survives power loss; normal: survives a crash of this
                           process, one fsync per checkpoint instead of per commit)
-  --busy-timeout MS       how long a request waits for the writer or for another
-                          process's lock when its session sets no timeout (default 5000)
-  --idle-tx-timeout MS    roll back a transaction idle this long and free the writer
-                          (default 30000)
-  --commit-delay-ms MS    removed (accepted and ignored, with a warning): at full, the
-                          server fsyncs the WAL itself off the event loop, and commits of
-                          all sessions share fsyncs without any delay
-  --inline-read-us N      reads measured faster than this run on the main thread,
-                          skipping the worker hop (default 200; 0 = always use workers)
+  --busy-timeout-ms MS    how long a request waits for the writer or for another
+                          process's lock when its session sets no timeout (default ${D.busyTimeoutMs})
+  --idle-tx-timeout-ms MS roll back a transaction idle this long and free the writer
+                          (default ${D.idleTxMs})
+  --inline-read-ms MS     reads measured faster than this (fractions allowed: 0.05) run
+                          on the main thread, skipping the worker hop (default ${D.inlineReadMs};
+                          0 = always use workers)
 
 Protocol
-  --codec NAME            msgpack | json (default msgpack)
-  --max-frame-bytes N     refuse frames larger than N bytes, before reading them
-                          (default 67108864)
-  --page-rows N           rows per result page before a cursor is returned (default 4096)
-  --page-bytes N          approximate bytes per result page (default 1048576)
+  --codec NAME            msgpack | json (default ${D.codec})
+  --max-frame-bytes BYTES refuse frames larger than BYTES, before reading them
+                          (default ${D.maxFrameBytes})
+  --page-rows N           rows per result page before a cursor is returned (default ${D.pageRows})
+  --page-bytes BYTES      approximate bytes per result page (default ${D.pageBytes})
   --cursor-idle-ms MS     close a cursor whose session is gone after MS unused
-                          (default 300000); a live session's cursors stay open
+                          (default ${D.cursorIdleMs}); a live session's cursors stay open
 
 Operations
   --metrics-port PORT     serve Prometheus metrics on http://127.0.0.1:PORT/metrics
-                          (loopback only; the "metrics" method works without it)
+                          (loopback only; default none: not served; the "metrics"
+                          method works without it)
   --slow-query-ms MS      log statements slower than MS to stderr as "slow_query" JSON
                           lines with their query plan; parameter values are never
-                          logged (default 1000; 0 = off; "open" can set it per database)
+                          logged (default ${D.slowQueryMs}; 0 = off; "open" can set it per database)
   --audit-dir DIR         append DDL, UPDATE, DELETE, PRAGMA writes, ATTACH/DETACH,
                           VACUUM, scripts, backups and restores to DIR/<db name>.audit.jsonl,
-                          fsynced before the COMMIT that makes them durable
+                          fsynced before the COMMIT that makes them durable (default
+                          none: no audit)
   --audit-kinds LIST      what to audit, comma-separated from: ${AUDIT_KINDS.join(', ')}
-                          (default ${DEFAULT_AUDIT_KINDS.join(',')})
+                          (default ${D.auditKinds.join(',')})
   --checkpoint-interval-ms MS
                           once writes have paused this long, run a PASSIVE WAL
                           checkpoint (SQLite's own runs only inside a COMMIT); every MS,
                           try to truncate a WAL grown past --wal-size-limit
-                          (default 1000; 0 = off)
+                          (default ${D.checkpointIntervalMs}; 0 = off)
   --wal-size-limit BYTES  journal_size_limit: the -wal file is cut back to this size
-                          after a checkpoint (default 67108864)
+                          after a checkpoint (default ${D.walSizeLimit})
   --open-check MODE       sample | quick | full | off: check each database when it is
                           opened (and reopened after another process changed it); one
-                          that fails is refused. sample (the default) reads the header,
+                          that fails is refused (default ${D.openCheck}). sample reads the header,
                           the schema and up to 64 root-to-leaf paths of each table: the
                           same work for 1 MB as for 1 GB; damage elsewhere is reported
                           when a statement reaches it. quick (quick_check) and full
                           (integrity_check) read the whole file, on the main thread
                           (3 s per GB here). With --recover-from-backup the default is
-                          quick, so that a damaged file is found and replaced at open
+                          ${D.openCheckWithRecovery}, so that a damaged file is found and replaced at open
   --backup-dir DIR        where scheduled backups go, and where --recover-from-backup
                           looks; backups are verified with integrity_check before they
-                          count
-  --backup-interval-s S   back up every open database every S seconds (default 0 = only
+                          count (default none: no scheduled backups)
+  --backup-interval-ms MS back up every open database every MS (default ${D.backupIntervalMs} = only
                           on request); needs --backup-dir
-  --backup-keep N         keep the newest N scheduled backups per database (default 7)
+  --backup-keep N         keep the newest N scheduled backups per database (default ${D.backupKeep})
   --recover-from-backup   when a database fails its open check, move it aside and restore
                           the newest verified backup from --backup-dir (logged loudly)
 
 Other
   --shutdown-grace-ms MS  on shutdown, wait this long for accepted requests to finish;
                           then open transactions are rolled back, queued writes refused
-                          (never half-applied), and the process exits (default 10000)
-  --log-level LEVEL       debug | info | warn | error (default info)
+                          (never half-applied), and the process exits (default ${D.shutdownGraceMs})
+  --log-level LEVEL       debug | info | warn | error (default ${D.logLevel})
   --enable-test-hooks     expose debug.* methods used by the test suite
   -h, --help              show this help
   -V, --version           print the version
+
+Deprecated (still accepted; each prints a one-line warning on stderr)
+  --busy-timeout MS       use --busy-timeout-ms (same value)
+  --idle-tx-timeout MS    use --idle-tx-timeout-ms (same value)
+  --inline-read-us US     use --inline-read-ms (US / 1000)
+  --backup-interval-s S   use --backup-interval-ms (S x 1000)
+  --commit-delay-ms MS    removed, ignored: at full, the server fsyncs the WAL itself off
+                          the event loop, and commits of all sessions share fsyncs
+                          without any delay
 
 Subcommands (operator tools, not the server; each has --help)
   backup DB DEST [--overwrite]
@@ -193,48 +253,23 @@ uid); 3 after a protocol error (unframeable or undecodable input); 75 when anoth
 server already answers on --listen PATH; 70 for an internal error.
 `;
 
-function defaultPool(): number {
-  return Math.max(1, Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
-}
-
 export function parseArgs(argv: string[]): CliOptions {
   const o: CliOptions = {
+    ...DEFAULTS,
     dbs: [],
     restrict: false,
-    poolSize: defaultPool(),
-    cacheSize: 128,
-    codec: 'msgpack',
-    maxFrameBytes: 64 << 20,
-    synchronous: 'full',
-    busyTimeoutMs: 5000,
-    idleTxMs: 30000,
     deprecated: [],
-    pageRows: 4096,
-    pageBytes: 1 << 20,
-    cursorIdleMs: 300000,
-    dbIdleCloseMs: 200,
-    keepOpenMs: 2000,
-    shutdownGraceMs: 10000,
-    inlineReadMicros: 200,
     readOnly: false,
     foreignKeys: false,
-    logLevel: 'info',
     testHooks: false,
-    slowQueryMs: 1000,
     metricsPort: null,
     auditDir: null,
-    auditKinds: DEFAULT_AUDIT_KINDS,
-    checkpointIntervalMs: 1000,
-    walSizeLimit: 64 << 20,
-    openCheck: 'sample',
+    auditKinds: [...DEFAULTS.auditKinds],
     backupDir: null,
-    backupIntervalS: 0,
-    backupKeep: 7,
     recoverFromBackup: false,
     attachDirs: [],
     attachAny: false,
     listen: null,
-    idleExitMs: 5000,
     help: false,
     version: false,
   };
@@ -251,6 +286,19 @@ export function parseArgs(argv: string[]): CliOptions {
     const n = Number(raw);
     if (!/^[0-9]+$/.test(raw) || n < min || n > max) throw new UsageError(`${flag} takes a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}`);
     return n;
+  };
+  /** Milliseconds with a fraction allowed (0.05), for durations where sub-millisecond matters. */
+  const ms = (flag: string, max: number): number => {
+    const raw = value(flag);
+    const n = Number(raw);
+    if (!/^[0-9]+(\.[0-9]+)?$/.test(raw) || n > max) throw new UsageError(`${flag} takes milliseconds from 0 to ${max} (fractions allowed), not ${JSON.stringify(raw)}`);
+    return n;
+  };
+  /** An old flag name: still works, and says what replaces it. */
+  const deprecated = (flag: string): void => {
+    const [to, factor] = DEPRECATED_ALIASES[flag];
+    const how = factor === 1 ? 'the same value' : factor > 1 ? `the value x ${factor}` : `the value / ${1 / factor}`;
+    o.deprecated.push(`${flag} is deprecated; use ${to} (${how})`);
   };
   const choice = <T extends string>(flag: string, allowed: readonly T[]): T => {
     const v = value(flag).toLowerCase();
@@ -272,14 +320,17 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--pool-size': o.poolSize = int(a, 0, 64); break;
       case '--cache-size': o.cacheSize = int(a, 0, 100000); break;
       case '--synchronous': o.synchronous = choice(a, ['full', 'normal', 'off', 'extra'] as const); break;
-      case '--busy-timeout': o.busyTimeoutMs = int(a, 0, 86_400_000); break;
-      case '--idle-tx-timeout': o.idleTxMs = int(a, 10, 86_400_000); break;
+      case '--busy-timeout': deprecated(a); o.busyTimeoutMs = int(a, 0, 86_400_000); break;
+      case '--busy-timeout-ms': o.busyTimeoutMs = int(a, 0, 86_400_000); break;
+      case '--idle-tx-timeout': deprecated(a); o.idleTxMs = int(a, 10, 86_400_000); break;
+      case '--idle-tx-timeout-ms': o.idleTxMs = int(a, 10, 86_400_000); break;
       case '--commit-delay-ms':
         // Accepted, not refused: a client passing it (SQLITE_RPC_ARGS) would otherwise fall back to the stdlib.
         int(a, 0, 1000);
         o.deprecated.push('--commit-delay-ms is ignored: commits of all sessions share fsyncs without it (the server fsyncs the WAL itself, off the event loop); remove the flag');
         break;
-      case '--inline-read-us': o.inlineReadMicros = int(a, 0, 10_000_000); break;
+      case '--inline-read-us': deprecated(a); o.inlineReadMs = int(a, 0, 10_000_000) / 1000; break;
+      case '--inline-read-ms': o.inlineReadMs = ms(a, 10_000); break;
       case '--codec': o.codec = choice(a, ['msgpack', 'json'] as const); break;
       case '--max-frame-bytes': o.maxFrameBytes = int(a, 1024, 2 ** 31 - 1); break;
       case '--page-rows': o.pageRows = int(a, 1, 1_000_000); break;
@@ -305,7 +356,8 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--wal-size-limit': o.walSizeLimit = int(a, 0, 2 ** 40); break;
       case '--open-check': o.openCheck = choice(a, ['sample', 'quick', 'full', 'off'] as const); openCheckGiven = true; break;
       case '--backup-dir': o.backupDir = value(a); break;
-      case '--backup-interval-s': o.backupIntervalS = int(a, 0, 10_000_000); break;
+      case '--backup-interval-s': deprecated(a); o.backupIntervalMs = int(a, 0, 10_000_000) * 1000; break;
+      case '--backup-interval-ms': o.backupIntervalMs = int(a, 0, 10_000_000_000); break;
       case '--backup-keep': o.backupKeep = int(a, 1, 100_000); break;
       case '--recover-from-backup': o.recoverFromBackup = true; break;
       case '--attach-dir': o.attachDirs.push(value(a)); break;
@@ -322,10 +374,10 @@ export function parseArgs(argv: string[]): CliOptions {
       default: throw new UsageError(`unknown option ${JSON.stringify(a)}`);
     }
   }
-  if (o.recoverFromBackup && !openCheckGiven) o.openCheck = 'quick';
+  if (o.recoverFromBackup && !openCheckGiven) o.openCheck = DEFAULTS.openCheckWithRecovery;
   if (idleExitGiven && o.listen === null) throw new UsageError('--idle-exit-ms needs --listen (on stdin/stdout the client owns the server\'s lifetime)');
   if (o.restrict && o.dbs.length === 0) throw new UsageError('--restrict needs at least one --db');
-  if (o.backupIntervalS > 0 && o.backupDir === null) throw new UsageError('--backup-interval-s needs --backup-dir');
+  if (o.backupIntervalMs > 0 && o.backupDir === null) throw new UsageError('--backup-interval-ms needs --backup-dir');
   if (o.recoverFromBackup && o.backupDir === null) throw new UsageError('--recover-from-backup needs --backup-dir (where the backups are)');
   return o;
 }

@@ -108,7 +108,7 @@ function main(): void {
       idleTxMs: opts.idleTxMs,
       foreignKeys: opts.foreignKeys,
       readOnly: opts.readOnly,
-      inlineReadMicros: opts.inlineReadMicros,
+      inlineReadMicros: Math.round(opts.inlineReadMs * 1000),
       maxGroupUnits: 1000,
       realTransactions: opts.foreignKeys,
       journalSizeLimit: opts.walSizeLimit,
@@ -135,7 +135,7 @@ function main(): void {
     },
     log,
   );
-  if (opts.backupDir !== null && opts.backupIntervalS > 0) registry.scheduleBackups(opts.backupDir, opts.backupIntervalS * 1000, opts.backupKeep);
+  if (opts.backupDir !== null && opts.backupIntervalMs > 0) registry.scheduleBackups(opts.backupDir, opts.backupIntervalMs, opts.backupKeep);
 
   const info = {
     name: 'sqlite-rpc',
@@ -148,6 +148,18 @@ function main(): void {
     poolSize: opts.poolSize,
     testHooks: opts.testHooks,
     shared: listenPath !== null,
+    options: {
+      codec: opts.codec,
+      maxFrameBytes: opts.maxFrameBytes,
+      pageRows: opts.pageRows,
+      pageBytes: opts.pageBytes,
+      shutdownGraceMs: opts.shutdownGraceMs,
+      idleExitMs: opts.idleExitMs,
+      logLevel: opts.logLevel,
+      auditKinds: opts.auditKinds,
+      backupIntervalMs: opts.backupIntervalMs,
+      backupKeep: opts.backupKeep,
+    },
   };
   let listener: UnixListener | null = null;
   const server: RpcServer = new RpcServer({

@@ -1,10 +1,10 @@
-// Replies leave through a reused slab with large fragments by reference (connection.ts,
+// Replies leave through a reused slab with large fragments by reference (streamConnection.ts,
 // msgpack.ts encodeParts): whatever way the bytes are cut, corked or delayed, the peer must
 // read the same frames, byte for byte, as from one concatenated buffer.
 import { PassThrough, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { MsgpackCodec } from '../src/transport/codec';
-import { StreamConnection } from '../src/transport/connection';
+import { StreamConnection } from '../src/transport/streamConnection';
 import { releasedLarge } from '../src/transport/gc';
 import { BY_REFERENCE_BYTES, decodeMsgpack, MsgpackEncoder, RawEncoded, SqlRows } from '../src/transport/msgpack';
 import { pseudoRandomBytes } from './helpers/bytes';

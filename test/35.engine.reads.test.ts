@@ -1,4 +1,4 @@
-// Reads (src/engine/database.ts, readerWorker.ts, direct.ts, cursors.ts): outside a
+// Reads (src/engine/database.ts, readerWorker.ts, mainThreadConnection.ts, cursors.ts): outside a
 // transaction they see the latest committed data and never wait for the writer; large
 // results come in pages behind a cursor (PROTOCOL.md §6, §8).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -79,7 +79,7 @@ describe('concurrency over stdio', () => {
 
   it('a session that vanishes mid-transaction: its transaction is rolled back at the idle limit and others write after it', async () => {
     const file = dbPath(tmp());
-    const c = await RpcClient.start(['--idle-tx-timeout', '300']);
+    const c = await RpcClient.start(['--idle-tx-timeout-ms', '300']);
     try {
       await c.open(1, file);
       await c.exec(1, 'CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)');
@@ -128,7 +128,7 @@ describe('concurrency over stdio', () => {
 
   it('reads keep working while a reader worker is replaced (debug.crash_reader)', async () => {
     const file = dbPath(tmp());
-    const c = await RpcClient.start(['--enable-test-hooks', '--pool-size', '2', '--inline-read-us', '0']);
+    const c = await RpcClient.start(['--enable-test-hooks', '--pool-size', '2', '--inline-read-ms', '0']);
     try {
       await c.open(1, file);
       await c.exec(1, 'CREATE TABLE t(x)');

@@ -144,7 +144,7 @@ describe('shutdown and end of input', () => {
 describe('shutdown with work that cannot finish', () => {
   it('waits --shutdown-grace-ms for a stuck write, then exits 0 with nothing half-applied', async () => {
     const file = dbPath(tmp());
-    const c = await RpcClient.start(['--shutdown-grace-ms', '300', '--idle-tx-timeout', '600000']);
+    const c = await RpcClient.start(['--shutdown-grace-ms', '300', '--idle-tx-timeout-ms', '600000']);
     let outcome = '';
     try {
       await c.open(1, file);
@@ -182,7 +182,7 @@ describe('command line', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^sqlite-rpc: /);
     expect(r.stdout).toMatch(/Usage: sqlite-rpc \[options\]/);
-    for (const flag of ['--db', '--read-only', '--codec', '--max-frame-bytes', '--idle-tx-timeout', '--enable-test-hooks']) expect(r.stdout).toContain(flag);
+    for (const flag of ['--db', '--read-only', '--codec', '--max-frame-bytes', '--idle-tx-timeout-ms', '--enable-test-hooks']) expect(r.stdout).toContain(flag);
     const short = await runServer(['-h']);
     expect(short.code).toBe(0);
     expect(short.stdout).toBe(r.stdout);

@@ -1,6 +1,6 @@
 // Opening a file that another process has locked for a moment (it is opening or closing
 // the file, or holds a short transaction): the server waits for the lock, up to
-// --busy-timeout, instead of failing to start with "database is locked". Found by the
+// --busy-timeout-ms, instead of failing to start with "database is locked". Found by the
 // reliability fuzzers, where each new server opened the --db file as the previous one
 // closed it.
 import Database from 'better-sqlite3';
@@ -19,7 +19,7 @@ describe('opening a file another process has locked', () => {
     holder.exec('INSERT INTO t VALUES (1)');
     // The server blocks switching the file to WAL (before it answers initialize); the lock
     // is released a moment later.
-    const starting = RpcClient.start(['--db', file, '--busy-timeout', '10000', '--open-check', check]);
+    const starting = RpcClient.start(['--db', file, '--busy-timeout-ms', '10000', '--open-check', check]);
     await new Promise((r) => setTimeout(r, 300));
     holder.exec('COMMIT');
     holder.close();
@@ -34,14 +34,14 @@ describe('opening a file another process has locked', () => {
     }
   });
 
-  it('still fails, clearly, when the lock outlasts --busy-timeout', async () => {
+  it('still fails, clearly, when the lock outlasts --busy-timeout-ms', async () => {
     const file = dbPath(tmp());
     const holder = new Database(file);
     holder.pragma('journal_mode = DELETE');
     holder.exec('CREATE TABLE t (a)');
     holder.exec('BEGIN EXCLUSIVE');
     try {
-      const p = new ServerProcess(['--db', file, '--busy-timeout', '200']);
+      const p = new ServerProcess(['--db', file, '--busy-timeout-ms', '200']);
       const t0 = Date.now();
       const exit = await p.waitExit();
       expect(exit.code).toBe(1);

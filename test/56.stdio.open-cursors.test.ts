@@ -70,7 +70,7 @@ describe('open cursors over stdio', () => {
 
   it('a cursor of a live session outlives --cursor-idle-ms; the cursors of a closed session are released', async () => {
     const file = dbPath(tmp());
-    const c = await RpcClient.start(['--page-rows', String(PAGE), '--cursor-idle-ms', '100', '--idle-tx-timeout', '200']);
+    const c = await RpcClient.start(['--page-rows', String(PAGE), '--cursor-idle-ms', '100', '--idle-tx-timeout-ms', '200']);
     try {
       await setup(c, file);
       await c.open(2, file);

@@ -180,7 +180,7 @@ describe('listen mode: connections share one server', () => {
   it('a connection dropped mid-transaction frees the writer for the others at once; its insert is gone', async () => {
     const sock = path.join(socketDir(), 's.sock');
     // No idle-transaction limit to fall back on: only the dropped connection can free the writer.
-    await startServer(sock, ['--idle-tx-timeout', '600000']);
+    await startServer(sock, ['--idle-tx-timeout-ms', '600000']);
     const db = path.join(tmp(), `drop-${process.pid}.db`);
     const a = await SockClient.initialized(sock);
     const b = await SockClient.initialized(sock);

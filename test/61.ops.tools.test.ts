@@ -411,7 +411,7 @@ describe('usage', () => {
   });
 
   it('bad arguments: exit 2 with a hint on stderr', async () => {
-    const cases = [['check'], ['check', 'a.db', '--bogus'], ['backup', 'a.db'], ['restore', 'a', 'b', 'c', '--yes'], ['restore', 'a', 'b', '--busy-timeout', 'soon']];
+    const cases = [['check'], ['check', 'a.db', '--bogus'], ['backup', 'a.db'], ['restore', 'a', 'b', 'c', '--yes'], ['restore', 'a', 'b', '--busy-timeout-ms', 'soon']];
     for (const args of cases) {
       const r = await tool(args);
       expect(r.code, args.join(' ')).toBe(2);

@@ -230,7 +230,7 @@ describe('scheduled backups and recovery at open', () => {
   it('backs up every interval, keeps the newest N, each one verified', async () => {
     const dir = path.join(tmp(), 'scheduled');
     const file = dbPath(tmp());
-    const c = await RpcClient.start(['--backup-dir', dir, '--backup-interval-s', '1', '--backup-keep', '2']);
+    const c = await RpcClient.start(['--backup-dir', dir, '--backup-interval-ms', '1000', '--backup-keep', '2']);
     try {
       await c.open(1, file);
       await c.exec(1, 'CREATE TABLE t (a)');

@@ -579,7 +579,7 @@ describe('frame fuzzing against the real binary', () => {
     const digest = () => crypto.createHash('sha256').update(fs.readFileSync(protectedFile)).digest('hex');
     const before = digest();
 
-    const fuzzer = new Fuzzer(['--max-frame-bytes', String(MAX_FRAME), '--idle-tx-timeout', '300', '--pool-size', '1', '--db', protectedFile], scratch);
+    const fuzzer = new Fuzzer(['--max-frame-bytes', String(MAX_FRAME), '--idle-tx-timeout-ms', '300', '--pool-size', '1', '--db', protectedFile], scratch);
     const t0 = Date.now();
     let round = 0;
     try {

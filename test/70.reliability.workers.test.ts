@@ -41,7 +41,7 @@ async function serverWithTable(args: string[], rows: number): Promise<{ raw: Raw
   db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)');
   db.prepare("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) INSERT INTO t(v) SELECT printf('row %d', i) FROM n").run(rows);
   db.close();
-  const raw = new RawClient(['--enable-test-hooks', '--inline-read-us', '0', ...args]);
+  const raw = new RawClient(['--enable-test-hooks', '--inline-read-ms', '0', ...args]);
   await raw.init();
   for (let s = 1; s <= 4; s++) await raw.call('open', { session: s, path: file });
   // A worker is up (the first reads of a fresh database may run on the main thread).

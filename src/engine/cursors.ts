@@ -3,7 +3,7 @@
 // session (the client library closes the cursors it drops). Only a cursor whose session is
 // gone (closed while the cursor's read was still running) is closed after `idleMs` unused.
 // Open cursors do not exhaust the readers: see readerWorker.ts CursorLimits.
-import type { DirectResult, OpenIterator } from './direct';
+import type { RunResult, OpenIterator } from './mainThreadConnection';
 import type { ReaderPool } from './readerPool';
 import type { Session } from './session';
 import type { ExecOptions, ExecResult } from './types';
@@ -11,7 +11,7 @@ import { SqlRows } from '../transport/msgpack';
 
 export type Cursor =
   | { kind: 'worker'; session: number; pool: ReaderPool; slot: number; generation: number; local: number; lastUsed: number }
-  | { kind: 'direct'; session: number; it: OpenIterator; lastUsed: number };
+  | { kind: 'iterator'; session: number; it: OpenIterator; lastUsed: number };
 
 export class CursorTable {
   private readonly map = new Map<number, Cursor>();
@@ -54,11 +54,11 @@ export class CursorTable {
   }
 }
 
-/** The protocol result of a statement run directly; a result left open becomes a cursor of session s. */
-export function execResult(r: DirectResult, s: Session, cursors: CursorTable, o: ExecOptions): ExecResult {
+/** The protocol result of a statement run on a main-thread connection (the writer or a private database); a result left open becomes a cursor of session s. */
+export function execResult(r: RunResult, s: Session, cursors: CursorTable, o: ExecOptions): ExecResult {
   let cursor: number | null = null;
   if (r.open) {
-    cursor = cursors.add({ kind: 'direct', session: s.id, it: r.open, lastUsed: Date.now() });
+    cursor = cursors.add({ kind: 'iterator', session: s.id, it: r.open, lastUsed: Date.now() });
     s.cursors.add(cursor);
   }
   const res: ExecResult = { columns: r.names, rows: new SqlRows(r.rows), cursor, changes: r.changes, lastrowid: r.lastrowid, total_changes: r.total_changes, in_transaction: s.inTx };

@@ -15,8 +15,8 @@
 // ops/auditedExec.ts and ops/maintenance.ts the metrics, audit and maintenance sides. This
 // file routes each statement (infoFor, execute) and runs what runs on the writer itself.
 import type { Database } from 'better-sqlite3';
-import { fileId, fileMovedError, journalModeBefore, openConnection, type SynchronousMode } from './connection';
-import { DirectConnection } from './direct';
+import { fileId, fileMovedError, journalModeBefore, openConnection, type SynchronousMode } from './openConnection';
+import { MainThreadConnection } from './mainThreadConnection';
 import { ReaderPool } from './readerPool';
 import type { CursorLimits } from './readerWorker';
 import { StatementCache } from './statementCache';
@@ -33,7 +33,7 @@ import { classify, isBlank, type BeginMode, type StatementKind } from './sqlText
 import { bindArgs, type BoundParams } from './values';
 import { applySettings, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
 import { splitStatements } from './sqlText';
-import type { WriteCounts } from './direct';
+import type { WriteCounts } from './mainThreadConnection';
 import type { Session } from './session';
 import { execResult, type CursorTable } from './cursors';
 import type { ExecOptions, ExecResult, LogFn, WriteSummary } from './types';
@@ -70,17 +70,17 @@ export interface EngineOptions {
   nativeBinding: unknown;
   /** Where metrics go; none in unit tests that do not look at them. */
   metrics?: Metrics;
-  /** Log statements slower than this (0 = off); `open` may change it per database. */
-  slowQueryMs?: number;
+  /** Log statements slower than this (0 = off); `open` may change it per database. No default here: the CLI's (cli.ts DEFAULTS). */
+  slowQueryMs: number;
   /** Append critical operations to `<dir>/<db name>.audit.jsonl`. */
   audit?: { dir: string; kinds: AuditKind[] } | null;
   /** Run a PASSIVE WAL checkpoint this often while the writer is idle (0 = SQLite's auto-checkpoint only). */
-  checkpointIntervalMs?: number;
+  checkpointIntervalMs: number;
   /**
    * Check the file when it is opened: a sample (bounded work, whatever the file's size; see
    * sampleCheck), quick_check or a full integrity_check (both read the whole file), or nothing.
    */
-  openCheck?: OpenCheckMode;
+  openCheck: OpenCheckMode;
   /**
    * True while replies wait to be written to the session's slow client: its worker reads hold
    * off (bounded memory). Whoever gives this calls outputDrained() once such a backlog has
@@ -140,7 +140,7 @@ function isNewFile(path: string): boolean {
   try {
     fs.accessSync(nodePath.dirname(path), fs.constants.W_OK | fs.constants.X_OK);
   } catch {
-    return false; // no -wal can be made there: served in its own mode (connection.ts)
+    return false; // no -wal can be made there: served in its own mode (openConnection.ts)
   }
   try {
     return fs.statSync(path).size === 0 && !fs.existsSync(`${path}-wal`);
@@ -208,7 +208,7 @@ function idleState(path: string, db: fs.BigIntStats | undefined = statOf(path)):
 }
 
 export class DatabaseEngine implements SessionBackend {
-  private readonly writer: DirectConnection;
+  private readonly writer: MainThreadConnection;
   private readonly inline: StatementCache;
   private readonly inlineDb: Database;
   /** Durable snapshots for inline reads while commits wait for their fdatasync (null without the flusher). */
@@ -282,13 +282,13 @@ export class DatabaseEngine implements SessionBackend {
       setWal: !o.readOnly && !fresh, // a new file goes to WAL with its first content (ensureWal)
       journalSizeLimit: o.journalSizeLimit,
     });
-    this.writer = new DirectConnection(writerDb, o.cacheSize);
+    this.writer = new MainThreadConnection(writerDb, o.cacheSize);
     this.identity = fileId(path);
     this.journalBefore = fresh ? 'delete' : journalModeBefore.get(writerDb) ?? 'wal';
     this.walDeferred = this.createdHere = fresh;
     this.keepsWal = fresh || (!o.readOnly && String(writerDb.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal');
     this.m = o.metrics?.forDatabase(path) ?? NO_METRICS;
-    this.obs = new Observer(this.m, path, log, o.slowQueryMs ?? 0, o.sessionLog ?? null);
+    this.obs = new Observer(this.m, path, log, o.slowQueryMs, o.sessionLog ?? null);
     // The main thread's read-only connections: the inline reader, and the durable snapshots'.
     const readerOptions = { readonly: true, create: false, synchronous: o.synchronous, busyTimeoutMs: 0, foreignKeys: o.foreignKeys, nativeBinding: o.nativeBinding, setWal: false, journalSizeLimit: 0 };
     try {
@@ -331,7 +331,7 @@ export class DatabaseEngine implements SessionBackend {
       log,
     );
     this.audits = new AuditedExec(this.audit, this.writer, Savepoint.prepared(writerDb, 'sqlite_rpc_stmt'), path, log, (sql) => this.info.get(sql)?.kind);
-    if ((o.checkpointIntervalMs ?? 0) > 0 && !o.readOnly) {
+    if (o.checkpointIntervalMs > 0 && !o.readOnly) {
       this.checkpointTimer = setInterval(() => this.maint.checkpointTick(), o.checkpointIntervalMs);
       this.checkpointTimer.unref();
     }
@@ -406,7 +406,7 @@ export class DatabaseEngine implements SessionBackend {
     const kind = classify(sql);
     let route: Route;
     if (kind === 'begin' || kind === 'commit' || kind === 'rollback' || kind === 'savepoint' || kind === 'release' || kind === 'rollback_to') route = 'tx';
-    else if (kind === 'pragma' || kind === 'vacuum' || kind === 'attach' || kind === 'detach') route = 'direct';
+    else if (kind === 'pragma' || kind === 'vacuum' || kind === 'attach' || kind === 'detach') route = 'solo';
     else {
       // Prepared on the writer: it sees the newest schema, and the statement is cached for the write path.
       this.writer.drain();
@@ -457,7 +457,7 @@ export class DatabaseEngine implements SessionBackend {
       throw new RpcError('InvalidParams', 'invalid params: expect_rows: only a statement that writes rows (INSERT, UPDATE, DELETE, REPLACE) can be guarded', { field: 'expect_rows' });
     }
     if (this.w.owner === s) {
-      const r = info.route === 'direct' ? this.directStatement(s, sql, bound, o, info.kind) : this.onWriter(s, sql, bound, o, info.kind);
+      const r = info.route === 'solo' ? this.soloStatement(s, sql, bound, o, info.kind) : this.onWriter(s, sql, bound, o, info.kind);
       // Rows read in a transaction wait for the commits before it (replies without rows do
       // not: the next transactions must run while the previous ones' fsync is in flight).
       return r.columns === null ? r : this.reads.durable(r);
@@ -465,10 +465,10 @@ export class DatabaseEngine implements SessionBackend {
     if (o.begin !== null && info.route === 'write') return this.w.acquire(s, 'tx').then(() => this.onWriter(s, sql, bound, o, info.kind), beginFailed(o.begin));
     if (info.route === 'read') {
       // What the session attached, or created as TEMP, exists only on the writer: its reads run there.
-      if (s.attached.size > 0 || s.temps.size > 0) return this.direct(s, () => this.onWriter(s, sql, bound, o, info.kind));
+      if (s.attached.size > 0 || s.temps.size > 0) return this.onWriterSolo(s, () => this.onWriter(s, sql, bound, o, info.kind));
       return this.reads.read(s, sql, bound, o, info);
     }
-    if (info.route === 'direct') return this.direct(s, () => this.directStatement(s, sql, bound, o, info.kind));
+    if (info.route === 'solo') return this.onWriterSolo(s, () => this.soloStatement(s, sql, bound, o, info.kind));
     return this.w.enqueue(s, { t: 'exec', sql, bound, opts: o }) as Promise<ExecResult>;
   }
 
@@ -522,13 +522,13 @@ export class DatabaseEngine implements SessionBackend {
 
   script(s: Session, sql: string): Promise<WriteSummary> | WriteSummary {
     if (s.readonly) return this.readonlyScript(s, sql);
-    return this.direct(s, (): WriteSummary => {
+    return this.onWriterSolo(s, (): WriteSummary => {
       touch(s);
       this.useSettings(s);
       const t0 = performance.now();
       let counts;
       try {
-        counts = this.audits.auditedDirect(s, 'script', sql, () => {
+        counts = this.audits.auditedSolo(s, 'script', sql, () => {
           const c = this.scriptOnWriter(sql, s);
           return [c, c.changes] as const;
         });
@@ -656,7 +656,7 @@ export class DatabaseEngine implements SessionBackend {
   }
 
   /** PRAGMA, VACUUM, ATTACH and DETACH, on the writer the session holds. */
-  private directStatement(s: Session, sql: string, bound: BoundParams, o: ExecOptions, kind: StatementKind): ExecResult {
+  private soloStatement(s: Session, sql: string, bound: BoundParams, o: ExecOptions, kind: StatementKind): ExecResult {
     const p = kind === 'pragma' ? parsePragma(sql) : null;
     const set = p !== null && p.value !== null && (p.schema === null || p.schema === 'main') ? p : null;
     if (set?.name === 'journal_mode') {
@@ -767,7 +767,7 @@ export class DatabaseEngine implements SessionBackend {
     } catch (e) {
       if (isBusy(e)) throw e;
       // It cannot be switched (no -wal can be made): it is served in its own mode, as a
-      // file the server cannot write beside is (connection.ts).
+      // file the server cannot write beside is (openConnection.ts).
       this.walDeferred = false;
       this.keepsWal = false;
       this.log('wal_switch_failed', { db: this.path, error: (e as Error).message }, 'warn');
@@ -775,7 +775,7 @@ export class DatabaseEngine implements SessionBackend {
     }
     this.writer.db.pragma(`journal_size_limit = ${this.o.journalSizeLimit}`);
     this.walDeferred = false;
-    if (this.w.owner === null) this.w.writerSync(true); // in direct mode: when the writer is released
+    if (this.w.owner === null) this.w.writerSync(true); // in solo mode: when the writer is released
     // Reader connections opened before the switch open the -wal and -shm by name at their
     // next read: they do it now, while those are this file's (DIFFERENCES.md 19: a connection
     // keeps reading its file after it is deleted or replaced).
@@ -828,7 +828,7 @@ export class DatabaseEngine implements SessionBackend {
 
   /**
    * A script on the writer. PRAGMA journal_mode and page_size in it, and VACUUM, are handled
-   * as in execute (directStatement). On a new file still in rollback mode its leading PRAGMAs
+   * as in execute (soloStatement). On a new file still in rollback mode its leading PRAGMAs
    * (page_size, auto_vacuum, ...) run first, as they are; the file goes to WAL for the rest.
    */
   private scriptOnWriter(sql: string, s: Session): WriteCounts {
@@ -883,9 +883,9 @@ export class DatabaseEngine implements SessionBackend {
         checkExpected(o, res.changes);
         return [res, res.changes] as const;
       };
-      // Outside a transaction (PRAGMA, VACUUM, ATTACH hold the writer in direct mode) there
+      // Outside a transaction (PRAGMA, VACUUM, ATTACH hold the writer in solo mode) there
       // is no savepoint to undo a statement with: the record is written before it runs.
-      r = this.writer.db.inTransaction ? this.audits.audited(s, kind, sql, run, null, o.expectRows != null) : this.audits.auditedDirect(s, auditKindOf(kind, sql), sql, run);
+      r = this.writer.db.inTransaction ? this.audits.audited(s, kind, sql, run, null, o.expectRows != null) : this.audits.auditedSolo(s, auditKindOf(kind, sql), sql, run);
     } finally {
       this.obs.observe(s, kind, 'writer', sql, t0, bindArgs(bound), this.writer.db);
       this.w.afterStatement(s);
@@ -970,7 +970,7 @@ export class DatabaseEngine implements SessionBackend {
     s.temps.clear();
     const me = new MaintenanceSession(0, this.path, Math.max(s.timeoutMs, 5000), false, null);
     const q = (n: string) => `"${n.replace(/"/g, '""')}"`;
-    this.w.acquire(me, 'direct').then(
+    this.w.acquire(me, 'solo').then(
       () => {
         try {
           this.writer.drain();
@@ -1009,16 +1009,16 @@ export class DatabaseEngine implements SessionBackend {
    * Run fn holding the writer outside any transaction (PRAGMA, VACUUM, ATTACH, scripts). In
    * this mode the writer syncs its own commits (grant), so only what it read waits.
    */
-  private direct<T>(s: Session, fn: () => T): T | Promise<T> {
+  private onWriterSolo<T>(s: Session, fn: () => T): T | Promise<T> {
     const run = (): T | Promise<T> => {
       try {
         return this.reads.durable(fn());
       } finally {
-        if (this.w.owner === s && this.w.ownerMode === 'direct') this.w.releaseOwner(s);
+        if (this.w.owner === s && this.w.ownerMode === 'solo') this.w.releaseOwner(s);
       }
     };
     if (this.w.owner === s) return run(); // already holding it (inside a transaction)
-    return this.w.acquire(s, 'direct').then(run);
+    return this.w.acquire(s, 'solo').then(run);
   }
 
   /** Backups and restores are audited too (kinds backup, restore); the operation has happened when this is called. */

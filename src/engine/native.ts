@@ -6,8 +6,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { addonFile, dlopenAddon, nodeRequire, packageRoot, sea, type AddonSpec } from '../native/addons';
 
-export { isSea } from '../native/addons';
-
 export type WorkerSource = { kind: 'file'; path: string } | { kind: 'eval'; source: string };
 
 const WORKER_ASSET = 'reader-worker.cjs';

@@ -2,7 +2,7 @@
 // no other session shares, so statements run on it as they come; BEGIN is the real BEGIN
 // with the mode asked for, where the shared engine's transactions are savepoints in its
 // writer's outer transaction.
-import type { DirectConnection } from './direct';
+import type { MainThreadConnection } from './mainThreadConnection';
 import { execResult, type CursorTable } from './cursors';
 import { Savepoint, withSavepoint } from './savepoint';
 import { isBlank, type BeginMode } from './sqlText';
@@ -15,7 +15,7 @@ import { SqlRows } from '../transport/msgpack';
 import type { DbMetrics } from '../ops/metrics';
 
 /** A statement on a private database under expect_rows: undone by a savepoint when the count differs. */
-function guardedRun(conn: DirectConnection, sql: string, bound: BoundParams, o: ExecOptions): ReturnType<DirectConnection['run']> {
+function guardedRun(conn: MainThreadConnection, sql: string, bound: BoundParams, o: ExecOptions): ReturnType<MainThreadConnection['run']> {
   conn.drain(); // an open cursor of this connection would make SAVEPOINT fail ("busy")
   return withSavepoint(Savepoint.exec(conn.db, 'sqlite_rpc_stmt'), () => {
     const r = conn.run(sql, bound, o);
@@ -28,7 +28,7 @@ function guardedRun(conn: DirectConnection, sql: string, bound: BoundParams, o: 
 
 export class PrivateBackend implements SessionBackend {
   constructor(
-    private readonly conn: DirectConnection,
+    private readonly conn: MainThreadConnection,
     private readonly cursors: CursorTable,
     readonly dbMetrics: DbMetrics | null,
   ) {}

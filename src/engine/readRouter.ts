@@ -5,7 +5,7 @@
 // rows passes (flusher.ts). Which statements are reads at all is the engine's routing
 // (database.ts infoFor).
 import type { Database, Statement } from 'better-sqlite3';
-import { DirectConnection, OpenIterator } from './direct';
+import { MainThreadConnection, OpenIterator } from './mainThreadConnection';
 import type { ReaderPool } from './readerPool';
 import type { ReaderReply } from './readerWorker';
 import { knownShape, readPage, shapeAfterRun } from './reads';
@@ -22,7 +22,12 @@ import { RpcError } from '../protocol/errors';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
 import type { Role } from '../ops/metrics';
 
-export type Route = 'read' | 'write' | 'direct' | 'tx';
+/**
+ * Where a statement runs: 'read' on a reader, 'write' as a unit of the group commit, 'tx' in
+ * the session's transaction, 'solo' alone on the writer outside any transaction and outside
+ * the group commit (PRAGMA, VACUUM, ATTACH, DETACH).
+ */
+export type Route = 'read' | 'write' | 'solo' | 'tx';
 export const INLINE_UNKNOWN = 0, INLINE_YES = 1, INLINE_NO = 2;
 /** Up to this many rows, a main-thread read uses all(). */
 const SMALL_RESULT = 64;
@@ -89,7 +94,7 @@ export class ReadRouter {
   constructor(
     private readonly o: ReadRouterOptions,
     private readonly host: ReadRouterHost,
-    private readonly writer: DirectConnection,
+    private readonly writer: MainThreadConnection,
     private readonly inline: StatementCache,
     private readonly inlineDb: Database,
     private readonly pool: ReaderPool | null,
@@ -213,7 +218,7 @@ export class ReadRouter {
       const first = readPage(rows[Symbol.iterator](), o.pageRows, o.pageBytes).rows.length;
       if (rows.length > first) {
         const it = this.bufferedCursor(rows.splice(first));
-        cursor = this.cursors.add({ kind: 'direct', session: s.id, it, lastUsed: Date.now() });
+        cursor = this.cursors.add({ kind: 'iterator', session: s.id, it, lastUsed: Date.now() });
         s.cursors.add(cursor);
       }
     } else if (info !== null && info.inline === INLINE_YES && info.maxRows <= SMALL_RESULT && o.pageRows >= SMALL_RESULT) {

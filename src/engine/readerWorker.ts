@@ -3,7 +3,7 @@
 // transferred (not cloned) to the main thread, which writes them into the reply as is.
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Database, Statement } from 'better-sqlite3';
-import { fileId, fileMovedError, openConnection, type SynchronousMode } from './connection';
+import { fileId, fileMovedError, openConnection, type SynchronousMode } from './openConnection';
 import { StatementCache } from './statementCache';
 import { knownShape, readPage, rowBytes, shapeAfterRun } from './reads';
 import { loadAddonFrom } from './native';
@@ -62,6 +62,7 @@ export type ReaderRequest =
   | { t: 'query'; id: number; session: number; sql: string; params: BoundParams; pageRows: number; pageBytes: number; types: boolean; /** The engine's schema generation (reads.ts knownShape). */ gen: number; /** The session's settings (settings.ts). */ settings: string }
   | { t: 'fetch'; id: number; cursor: number; pageRows: number; pageBytes: number }
   | { t: 'close'; id: number; cursor: number }
+  /** The worker's own counters; only the test suite asks (test/37, test/70.reliability.workers). */
   | { t: 'stats'; id: number }
   /** An online backup of this worker's database to `dest`, from a fresh read-only connection. */
   | { t: 'backup'; id: number; dest: string; overwrite: boolean }

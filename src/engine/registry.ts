@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import BetterSqlite from 'better-sqlite3';
 import nodePath from 'node:path';
 import { DatabaseEngine, type EngineOptions, type EngineStats } from './database';
-import { DirectConnection } from './direct';
+import { MainThreadConnection } from './mainThreadConnection';
 import { PrivateBackend } from './privateBackend';
 import type { SessionBackend } from './sessionBackend';
-import { openConnection } from './connection';
+import { openConnection } from './openConnection';
 import { CursorTable } from './cursors';
 import { Session, clientSessionId } from './session';
 import { bindParamsFor, type BoundParams } from './values';
@@ -188,7 +188,7 @@ export class Registry {
       } catch (e) {
         throw toRpcError(e);
       }
-      const s = new Session(r.session, r.path, r.timeoutMs, false, new DirectConnection(db, this.o.cacheSize));
+      const s = new Session(r.session, r.path, r.timeoutMs, false, new MainThreadConnection(db, this.o.cacheSize));
       this.sessions.set(r.session, s);
       this.backends.set(s, new PrivateBackend(s.privateDb!, this.cursors, this.privateMetrics));
       return { session: clientSessionId(r.session), path: r.path, private: true, readonly: false };
@@ -455,7 +455,7 @@ export class Registry {
   async fetch(id: number, pageRows: number, pageBytes: number, owns?: (session: number) => boolean): Promise<FetchResult> {
     const c = this.cursors.get(id);
     if (!c || (owns !== undefined && !owns(c.session))) throw new RpcError('CursorNotFound', `cursor ${id} is not open (exhausted, closed, or expired after ${this.o.cursorIdleMs} ms idle)`);
-    if (c.kind === 'direct') {
+    if (c.kind === 'iterator') {
       const p = c.it.next(pageRows, pageBytes);
       if (p.done) this.forgetCursor(id, c.session);
       return { rows: new SqlRows(p.rows), cursor: p.done ? null : id };
@@ -477,7 +477,7 @@ export class Registry {
     const c = this.cursors.get(id);
     if (!c || (owns !== undefined && !owns(c.session))) return { closed: false };
     this.forgetCursor(id, c.session);
-    if (c.kind === 'direct') c.it.close();
+    if (c.kind === 'iterator') c.it.close();
     else if (c.pool.generationOf(c.slot) === c.generation) c.pool.send(c.slot, { t: 'close', cursor: c.local }).catch(() => undefined);
     return { closed: true };
   }
@@ -618,6 +618,16 @@ export class Registry {
 
   stats(): { sessions: number; cursors: number; databases: EngineStats[] } {
     return { sessions: this.sessions.size, cursors: this.cursors.size, databases: [...this.engines.values()].map((e) => e.stats()) };
+  }
+
+  /** The options the engine runs with, as plain values (debug.options; functions and objects left out). */
+  effectiveOptions(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(this.o)) {
+      if (v === null || ['number', 'string', 'boolean'].includes(typeof v)) out[k] = v;
+      else if (Array.isArray(v) && v.every((x) => typeof x !== 'object')) out[k] = v;
+    }
+    return out;
   }
 
   /** A connection's reply backlog fell back below its limit (or it closed): reads held off for it may go. */

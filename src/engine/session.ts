@@ -1,6 +1,6 @@
 // A session is one client connection object (a Python sqlite3.Connection): its database,
 // its timeout, whether it holds a transaction, and the cursors it has open.
-import type { DirectConnection } from './direct';
+import type { MainThreadConnection } from './mainThreadConnection';
 
 /**
  * Session ids are chosen by clients, from 1 to 2^31-1, per protocol connection. A server
@@ -60,6 +60,6 @@ export class Session {
     public timeoutMs: number,
     readonly readonly: boolean,
     /** Set for :memory: and temporary databases, private to this session. */
-    readonly privateDb: DirectConnection | null,
+    readonly privateDb: MainThreadConnection | null,
   ) {}
 }

@@ -16,13 +16,13 @@
 // made during the previous one. No session waits for another session's client, and
 // transactions of different sessions share fsyncs.
 // Statements that must run outside any transaction (scripts, PRAGMA, VACUUM, ATTACH)
-// take the writer in "direct" mode after the outer commits; a script that leaves a
+// take the writer in "solo" mode after the outer commits; a script that leaves a
 // transaction open gives the session a "real" (plain BEGIN/COMMIT) transaction.
 import type { Statement } from 'better-sqlite3';
-import type { DirectConnection } from './direct';
+import type { MainThreadConnection } from './mainThreadConnection';
 import { Flusher } from './flusher';
 import { Savepoint } from './savepoint';
-import type { SynchronousMode } from './connection';
+import type { SynchronousMode } from './openConnection';
 import type { BoundParams } from './values';
 import type { Session } from './session';
 import type { ExecOptions, LogFn } from './types';
@@ -49,7 +49,7 @@ interface Unit {
 
 interface Waiter {
   session: Session;
-  kind: 'tx' | 'direct';
+  kind: 'tx' | 'solo';
   since: number;
   resolve: () => void;
   reject: (e: unknown) => void;
@@ -115,7 +115,7 @@ export class Writer {
   syncDirty = false;
 
   owner: Session | null = null;
-  ownerMode: 'savepoint' | 'real' | 'direct' | null = null;
+  ownerMode: 'savepoint' | 'real' | 'solo' | null = null;
   readonly waiters: Waiter[] = [];
   queue: Unit[] = [];
   /** Our BEGIN IMMEDIATE is open on the writer. */
@@ -139,7 +139,7 @@ export class Writer {
   lastCommitAt = 0;
 
   constructor(
-    readonly conn: DirectConnection,
+    readonly conn: MainThreadConnection,
     private readonly o: WriterOptions,
     private readonly host: WriterHost,
     private readonly audit: AuditLog | null,
@@ -164,9 +164,9 @@ export class Writer {
    * FULL (or EXTRA) configured and the file in WAL: the writer commits at synchronous=NORMAL
    * and the flusher makes its commits durable (lazy). Otherwise the writer syncs at COMMIT
    * itself, at the configured level: outside WAL (rollback mode at NORMAL is not durable,
-   * whoever fsyncs after), and while a session holds it outside any transaction (direct
+   * whoever fsyncs after), and while a session holds it outside any transaction (solo
    * mode: PRAGMA, VACUUM, ATTACH, scripts; rare, and their replies are built synchronously).
-   * A session's PRAGMA synchronous lasts for its own statements (direct mode) and never
+   * A session's PRAGMA synchronous lasts for its own statements (solo mode) and never
    * reaches another session's COMMIT: the writer is shared, and at OFF its checkpoints would
    * not sync the file before the WAL is reused (releaseOwner sets the level again).
    */
@@ -197,7 +197,7 @@ export class Writer {
       case 'real':
         if (!inTx) this.releaseOwner(s);
         break;
-      case 'direct':
+      case 'solo':
         if (inTx) {
           this.ownerMode = 'real';
           s.inTx = true;
@@ -206,8 +206,8 @@ export class Writer {
     }
   }
 
-  /** Wait for the writer: 'tx' begins a session transaction, 'direct' holds it outside one. */
-  acquire(s: Session, kind: 'tx' | 'direct'): Promise<void> {
+  /** Wait for the writer: 'tx' begins a session transaction, 'solo' holds it outside one. */
+  acquire(s: Session, kind: 'tx' | 'solo'): Promise<void> {
     if (this.closed) return Promise.reject(new RpcError('ShuttingDown', 'the database is closing'));
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = { session: s, kind, since: performance.now(), resolve, reject };
@@ -378,12 +378,12 @@ export class Writer {
         // A session's transaction starts in an outer transaction of its own: the commits
         // before it are made (not waited for: the flusher makes them durable), so it never
         // holds up their replies.
-        if (this.outer && (w.kind === 'direct' || this.o.realTransactions || this.acks.length > 0)) {
+        if (this.outer && (w.kind === 'solo' || this.o.realTransactions || this.acks.length > 0)) {
           this.commitOuter();
           continue;
         }
-        if (w.kind === 'direct') {
-          this.grant(w, 'direct');
+        if (w.kind === 'solo') {
+          this.grant(w, 'solo');
         } else if (this.o.realTransactions) {
           if (!this.beginImmediate()) return;
           this.checkSchemaVersion();
@@ -418,14 +418,14 @@ export class Writer {
     }
   }
 
-  private grant(w: Waiter, mode: 'savepoint' | 'real' | 'direct'): void {
+  private grant(w: Waiter, mode: 'savepoint' | 'real' | 'solo'): void {
     this.waiters.shift();
     clearTimeout(w.timer);
-    if (mode === 'direct') this.writerSync(false);
+    if (mode === 'solo') this.writerSync(false);
     this.m.writerWait((performance.now() - w.since) / 1000);
     this.owner = w.session;
     this.ownerMode = mode;
-    w.session.inTx = mode !== 'direct';
+    w.session.inTx = mode !== 'solo';
     touch(w.session);
     // The holder's settings: the server's own work (a closed session's TEMP objects dropped,
     // a restore) runs with the defaults, never with a leftover query_only.

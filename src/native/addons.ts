@@ -50,10 +50,6 @@ export function sea(): SeaApi | null {
   return api;
 }
 
-export function isSea(): boolean {
-  return sea() !== null;
-}
-
 /** The folder holding package.json above `from` (the checkout, for code run from src/ or dist/). */
 export function packageRoot(from: string = typeof __dirname === 'string' ? __dirname : process.cwd()): string | null {
   for (let dir = from; ; dir = path.dirname(dir)) {

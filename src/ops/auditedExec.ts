@@ -3,7 +3,7 @@
 // that no savepoint can undo is recorded before it runs, and failures, transaction ends
 // and undone work get records of their own.
 import type { Savepoint } from '../engine/savepoint';
-import type { DirectConnection } from '../engine/direct';
+import type { MainThreadConnection } from '../engine/mainThreadConnection';
 import { classify, type StatementKind } from '../engine/sqlText';
 import type { Session } from '../engine/session';
 import type { LogFn } from '../engine/types';
@@ -13,7 +13,7 @@ import { AuditWriteFailed, auditKindOf, type AuditKind, type AuditLog, type Audi
 export class AuditedExec {
   constructor(
     readonly audit: AuditLog | null,
-    private readonly writer: DirectConnection,
+    private readonly writer: MainThreadConnection,
     /** sqlite_rpc_stmt on the writer: undoes one statement. */
     private readonly stmtSp: Savepoint,
     private readonly path: string,
@@ -62,7 +62,7 @@ export class AuditedExec {
   }
 
   /** An audited statement that runs outside any transaction: the record goes first, then the outcome. */
-  auditedDirect<T>(s: Session, ak: AuditKind | null, sql: string, fn: () => readonly [T, number]): T {
+  auditedSolo<T>(s: Session, ak: AuditKind | null, sql: string, fn: () => readonly [T, number]): T {
     if (this.audit === null || !this.audit.wants(ak)) return fn()[0];
     this.audit.append({ kind: ak, session: s.id, sql, outcome: 'started' });
     this.audit.sync(); // on disk before a statement no savepoint can undo

@@ -4,7 +4,7 @@
 import BetterSqlite from 'better-sqlite3';
 import type { Database } from 'better-sqlite3';
 import fs from 'node:fs';
-import type { DirectConnection } from '../engine/direct';
+import type { MainThreadConnection } from '../engine/mainThreadConnection';
 import type { ReaderPool } from '../engine/readerPool';
 import { Session as MaintenanceSession, describeSession, type Session } from '../engine/session';
 import type { LogFn } from '../engine/types';
@@ -150,7 +150,7 @@ export function closedCleanly(path: string): void {
 export interface MaintenanceOptions {
   journalSizeLimit: number;
   /** Run a PASSIVE WAL checkpoint this often while the writer is idle (0 = SQLite's auto-checkpoint only). */
-  checkpointIntervalMs?: number;
+  checkpointIntervalMs: number;
   readOnly: boolean;
   nativeBinding: unknown;
 }
@@ -172,7 +172,7 @@ export class Maintenance {
     private readonly o: MaintenanceOptions,
     private readonly host: MaintenanceHost,
     private readonly w: Writer,
-    private readonly writer: DirectConnection,
+    private readonly writer: MainThreadConnection,
     private readonly pool: ReaderPool | null,
     private readonly audits: AuditedExec,
     private readonly m: DbMetrics,
@@ -199,7 +199,7 @@ export class Maintenance {
     const big = this.walBytes() > this.o.journalSizeLimit;
     // Under load SQLite's auto-checkpoint (in COMMIT) is enough; an extra checkpoint would
     // only add fsyncs on the event loop. This one is for when the writes stop.
-    const quiet = Date.now() - this.w.lastCommitAt >= (this.o.checkpointIntervalMs ?? 0);
+    const quiet = Date.now() - this.w.lastCommitAt >= this.o.checkpointIntervalMs;
     if (!big && (this.w.commitsSinceCheckpoint === 0 || !quiet)) return null;
     const mode = big ? 'TRUNCATE' : 'PASSIVE';
     let row: [bigint, bigint, bigint];
@@ -270,7 +270,7 @@ export class Maintenance {
     // Hold the writer outside any transaction (the outer one commits first) while the
     // restore's own connection writes the file.
     const me = new MaintenanceSession(0, this.path, timeoutMs, false, null);
-    await this.w.acquire(me, 'direct');
+    await this.w.acquire(me, 'solo');
     if (this.audits.audit !== null && this.audits.audit.wants('restore')) {
       // Recorded (on disk) before the database is replaced, as for any statement no savepoint can undo.
       try {

@@ -109,7 +109,6 @@ export interface DbSnapshot {
   cache: Record<'writer' | 'reader', { hits: number; misses: number; evictions: number }>;
 }
 
-export type Route = 'read' | 'write' | 'tx' | 'direct';
 export type Role = 'writer' | 'reader' | 'worker' | 'private';
 
 /** Instruments bound to one database's label, handed to its engine. */

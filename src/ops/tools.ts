@@ -2,6 +2,7 @@
 // protocol server, so their result goes to stdout; progress and errors go to stderr (a bar on
 // a terminal, plain lines otherwise, so logs and pipes stay readable).
 // Exit status: 0 done, 1 failed (nothing changed) or problems found, 2 usage, 130 interrupted.
+import { DEFAULTS } from '../cli';
 import fs from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
@@ -34,7 +35,7 @@ Prints the summary to stdout; progress to stderr. Exit status: 0 done; 1 failed
 (missing DB, DEST folder missing or not writable, DEST exists, not a database, integrity
 failure), with no file left behind; 2 usage.
 `,
-  restore: `Usage: sqlite-rpc restore BACKUP DB [--yes] [--busy-timeout MS]
+  restore: `Usage: sqlite-rpc restore BACKUP DB [--yes] [--busy-timeout-ms MS]
 
 Replace the content of the database DB by the backup BACKUP. BACKUP must be a SQLite
 database that passes PRAGMA integrity_check. The copy goes through SQLite (one write
@@ -42,9 +43,10 @@ transaction on DB), so programs and servers that have DB open see the restored c
 at their next read; DB keeps WAL mode (a missing DB is created, in WAL mode).
 
   --yes              do not ask for confirmation (required without a terminal)
-  --busy-timeout MS  how long to wait for another writer to release DB (default 5000);
-                     then fail with "database is locked", DB unchanged
-  -h, --help         show this help
+  --busy-timeout-ms MS  how long to wait for another writer to release DB (default ${DEFAULTS.busyTimeoutMs});
+                        then fail with "database is locked", DB unchanged
+  --busy-timeout MS     deprecated name of --busy-timeout-ms (warns on stderr)
+  -h, --help            show this help
 
 Exit status: 0 restored; 1 failed or not confirmed, DB unchanged; 2 usage.
 `,
@@ -228,13 +230,15 @@ async function confirm(question: string): Promise<boolean> {
 }
 
 async function restoreTool(args: string[]): Promise<number> {
-  const p = parse('restore', args, ['--yes'], ['--busy-timeout']);
+  const p = parse('restore', args, ['--yes'], ['--busy-timeout-ms', '--busy-timeout']);
   if (p.flags.has('--help')) return help('restore');
   const [backupArg, dbArg] = positionals('restore', p, ['BACKUP', 'DB']);
-  let busyTimeoutMs = 5000;
-  const bt = p.values.get('--busy-timeout');
-  if (bt !== undefined) {
-    if (!/^[0-9]+$/.test(bt) || Number(bt) > 86_400_000) throw new ToolUsage(`--busy-timeout takes a whole number of milliseconds, not ${JSON.stringify(bt)}`);
+  let busyTimeoutMs: number = DEFAULTS.busyTimeoutMs;
+  for (const flag of ['--busy-timeout', '--busy-timeout-ms']) {
+    const bt = p.values.get(flag);
+    if (bt === undefined) continue;
+    if (!/^[0-9]+$/.test(bt) || Number(bt) > 86_400_000) throw new ToolUsage(`${flag} takes a whole number of milliseconds, not ${JSON.stringify(bt)}`);
+    if (flag === '--busy-timeout') process.stderr.write('sqlite-rpc restore: --busy-timeout is deprecated; use --busy-timeout-ms (the same value)\n');
     busyTimeoutMs = Number(bt);
   }
   const backup = path.resolve(backupArg);

@@ -24,6 +24,8 @@ export interface ServerInfo {
   testHooks: boolean;
   /** Listen mode: one server shared by every connection (initialize's server.shared). */
   shared?: boolean;
+  /** Options the server itself (not the engine) runs with, for debug.options. */
+  options?: Record<string, unknown>;
 }
 
 /** The protocol connection a method table serves. */
@@ -245,6 +247,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics, c
       const flushing = e.flusherHook(p.hold == null ? null : bool(p, 'hold', false), p.fail_next == null ? null : str(p, 'fail_next'));
       return { flushing };
     });
+    m.set('debug.options', () => ({ engine: reg.effectiveOptions(), server: info.options ?? {} }));
     m.set('debug.stray_output', (p) => {
       // Simulates a dependency printing to stdout and flooding stderr.
       console.log('stray console.log output that must not reach the protocol channel'); // deliberate: proves console is redirected

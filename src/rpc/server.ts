@@ -9,7 +9,7 @@ import type { Registry } from '../engine/registry';
 import type { Session } from '../engine/session';
 import { RpcError } from '../protocol/errors';
 import type { Codec } from '../transport/codec';
-import { StreamConnection } from '../transport/connection';
+import { StreamConnection } from '../transport/streamConnection';
 import type { LogFn } from '../engine/types';
 import type { Metrics } from '../ops/metrics';
 import { Dispatcher, errorReply, type Id } from './dispatcher';

@@ -77,13 +77,6 @@ export class MsgpackEncoder {
     this.refBytes += bytes.length;
   }
 
-  /** Encode `value`, prefixed by `prefix` bytes of head room; returns [scratch, start, end]. */
-  encodeInto(value: unknown, headRoom: number): [Buffer, number] {
-    this.pos = headRoom;
-    this.write(value, false);
-    return [this.buf, this.pos];
-  }
-
   encode(value: unknown): Buffer {
     this.pos = 0;
     this.write(value, false);

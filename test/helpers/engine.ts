@@ -37,6 +37,11 @@ export function makeRegistry(over: Partial<RegistryOptions> = {}, logs: LogEntry
       dbIdleCloseMs: 0,
       keepOpenMs: 0,
       allowedPaths: null,
+      // The engine has no defaults of its own (cli.ts DEFAULTS holds them); unit tests run
+      // without slow-query logs, timed checkpoints or open checks unless they ask.
+      slowQueryMs: 0,
+      checkpointIntervalMs: 0,
+      openCheck: 'off',
       ...over,
     },
     (event, fields) => logs.push({ event, fields }),

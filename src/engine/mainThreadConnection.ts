@@ -1,5 +1,5 @@
-// Running statements directly on one connection (the writer inside a session's
-// transaction, or a private :memory: database). A result larger than a page keeps its
+// A connection used on the main thread (the shared writer of a file, or a private :memory:
+// database), as opposed to the readers' connections in worker threads. A result larger than a page keeps its
 // iterator open as a cursor; since better-sqlite3 refuses any other statement while an
 // iterator is open, `drain()` turns open iterators into buffered rows first.
 import type { Database, Statement } from 'better-sqlite3';
@@ -12,7 +12,7 @@ import type { ExecOptions } from './types';
 
 export class OpenIterator {
   buffered: unknown[][] | null = null;
-  constructor(readonly iter: IterableIterator<unknown>, readonly owner: DirectConnection) {}
+  constructor(readonly iter: IterableIterator<unknown>, readonly owner: MainThreadConnection) {}
 
   /** Next page, from the live iterator or from what drain() buffered. */
   next(pageRows: number, pageBytes: number): { rows: unknown[][]; done: boolean } {
@@ -34,7 +34,7 @@ export class OpenIterator {
   }
 }
 
-export interface DirectResult {
+export interface RunResult {
   names: string[] | null;
   decltypes?: (string | null)[] | null;
   rows: unknown[][];
@@ -52,7 +52,7 @@ export interface WriteCounts {
   total_changes: number;
 }
 
-export class DirectConnection {
+export class MainThreadConnection {
   readonly cache: StatementCache;
   private readonly open = new Set<OpenIterator>();
   // last_insert_rowid() and total_changes() as of the last statement run here. Every
@@ -139,7 +139,7 @@ export class DirectConnection {
     return this.cache.get(sql);
   }
 
-  run(sql: string, bound: BoundParams, o: ExecOptions): DirectResult {
+  run(sql: string, bound: BoundParams, o: ExecOptions): RunResult {
     this.drain();
     if (isBlank(sql)) return { names: null, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
     const stmt = this.cache.get(sql);
@@ -156,7 +156,7 @@ export class DirectConnection {
       return { names: null, rows: [], open: null, changes: Number(info.changes), ...this.mark(Number(info.changes) > 0 && classify(sql) === 'insert') };
     }
     const known = knownShape(stmt, this.schemaGen);
-    const res: DirectResult = { names: null, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
+    const res: RunResult = { names: null, rows: [], open: null, changes: 0, lastrowid: null, total_changes: 0 };
     if (!stmt.readonly) {
       // A write that returns rows (RETURNING): run it to completion so it is applied whole.
       res.rows = this.counted(() => stmt.all(...args) as unknown[][]);
