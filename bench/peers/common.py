@@ -46,7 +46,8 @@ def point_keys(n: int, seed: int = 1) -> list:
 # ---- workload 2: CrewAI (statements as in crewAI 1.15.x, see /work/shared/reference/CREWAI.md) --
 
 # CrewAI's schemas are kept once, in the adapters (the files must keep CrewAI's layout).
-from sqlite_rpc.crewai import _FLOW_SCHEMA as FLOW_SCHEMA, _KICKOFF_CREATE as KICKOFF_CREATE  # noqa: E402
+from sqlite_rpc.adapters.crewai.flow import _FLOW_SCHEMA as FLOW_SCHEMA  # noqa: E402
+from sqlite_rpc.adapters.crewai.kickoff import _KICKOFF_CREATE as KICKOFF_CREATE  # noqa: E402
 
 KICKOFF_INSERT = """
 INSERT OR REPLACE INTO latest_kickoff_task_outputs
