@@ -354,6 +354,8 @@ export class DatabaseEngine implements SessionBackend {
           )
         : null;
     if (this.w.flusher !== null) {
+      const pragma = (name: string) => Number(this.writer.db.pragma(name, { simple: true }));
+      const pages = pragma('wal_autocheckpoint');
       this.snapshots = new DurableSnapshots(
         () => {
           const db = openConnection(path, readerOptions);
@@ -364,6 +366,7 @@ export class DatabaseEngine implements SessionBackend {
         o.cacheSize,
         () => this.writer.schemaGen,
         () => this.writer.schemaChanged(),
+        () => pages > 0 && (this.maint.walFrames() ?? Infinity) >= pages,
       );
       this.w.flusher.snapshots = this.snapshots;
     }
@@ -1359,6 +1362,7 @@ export class DatabaseEngine implements SessionBackend {
     await this.w.close((s) => this.abortTransaction(s, 'server shutting down'));
     await this.pool?.close();
     this.snapshots?.close();
+    this.maint.closeShm();
     this.inlineDb.close();
     this.calc?.close();
     this.writer.drain();

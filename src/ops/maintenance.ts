@@ -4,6 +4,7 @@
 import BetterSqlite from 'better-sqlite3';
 import type { Database } from 'better-sqlite3';
 import fs from 'node:fs';
+import os from 'node:os';
 import type { MainThreadConnection } from '../engine/mainThreadConnection';
 import type { ReaderPool } from '../engine/readerPool';
 import { Session as MaintenanceSession, describeSession, type Session } from '../engine/session';
@@ -185,6 +186,36 @@ export class Maintenance {
     } catch {
       return 0;
     }
+  }
+
+  private shmFd = -1;
+  private readonly shmHeader = Buffer.alloc(20);
+
+  /**
+   * The frames in the WAL since it last restarted (mxFrame of the wal-index header, the first
+   * 48 bytes of the -shm file, in the machine's byte order: SQLite's walformat), or null when
+   * it cannot be read. The -wal file's size says nothing once it has grown: a restarted WAL is
+   * written again from its start without shrinking.
+   */
+  walFrames(): number | null {
+    try {
+      if (this.shmFd < 0) this.shmFd = fs.openSync(`${this.path}-shm`, 'r');
+      if (fs.readSync(this.shmFd, this.shmHeader, 0, 20, 0) < 20) return null;
+      return os.endianness() === 'LE' ? this.shmHeader.readUInt32LE(16) : this.shmHeader.readUInt32BE(16);
+    } catch {
+      this.closeShm();
+      return null;
+    }
+  }
+
+  closeShm(): void {
+    if (this.shmFd < 0) return;
+    try {
+      fs.closeSync(this.shmFd);
+    } catch {
+      // ours, and gone
+    }
+    this.shmFd = -1;
   }
 
   /**
