@@ -31,7 +31,7 @@ import { AuditedExec } from '../ops/auditedExec';
 import { NO_METRICS, Observer } from '../ops/observe';
 import { classify, isBlank, type BeginMode, type StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
-import { applySettings, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
+import { applySettings, useSessionSettings, type SettingsHolder, busyTimeoutPragma, DEFAULT_SETTINGS, isSessionPragma, leadingPragmas, mentionsSessionPragma, parsePragma, readSettings, refusedPragma, SettingsCalculator, withoutQueryOnly } from './settings';
 import { splitStatements } from './sqlText';
 import type { WriteCounts } from './mainThreadConnection';
 import type { Session } from './session';
@@ -239,8 +239,9 @@ export class DatabaseEngine implements SessionBackend {
   /** PRAGMA page_size = N waiting for a VACUUM (SQLite's nextPagesize), which WAL would ignore. */
   private nextPageSize: number | null = null;
   /** The session settings the writer and the main-thread reader have now (settings.ts); null: not known. */
-  private writerSettings: string | null = DEFAULT_SETTINGS;
-  private inlineSettings: string | null = DEFAULT_SETTINGS;
+  /** The writer's and the inline reader's connections with the session settings each has now. */
+  private readonly writerHolder: SettingsHolder;
+  private readonly inlineHolder: SettingsHolder;
   private calc: SettingsCalculator | null = null;
   /** The file as the last close left it, while no session has it; null otherwise. */
   private idleSig: string | null = null;
@@ -300,6 +301,8 @@ export class DatabaseEngine implements SessionBackend {
       throw e;
     }
     this.inline = new StatementCache(this.inlineDb, o.cacheSize, true, () => this.writer.schemaChanged());
+    this.writerHolder = { db: this.writer.db, cache: this.writer.cache, settings: DEFAULT_SETTINGS };
+    this.inlineHolder = { db: this.inlineDb, cache: this.inline, settings: DEFAULT_SETTINGS };
     this.w = new Writer(
       this.writer,
       o,
@@ -563,20 +566,18 @@ export class DatabaseEngine implements SessionBackend {
 
   /** The writer gets the settings of the session whose statement it runs next. */
   private useSettings(s: Session): void {
-    if (s.settings !== this.writerSettings) this.writerTo(s.settings);
+    if (s.settings !== this.writerHolder.settings) this.writerTo(s.settings);
   }
 
   private writerTo(settings: string): void {
     this.writer.drain();
-    const from = this.writerSettings;
-    this.writerSettings = null; // not known until applied
-    if (applySettings(this.writer.db, from, settings)) this.writer.cache.clear();
-    this.writerSettings = settings;
+    useSessionSettings(this.writerHolder, settings);
   }
 
   /** Before the writer's own BEGIN IMMEDIATE (or journal switch): a session's query_only would refuse it. */
   private writerMayWrite(): void {
-    if (this.writerSettings === null || this.writerSettings.includes('query_only=')) this.writerTo(withoutQueryOnly(this.writerSettings));
+    const have = this.writerHolder.settings;
+    if (have === null || have.includes('query_only=')) this.writerTo(withoutQueryOnly(have));
   }
 
   /** SQL that may have changed a setting on the writer itself (a script, a PRAGMA on an attached schema): the session has what the writer has now. */
@@ -584,20 +585,16 @@ export class DatabaseEngine implements SessionBackend {
     try {
       this.writer.drain();
       const now = readSettings(this.writer.db);
-      if (now !== this.writerSettings) this.writer.cache.clear(); // result column names may have changed
-      s.settings = this.writerSettings = now;
+      if (now !== this.writerHolder.settings) this.writer.cache.clear(); // result column names may have changed
+      s.settings = this.writerHolder.settings = now;
     } catch {
-      this.writerSettings = null;
+      this.writerHolder.settings = null;
     }
   }
 
   /** The main-thread reader gets the settings of the session whose read it runs. */
   private inlineUse(s: Session): void {
-    if (s.settings === this.inlineSettings) return;
-    const from = this.inlineSettings;
-    this.inlineSettings = null;
-    if (applySettings(this.inlineDb, from, s.settings)) this.inline.clear();
-    this.inlineSettings = s.settings;
+    useSessionSettings(this.inlineHolder, s.settings);
   }
 
   /**

@@ -12,7 +12,7 @@ import { knownShape, readPage, shapeAfterRun } from './reads';
 import type { StatementCache } from './statementCache';
 import type { Flusher } from './flusher';
 import type { DurableSnapshots, SnapshotConn } from './durableSnapshot';
-import { applySettings } from './settings';
+import { useSessionSettings } from './settings';
 import type { StatementKind } from './sqlText';
 import { bindArgs, type BoundParams } from './values';
 import type { Session } from './session';
@@ -179,12 +179,7 @@ export class ReadRouter {
       const r = this.readInline(s, sql, bound, o, info);
       return r === null ? null : this.durable(r);
     }
-    if (s.settings !== snap.settings) {
-      const from = snap.settings;
-      snap.settings = null;
-      if (applySettings(snap.db, from, s.settings)) snap.cache.clear();
-      snap.settings = s.settings;
-    }
+    useSessionSettings(snap, s.settings);
     const r = this.readInline(s, sql, bound, o, info, snap);
     if (r !== null) this.snapshots!.reads++;
     return r;

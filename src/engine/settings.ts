@@ -126,6 +126,22 @@ export function applySettings(db: Database, from: string | null, to: string): bo
   return names;
 }
 
+/** A connection, its statement cache, and the session settings it has now (null: unknown). */
+export interface SettingsHolder {
+  readonly db: Database;
+  readonly cache: { clear(): void };
+  settings: string | null;
+}
+
+/** Give a main-thread connection the settings of the session whose statement it runs next. */
+export function useSessionSettings(h: SettingsHolder, to: string): void {
+  if (to === h.settings) return;
+  const from = h.settings;
+  h.settings = null; // unknown until applied: a failure halfway leaves them unknown
+  if (applySettings(h.db, from, to)) h.cache.clear();
+  h.settings = to;
+}
+
 export interface SettingResult {
   names: string[] | null;
   decltypes: (string | null)[] | null;
