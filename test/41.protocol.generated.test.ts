@@ -5,16 +5,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PY_OUT, ROOT, SOURCE, TS_OUT, generate, stale } from '../scripts/gen-protocol.mjs';
+import { PY_OUT, ROOT, SOURCE, TS_OUT, VERSION_OUT, VERSION_SOURCE, generate, sources, stale } from '../scripts/gen-protocol.mjs';
 import { ERROR_KINDS, PROTOCOL_VERSION } from '../src/protocol/errors.generated';
 import taxonomy from '../protocol/errors.json';
 
 const HINT = `differs from ${SOURCE}: run \`npm run gen:protocol\` and commit the result`;
 
 describe('generated protocol files', () => {
-  const want = generate(fs.readFileSync(path.join(ROOT, SOURCE), 'utf8'));
+  const want = generate(...sources());
 
-  for (const rel of [TS_OUT, PY_OUT]) {
+  for (const rel of [TS_OUT, PY_OUT, VERSION_OUT]) {
     it(`${rel} is up to date`, () => {
       const have = fs.readFileSync(path.join(ROOT, rel), 'utf8');
       expect(have === want[rel], `${rel} ${HINT}`).toBe(true);
@@ -39,7 +39,7 @@ describe('generated protocol files', () => {
   it('an edit of errors.json that was not regenerated is caught', () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gen-protocol-'));
     try {
-      for (const rel of [SOURCE, TS_OUT, PY_OUT]) {
+      for (const rel of [SOURCE, VERSION_SOURCE, TS_OUT, PY_OUT, VERSION_OUT]) {
         fs.mkdirSync(path.dirname(path.join(tmp, rel)), { recursive: true });
         fs.copyFileSync(path.join(ROOT, rel), path.join(tmp, rel));
       }
@@ -48,6 +48,10 @@ describe('generated protocol files', () => {
       edited.kinds.find((k: { name: string }) => k.name === 'TooLarge').code = -32099;
       fs.writeFileSync(path.join(tmp, SOURCE), JSON.stringify(edited));
       expect(stale(tmp)).toEqual([TS_OUT, PY_OUT]);
+      const pkg = JSON.parse(fs.readFileSync(path.join(tmp, VERSION_SOURCE), 'utf8'));
+      pkg.version = '9.8.7';
+      fs.writeFileSync(path.join(tmp, VERSION_SOURCE), JSON.stringify(pkg));
+      expect(stale(tmp)).toEqual([TS_OUT, PY_OUT, VERSION_OUT]);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
@@ -56,9 +60,12 @@ describe('generated protocol files', () => {
   it('refuses a taxonomy it could not represent', () => {
     const t = structuredClone(taxonomy) as { kinds: { name: string; code: number; side: string }[] };
     t.kinds[1].code = t.kinds[0].code;
-    expect(() => generate(JSON.stringify(t))).toThrow(/already ParseError's/);
+    const pkgText = sources()[1];
+    expect(() => generate(JSON.stringify(t), pkgText)).toThrow(/already ParseError's/);
     const c = structuredClone(taxonomy) as { kinds: { name: string; code: number; side: string }[] };
     c.kinds[0].side = 'client';
-    expect(() => generate(JSON.stringify(c))).toThrow(/outside -32768..-32000/);
+    expect(() => generate(JSON.stringify(c), pkgText)).toThrow(/outside -32768..-32000/);
+    // A version npm and Python's packaging would spell differently is refused.
+    expect(() => generate(JSON.stringify(taxonomy), JSON.stringify({ version: '1.0.0-rc.1' }))).toThrow(/must be X\.Y\.Z/);
   });
 });

@@ -25,7 +25,7 @@ from .row import Row
 from .seed import Database
 from .transport import home as _home
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # PEP 249 module globals, as sqlite3 has them. threadsafety 3 (connections and cursors may
 # be shared by threads, with check_same_thread=False) holds: each connection serialises its

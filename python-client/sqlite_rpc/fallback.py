@@ -27,7 +27,7 @@ def disabled_reason() -> Optional[str]:
     if _home.running():
         return None  # running: no need to look for the binary again on every connect()
     if _lookup.find_binary() is None:
-        return "the sqlite-rpc binary was not found (set %s, install the platform wheel, or run npm run build)" % _lookup.ENV_BINARY
+        return _lookup.missing_binary_reason()
     return None
 
 

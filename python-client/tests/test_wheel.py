@@ -49,3 +49,14 @@ def test_the_wheel_alone_gives_a_working_client(tmp_path):
     assert backend == "sqlite-rpc"
     assert binary.startswith(str(venv)) and binary.endswith("sqlite_rpc/bin/sqlite-rpc")
     assert row.startswith("(4611686018427387904, '3.")
+
+    # The CrewAI demo, as a user runs it after `pip install` of the wheel: four kickoff
+    # processes, one shared server, every row read back.
+    demo = subprocess.run([str(venv / "bin" / "python"), "-m", "sqlite_rpc.adapters.crewai.demo", str(tmp_path / "crew")],
+                          cwd=str(tmp_path), env={"PATH": "/nonexistent"}, capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
+    lines = demo.stdout.splitlines()
+    assert lines[0] == "backend: sqlite-rpc" and lines[-1] == "ok", demo.stdout
+    servers = next(line for line in lines if line.startswith("servers used")).split(": ", 1)[1].split()
+    assert len(servers) == 1, "the four processes must meet in one shared server: %s" % demo.stdout
+    assert {"flow_states.db", "latest_kickoff_task_outputs.db"} <= set(os.listdir(str(tmp_path / "crew")))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 from typing import Dict, List, Optional
 
@@ -9,6 +10,20 @@ ENV_BINARY = "SQLITE_RPC_BINARY"
 ENV_DISABLE = "SQLITE_RPC_DISABLE"
 ENV_ARGS = "SQLITE_RPC_ARGS"
 ENV_SHARED = "SQLITE_RPC_SHARED"
+
+
+# The (system, machine) pairs platform wheels with the server binary are built for
+# (scripts/wheel.sh); elsewhere the package is pure Python and uses the stdlib.
+SHIPPED_PLATFORMS = (("Linux", "x86_64"), ("Linux", "aarch64"))
+
+
+def missing_binary_reason() -> str:
+    """Why no binary was found, in words that say what to do on this platform."""
+    here = (platform.system(), platform.machine())
+    if here in SHIPPED_PLATFORMS:
+        return "the sqlite-rpc binary was not found (set %s, install the platform wheel, or run npm run build)" % ENV_BINARY
+    return ("no sqlite-rpc server is built for %s %s: wheels with the server exist for Linux x86_64 and aarch64 "
+            "(README, Platforms, says how to build one; then set %s)" % (here[0] or "this system", here[1] or "", ENV_BINARY))
 
 
 def find_binary() -> Optional[str]:
