@@ -96,6 +96,10 @@ class Connection:
                 raise TypeError("must be real number, not %s" % type(timeout).__name__)
             timeout = float(timeout)
         detect_types = operator.index(detect_types)
+        # Checked as sqlite3 converts it (a C int), though the server's statement caches are
+        # sized by its own --cache-size: sqlite3's per-connection cache has no equivalent.
+        if not -2**31 <= operator.index(cached_statements) < 2**31:
+            raise OverflowError("Python int too large to convert to C int")
         level = _isolation_level_value(isolation_level)
         database = _file_name(database)
         if self._initialized:

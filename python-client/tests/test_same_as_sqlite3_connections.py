@@ -57,6 +57,14 @@ def bad_database_arguments(r):
     r.connect_fails(42)
     r.connect_fails(r.path(), timeout="x")
     r.connect_fails(r.path(), detect_types="x")
+    # cached_statements sizes sqlite3's per-connection cache; the server's caches are its
+    # own (--statement-cache), but a value sqlite3 refuses is refused the same way.
+    r.connect_fails(r.path(), cached_statements="x")
+    r.connect_fails(r.path(), cached_statements=1.5)
+    r.connect_fails(r.path(), cached_statements=2**70)
+    r.connect_fails(r.path(), cached_statements=-2**40)
+    r.connect(r.path(), cached_statements=0).execute("SELECT 1")
+    r.connect(r.path(), cached_statements=-1).execute("SELECT 1")
 
 
 @C.script
