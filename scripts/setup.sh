@@ -44,7 +44,7 @@ step "build dist/sqlite-rpc (single executable)"
 npm run build
 
 if [ "$arm64" = 1 ]; then
-  step "linux-arm64 cross build: g++-aarch64-linux-gnu and qemu-user (apt), dist/arm64/sqlite-rpc (about 2-3 minutes the first time)"
+  step "linux-arm64 cross build: g++-aarch64-linux-gnu and qemu-user (apt), dist/arm64/sqlite-rpc (about 1 minute, most of it compiling SQLite for arm64)"
   if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
     if command -v apt-get >/dev/null; then
       # Not fatal: the x64 build and its tests do not need them.
