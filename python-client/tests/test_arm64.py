@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 
@@ -104,10 +105,19 @@ def test_the_client_queries_the_arm64_server_and_its_reader_workers(arm64_binary
     assert version.startswith("3.")
 
 
-def test_the_aarch64_wheel_is_tagged_with_what_its_files_need(arm64_binary):
+def test_the_aarch64_wheel_is_tagged_with_what_its_files_need(arm64_binary, tmp_path):
     out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "wheel.sh"), "--arch", "arm64"], cwd=ROOT,
                          env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     wheel = out.stdout.strip().splitlines()[-1]
     tag = check_wheel(wheel, "aarch64", arm64_binary, ADDONS)
     assert tag.endswith("_aarch64")
+    # The binary it carries is the arm64 one, executable, and runs.
+    with zipfile.ZipFile(wheel) as z:
+        info = z.getinfo("sqlite_rpc/bin/sqlite-rpc")
+        assert (info.external_attr >> 16) & 0o111
+        packed = z.extract(info, str(tmp_path))
+    os.chmod(packed, 0o755)
+    assert "AArch64" in subprocess.run([readelf(), "-h", packed], capture_output=True, text=True, check=True).stdout
+    run = subprocess.run(["qemu-aarch64", "-L", SYSROOT, packed, "--version"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("sqlite-rpc "), run.stderr
