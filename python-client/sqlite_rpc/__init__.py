@@ -90,6 +90,11 @@ def connect(*args: Any, **kwargs: Any) -> Union[Connection, _stdlib.Connection]:
     been idle for a moment and lets go of it after --keep-open-ms (2 s). A file deleted,
     replaced or changed on disk is still never served stale.
 
+    replicate (keyword only, server only): replicate the file continuously with Litestream
+    to this location (file:///folder, s3://bucket/prefix?endpoint=...); the replica is
+    URL/<file name>. The server keeps doing so until it stops (README, "Replication and
+    moving machines").
+
     shared (keyword only): True for the server all processes of the user share, False for
     this process's private one; None (the default) follows $SQLITE_RPC_SHARED ("0" or "1"),
     else the shared one."""
@@ -108,10 +113,10 @@ def connect(*args: Any, **kwargs: Any) -> Union[Connection, _stdlib.Connection]:
 
 
 _FACTORY_POS = 5
-_EXTENSIONS = ("slow_query_ms", "keep_open", "shared")
+_EXTENSIONS = ("slow_query_ms", "keep_open", "shared", "replicate")
 connect.__signature__ = _inspect.signature(  # type: ignore[attr-defined]
     lambda database, timeout=5.0, detect_types=0, isolation_level="", check_same_thread=True, factory=Connection,
-    cached_statements=128, uri=False, *, slow_query_ms=None, keep_open=False, shared=None: None)
+    cached_statements=128, uri=False, *, slow_query_ms=None, keep_open=False, shared=None, replicate=None: None)
 
 
 def backend() -> str:
