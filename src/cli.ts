@@ -236,8 +236,9 @@ Replication (Litestream; README "Replication and moving machines")
                           replicated database stays open, and the server leaves its
                           checkpoints to Litestream. Clients can ask per database too
                           (open's "replicate", sqlite_rpc.connect(replicate=URL))
-  --replicate-sync-ms MS  how often Litestream writes the replica: the window of loss
-                          when the machine is lost (default ${D.replicateSyncMs})
+  --replicate-sync-ms MS  a commit is sent to the replica within MS (Litestream's
+                          monitor-interval + sync-interval), so losing the machine loses
+                          about the last MS of commits (default ${D.replicateSyncMs})
   --replicate-warn-ms MS  log "replica_not_synced" when a replica has not caught up for
                           MS (default ${D.replicateWarnMs}; 0 = never)
 

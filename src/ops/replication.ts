@@ -110,8 +110,17 @@ function replicaYaml(url: string, syncIntervalMs: number, indent: string): strin
   } else {
     lines.push(`url: ${q(url)}`);
   }
-  lines.push(`sync-interval: ${Math.max(1, Math.round(syncIntervalMs))}ms`);
+  lines.push(`sync-interval: ${Math.max(1, syncIntervalMs - monitorMs(syncIntervalMs))}ms`);
   return lines.map((l, i) => (i === 0 ? `${indent}- ${l}` : `${indent}  ${l}`)).join('\n');
+}
+
+/**
+ * Litestream 0.3 copies new WAL frames to its shadow WAL every monitor-interval, and from
+ * there to the replica at most every sync-interval: a commit reaches the replica within
+ * their sum (plus the upload). --replicate-sync-ms is that sum.
+ */
+function monitorMs(syncIntervalMs: number): number {
+  return Math.max(1, Math.min(250, Math.round(syncIntervalMs / 4)));
 }
 
 export function litestreamConfig(dbPath: string, url: string, syncIntervalMs: number, metricsAddr: string | null): string {
@@ -124,6 +133,7 @@ export function litestreamConfig(dbPath: string, url: string, syncIntervalMs: nu
     '  stderr: true',
     'dbs:',
     `  - path: ${JSON.stringify(dbPath)}`,
+    `    monitor-interval: ${monitorMs(syncIntervalMs)}ms`,
     // The server never checkpoints a replicated database (engine/database.ts): Litestream
     // does, after copying the frames, so it never loses its place in the WAL.
     '    replicas:',
@@ -221,6 +231,8 @@ export class Replica {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     await this.stopOrphan();
     this.port = await freePort();
+    // Where `sqlite-rpc replicas DB` finds the replica without being told.
+    fs.writeFileSync(nodePath.join(this.dir, 'sqlite-rpc.json'), `${JSON.stringify({ url: this.url })}\n`);
     fs.writeFileSync(this.configPath, litestreamConfig(this.dbPath, this.url, this.o.syncIntervalMs, `127.0.0.1:${this.port}`), { mode: 0o600 });
     this.spawnChild();
     this.pollTimer = setInterval(() => void this.poll(), Math.max(200, Math.min(1000, this.o.syncIntervalMs)));
