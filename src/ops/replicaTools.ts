@@ -144,7 +144,13 @@ export function restoreFromReplica(o: RestoreFromReplica, say: (line: string) =>
   fs.rmSync(tmp, { force: true });
   say(`restoring ${url}${ts ? ` as of ${ts}` : ''} into ${tmp}`);
   try {
-    const r = litestream(binary, db, url, ['restore', '-o', tmp, ...(ts ? ['-timestamp', ts] : [])]);
+    let r = litestream(binary, db, url, ['restore', '-o', tmp, ...(ts ? ['-timestamp', ts] : [])]);
+    // Litestream 0.3 finds no backup for a time after the replica's last change (the
+    // generation's bounds end there); the state at such a time is the latest one.
+    if (r.status !== 0 && ts !== null && /no matching backups/.test(r.stderr) && Date.parse(ts) >= latestEnd) {
+      say(`${ts} is after the replica's last change (${new Date(latestEnd).toISOString()}): restoring the latest state`);
+      r = litestream(binary, db, url, ['restore', '-o', tmp]);
+    }
     if (r.status !== 0 || !fs.existsSync(tmp)) throw new ReplicaToolError(`litestream restore failed: ${r.stderr.trim().split('\n').slice(-3).join(' / ') || `exit ${r.status}`}`);
     const check = new BetterSqlite3(tmp, { readonly: true, fileMustExist: true, nativeBinding: loadAddon() as unknown as string });
     let rows: string[];

@@ -370,12 +370,29 @@ export class Replica {
       const m = new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'm').exec(text);
       return m ? Number(m[1]) : null;
     };
-    const si = num('litestream_shadow_wal_index');
-    const ss = num('litestream_shadow_wal_size');
+    // The replica's position from Litestream's metrics; the local one from its shadow WAL
+    // on disk (its shadow_wal_size metric stays at the old size after a checkpoint).
     const ri = num('litestream_replica_wal_index');
     const ro = num('litestream_replica_wal_offset');
-    if (si === null || ss === null || ri === null || ro === null) return this.updateLag(null);
-    this.updateLag([si, ss], [ri, ro]);
+    const shadow = this.shadowPos();
+    if (shadow === null || ri === null || ro === null) return this.updateLag(null);
+    this.updateLag(shadow, [ri, ro]);
+  }
+
+  /** The end of Litestream's shadow WAL: the newest <index>.wal of the current generation, and its size. */
+  private shadowPos(): Pos | null {
+    try {
+      const gen = fs.readFileSync(nodePath.join(this.dir, 'generation'), 'utf8').trim();
+      if (!/^[0-9a-f]{16}$/.test(gen)) return null;
+      this.generation ??= gen;
+      const walDir = nodePath.join(this.dir, 'generations', gen, 'wal');
+      const names = fs.readdirSync(walDir).filter((n) => /^[0-9a-f]{8}\.wal$/.test(n)).sort();
+      if (names.length === 0) return null;
+      const last = names[names.length - 1];
+      return [parseInt(last.slice(0, 8), 16), fs.statSync(nodePath.join(walDir, last)).size];
+    } catch {
+      return null;
+    }
   }
 
   private updateLag(shadow: Pos | null, replica?: Pos): void {
