@@ -365,7 +365,8 @@ def outage_trial(folder: str, s3: S3rver, outage_s: float) -> Dict[str, Any]:
                 time.sleep(0.2)
             s3.start()
             during = replica_stats(srv, db)
-            wait_until(lambda: replica_stats(srv, db)["lag_ms"] == 0, "the lag to recover", timeout=300)
+            # Recovered: back within a few intervals (under continuous writes it is rarely exactly 0).
+            wait_until(lambda: (replica_stats(srv, db)["lag_ms"] or 0) < 2000, "the lag to recover", timeout=300)
             recovered_s = time.monotonic() - t_down - outage_s
         finally:
             stop.set()

@@ -1298,6 +1298,16 @@ export class DatabaseEngine implements SessionBackend {
     if (this.walDeferred) this.walForWrite();
   }
 
+  private pageSize = 0;
+
+  /** Where this file's WAL ends now (bytes: header + frames), from the -shm header; null when unknown. */
+  walEnd(): number | null {
+    const frames = this.maint.walFrames();
+    if (frames === null) return null;
+    if (this.pageSize === 0) this.pageSize = Number(this.writer.db.pragma('page_size', { simple: true }));
+    return 32 + frames * (this.pageSize + 24);
+  }
+
   get replicated(): boolean {
     return this.replicaRunning !== null;
   }

@@ -120,6 +120,7 @@ export class Registry {
     if (this.o.readOnly) throw new RpcError('InvalidParams', `invalid params: replicate: the server is --read-only; ${e.path} is replicated by the server that writes it`, { field: 'replicate' });
     const rep = this.o.replication.add(e.path, url);
     e.replicate(() => rep.running);
+    rep.localEnd = () => e.walEnd();
     this.pinned.add(e);
   }
 
@@ -258,7 +259,10 @@ export class Registry {
     const already = this.o.replication?.get(real);
     const url = r.replicate ?? (this.o.replicateUrl && this.o.replicateWhich === 'all' ? this.o.replicateUrl : null);
     if (url != null) this.startReplica(engine, url);
-    else if (already !== undefined && !engine.replicated) engine.replicate(() => already.running);
+    else if (already !== undefined && !engine.replicated) {
+      engine.replicate(() => already.running);
+      already.localEnd = () => engine.walEnd();
+    }
     if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
     this.sessions.set(s.id, s);
     this.sessionEngine.set(s, engine);

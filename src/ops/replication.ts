@@ -207,6 +207,14 @@ export class Replica {
   /** Shadow positions first seen at these times: lag is the age of the oldest one the replica lacks. */
   private pending: Array<{ at: number; pos: Pos }> = [];
   private lagMs: number | null = null;
+  /** The replica's position at the last poll that reached Litestream. */
+  private lastReplica: Pos | null = null;
+  /**
+   * Where the database's own WAL ends (bytes, from the -shm header), set by the engine: while
+   * Litestream has not even copied a commit to its shadow WAL (it is stuck, or restarting),
+   * that commit counts as lag too.
+   */
+  localEnd: (() => number | null) | null = null;
   private warnedAt = 0;
   private readonly dir: string;
   private readonly configPath: string;
@@ -353,18 +361,40 @@ export class Replica {
   }
 
   /** Lag and last sync from Litestream's own metrics (shadow WAL position against the replica's). */
+  private polling = false;
+
   private async poll(): Promise<void> {
-    if (!this.running) {
-      this.updateLag(null);
-      return;
-    }
-    let text: string;
+    if (this.polling) return;
+    this.polling = true;
     try {
-      const r = await fetch(`http://127.0.0.1:${this.port}/metrics`, { signal: AbortSignal.timeout(2000) });
-      text = await r.text();
+      await this.pollOnce();
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /** The newest change on this machine, in the shadow WAL's terms (the same offsets within one WAL cycle). */
+  private head(): Pos | null {
+    const shadow = this.shadowPos();
+    if (shadow === null) return null;
+    let local: number | null = null;
+    try {
+      local = this.localEnd?.() ?? null;
     } catch {
-      this.updateLag(null); // starting up, or gone: the lag keeps growing
-      return;
+      local = null;
+    }
+    return local !== null && local > shadow[1] ? [shadow[0], local] : shadow;
+  }
+
+  private async pollOnce(): Promise<void> {
+    let text = '';
+    if (this.running) {
+      try {
+        const r = await fetch(`http://127.0.0.1:${this.port}/metrics`, { signal: AbortSignal.timeout(2000) });
+        text = await r.text();
+      } catch {
+        text = ''; // starting up, stuck, or gone: the lag keeps growing
+      }
     }
     const num = (name: string): number | null => {
       const m = new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'm').exec(text);
@@ -374,9 +404,9 @@ export class Replica {
     // on disk (its shadow_wal_size metric stays at the old size after a checkpoint).
     const ri = num('litestream_replica_wal_index');
     const ro = num('litestream_replica_wal_offset');
-    const shadow = this.shadowPos();
-    if (shadow === null || ri === null || ro === null) return this.updateLag(null);
-    this.updateLag(shadow, [ri, ro]);
+    const fresh = ri !== null && ro !== null;
+    if (fresh) this.lastReplica = [ri, ro];
+    this.updateLag(this.head(), this.lastReplica, fresh);
   }
 
   /** The end of Litestream's shadow WAL: the newest <index>.wal of the current generation, and its size. */
@@ -395,21 +425,26 @@ export class Replica {
     }
   }
 
-  private updateLag(shadow: Pos | null, replica?: Pos): void {
+  /**
+   * Lag: the age of the oldest change not in the replica. Each poll notes the head (the
+   * newest change here) with the time it was first seen; entries at or below the replica's
+   * position are done. Granularity: the poll interval.
+   */
+  private updateLag(head: Pos | null, replica: Pos | null, fresh: boolean): void {
     const now = Date.now();
-    if (shadow !== null && replica !== undefined) {
+    if (head !== null && replica !== null) {
       const last = this.pending[this.pending.length - 1];
-      if (before(replica, shadow) && (last === undefined || before(last.pos, shadow))) this.pending.push({ at: now, pos: shadow });
+      if (before(replica, head) && (last === undefined || before(last.pos, head))) this.pending.push({ at: now, pos: head });
       // Everything up to the replica's position is in the replica now.
       while (this.pending.length > 0 && !before(replica, this.pending[0].pos)) this.pending.shift();
       if (this.pending.length > 200) this.pending.splice(0, this.pending.length - 200);
-      if (this.pending.length === 0) this.lastSyncAt = now;
+      if (this.pending.length === 0 && fresh) this.lastSyncAt = now;
     }
     if (this.pending.length > 0) this.lagMs = now - this.pending[0].at;
-    else if (shadow !== null) this.lagMs = 0;
-    else if (this.lastSyncAt !== null) this.lagMs = Math.max(this.lagMs ?? 0, 0);
+    else if (head !== null && replica !== null) this.lagMs = 0;
     const behindMs = this.lastSyncAt === null ? now - this.startedAt : now - this.lastSyncAt;
-    if (this.o.warnAfterMs > 0 && (this.pending.length > 0 || shadow === null) && behindMs > this.o.warnAfterMs && now - this.warnedAt > this.o.warnAfterMs) {
+    // Once past the limit, then again at most once a minute while it lasts.
+    if (this.o.warnAfterMs > 0 && (this.pending.length > 0 || !fresh) && behindMs > this.o.warnAfterMs && now - this.warnedAt > Math.max(this.o.warnAfterMs, 60_000)) {
       this.warnedAt = now;
       this.log('replica_not_synced', { db: this.dbPath, replica: this.url, since_ms: behindMs, running: this.running, last_error: this.lastError, warning: `the replica has not caught up for ${Math.round(behindMs / 1000)} s: changes since then would be lost with this machine` }, 'warn');
     }
