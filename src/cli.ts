@@ -273,6 +273,9 @@ Subcommands (operator tools, not the server; each has --help)
                           DB is open or newer than the replica
   replicas DB [--from URL]
                           the replica's generations and the time each covers
+  follow --from URL DB [--interval-ms MS]
+                          keep DB a copy of the replica, for a --read-only server on
+                          another machine (a read replica)
   check DB [--full]       quick_check (integrity_check with --full); exit 0 ok,
                           1 problems found, 2 usage
 

@@ -14,6 +14,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 
 import pytest
@@ -221,3 +222,65 @@ def test_bad_replica_urls_and_restore_refusals_say_what_was_wrong(tmp_path):
     r = R.restore(url, str(tmp_path / "y.db"), "yesterday")
     assert r.returncode == 1 and "--timestamp takes a UTC time" in r.stderr, r.stderr
     assert not [n for n in os.listdir(tmp_path) if "restoring" in n]  # nothing left behind
+
+
+READER = r'''
+import json, sys, time
+import sqlite_rpc
+c = sqlite_rpc.connect(sys.argv[1], isolation_level=None)
+seen = None
+deadline = time.time() + 120
+while time.time() < deadline:
+    n = c.execute("SELECT count(*) FROM r").fetchone()[0]
+    if n != seen:
+        seen = n
+        print(n, flush=True)
+    if n >= int(sys.argv[2]):
+        break
+    time.sleep(0.1)
+try:
+    c.execute("INSERT INTO r VALUES (-1)")
+    print("write: allowed", flush=True)
+except sqlite_rpc.OperationalError as e:
+    print("write: " + str(e), flush=True)
+'''
+
+
+def test_read_replica_in_a_second_folder(tmp_path):
+    # Two folders stand for two machines; they share only the replica location.
+    primary = tmp_path / "machine-a" / "app.db"
+    copy = tmp_path / "machine-b" / "app.db"
+    primary.parent.mkdir()
+    copy.parent.mkdir()
+    url = "file://%s" % (tmp_path / "replica")
+    with R.private_server("--replicate-sync-ms 300"):
+        c = sqlite_rpc.connect(str(primary), replicate=url, isolation_level=None)
+        c.execute("CREATE TABLE r(id INTEGER PRIMARY KEY)")
+        c.executemany("INSERT INTO r VALUES (?)", [(i,) for i in range(100)])
+        srv = process.get_server()
+        R.wait_until(lambda: R.replica_stats(srv, str(primary))["lag_ms"] == 0, "the replica")
+        follower = subprocess.Popen([R.BINARY, "follow", "--from", url, str(copy), "--interval-ms", "300"],
+                                    stderr=open(tmp_path / "follow.log", "wb"), env=R.env_for())
+        reader = None
+        try:
+            R.wait_until(lambda: copy.exists() and os.path.getsize(copy) > 0, "the first copy")
+            # Machine B's program: a --read-only private server on the copy.
+            reader = subprocess.Popen([sys.executable, "-c", READER, str(copy), "200"], stdout=subprocess.PIPE, text=True,
+                                      env=R.env_for("--read-only"), cwd=str(copy.parent))
+            first = reader.stdout.readline().strip()
+            assert first == "100", first  # the copy as of the first update
+            c.executemany("INSERT INTO r VALUES (?)", [(i,) for i in range(100, 200)])
+            out = reader.communicate(timeout=150)[0].split()
+        finally:
+            follower.send_signal(signal.SIGTERM)
+            follower.wait(30)
+            if reader is not None and reader.poll() is None:
+                reader.kill()
+        c.close()
+    log = (tmp_path / "follow.log").read_text()
+    _report("read replica", {"reader_saw": [first] + out, "updates": log.count("updated ")})
+    assert out[-2:] != [] and "200" in out, out  # the primary's later rows reached machine B
+    assert "readonly" in " ".join(out), out  # and it is read-only there
+    assert follower.returncode == 0, log
+    ids, ok = R.rows_of(str(copy))
+    assert ids == list(range(200)) and ok == "ok"

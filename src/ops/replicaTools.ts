@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { loadAddon } from '../engine/native';
+import { restoreDatabase } from './backup';
 import { findLitestream, litestreamConfig, metaDir, replicaUrlFor, checkReplicaUrl } from './replication';
 
 export class ReplicaToolError extends Error {}
@@ -191,4 +192,50 @@ export function describeReplicas(db: string, url: string | null): string {
   for (const g of generations) lines.push(`${g.generation}  ${g.start.padEnd(20)}  ${g.end.padEnd(20)}  ${g.lag}`);
   lines.push(`${generations.length} generation${generations.length === 1 ? '' : 's'}; restore with: sqlite-rpc restore --from ${u} ${abs} [--timestamp T]`);
   return lines.join('\n');
+}
+
+// ---- follow: a read-only copy on another machine ---------------------------------------------
+
+/**
+ * `sqlite-rpc follow --from URL DB`: keep DB a copy of the replica, for read-only servers on
+ * another machine. Litestream 0.3 has no follow mode and no VFS, so each time the replica
+ * has new data, its latest state is restored into a new file, checked, and copied into DB
+ * through SQLite (one write transaction, restoreDatabase): a server serving DB --read-only
+ * sees the new rows at its next read, and never a half-copied file. Each round costs a full
+ * restore (snapshot + WAL since): fine for small and medium databases, not for a large one.
+ */
+export async function follow(o: { url: string; db: string; intervalMs: number; once: boolean }, say: (line: string) => void, stopped: () => boolean): Promise<void> {
+  const db = path.resolve(o.db);
+  const binary = findLitestream();
+  let applied = '';
+  let appliedAt = 0;
+  let where: string | null = null;
+  for (;;) {
+    try {
+      const found = locate(binary, db, where ?? o.url);
+      where = found.url;
+      const latest = found.generations.reduce((a, b) => (Date.parse(b.end) > Date.parse(a.end) ? b : a));
+      const sig = `${latest.generation}/${latest.end}`;
+      // The listing's times are whole seconds: within 2 s of the end, more may have come in the same second.
+      if (sig !== applied || appliedAt - Date.parse(latest.end) < 2000) {
+        const tmp = path.join(path.dirname(db), `.${path.basename(db)}.following-${process.pid}`);
+        try {
+          const r = litestream(binary, db, where, ['restore', '-o', tmp]);
+          if (r.status !== 0) throw new ReplicaToolError(`litestream restore failed: ${r.stderr.trim().split('\n').slice(-2).join(' / ')}`);
+          const res = await restoreDatabase(tmp, db, { nativeBinding: loadAddon() });
+          say(`updated ${db} from ${where} (generation ${latest.generation}, up to ${latest.end}): ${res.pages} pages`);
+        } finally {
+          for (const suffix of ['', '-wal', '-shm', '.tmp', '.tmp-wal', '.tmp-shm']) fs.rmSync(tmp + suffix, { force: true });
+        }
+        applied = sig;
+        appliedAt = Date.now();
+      }
+    } catch (e) {
+      if (o.once) throw e;
+      say(`error: ${(e as Error).message}; trying again in ${o.intervalMs} ms`);
+    }
+    if (o.once || stopped()) return;
+    await new Promise((r) => setTimeout(r, o.intervalMs));
+    if (stopped()) return;
+  }
 }

@@ -187,6 +187,8 @@ export interface ReplicaStats {
   last_sync_at: string | null;
   errors: number;
   last_error: string | null;
+  /** Checkpoints Litestream ran (it owns them for a replicated file), by mode. */
+  checkpoints: Record<string, number>;
 }
 
 export class Replica {
@@ -204,6 +206,7 @@ export class Replica {
   newGenerations = 0;
   readonly reasons: string[] = [];
   lastSyncAt: number | null = null;
+  readonly checkpoints: Record<string, number> = {};
   /** Shadow positions first seen at these times: lag is the age of the oldest one the replica lacks. */
   private pending: Array<{ at: number; pos: Pos }> = [];
   private lagMs: number | null = null;
@@ -355,6 +358,10 @@ export class Replica {
       if (this.reasons.length > 20) this.reasons.shift();
       this.pending = [];
     }
+    if (msg === 'checkpoint') {
+      const mode = String(rec.mode ?? 'unknown').toLowerCase();
+      this.checkpoints[mode] = (this.checkpoints[mode] ?? 0) + 1;
+    }
     const ourLevel = lv === 'ERROR' ? 'error' : lv === 'WARN' ? 'warn' : lv === 'DEBUG' ? 'debug' : 'info';
     if (ourLevel === 'error') this.noteError(`${msg}${rec.error ? `: ${String(rec.error)}` : ''}`);
     this.log('litestream', { db: this.dbPath, msg, ...fields, litestream_time: time }, ourLevel);
@@ -464,6 +471,7 @@ export class Replica {
       last_sync_at: this.lastSyncAt === null ? null : new Date(this.lastSyncAt).toISOString(),
       errors: this.errors,
       last_error: this.lastError,
+      checkpoints: { ...this.checkpoints },
     };
   }
 

@@ -9,10 +9,10 @@ import BetterSqlite3 from 'better-sqlite3';
 import type { Database } from 'better-sqlite3';
 import { loadAddon } from '../engine/native';
 import { RpcError } from '../protocol/errors';
-import { describeReplicas, restoreFromReplica } from './replicaTools';
+import { describeReplicas, follow, restoreFromReplica } from './replicaTools';
 import { backupDatabase, backupFileName, checkDatabaseFile, restoreDatabase, type BackupProgress } from './backup';
 
-export const TOOLS = ['backup', 'restore', 'check', 'replicas'] as const;
+export const TOOLS = ['backup', 'restore', 'check', 'replicas', 'follow'] as const;
 export type ToolName = (typeof TOOLS)[number];
 
 export function isTool(name: string | undefined): name is ToolName {
@@ -75,6 +75,20 @@ replica is the one a server replicating DB recorded beside it, or URL/<DB's name
   -h, --help   show this help
 
 Exit status: 0 listed; 1 no replica found or Litestream failed; 2 usage.
+`,
+  follow: `Usage: sqlite-rpc follow --from URL DB [--interval-ms MS] [--once]
+
+Keep DB a read-only copy of a Litestream replica (a read replica on another machine):
+every MS (default 5000) the replica is looked at; when it has new data, its latest state
+is restored into a new file, checked, and copied into DB in one SQLite write transaction.
+Serve DB with \`sqlite-rpc --read-only --db DB\`: its readers see each update whole, at
+their next read. Runs until SIGTERM or Ctrl+C. Each update is a full restore (the
+replica's snapshot and WAL): Litestream 0.3 has no incremental follow mode.
+
+  --from URL         the replica location, as given to --replicate on the primary
+  --interval-ms MS   how often to look (default 5000)
+  --once             update once and exit (status 1 if that failed)
+  -h, --help         show this help
 `,
   check: `Usage: sqlite-rpc check DB [--full]
 
@@ -359,6 +373,27 @@ function replicasTool(args: string[]): number {
   }
 }
 
+async function followTool(args: string[]): Promise<number> {
+  const p = parse('follow', args, ['--once'], ['--from', '--interval-ms']);
+  if (p.flags.has('--help')) return help('follow');
+  const [dbArg] = positionals('follow', p, ['DB']);
+  const url = p.values.get('--from');
+  if (url === undefined) throw new ToolUsage('follow needs --from URL (the replica location)');
+  const iv = p.values.get('--interval-ms') ?? '5000';
+  if (!/^[0-9]+$/.test(iv) || Number(iv) < 100 || Number(iv) > 86_400_000) throw new ToolUsage(`--interval-ms takes milliseconds from 100 to 86400000, not ${JSON.stringify(iv)}`);
+  let stop = false;
+  const onSig = () => (stop = true);
+  process.on('SIGTERM', onSig);
+  process.on('SIGINT', onSig);
+  try {
+    await follow({ url, db: dbArg, intervalMs: Number(iv), once: p.flags.has('--once') }, (l) => process.stderr.write(`sqlite-rpc follow: ${l}\n`), () => stop);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`sqlite-rpc follow: error: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
 function help(tool: ToolName): number {
   print(HELPS[tool]);
   return 0;
@@ -370,6 +405,7 @@ export async function runTool(tool: ToolName, args: string[]): Promise<number> {
     if (tool === 'backup') return await backupTool(args);
     if (tool === 'restore') return await restoreTool(args);
     if (tool === 'replicas') return replicasTool(args);
+    if (tool === 'follow') return await followTool(args);
     return checkTool(args);
   } catch (e) {
     if (!(e instanceof ToolUsage)) throw e;
