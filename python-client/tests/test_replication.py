@@ -29,7 +29,7 @@ pytestmark = pytest.mark.private_server  # each test runs its own servers, with 
 # A loaded machine can delay Litestream's upload past the interval: rows younger than
 # interval + SLACK may be missing; older ones may not.
 SLACK_S = float(os.environ.get("REPLICATION_SLACK_S", "2.0"))
-OUTAGE_S = float(os.environ.get("REPLICATION_OUTAGE_S", "8"))
+OUTAGE_S = float(os.environ.get("REPLICATION_OUTAGE_S", "6"))
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_lost_machine_restores_every_row_acknowledged_before_the_last_interval(t
         url = s3.url("lost")
     else:
         url = "file://%s" % (tmp_path / "replica")
-    r = R.lost_machine_trial(str(tmp_path / "trial"), url, sync_ms=1000, duration=4.0, slack=SLACK_S)
+    r = R.lost_machine_trial(str(tmp_path / "trial"), url, sync_ms=1000, duration=3.0, slack=SLACK_S)
     _report("lost machine (%s)" % target, r)
     assert r["acked"] > 100, r  # the writers did write
     assert r["integrity"] == "ok", r
@@ -284,3 +284,54 @@ def test_read_replica_in_a_second_folder(tmp_path):
     assert follower.returncode == 0, log
     ids, ok = R.rows_of(str(copy))
     assert ids == list(range(200)) and ok == "ok"
+
+
+def _replicated(srv, paths):
+    out = {}
+    for d in srv.call("stats", {})["databases"]:
+        for p in paths:
+            if d["path"] == os.path.realpath(p):
+                out[os.path.basename(p)] = (d.get("replication") or {}).get("url")
+    return out
+
+
+def test_replicate_flag_covers_every_database_or_the_db_ones(tmp_path):
+    a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    base = "file://%s" % (tmp_path / "replica")
+    with R.private_server("--replicate %s" % base):
+        for p in (a, b):
+            c = sqlite_rpc.connect(p)
+            c.execute("CREATE TABLE IF NOT EXISTS t(x)")
+            c.commit()
+        srv = process.get_server()
+        assert _replicated(srv, [a, b]) == {"a.db": base + "/a.db", "b.db": base + "/b.db"}
+    with R.private_server("--replicate %s --db %s" % (base, a)):
+        c = sqlite_rpc.connect(b)
+        c.execute("SELECT 1")
+        srv = process.get_server()
+        assert _replicated(srv, [a, b]) == {"a.db": base + "/a.db", "b.db": None}
+        # Another location for a file already replicated is refused, naming both.
+        with pytest.raises(sqlite3.Error) as e:
+            sqlite_rpc.connect(a, replicate="file://%s" % (tmp_path / "elsewhere")).execute("SELECT 1")
+        assert "already replicated to" in str(e.value) and base in str(e.value)
+
+
+def test_database_and_crewai_install_pass_replicate_through(tmp_path):
+    from sqlite_rpc.adapters.crewai import hook
+
+    base = "file://%s" % (tmp_path / "replica")
+    seed, crew = str(tmp_path / "seed.db"), str(tmp_path / "crew.db")
+    with R.private_server(""):
+        d = sqlite_rpc.Database(seed, replicate=base)
+        d.execute_update("CREATE TABLE t(x)")
+        hook.install(replicate=base)
+        try:
+            c = hook.SQLITE3.connect(crew)  # what a patched CrewAI module's sqlite3.connect is
+            c.execute("CREATE TABLE t(x)")
+            c.commit()
+            c.close()
+        finally:
+            hook.uninstall()
+        srv = process.get_server()
+        assert _replicated(srv, [seed, crew]) == {"seed.db": base + "/seed.db", "crew.db": base + "/crew.db"}
+        d.close()
