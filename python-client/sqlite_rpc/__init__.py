@@ -104,6 +104,12 @@ def connect(*args: Any, **kwargs: Any) -> Union[Connection, _stdlib.Connection]:
     if srv is None:
         # A custom sqlite3.Connection subclass needs the real module; so does the fallback.
         std_kwargs = {k: v for k, v in kwargs.items() if k not in _EXTENSIONS}
+        if kwargs.get("replicate"):
+            # Losing replication silently would be worse than a warning: nothing else runs Litestream.
+            import warnings
+
+            warnings.warn("sqlite_rpc.connect(replicate=...): the file is NOT replicated, since the stdlib sqlite3 "
+                          "serves it (no sqlite-rpc server); run Litestream yourself", RuntimeWarning, stacklevel=2)
         std: _stdlib.Connection = _stdlib.connect(*args, **std_kwargs)
         return std
     if isinstance(factory, type) and issubclass(factory, Connection):

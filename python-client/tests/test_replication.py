@@ -335,3 +335,62 @@ def test_database_and_crewai_install_pass_replicate_through(tmp_path):
         srv = process.get_server()
         assert _replicated(srv, [seed, crew]) == {"seed.db": base + "/seed.db", "crew.db": base + "/crew.db"}
         d.close()
+
+
+def test_stopping_the_server_makes_a_final_sync(tmp_path):
+    # Rows written just before the stop, with no wait for the replica: Litestream's final
+    # sync at SIGTERM (after the engines closed) carries them.
+    db = str(tmp_path / "final.db")
+    url = "file://%s" % (tmp_path / "replica")
+    with R.private_server("--replicate-sync-ms 60000"):  # no regular sync during the test
+        c = sqlite_rpc.connect(db, replicate=url, isolation_level=None)
+        c.execute("CREATE TABLE r(id INTEGER PRIMARY KEY)")
+        srv = process.get_server()
+        R.wait_until(lambda: R.replica_stats(srv, db)["generation"] is not None, "Litestream")
+        c.executemany("INSERT INTO r VALUES (?)", [(i,) for i in range(500)])
+        c.close()
+    out = str(tmp_path / "restored" / "final.db")
+    os.makedirs(os.path.dirname(out))
+    r = R.restore(url, out)
+    assert r.returncode == 0, r.stderr
+    ids, ok = R.rows_of(out)
+    assert ids == list(range(500)) and ok == "ok"
+
+
+def test_under_load_litestream_checkpoints_and_the_wal_stays_bounded(tmp_path):
+    # 96 MB through 8 writers: more than twice Litestream's RESTART threshold (10000 pages,
+    # about 41 MB of WAL at 4 KiB pages). The -wal file keeps its high-water size after a
+    # restart (cut back to --wal-size-limit, 64 MiB, at most): staying under 64 MiB while
+    # 96 MB went through means the WAL was restarted, by Litestream, not the server.
+    import threading
+
+    db = str(tmp_path / "load.db")
+    url = "file://%s" % (tmp_path / "replica")
+    wal_max = [0]
+    with R.private_server("--replicate-sync-ms 500"):
+        c = sqlite_rpc.connect(db, replicate=url, isolation_level=None, check_same_thread=False)
+        c.execute("CREATE TABLE r(id INTEGER PRIMARY KEY, pad BLOB)")
+        srv = process.get_server()
+        R.wait_until(lambda: R.replica_stats(srv, db)["generation"] is not None, "Litestream")
+
+        def write(k):
+            w = sqlite_rpc.connect(db, isolation_level=None, check_same_thread=False)
+            for i in range(3000):
+                w.execute("INSERT INTO r VALUES (?, randomblob(4000))", (k * 100000 + i,))
+                if i % 50 == 0:
+                    wal_max[0] = max(wal_max[0], os.path.getsize(db + "-wal"))
+            w.close()
+
+        threads = [threading.Thread(target=write, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        R.wait_until(lambda: R.replica_stats(srv, db)["lag_ms"] == 0, "the replica")
+        st = R.replica_stats(srv, db)
+        c.close()
+    _report("load", {"wal_max_bytes": wal_max[0], "litestream_checkpoints": st["checkpoints"]})
+    assert st["checkpoints"].get("passive", 0) + st["checkpoints"].get("restart", 0) > 0, st
+    assert wal_max[0] < 64 << 20, wal_max[0]
+    assert st["checkpoints"].get("restart", 0) >= 1, st
+    assert st["new_generations"] == 1, st
