@@ -195,6 +195,9 @@ def test_bad_replica_urls_and_restore_refusals_say_what_was_wrong(tmp_path):
             with pytest.raises(sqlite3.Error) as e:
                 sqlite_rpc.connect(db, replicate=url).execute("SELECT 1")
             assert words in str(e.value), str(e.value)
+        with pytest.raises(sqlite3.Error) as e:
+            sqlite_rpc.connect(":memory:", replicate="file://%s" % tmp_path).execute("SELECT 1")
+        assert "cannot be replicated" in str(e.value)
     r = subprocess.run([R.BINARY, "--replicate", "ftp://x/y"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and "ftp://" in r.stderr, r.stderr
     env = dict(R.env_for(), SQLITE_RPC_LITESTREAM=str(tmp_path / "nope"))

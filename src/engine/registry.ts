@@ -195,6 +195,7 @@ export class Registry {
   open(r: OpenRequest): OpenResult | Promise<OpenResult> {
     if (this.sessions.has(r.session)) throw new RpcError('InvalidParams', `invalid params: session: ${clientSessionId(r.session)} is already open`, { field: 'session' });
     if (PRIVATE_PATHS.has(r.path)) {
+      if (r.replicate != null) throw new RpcError('InvalidParams', 'invalid params: replicate: a private :memory: database cannot be replicated; open a file', { field: 'replicate' });
       let db;
       try {
         db = openConnection(r.path, {

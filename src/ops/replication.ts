@@ -274,8 +274,10 @@ export class Replica {
 
   private spawnChild(): void {
     this.restartTimer = null;
-    // stdout is a pipe too: Litestream's output must never reach ours (the protocol).
-    const child = spawn(this.binary, ['replicate', '-config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // stdout is a pipe too: Litestream's output must never reach ours (the protocol). Its own
+    // process group: a Ctrl+C at the terminal is for the client, whose exit stops us, and
+    // we stop Litestream after the engines have closed.
+    const child = spawn(this.binary, ['replicate', '-config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
     this.startedAt = Date.now();
     let resolveExit!: () => void;
@@ -333,7 +335,7 @@ export class Replica {
     this.restartTimer.unref();
   }
 
-  private noteError(message: string): void {
+  noteError(message: string): void {
     this.errors++;
     this.lastError = message;
   }
@@ -518,7 +520,10 @@ export class Replication {
     this.binary ??= findLitestream();
     const r = new Replica(dbPath, url, this.binary, this.o, this.log);
     this.replicas.set(dbPath, r);
-    r.start().catch((e: Error) => this.log('litestream_start_failed', { db: dbPath, error: e.message }, 'error'));
+    r.start().catch((e: Error) => {
+      r.noteError(`litestream could not be started: ${e.message}`);
+      this.log('litestream_start_failed', { db: dbPath, error: e.message }, 'error');
+    });
     return r;
   }
 
