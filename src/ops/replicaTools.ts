@@ -64,7 +64,7 @@ function locate(binary: string, db: string, url: string): { url: string; generat
     const g = listGenerations(binary, db, u);
     if (g.length > 0) return { url: u, generations: g };
   }
-  throw new ReplicaToolError(`no replica of ${path.basename(db)} at ${tried.join(' or ')} (no generations found)`);
+  throw new ReplicaToolError(`no replica of ${path.basename(db)} at ${tried.join(' or ')} (no generations found); a database replicated under another file name is at <the --replicate URL>/<that name>: pass that as --from`);
 }
 
 /** The location the server replicated DB to, as it recorded it beside DB. */
