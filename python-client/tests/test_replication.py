@@ -397,3 +397,36 @@ def test_under_load_litestream_checkpoints_and_the_wal_stays_bounded(tmp_path):
     assert wal_max[0] < 64 << 20, wal_max[0]
     assert st["checkpoints"].get("restart", 0) >= 1, st
     assert st["new_generations"] == 1, st
+
+
+def test_litestream_output_goes_to_the_log_as_json_and_never_to_stdout(tmp_path):
+    # A raw pipe with a strict frame parser: any byte on stdout that is not a frame is kept
+    # in `garbage`. Litestream at debug level writes a line every few ms while it works.
+    from _reliability import Pipe
+
+    db = str(tmp_path / "out.db")
+    url = "file://%s" % (tmp_path / "replica")
+    err = str(tmp_path / "server.log")
+    with Pipe(["--replicate", url, "--replicate-sync-ms", "200", "--log-level", "debug", "--db", db], stderr_path=err) as p:
+        p.init()
+        p.call("open", {"session": 1, "path": db})
+        p.call("execute", {"session": 1, "sql": "CREATE TABLE r(x)"})
+        for i in range(50):
+            p.call("execute", {"session": 1, "sql": "INSERT INTO r VALUES (?)", "params": [i]})
+
+        def caught_up():
+            d = [d for d in p.call("stats")["databases"] if d["path"] == os.path.realpath(db)][0]
+            return (d.get("replication") or {}).get("lag_ms") == 0
+
+        R.wait_until(caught_up, "the replica")
+        assert p.shutdown() == 0
+        assert bytes(p.garbage) == b"" and p.undecodable == []
+    lines = [l for l in p.stderr_text().split("\n") if l.strip()]
+    for l in lines:
+        json.loads(l)  # every line of the server's log is JSON, Litestream's included
+    events = p.log_events()
+    msgs = [e.get("msg") for e in events if e.get("event") == "litestream"]
+    assert "sync: new generation" in msgs and "wal segment written" in msgs, msgs[:20]
+    assert "litestream shut down" in msgs
+    stopped = [e for e in events if e.get("event") == "litestream_stopped"]
+    assert stopped and stopped[0]["code"] == 0, stopped
