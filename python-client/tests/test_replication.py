@@ -430,3 +430,30 @@ def test_litestream_output_goes_to_the_log_as_json_and_never_to_stdout(tmp_path)
     assert "litestream shut down" in msgs
     stopped = [e for e in events if e.get("event") == "litestream_stopped"]
     assert stopped and stopped[0]["code"] == 0, stopped
+
+
+def _litestreams_for(config_dir: str):
+    pids = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if config_dir.encode() in f.read():
+                        pids.append(int(pid))
+            except OSError:
+                pass
+    return pids
+
+
+def test_a_stop_right_after_the_open_leaves_no_litestream_behind(tmp_path):
+    # The server stops while Litestream is still being started: it must not start it after.
+    from _reliability import Pipe
+
+    for i in range(3):
+        db = str(tmp_path / ("quick%d.db" % i))
+        with Pipe(["--replicate", "file://%s" % (tmp_path / "replica")], stderr_path=str(tmp_path / "server.log")) as p:
+            p.init()
+            p.call("open", {"session": 1, "path": db})
+            assert p.shutdown() == 0
+        meta = os.path.join(str(tmp_path), ".quick%d.db-litestream" % i)
+        assert _litestreams_for(meta) == [], "a Litestream outlived its server"

@@ -223,6 +223,8 @@ export class Replica {
   private readonly configPath: string;
   private readonly pidPath: string;
   private exited: Promise<void> = Promise.resolve();
+  /** start() in progress: stop() waits for it, or a Litestream could be spawned after the stop. */
+  starting: Promise<void> = Promise.resolve();
 
   constructor(readonly dbPath: string, readonly url: string, private readonly binary: string, private readonly o: ReplicationOptions, private readonly log: LogFn) {
     this.dir = metaDir(dbPath);
@@ -242,6 +244,7 @@ export class Replica {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     await this.stopOrphan();
     this.port = await freePort();
+    if (this.stopping) return;
     // Where `sqlite-rpc replicas DB` finds the replica without being told.
     fs.writeFileSync(nodePath.join(this.dir, 'sqlite-rpc.json'), `${JSON.stringify({ url: this.url })}\n`);
     fs.writeFileSync(this.configPath, litestreamConfig(this.dbPath, this.url, this.o.syncIntervalMs, `127.0.0.1:${this.port}`), { mode: 0o600 });
@@ -274,6 +277,7 @@ export class Replica {
 
   private spawnChild(): void {
     this.restartTimer = null;
+    if (this.stopping) return;
     // stdout is a pipe too: Litestream's output must never reach ours (the protocol). Its own
     // process group: a Ctrl+C at the terminal is for the client, whose exit stops us, and
     // we stop Litestream after the engines have closed.
@@ -480,6 +484,7 @@ export class Replica {
   /** SIGTERM: Litestream syncs the WAL to the replica once more, then exits. */
   async stop(timeoutMs = 15_000): Promise<void> {
     this.stopping = true;
+    await this.starting.catch(() => undefined);
     if (this.restartTimer) clearTimeout(this.restartTimer);
     if (this.pollTimer) clearInterval(this.pollTimer);
     const child = this.child;
@@ -520,7 +525,7 @@ export class Replication {
     this.binary ??= findLitestream();
     const r = new Replica(dbPath, url, this.binary, this.o, this.log);
     this.replicas.set(dbPath, r);
-    r.start().catch((e: Error) => {
+    r.starting = r.start().catch((e: Error) => {
       r.noteError(`litestream could not be started: ${e.message}`);
       this.log('litestream_start_failed', { db: dbPath, error: e.message }, 'error');
     });
