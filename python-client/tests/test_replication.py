@@ -457,3 +457,39 @@ def test_a_stop_right_after_the_open_leaves_no_litestream_behind(tmp_path):
             assert p.shutdown() == 0
         meta = os.path.join(str(tmp_path), ".quick%d.db-litestream" % i)
         assert _litestreams_for(meta) == [], "a Litestream outlived its server"
+
+
+def test_a_litestream_that_keeps_dying_is_restarted_and_the_wal_still_has_a_bound(tmp_path):
+    # A stand-in that exits at once: the server restarts it (with a growing wait), counts the
+    # deaths, says the replica is not synced, and once the WAL outgrows 4 x --wal-size-limit
+    # without Litestream, truncates it (logged: Litestream will need a new generation).
+    fake = tmp_path / "litestream"
+    fake.write_text("#!/bin/sh\necho 'not really litestream' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    db = str(tmp_path / "dying.db")
+    os.environ["SQLITE_RPC_LITESTREAM"] = str(fake)
+    try:
+        with R.private_server("--wal-size-limit 1048576 --checkpoint-interval-ms 100 --replicate-warn-ms 500"):
+            c = sqlite_rpc.connect(db, replicate="file://%s" % (tmp_path / "replica"), isolation_level=None)
+            c.execute("CREATE TABLE r(id INTEGER PRIMARY KEY, pad BLOB)")
+            srv = process.get_server()
+            wal_max = 0
+            for i in range(3000):  # 12 MB, in bursts with pauses for the checkpoint timer
+                c.execute("INSERT INTO r VALUES (?, randomblob(4000))", (i,))
+                if i % 200 == 199:
+                    time.sleep(0.3)
+                    wal_max = max(wal_max, os.path.getsize(db + "-wal"))
+            R.wait_until(lambda: R.replica_stats(srv, db)["restarts"] >= 2, "restarts")
+            st = R.replica_stats(srv, db)
+            R.wait_until(lambda: "replica_wal_truncated" in _server_log(), "the truncation to be logged", timeout=30)
+            c.close()
+    finally:
+        os.environ.pop("SQLITE_RPC_LITESTREAM", None)
+    _report("dying litestream", {"restarts": st["restarts"], "errors": st["errors"], "wal_max_bytes": wal_max})
+    assert st["errors"] >= st["restarts"] and "exited (code 3" in st["last_error"], st
+    assert not st["running"] or st["restarts"] >= 2
+    assert wal_max < 8 << 20, wal_max  # 12 MB went through; the WAL was cut back (limit 4 x 1 MiB, checked every 100 ms)
+    assert "not really litestream" in _server_log()  # its output reached the log
+    assert "replica_not_synced" in _server_log()
+    ids, ok = R.rows_of(db)
+    assert len(ids) == 3000 and ok == "ok"

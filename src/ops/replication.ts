@@ -351,7 +351,8 @@ export class Replica {
     try {
       rec = JSON.parse(line) as Record<string, unknown>;
     } catch {
-      this.log('litestream', { db: this.dbPath, text: line }, 'info');
+      // Not JSON, though its config asks for JSON: a crash trace, or not Litestream at all.
+      this.log('litestream', { db: this.dbPath, text: line }, 'warn');
       return;
     }
     const lv = String(rec.level ?? 'INFO').toUpperCase();
