@@ -111,7 +111,7 @@ or over a unix socket shared by every process of one user (--listen).
 
 Usage: sqlite-rpc [options]
        sqlite-rpc --listen PATH [--idle-exit-ms MS] [options]
-       sqlite-rpc backup|restore|check ...   (operator tools, see Subcommands)
+       sqlite-rpc backup|restore|check|replicas|follow ...   (operator tools, see Subcommands)
 
 Durations are in milliseconds (flags ending in -ms); sizes in bytes.
 
