@@ -21,6 +21,13 @@ Parts (--only takes a comma-separated list of these names):
   fuzz-py       item 9: --fuzz-frames frames, hypothesis, through a raw pipe
   fuzz-ts       item 9: --fuzz-frames frames, fast-check (vitest, test/70.reliability.fuzz)
   short         items 2-5, 8, 10, 11: their test files once (they have no long form)
+  replication   issue 15: --replication-trials lost-machine trials per target (file://, and
+                s3rver on 127.0.0.1): writers, kill -9 of the server and Litestream together,
+                restore elsewhere; every row acknowledged more than one sync interval
+                (--replication-sync-ms) before the kill must be back; the window of loss
+                (RPO) measured. Then a --replication-outage-s s3rver outage under writes, and
+                Litestream killed under writes (restarted, no new generation).
+                Machinery: python-client/tests/_replication.py
 
 The machinery is python-client/tests/_reliability.py, shared with the short forms that
 `npm test` runs. Every figure goes to stdout and to bench/results/reliability.json
@@ -57,7 +64,7 @@ import logging  # noqa: E402
 
 logging.getLogger("sqlite_rpc").setLevel(logging.ERROR)
 
-PARTS = ["kill9", "powercut", "multiprocess", "leaks", "memory", "fuzz-py", "fuzz-ts", "short"]
+PARTS = ["kill9", "powercut", "multiprocess", "leaks", "memory", "fuzz-py", "fuzz-ts", "short", "replication"]
 SHORT_FILES = ["test_reliability_crash_tx.py", "test_reliability_vanish.py", "test_reliability_workers.py",
                "test_reliability_disk_full.py", "test_reliability_stray_output.py", "test_reliability_memory.py",
                "test_reliability_params.py"]
@@ -192,6 +199,49 @@ def part_fuzz_ts(a: argparse.Namespace, tmp: str) -> Dict[str, Any]:
         return json.load(f)
 
 
+def part_replication(a: argparse.Namespace, tmp: str) -> Dict[str, Any]:
+    import _replication as RP
+
+    out: Dict[str, Any] = {"sync_ms": a.replication_sync_ms}
+    s3 = RP.S3rver(os.path.join(tmp, "s3")).start()
+    try:
+        for target in ("file", "s3"):
+            trials = []
+            for i in range(a.replication_trials):
+                folder = os.path.join(tmp, "%s-%d" % (target, i))
+                url = s3.url("lost-%d" % i) if target == "s3" else "file://%s/replica" % folder
+                # slack 0: the contract itself, one sync interval
+                trials.append(RP.lost_machine_trial(folder, url, sync_ms=a.replication_sync_ms, duration=5.0, slack=0.0))
+                if (i + 1) % 5 == 0:
+                    log("  replication %s: %d/%d trials" % (target, i + 1, a.replication_trials))
+            rpos = sorted(t["rpo_s"] for t in trials)
+            out[target] = {
+                "trials": len(trials),
+                "acknowledged_rows": sum(t["acked"] for t in trials),
+                "restored_rows": sum(t["restored"] for t in trials),
+                "rows_lost_younger_than_interval": sum(t["missing"] for t in trials),
+                "rows_lost_older_than_interval": sum(t["missing_older_than_cutoff"] for t in trials),
+                "integrity_ok": sum(1 for t in trials if t["integrity"] == "ok"),
+                "generations": sorted({t["generations"] for t in trials}),
+                "rpo_s": {"min": rpos[0], "median": rpos[len(rpos) // 2], "max": rpos[-1]},
+            }
+            log("  replication %s: RPO median %.3f s, max %.3f s; rows older than the interval lost: %d"
+                % (target, out[target]["rpo_s"]["median"], out[target]["rpo_s"]["max"], out[target]["rows_lost_older_than_interval"]))
+        out["s3_outage"] = RP.outage_trial(os.path.join(tmp, "outage"), s3, a.replication_outage_s)
+        log("  replication outage: %r" % out["s3_outage"])
+    finally:
+        s3.stop()
+    out["litestream_killed"] = RP.litestream_kill_trial(os.path.join(tmp, "killed"), "file://%s/killed-replica" % tmp)
+    for target in ("file", "s3"):
+        assert out[target]["rows_lost_older_than_interval"] == 0, out[target]
+        assert out[target]["integrity_ok"] == out[target]["trials"], out[target]
+    o = out["s3_outage"]
+    assert o["write_errors"] == [] and o["all"] and o["integrity"] == "ok", o
+    k = out["litestream_killed"]
+    assert k["all"] and k["generations"] == 1 and k["after"]["restarts"] == 1, k
+    return out
+
+
 def part_short(a: argparse.Namespace, tmp: str) -> Dict[str, Any]:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *[os.path.join(TESTS, f) for f in SHORT_FILES]]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -203,7 +253,7 @@ def part_short(a: argparse.Namespace, tmp: str) -> Dict[str, Any]:
 
 RUNNERS: Dict[str, Callable[[argparse.Namespace, str], Dict[str, Any]]] = {
     "kill9": part_kill9, "powercut": part_powercut, "multiprocess": part_multiprocess, "leaks": part_leaks, "memory": part_memory,
-    "fuzz-py": part_fuzz_py, "fuzz-ts": part_fuzz_ts, "short": part_short,
+    "fuzz-py": part_fuzz_py, "fuzz-ts": part_fuzz_ts, "short": part_short, "replication": part_replication,
 }
 
 
@@ -215,6 +265,9 @@ def main() -> int:
     ap.add_argument("--cycles", type=int, default=1000, help="connect/close cycles (default 1000)")
     ap.add_argument("--restarts", type=int, default=1000, help="server restarts (default 1000)")
     ap.add_argument("--fuzz-frames", type=int, default=100_000, help="frames per fuzzing side (default 100000)")
+    ap.add_argument("--replication-trials", type=int, default=20, help="lost-machine trials per replication target (default 20)")
+    ap.add_argument("--replication-sync-ms", type=int, default=1000, help="--replicate-sync-ms of those trials (default 1000)")
+    ap.add_argument("--replication-outage-s", type=float, default=30, help="how long s3rver is down (default 30)")
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100_000, help="seed of the kill trials and the fuzzers")
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: " + ", ".join(PARTS))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "reliability.json"), help="where the figures go")

@@ -6,6 +6,7 @@ import os from 'node:os';
 import type { SynchronousMode } from './engine/openConnection';
 import type { CodecName } from './transport/codec';
 import { AUDIT_KINDS, DEFAULT_AUDIT_KINDS, type AuditKind } from './ops/audit';
+import { checkReplicaUrl } from './ops/replication';
 
 export interface CliOptions {
   dbs: string[];
@@ -47,6 +48,10 @@ export interface CliOptions {
   /** Listen mode: the unix socket to serve on instead of stdin/stdout. */
   listen: string | null;
   idleExitMs: number;
+  /** --replicate URL: Litestream replicates the databases there (ops/replication.ts). */
+  replicate: string | null;
+  replicateSyncMs: number;
+  replicateWarnMs: number;
   help: boolean;
   version: boolean;
 }
@@ -87,6 +92,8 @@ export const DEFAULTS = {
   backupIntervalMs: 0,
   backupKeep: 7,
   idleExitMs: 5000,
+  replicateSyncMs: 1000,
+  replicateWarnMs: 60000,
 } as const;
 
 /** Old flag names still accepted, each with a one-line warning on stderr: old -> [new, factor to the new unit]. */
@@ -104,7 +111,7 @@ or over a unix socket shared by every process of one user (--listen).
 
 Usage: sqlite-rpc [options]
        sqlite-rpc --listen PATH [--idle-exit-ms MS] [options]
-       sqlite-rpc backup|restore|check ...   (operator tools, see Subcommands)
+       sqlite-rpc backup|restore|check|replicas|follow ...   (operator tools, see Subcommands)
 
 Durations are in milliseconds (flags ending in -ms); sizes in bytes.
 
@@ -218,6 +225,23 @@ Operations
   --recover-from-backup   when a database fails its open check, move it aside and restore
                           the newest verified backup from --backup-dir (logged loudly)
 
+Replication (Litestream; README "Replication and moving machines")
+  --replicate URL         replicate continuously with Litestream: every database this
+                          server opens, or only the --db ones when there are any, each
+                          to URL/<file name>. URL: file:///folder, s3://bucket/prefix
+                          (?endpoint=http://host:port&region=R for S3-compatible
+                          stores; credentials from $AWS_ACCESS_KEY_ID/..), gcs://, abs://,
+                          sftp://. Litestream is found at $SQLITE_RPC_LITESTREAM, in the npm
+                          package @flydotio/litestream beside this binary, or on PATH. A
+                          replicated database stays open, and the server leaves its
+                          checkpoints to Litestream. Clients can ask per database too
+                          (open's "replicate", sqlite_rpc.connect(replicate=URL))
+  --replicate-sync-ms MS  a commit is sent to the replica within MS (Litestream's
+                          monitor-interval + sync-interval), so losing the machine loses
+                          about the last MS of commits (default ${D.replicateSyncMs})
+  --replicate-warn-ms MS  log "replica_not_synced" when a replica has not caught up for
+                          MS (default ${D.replicateWarnMs}; 0 = never)
+
 Other
   --shutdown-grace-ms MS  on shutdown, wait this long for accepted requests to finish;
                           then open transactions are rolled back, queued writes refused
@@ -243,6 +267,15 @@ Subcommands (operator tools, not the server; each has --help)
   restore BACKUP DB [--yes]
                           replace DB's content by a verified backup; programs that
                           have DB open see the restored data (asks unless --yes)
+  restore --from URL DB [--timestamp T]
+                          restore DB from its Litestream replica (the --replicate URL)
+                          into a new file, check it, then move it to DB; refused when
+                          DB is open or newer than the replica
+  replicas DB [--from URL]
+                          the replica's generations and the time each covers
+  follow --from URL DB [--interval-ms MS]
+                          keep DB a copy of the replica, for a --read-only server on
+                          another machine (a read replica)
   check DB [--full]       quick_check (integrity_check with --full); exit 0 ok,
                           1 problems found, 2 usage
 
@@ -270,6 +303,7 @@ export function parseArgs(argv: string[]): CliOptions {
     attachDirs: [],
     attachAny: false,
     listen: null,
+    replicate: null,
     help: false,
     version: false,
   };
@@ -368,6 +402,18 @@ export function parseArgs(argv: string[]): CliOptions {
         o.listen = p;
         break;
       }
+      case '--replicate': {
+        const u = value(a);
+        try {
+          checkReplicaUrl(u);
+        } catch (e) {
+          throw new UsageError(`--replicate: ${(e as Error).message.replace(/^invalid params: replicate: /, '')}`);
+        }
+        o.replicate = u;
+        break;
+      }
+      case '--replicate-sync-ms': o.replicateSyncMs = int(a, 1, 86_400_000); break;
+      case '--replicate-warn-ms': o.replicateWarnMs = int(a, 0, 86_400_000); break;
       case '--idle-exit-ms': o.idleExitMs = int(a, 0, 86_400_000); idleExitGiven = true; break;
       case '-h': case '--help': o.help = true; break;
       case '-V': case '--version': o.version = true; break;
@@ -378,6 +424,7 @@ export function parseArgs(argv: string[]): CliOptions {
   if (idleExitGiven && o.listen === null) throw new UsageError('--idle-exit-ms needs --listen (on stdin/stdout the client owns the server\'s lifetime)');
   if (o.restrict && o.dbs.length === 0) throw new UsageError('--restrict needs at least one --db');
   if (o.backupIntervalMs > 0 && o.backupDir === null) throw new UsageError('--backup-interval-ms needs --backup-dir');
+  if (o.replicate !== null && o.readOnly) throw new UsageError('--replicate cannot go with --read-only: the server that writes a database replicates it');
   if (o.recoverFromBackup && o.backupDir === null) throw new UsageError('--recover-from-backup needs --backup-dir (where the backups are)');
   return o;
 }

@@ -21,6 +21,7 @@ import { Metrics, serveMetrics } from './ops/metrics';
 import { PathPolicy } from './engine/pathPolicy';
 import pkg from '../package.json';
 import { isTool, runTool } from './ops/tools';
+import { findLitestream, Replication } from './ops/replication';
 
 function writeStdout(text: string): void {
   fs.writeSync(1, text);
@@ -99,8 +100,22 @@ function main(): void {
       process.exit(1);
     }
   }
+  if (opts.replicate !== null) {
+    // Fail at start-up, not at the first open, when there is no Litestream to run.
+    try {
+      findLitestream();
+    } catch (e) {
+      log('startup_failed', { error: `--replicate: ${(e as Error).message}` }, 'error');
+      process.exit(2);
+    }
+  }
+  const replication = new Replication({ syncIntervalMs: opts.replicateSyncMs, warnAfterMs: opts.replicateWarnMs }, log);
+  metrics.addReplicaSource(() => replication.all().map((r) => ({ path: r.dbPath, ...r.stats() })));
   const registry = new Registry(
     {
+      replication,
+      replicateUrl: opts.replicate,
+      replicateWhich: opts.dbs.length > 0 ? 'dbs' : 'all',
       poolSize: opts.poolSize,
       cacheSize: opts.cacheSize,
       synchronous: opts.synchronous,

@@ -1,7 +1,8 @@
 // Security (issue 7, item 12), through the real binary: parameters are bound, never
 // interpolated; extensions cannot be loaded; ATTACH and VACUUM INTO only reach folders the
 // operator allows; --read-only is enforced by SQLite on a file opened read-only; the
-// server runs no other program and writes no file but the ones it was told about.
+// server runs no other program (but Litestream, when asked to replicate) and writes no file
+// but the ones it was told about.
 import { execFileSync } from 'node:child_process';
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
@@ -183,11 +184,17 @@ function hasStrace(): boolean {
 }
 
 describe('no shell, no stray files', () => {
-  it('the bundled server and reader worker contain no child_process use', () => {
-    for (const f of ['sqlite-rpc.cjs', 'reader-worker.cjs']) {
-      const src = fs.readFileSync(path.join(ROOT, 'dist', f), 'utf8');
-      expect(src, f).not.toMatch(/require\(["'](node:)?child_process["']\)/);
-    }
+  it('the reader worker uses no child_process; the server only spawns Litestream (argument arrays, no shell)', () => {
+    const worker = fs.readFileSync(path.join(ROOT, 'dist', 'reader-worker.cjs'), 'utf8');
+    expect(worker).not.toMatch(/child_process/);
+    // Replication (issue 15) runs Litestream: ops/replication.ts (spawn) and the operator
+    // tools of ops/replicaTools.ts (spawnSync). Nothing else may start a program, and
+    // nothing through a shell (exec, execSync, execFile, shell: true).
+    const src = fs.readFileSync(path.join(ROOT, 'dist', 'sqlite-rpc.cjs'), 'utf8');
+    const uses = [...src.matchAll(/import_node_child_process\d*\.(\w+)/g)].map((m) => m[1]).sort();
+    expect(uses).toEqual(['spawn', 'spawnSync']);
+    expect(src).not.toMatch(/shell:\s*true/);
+    expect(src).not.toMatch(/child_process["']\)\.exec/);
   });
 
   it.skipIf(!hasStrace())('runs no program and writes only the database, its WAL/SHM, the audit log and the addon cache (strace)', async () => {

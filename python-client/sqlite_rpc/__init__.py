@@ -90,6 +90,11 @@ def connect(*args: Any, **kwargs: Any) -> Union[Connection, _stdlib.Connection]:
     been idle for a moment and lets go of it after --keep-open-ms (2 s). A file deleted,
     replaced or changed on disk is still never served stale.
 
+    replicate (keyword only, server only): replicate the file continuously with Litestream
+    to this location (file:///folder, s3://bucket/prefix?endpoint=...); the replica is
+    URL/<file name>. The server keeps doing so until it stops (README, "Replication and
+    moving machines").
+
     shared (keyword only): True for the server all processes of the user share, False for
     this process's private one; None (the default) follows $SQLITE_RPC_SHARED ("0" or "1"),
     else the shared one."""
@@ -99,6 +104,12 @@ def connect(*args: Any, **kwargs: Any) -> Union[Connection, _stdlib.Connection]:
     if srv is None:
         # A custom sqlite3.Connection subclass needs the real module; so does the fallback.
         std_kwargs = {k: v for k, v in kwargs.items() if k not in _EXTENSIONS}
+        if kwargs.get("replicate"):
+            # Losing replication silently would be worse than a warning: nothing else runs Litestream.
+            import warnings
+
+            warnings.warn("sqlite_rpc.connect(replicate=...): the file is NOT replicated, since the stdlib sqlite3 "
+                          "serves it (no sqlite-rpc server); run Litestream yourself", RuntimeWarning, stacklevel=2)
         std: _stdlib.Connection = _stdlib.connect(*args, **std_kwargs)
         return std
     if isinstance(factory, type) and issubclass(factory, Connection):
@@ -108,10 +119,10 @@ def connect(*args: Any, **kwargs: Any) -> Union[Connection, _stdlib.Connection]:
 
 
 _FACTORY_POS = 5
-_EXTENSIONS = ("slow_query_ms", "keep_open", "shared")
+_EXTENSIONS = ("slow_query_ms", "keep_open", "shared", "replicate")
 connect.__signature__ = _inspect.signature(  # type: ignore[attr-defined]
     lambda database, timeout=5.0, detect_types=0, isolation_level="", check_same_thread=True, factory=Connection,
-    cached_statements=128, uri=False, *, slow_query_ms=None, keep_open=False, shared=None: None)
+    cached_statements=128, uri=False, *, slow_query_ms=None, keep_open=False, shared=None, replicate=None: None)
 
 
 def backend() -> str:

@@ -87,6 +87,7 @@ class Connection:
         slow_query_ms: Optional[int] = None,
         keep_open: bool = False,
         shared: Optional[bool] = None,
+        replicate: Optional[str] = None,
         _server: Optional[ServerProcess] = None,
     ) -> None:
         # sqlite3's argument conversions, with its messages. A second __init__ that fails
@@ -146,6 +147,9 @@ class Connection:
             self._open_params["slow_query_ms"] = operator.index(slow_query_ms)
         if keep_open:
             self._open_params["keep_open"] = True
+        if replicate is not None:
+            # The server runs Litestream for this file from now on (it checks the URL).
+            self._open_params["replicate"] = str(replicate)
         self._reopen = False
         # Corked: it leaves with the first statement, in one write; a connection closed unused never sends it.
         self._open_slot: Any = self._srv.send("open", self._open_params, cork=True)

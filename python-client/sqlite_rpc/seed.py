@@ -24,11 +24,12 @@ AnyConnection = Union[Connection, sqlite3.Connection]
 
 class Database:
     def __init__(self, db_path: str, pool_size: Optional[int] = None, timeout: float = 30.0,
-                 shared: Optional[bool] = None) -> None:
+                 shared: Optional[bool] = None, replicate: Optional[str] = None) -> None:
         """pool_size: reader threads of the server; honoured when this process has no server
         of that kind yet (it is a server-wide setting, and for the shared server part of its
         identity: a shared server with that pool size is found or started), otherwise the
-        running server's pool is used. shared: which server, as sqlite_rpc.connect's."""
+        running server's pool is used. shared: which server, replicate: Litestream replication
+        of the file, as sqlite_rpc.connect's."""
         if pool_size is not None and _home.current(shared) is None:
             import os
 
@@ -39,6 +40,7 @@ class Database:
         self.pool_size = pool_size
         self.timeout = timeout
         self.shared = shared
+        self.replicate = replicate
         self._local = threading.local()
         self._all: List[AnyConnection] = []
         self._all_lock = threading.Lock()
@@ -51,7 +53,8 @@ class Database:
         if c is None:
             from . import connect
 
-            c = connect(self.db_path, timeout=self.timeout, isolation_level=None, check_same_thread=False, shared=self.shared)
+            c = connect(self.db_path, timeout=self.timeout, isolation_level=None, check_same_thread=False, shared=self.shared,
+                        **({"replicate": self.replicate} if self.replicate else {}))
             if type(c) is sqlite3.Connection:
                 # Stdlib fallback: WAL so readers and the writer do not block each other.
                 c.execute("PRAGMA journal_mode=WAL")

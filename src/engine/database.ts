@@ -108,6 +108,8 @@ export interface EngineOptions {
 const FOLD_WAIT_MS = 250;
 
 export interface EngineStats extends FlusherStats {
+  /** Litestream's replica of this file (registry.stats fills it in); null: not replicated. */
+  replication?: unknown;
   path: string;
   readers: number;
   readers_busy: number;
@@ -249,6 +251,11 @@ export class DatabaseEngine implements SessionBackend {
   private walFolded = true;
   /** The last session to close asked to keep the file open for reuse (no checkpoint at its close). */
   keepOpen = false;
+  /**
+   * Litestream replicates this file (ops/replication.ts); the function says whether it runs
+   * now. Null: not replicated.
+   */
+  private replicaRunning: (() => boolean) | null = null;
 
   /** Checkpoints, backup, restore, check (ops/maintenance.ts). */
   private readonly maint: Maintenance;
@@ -335,7 +342,7 @@ export class DatabaseEngine implements SessionBackend {
     );
     this.audits = new AuditedExec(this.audit, this.writer, Savepoint.prepared(writerDb, 'sqlite_rpc_stmt'), path, log, (sql) => this.info.get(sql)?.kind);
     if (o.checkpointIntervalMs > 0 && !o.readOnly) {
-      this.checkpointTimer = setInterval(() => this.maint.checkpointTick(), o.checkpointIntervalMs);
+      this.checkpointTimer = setInterval(() => (this.replicaRunning === null ? this.maint.checkpointTick() : this.replicaTick()), o.checkpointIntervalMs);
       this.checkpointTimer.unref();
     }
     this.pool =
@@ -1249,6 +1256,8 @@ export class DatabaseEngine implements SessionBackend {
    */
   lastSessionClosed(keepOpen: boolean): Promise<void> | void {
     this.keepOpen = keepOpen;
+    // A replicated file stays open and is never folded here: Litestream checkpoints it.
+    if (this.replicaRunning !== null) return;
     const idle = idleState(this.path);
     this.idleSig = idle.sig;
     this.walFolded = idle.walBytes === 0;
@@ -1267,6 +1276,47 @@ export class DatabaseEngine implements SessionBackend {
       };
       setTimeout(retry, 1);
     });
+  }
+
+  /**
+   * Replicate this file with Litestream from now on. Litestream copies WAL frames before it
+   * checkpoints; a checkpoint by anyone else that lets the WAL restart while Litestream is
+   * not looking (it is restarting, or it was killed) makes it start a new generation (a full
+   * snapshot, and a break in point-in-time restore). So the server runs no checkpoint of its
+   * own: SQLite's automatic one is off on the writer, the idle and close-time ones are
+   * skipped, and the file stays open. Litestream checkpoints at 1000 pages (PASSIVE) and
+   * 10000 (RESTART), which bounds the WAL. Only while Litestream is down and the WAL has
+   * outgrown 4 x --wal-size-limit does the server truncate it (logged: a new generation).
+   */
+  replicate(running: () => boolean): void {
+    if (this.o.readOnly) throw new RpcError('InvalidParams', `invalid params: replicate: the server is --read-only; ${this.path} cannot be replicated from here (replicate from the server that writes it)`, { field: 'replicate' });
+    if (this.replicaRunning !== null) return;
+    this.replicaRunning = running;
+    this.writer.drain();
+    this.writer.db.pragma('wal_autocheckpoint = 0');
+    // Litestream needs WAL: a new file's switch (ensureWal) is not deferred any longer.
+    if (this.walDeferred) this.walForWrite();
+  }
+
+  private pageSize = 0;
+
+  /** Where this file's WAL ends now (bytes: header + frames), from the -shm header; null when unknown. */
+  walEnd(): number | null {
+    const frames = this.maint.walFrames();
+    if (frames === null) return null;
+    if (this.pageSize === 0) this.pageSize = Number(this.writer.db.pragma('page_size', { simple: true }));
+    return 32 + frames * (this.pageSize + 24);
+  }
+
+  get replicated(): boolean {
+    return this.replicaRunning !== null;
+  }
+
+  private replicaTick(): void {
+    if (this.replicaRunning === null || this.replicaRunning()) return;
+    if (this.maint.walBytes() <= 4 * Math.max(this.o.journalSizeLimit, 1 << 20)) return;
+    const r = this.maint.checkpointTick();
+    if (r !== null && !r.busy) this.log('replica_wal_truncated', { db: this.path, wal_pages: r.log, warning: 'Litestream has been down while the WAL outgrew 4 x --wal-size-limit; the server checkpointed it, so Litestream will start a new generation (a full snapshot) when it is back' }, 'warn');
   }
 
   /** Fold the WAL of an idle engine into the file; true once done (or nothing is left to do). */
@@ -1327,6 +1377,8 @@ export class DatabaseEngine implements SessionBackend {
    * open, SQLite refuses (busy) and the file stays in WAL, as it would with sqlite3.
    */
   private restoreJournalMode(): void {
+    // Litestream needs WAL, and a checkpoint here would cost it its place (a new generation).
+    if (this.replicaRunning !== null) return;
     if (this.journalBefore === 'wal' || this.o.readOnly || fileId(this.path) !== this.identity) return;
     try {
       this.writer.db.pragma('wal_checkpoint(TRUNCATE)');

@@ -18,6 +18,7 @@ import { RpcError, cantOpenError, notDmlError, toRpcError } from '../protocol/er
 import type { DbMetrics } from '../ops/metrics';
 import { backupDatabase, backupFileName, checkDatabaseFile, newestVerifiedBackup, pruneBackups, type BackupResult, type CheckResult } from '../ops/backup';
 import { RawEncoded, SqlRows } from '../transport/msgpack';
+import { checkReplicaUrl, type Replication } from '../ops/replication';
 
 export interface RegistryOptions extends EngineOptions {
   cursorIdleMs: number;
@@ -31,6 +32,11 @@ export interface RegistryOptions extends EngineOptions {
   backupDir?: string | null;
   /** A database failing its open check is replaced by the newest verified backup. */
   recoverFromBackup?: boolean;
+  /** Litestream supervision (ops/replication.ts); null: nothing can be replicated. */
+  replication?: Replication | null;
+  /** --replicate URL: replicate these databases there (all: every file opened; dbs: the --db ones). */
+  replicateUrl?: string | null;
+  replicateWhich?: 'all' | 'dbs';
 }
 
 export interface OpenResult {
@@ -53,6 +59,8 @@ export interface OpenRequest {
   slowQueryMs?: number | null;
   /** Skip the checkpoint at this session's close; the file is checkpointed and let go once idle. */
   keepOpen?: boolean;
+  /** Replicate the file with Litestream to this URL (a location: the file's name is appended). */
+  replicate?: string | null;
 }
 
 const PRIVATE_PATHS = new Set([':memory:', '']);
@@ -99,7 +107,21 @@ export class Registry {
   preopen(path: string): DatabaseEngine {
     const e = this.engineFor(this.resolve(path), true);
     this.pinned.add(e);
+    if (this.o.replicateUrl) this.startReplica(e, this.o.replicateUrl);
     return e;
+  }
+
+  /**
+   * Litestream replicates e's file from now on (or already does, to the same place). The
+   * engine stays open (pinned): closing it would checkpoint the file behind Litestream's back.
+   */
+  private startReplica(e: DatabaseEngine, url: string): void {
+    if (!this.o.replication) throw new RpcError('InvalidParams', 'invalid params: replicate: this server cannot replicate', { field: 'replicate' });
+    if (this.o.readOnly) throw new RpcError('InvalidParams', `invalid params: replicate: the server is --read-only; ${e.path} is replicated by the server that writes it`, { field: 'replicate' });
+    const rep = this.o.replication.add(e.path, url);
+    e.replicate(() => rep.running);
+    rep.localEnd = () => e.walEnd();
+    this.pinned.add(e);
   }
 
   private readonly realpaths = new Map<string, string>();
@@ -173,6 +195,7 @@ export class Registry {
   open(r: OpenRequest): OpenResult | Promise<OpenResult> {
     if (this.sessions.has(r.session)) throw new RpcError('InvalidParams', `invalid params: session: ${clientSessionId(r.session)} is already open`, { field: 'session' });
     if (PRIVATE_PATHS.has(r.path)) {
+      if (r.replicate != null) throw new RpcError('InvalidParams', 'invalid params: replicate: a private :memory: database cannot be replicated; open a file', { field: 'replicate' });
       let db;
       try {
         db = openConnection(r.path, {
@@ -229,9 +252,18 @@ export class Registry {
   }
 
   private attach(s: Session, real: string, r: OpenRequest, repin: boolean): void {
+    if (r.replicate != null) checkReplicaUrl(r.replicate); // before anything is opened
     // Opening waits on the event loop (SQLite's busy handler): at most the server's own wait.
     const engine = this.engineFor(real, r.create && !s.readonly, Math.min(s.timeoutMs, this.o.readerBusyTimeoutMs));
     if (repin) this.pinned.add(engine);
+    // A replicated path keeps being replicated by a new engine (its file was replaced).
+    const already = this.o.replication?.get(real);
+    const url = r.replicate ?? (this.o.replicateUrl && this.o.replicateWhich === 'all' ? this.o.replicateUrl : null);
+    if (url != null) this.startReplica(engine, url);
+    else if (already !== undefined && !engine.replicated) {
+      engine.replicate(() => already.running);
+      already.localEnd = () => engine.walEnd();
+    }
     if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
     this.sessions.set(s.id, s);
     this.sessionEngine.set(s, engine);
@@ -617,7 +649,8 @@ export class Registry {
   }
 
   stats(): { sessions: number; cursors: number; databases: EngineStats[] } {
-    return { sessions: this.sessions.size, cursors: this.cursors.size, databases: [...this.engines.values()].map((e) => e.stats()) };
+    const replica = (e: DatabaseEngine) => this.o.replication?.get(e.path)?.stats() ?? null;
+    return { sessions: this.sessions.size, cursors: this.cursors.size, databases: [...this.engines.values()].map((e) => ({ ...e.stats(), replication: replica(e) })) };
   }
 
   /** The options the engine runs with, as plain values (debug.options; functions and objects left out). */
@@ -645,6 +678,8 @@ export class Registry {
     }
     await Promise.all([...this.engines.values(), ...this.retired].map((e) => e.close()));
     await Promise.all(this.closing.values());
+    // After the engines: Litestream's final sync then carries every committed write.
+    await this.o.replication?.stopAll();
     this.engines.clear();
     this.retired.clear();
     this.sessions.clear();

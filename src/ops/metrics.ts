@@ -6,6 +6,7 @@
 // caches, pool state, WAL size) are read when a scrape asks for them.
 import http from 'node:http';
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
+import type { ReplicaStats } from './replication';
 
 type Labels = Record<string, string>;
 interface CounterSeries {
@@ -212,6 +213,39 @@ export class Metrics {
         }
       },
     });
+  }
+
+  private readonly replicaSources = new Set<() => Array<ReplicaStats & { path: string }>>();
+
+  /** Litestream replicas (ops/replication.ts), read at scrape time. */
+  addReplicaSource(f: () => Array<ReplicaStats & { path: string }>): void {
+    this.replicaSources.add(f);
+    const all = () => [...this.replicaSources].flatMap((g) => g());
+    const gauge = (name: string, help: string, pick: (r: ReplicaStats) => number | null, type: 'gauge' | 'counter' = 'gauge') => {
+      if (this.registry.getSingleMetric(name)) return;
+      const Kind = type === 'gauge' ? Gauge : Counter;
+      new Kind({
+        name,
+        help,
+        labelNames: ['db'],
+        registers: [this.registry],
+        collect(this: Gauge | Counter) {
+          this.reset();
+          for (const r of all()) {
+            const v = pick(r);
+            if (v === null) continue;
+            if (this instanceof Gauge) this.set({ db: r.path }, v);
+            else this.inc({ db: r.path }, v);
+          }
+        },
+      });
+    };
+    gauge('sqlite_rpc_replication_lag_seconds', 'Age of the oldest change not yet in the Litestream replica (0 = caught up).', (r) => (r.lag_ms === null ? null : r.lag_ms / 1000));
+    gauge('sqlite_rpc_replication_last_sync_timestamp_seconds', 'When the replica last held every change (Unix time).', (r) => (r.last_sync_at === null ? null : Date.parse(r.last_sync_at) / 1000));
+    gauge('sqlite_rpc_replication_running', '1 while the Litestream child runs.', (r) => (r.running ? 1 : 0));
+    gauge('sqlite_rpc_replication_errors_total', 'Litestream errors (its error lines and exits).', (r) => r.errors, 'counter');
+    gauge('sqlite_rpc_replication_restarts_total', 'Times the server restarted Litestream after it died.', (r) => r.restarts, 'counter');
+    gauge('sqlite_rpc_replication_new_generations_total', 'New generations Litestream started (each a full snapshot; a break in point-in-time restore).', (r) => r.new_generations, 'counter');
   }
 
   /** A source of database snapshots (the registry of open engines). */

@@ -9,9 +9,10 @@ import BetterSqlite3 from 'better-sqlite3';
 import type { Database } from 'better-sqlite3';
 import { loadAddon } from '../engine/native';
 import { RpcError } from '../protocol/errors';
+import { describeReplicas, follow, restoreFromReplica } from './replicaTools';
 import { backupDatabase, backupFileName, checkDatabaseFile, restoreDatabase, type BackupProgress } from './backup';
 
-export const TOOLS = ['backup', 'restore', 'check'] as const;
+export const TOOLS = ['backup', 'restore', 'check', 'replicas', 'follow'] as const;
 export type ToolName = (typeof TOOLS)[number];
 
 export function isTool(name: string | undefined): name is ToolName {
@@ -36,6 +37,7 @@ Prints the summary to stdout; progress to stderr. Exit status: 0 done; 1 failed
 failure), with no file left behind; 2 usage.
 `,
   restore: `Usage: sqlite-rpc restore BACKUP DB [--yes] [--busy-timeout-ms MS]
+       sqlite-rpc restore --from URL DB [--timestamp T] [--force]
 
 Replace the content of the database DB by the backup BACKUP. BACKUP must be a SQLite
 database that passes PRAGMA integrity_check. The copy goes through SQLite (one write
@@ -48,7 +50,45 @@ at their next read; DB keeps WAL mode (a missing DB is created, in WAL mode).
   --busy-timeout MS     deprecated name of --busy-timeout-ms (warns on stderr)
   -h, --help            show this help
 
+With --from: restore DB from its Litestream replica. URL is the location given to
+--replicate (the replica is URL/<DB's file name>) or the replica itself. Litestream
+restores into a new file beside DB; the file must pass integrity_check before it takes
+DB's name (an existing DB is moved to DB.replaced-<time>). Refused, with nothing changed,
+when DB is open (by any process of this user) or was changed after the newest data in the
+replica, or when --timestamp would put an older state over an existing DB (--force allows
+the last two).
+
+  --from URL         the replica location (file:///..., s3://bucket/prefix?endpoint=...)
+  --timestamp T      the state as of T (UTC, RFC 3339: 2026-12-05T10:30:00Z): exactly the
+                     transactions committed up to T, as far as the replica has them
+  --force            see above
+
 Exit status: 0 restored; 1 failed or not confirmed, DB unchanged; 2 usage.
+`,
+  replicas: `Usage: sqlite-rpc replicas DB [--from URL]
+
+List the generations of DB's Litestream replica and the time each covers (a generation is
+one unbroken run of WAL from a snapshot: point-in-time restore works inside each). The
+replica is the one a server replicating DB recorded beside it, or URL/<DB's name>.
+
+  --from URL   the replica location, as given to --replicate
+  -h, --help   show this help
+
+Exit status: 0 listed; 1 no replica found or Litestream failed; 2 usage.
+`,
+  follow: `Usage: sqlite-rpc follow --from URL DB [--interval-ms MS] [--once]
+
+Keep DB a read-only copy of a Litestream replica (a read replica on another machine):
+every MS (default 5000) the replica is looked at; when it has new data, its latest state
+is restored into a new file, checked, and copied into DB in one SQLite write transaction.
+Serve DB with \`sqlite-rpc --read-only --db DB\`: its readers see each update whole, at
+their next read. Runs until SIGTERM or Ctrl+C. Each update is a full restore (the
+replica's snapshot and WAL): Litestream 0.3 has no incremental follow mode.
+
+  --from URL         the replica location, as given to --replicate on the primary
+  --interval-ms MS   how often to look (default 5000)
+  --once             update once and exit (status 1 if that failed)
+  -h, --help         show this help
 `,
   check: `Usage: sqlite-rpc check DB [--full]
 
@@ -230,8 +270,20 @@ async function confirm(question: string): Promise<boolean> {
 }
 
 async function restoreTool(args: string[]): Promise<number> {
-  const p = parse('restore', args, ['--yes'], ['--busy-timeout-ms', '--busy-timeout']);
+  const p = parse('restore', args, ['--yes', '--force'], ['--busy-timeout-ms', '--busy-timeout', '--from', '--timestamp']);
   if (p.flags.has('--help')) return help('restore');
+  if (p.values.has('--from')) {
+    const [dbArg] = positionals('restore', p, ['DB']);
+    const r = new Reporter('restore');
+    try {
+      print(restoreFromReplica({ url: p.values.get('--from')!, db: dbArg, timestamp: p.values.get('--timestamp') ?? null, force: p.flags.has('--force') }, (l) => r.plain(l)));
+      return 0;
+    } catch (e) {
+      r.line(`error: ${(e as Error).message}`);
+      return 1;
+    }
+  }
+  if (p.values.has('--timestamp') || p.flags.has('--force')) throw new ToolUsage('--timestamp and --force go with --from URL (a Litestream replica)');
   const [backupArg, dbArg] = positionals('restore', p, ['BACKUP', 'DB']);
   let busyTimeoutMs: number = DEFAULTS.busyTimeoutMs;
   for (const flag of ['--busy-timeout', '--busy-timeout-ms']) {
@@ -308,6 +360,40 @@ function checkTool(args: string[]): number {
   return 1;
 }
 
+function replicasTool(args: string[]): number {
+  const p = parse('replicas', args, [], ['--from']);
+  if (p.flags.has('--help')) return help('replicas');
+  const [dbArg] = positionals('replicas', p, ['DB']);
+  try {
+    print(describeReplicas(dbArg, p.values.get('--from') ?? null));
+    return 0;
+  } catch (e) {
+    process.stderr.write(`sqlite-rpc replicas: error: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+async function followTool(args: string[]): Promise<number> {
+  const p = parse('follow', args, ['--once'], ['--from', '--interval-ms']);
+  if (p.flags.has('--help')) return help('follow');
+  const [dbArg] = positionals('follow', p, ['DB']);
+  const url = p.values.get('--from');
+  if (url === undefined) throw new ToolUsage('follow needs --from URL (the replica location)');
+  const iv = p.values.get('--interval-ms') ?? '5000';
+  if (!/^[0-9]+$/.test(iv) || Number(iv) < 100 || Number(iv) > 86_400_000) throw new ToolUsage(`--interval-ms takes milliseconds from 100 to 86400000, not ${JSON.stringify(iv)}`);
+  let stop = false;
+  const onSig = () => (stop = true);
+  process.on('SIGTERM', onSig);
+  process.on('SIGINT', onSig);
+  try {
+    await follow({ url, db: dbArg, intervalMs: Number(iv), once: p.flags.has('--once') }, (l) => process.stderr.write(`sqlite-rpc follow: ${l}\n`), () => stop);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`sqlite-rpc follow: error: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
 function help(tool: ToolName): number {
   print(HELPS[tool]);
   return 0;
@@ -318,6 +404,8 @@ export async function runTool(tool: ToolName, args: string[]): Promise<number> {
   try {
     if (tool === 'backup') return await backupTool(args);
     if (tool === 'restore') return await restoreTool(args);
+    if (tool === 'replicas') return replicasTool(args);
+    if (tool === 'follow') return await followTool(args);
     return checkTool(args);
   } catch (e) {
     if (!(e instanceof ToolUsage)) throw e;

@@ -122,6 +122,7 @@ export function methodTable(reg: Registry, info: ServerInfo, metrics: Metrics, c
       timeoutMs: Math.trunc(number(p, 'timeout', 0, 86400, 5) * 1000),
       slowQueryMs: p.slow_query_ms == null ? null : int(p, 'slow_query_ms', 0, 86_400_000),
       keepOpen: bool(p, 'keep_open', false),
+      replicate: p.replicate == null ? null : str(p, 'replicate'),
     });
     const s = reg.peekSession(sessionKey(p));
     if (s) {

@@ -402,10 +402,11 @@ class Connection:
 
 
 def connect(database: Any, *, timeout: float = 5.0, isolation_level: Optional[str] = "", detect_types: int = 0,
-            uri: bool = False, keep_open: bool = False, shared: Optional[bool] = None, **kwargs: Any) -> "_Awaitable[Connection]":
+            uri: bool = False, keep_open: bool = False, shared: Optional[bool] = None, replicate: Optional[str] = None,
+            **kwargs: Any) -> "_Awaitable[Connection]":
     """aiosqlite.connect: `await connect(...)` or `async with connect(...) as db`.
 
-    keep_open, shared: as sqlite_rpc.connect's (for callers that own their files; which server)."""
+    keep_open, shared, replicate: as sqlite_rpc.connect's (for callers that own their files; which server)."""
 
     async def open_() -> Connection:
         srv = fallback.server_or_none(shared)
@@ -416,7 +417,7 @@ def connect(database: Any, *, timeout: float = 5.0, isolation_level: Optional[st
                 ex, lambda: sqlite3.connect(database, timeout=timeout, isolation_level=isolation_level,  # type: ignore[arg-type]
                                             detect_types=detect_types, uri=uri, check_same_thread=False))
             return Connection(std, ex)
-        sync = SyncConnection(database, timeout, detect_types, isolation_level, False, None, 128, uri, keep_open=keep_open, _server=srv)
+        sync = SyncConnection(database, timeout, detect_types, isolation_level, False, None, 128, uri, keep_open=keep_open, replicate=replicate, _server=srv)
         conn = Connection(sync, None)
         await conn._rpc("ping", {})  # collects the pipelined open: connect() fails here, as aiosqlite's does
         return conn

@@ -241,6 +241,7 @@ class _State:
         self.targets: Dict[str, None] = {}  # ordered set
         self.register_flow_factory = True
         self.shared: Optional[bool] = None  # install(shared=...): which server CrewAI's storage uses
+        self.replicate: Optional[str] = None  # install(replicate=...): Litestream replication of CrewAI's files
         # module name -> (module object, {global name: original value})
         self.originals: Dict[str, Tuple[types.ModuleType, Dict[str, Any]]] = {}
         self.finder: Optional[Any] = None  # hook._ImportHook
@@ -253,7 +254,8 @@ _state = _State()
 
 def _connect(path: str, timeout: float = 30.0) -> Any:
     """A connection that the caller closes: `with closing(_connect(p)) as conn, conn:`."""
-    return _rpc.connect(path, timeout=timeout, keep_open=True, shared=_state.shared)
+    return _rpc.connect(path, timeout=timeout, keep_open=True, shared=_state.shared,
+                        **({"replicate": _state.replicate} if _state.replicate else {}))
 
 
 # -- classes that depend on whether CrewAI is importable: built on first use ----------------

@@ -48,6 +48,8 @@ class _KeepOpen(types.ModuleType):
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("keep_open", True)
         kwargs.setdefault("shared", _state.shared)
+        if _state.replicate:
+            kwargs.setdefault("replicate", _state.replicate)
         return self._target.connect(*args, **kwargs)
 
 
@@ -239,7 +241,7 @@ def _unregister_flow_factory() -> str:
 # -- install / uninstall -------------------------------------------------------------------
 
 def install(*, extra_modules: Iterable[str] = (), flow_persistence_factory: bool = True,
-            shared: Optional[bool] = None) -> Dict[str, Any]:
+            shared: Optional[bool] = None, replicate: Optional[str] = None) -> Dict[str, Any]:
     """Put CrewAI's SQLite storage on sqlite-rpc. Idempotent; call before or after importing CrewAI.
 
     extra_modules: more module names to treat like CrewAI's (their `sqlite3` / `aiosqlite`
@@ -248,7 +250,9 @@ def install(*, extra_modules: Iterable[str] = (), flow_persistence_factory: bool
     the application registered its own. shared: which server CrewAI's storage (the patched
     modules and the drop-in classes) uses, as sqlite_rpc.connect's: None follows
     $SQLITE_RPC_SHARED, else the server all processes of the user share (several `crewai run`
-    on the same files meet in one writer).
+    on the same files meet in one writer). replicate: a Litestream replica location
+    (file:///folder, s3://bucket/prefix?endpoint=...): every CrewAI storage file is
+    replicated there continuously, as with sqlite_rpc.connect(replicate=...).
 
     Returns a report: {"backend", "patched": {module: [globals]}, "pending": [modules not
     imported yet, patched when they are], "absent": [modules not installed],
@@ -259,6 +263,7 @@ def install(*, extra_modules: Iterable[str] = (), flow_persistence_factory: bool
             _state.targets[name] = None
         _state.register_flow_factory = flow_persistence_factory
         _state.shared = shared
+        _state.replicate = replicate
         _state.installed = True
         if _state.finder is None:
             _state.finder = _ImportHook()
@@ -324,6 +329,7 @@ def uninstall() -> Dict[str, Any]:
             sys.meta_path[:] = [f for f in sys.meta_path if f is not _state.finder]
         _state.installed = False
         _state.shared = None
+        _state.replicate = None
         _state.targets.clear()
         return {"restored": restored, "flow_persistence_factory": factory}
 

@@ -84,7 +84,7 @@ class LTMSQLiteStorage:
 
     async def asave(self, task_description: str, metadata: Dict[str, Any], datetime: str, score: float) -> None:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared, replicate=_state.replicate) as conn:
                 await conn.execute(_LTM_INSERT, (task_description, json.dumps(metadata), datetime, score))
                 await conn.commit()
         except sqlite3.Error as e:
@@ -92,7 +92,7 @@ class LTMSQLiteStorage:
 
     async def aload(self, task_description: str, latest_n: int) -> Optional[List[Dict[str, Any]]]:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared, replicate=_state.replicate) as conn:
                 async with conn.execute(_LTM_SELECT, (task_description, latest_n)) as cursor:
                     rows = await cursor.fetchall()
             return _ltm_rows(rows)
@@ -102,7 +102,7 @@ class LTMSQLiteStorage:
 
     async def areset(self) -> None:
         try:
-            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared) as conn:
+            async with _aio.connect(self.db_path, timeout=30.0, keep_open=True, shared=_state.shared, replicate=_state.replicate) as conn:
                 await conn.execute("DELETE FROM long_term_memories")
                 await conn.commit()
         except sqlite3.Error as e:

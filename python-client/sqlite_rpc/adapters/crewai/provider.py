@@ -77,7 +77,7 @@ class _ProviderMethods:
         checkpoint_id, ts = _make_checkpoint_id()
         Path(location).parent.mkdir(parents=True, exist_ok=True)
         row = (checkpoint_id, ts, parent_id, branch, data)
-        async with _aio.connect(location, timeout=30.0, keep_open=True, shared=_state.shared) as db:
+        async with _aio.connect(location, timeout=30.0, keep_open=True, shared=_state.shared, replicate=_state.replicate) as db:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(_CHECKPOINTS_CREATE)
             try:
@@ -110,7 +110,7 @@ class _ProviderMethods:
 
     async def afrom_checkpoint(self, location: str) -> str:
         db_path, checkpoint_id = location.rsplit("#", 1)
-        async with _aio.connect(db_path, timeout=30.0, keep_open=True, shared=_state.shared) as db:
+        async with _aio.connect(db_path, timeout=30.0, keep_open=True, shared=_state.shared, replicate=_state.replicate) as db:
             async with db.execute(_CHECKPOINT_SELECT, (checkpoint_id,)) as cursor:
                 row = await cursor.fetchone()
         if row is None:
