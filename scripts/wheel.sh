@@ -54,6 +54,17 @@ rm -rf "$work/src/tests" "$work/src/build" "$work"/src/*.egg-info
 mkdir -p "$work/src/sqlite_rpc/bin"
 cp "$dist/sqlite-rpc" "$work/src/sqlite_rpc/bin/sqlite-rpc"
 chmod 755 "$work/src/sqlite_rpc/bin/sqlite-rpc"
+# Litestream (replication, README "Replication and moving machines") beside the binary, where
+# the server looks for it first: a static Go executable, so it changes nothing of the tag.
+# npm has it for linux-x64 only here; the arm64 wheel goes without (the server then looks on PATH).
+litestream="node_modules/@flydotio/litestream-linux-$arch/litestream"
+if [ -x "$litestream" ]; then
+  cp "$litestream" "$work/src/sqlite_rpc/bin/litestream"
+  chmod 755 "$work/src/sqlite_rpc/bin/litestream"
+  echo "litestream: $litestream ($("$litestream" version 2>/dev/null || echo "version unknown")) in the wheel" >&2
+else
+  echo "litestream: none for linux-$arch ($litestream is missing); the wheel goes without it" >&2
+fi
 PIP_RETRIES=0 "$py" -m pip wheel -q --no-deps --no-build-isolation "$work/src" -w "$work/out"
 pure=$(ls "$work"/out/*.whl)
 # Retag py3-none-any -> py3-none-<platform>: the wheel now carries a native binary.
@@ -76,7 +87,8 @@ with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED
             data = text.encode()
         zi = zipfile.ZipInfo(info.filename, info.date_time)
         # S_IFREG + mode: pip restores the executable bit only when the file type is set too.
-        zi.external_attr = (0o100755 << 16) if info.filename.endswith("bin/sqlite-rpc") else (0o100644 << 16)
+        executable = info.filename.endswith(("bin/sqlite-rpc", "bin/litestream"))
+        zi.external_attr = (0o100755 << 16) if executable else (0o100644 << 16)
         zi.compress_type = zipfile.ZIP_DEFLATED
         zout.writestr(zi, data)
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

@@ -231,8 +231,9 @@ Replication (Litestream; README "Replication and moving machines")
                           to URL/<file name>. URL: file:///folder, s3://bucket/prefix
                           (?endpoint=http://host:port&region=R for S3-compatible
                           stores; credentials from $AWS_ACCESS_KEY_ID/..), gcs://, abs://,
-                          sftp://. Litestream is found at $SQLITE_RPC_LITESTREAM, in the npm
-                          package @flydotio/litestream beside this binary, or on PATH. A
+                          sftp://. Litestream is found at $SQLITE_RPC_LITESTREAM, beside
+                          this binary (the x64 wheel ships it), in the npm package
+                          @flydotio/litestream-linux-x64 above it, or on PATH. A
                           replicated database stays open, and the server leaves its
                           checkpoints to Litestream. Clients can ask per database too
                           (open's "replicate", sqlite_rpc.connect(replicate=URL))

@@ -2,7 +2,7 @@
 forms run with `npm run reliability -- --only replication`).
 
 Real processes throughout: the server binary supervises the Litestream of the npm package
-@flydotio/litestream (v0.3.13); the S3 target is s3rver on 127.0.0.1; restores go through
+@flydotio/litestream-linux-x64 (v0.3.13); the S3 target is s3rver on 127.0.0.1; restores go through
 `sqlite-rpc restore --from`. No timing claim is asserted except the issue's own contract
 (rows acknowledged more than one sync interval before the kill are in the replica), with
 a slack for a loaded 2-core machine; the measured window of loss is reported.

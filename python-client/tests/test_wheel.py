@@ -69,3 +69,32 @@ def test_the_wheel_alone_gives_a_working_client(tmp_path):
     servers = next(line for line in lines if line.startswith("servers used")).split(": ", 1)[1].split()
     assert len(servers) == 1, "the four processes must meet in one shared server: %s" % demo.stdout
     assert {"flow_states.db", "latest_kickoff_task_outputs.db"} <= set(os.listdir(str(tmp_path / "crew")))
+
+    # Replication from the wheel alone: the x64 wheel ships Litestream beside the binary, and
+    # the server finds it there (no PATH, no checkout); the replica restores to the same rows.
+    replica = tmp_path / "replica"
+    script = (
+        "import sqlite_rpc\n"
+        "c = sqlite_rpc.connect('r.db', replicate='file://%s')\n"
+        "c.execute('CREATE TABLE t(x)'); c.executemany('INSERT INTO t VALUES (?)', [(i,) for i in range(100)]); c.commit()\n"
+        "import time\n"
+        "deadline = time.monotonic() + 120\n"
+        "while True:  # the shared server outlives this process: wait until the replica has every commit\n"
+        "    st = [d for d in sqlite_rpc.stats()['databases'] if d['path'].endswith('r.db')][0]['replication']\n"
+        "    if st['lag_ms'] == 0 or time.monotonic() > deadline: break\n"
+        "    time.sleep(0.05)\n"
+        "c.close()\n"
+        "print(st['litestream'])\n"
+    ) % replica
+    run = subprocess.run([str(venv / "bin" / "python"), "-c", script], cwd=str(tmp_path), env={"PATH": "/nonexistent"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().startswith(str(venv)) and run.stdout.strip().endswith("sqlite_rpc/bin/litestream"), run.stdout
+    binary = glob.glob(str(venv / "lib" / "python*" / "site-packages" / "sqlite_rpc" / "bin" / "sqlite-rpc"))[0]
+    restored = tmp_path / "restored.db"
+    out = subprocess.run([binary, "restore", "--from", "file://%s/r.db" % replica, str(restored)], env={"PATH": "/nonexistent"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import sqlite3
+    with sqlite3.connect(str(restored)) as c:
+        assert c.execute("SELECT count(*), sum(x) FROM t").fetchone() == (100, 4950)

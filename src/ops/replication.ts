@@ -4,7 +4,7 @@
 // protocol channel), restarted when it dies, and stopped with SIGTERM (Litestream then makes
 // a final sync) after the engines have closed.
 //
-// The Litestream shipped by @flydotio/litestream 1.0.1 is v0.3.13: YAML config, `replicate`,
+// The Litestream shipped by @flydotio/litestream-linux-x64 1.0.1 is v0.3.13: YAML config, `replicate`,
 // `restore -timestamp`, `generations`, `snapshots`, `wal`; no follow mode, no VFS, no LTX.
 // Its state for DB is the folder .<name>-litestream next to it; we keep our config and the
 // child's pid there too, so a second server (or a tool) finds them.
@@ -25,10 +25,11 @@ export interface ReplicationOptions {
 // ---- finding the binary -----------------------------------------------------------------
 
 /**
- * $SQLITE_RPC_LITESTREAM, then the npm dependency (@flydotio/litestream-<os>-<arch>) in a
- * node_modules beside or above the running binary (a checkout: dist/sqlite-rpc ->
+ * $SQLITE_RPC_LITESTREAM, then a `litestream` beside the running binary (the x64 wheel's
+ * sqlite_rpc/bin/, scripts/wheel.sh), then the npm dependency (@flydotio/litestream-<os>-<arch>)
+ * in a node_modules beside or above the running binary (a checkout: dist/sqlite-rpc ->
  * ../node_modules), then PATH. The single binary does not embed Litestream (a 30 MB Go
- * binary would have to be unpacked to a file to run it); the wheel does not ship it either.
+ * binary would have to be unpacked to a file to run it).
  */
 export function findLitestream(env: NodeJS.ProcessEnv = process.env): string {
   const tried: string[] = [];
@@ -46,6 +47,9 @@ export function findLitestream(env: NodeJS.ProcessEnv = process.env): string {
     if (usable(fromEnv)) return fromEnv;
     throw new RpcError('InvalidParams', `$SQLITE_RPC_LITESTREAM is ${JSON.stringify(fromEnv)}, which is not an executable file`);
   }
+  // Beside the binary: the platform wheel ships Litestream as sqlite_rpc/bin/litestream.
+  const beside = nodePath.join(nodePath.dirname(process.execPath), 'litestream');
+  if (usable(beside)) return beside;
   const pkg = `@flydotio/litestream-${process.platform}-${process.arch}`;
   const starts = [nodePath.dirname(process.execPath), __dirname, process.cwd()];
   for (const start of starts) {
@@ -61,7 +65,7 @@ export function findLitestream(env: NodeJS.ProcessEnv = process.env): string {
   for (const dir of (env.PATH ?? '').split(':')) {
     if (dir && usable(nodePath.join(dir, 'litestream'))) return nodePath.join(dir, 'litestream');
   }
-  throw new RpcError('InvalidParams', `replication needs Litestream, and none was found: set $SQLITE_RPC_LITESTREAM to the litestream binary, put it on PATH, or install the npm package @flydotio/litestream (looked in ${tried.length} places, e.g. ${tried.slice(0, 2).join(', ')})`);
+  throw new RpcError('InvalidParams', `replication needs Litestream, and none was found: set $SQLITE_RPC_LITESTREAM to the litestream binary, put it on PATH, or install the npm package @flydotio/litestream-linux-x64 (looked in ${tried.length} places, e.g. ${tried.slice(0, 2).join(', ')})`);
 }
 
 // ---- replica locations ------------------------------------------------------------------
@@ -175,6 +179,8 @@ const before = (a: Pos, b: Pos) => a[0] < b[0] || (a[0] === b[0] && a[1] < b[1])
 
 export interface ReplicaStats {
   url: string;
+  /** The Litestream executable (findLitestream: which of the places it was found in). */
+  litestream: string;
   running: boolean;
   pid: number | null;
   restarts: number;
@@ -468,6 +474,7 @@ export class Replica {
     const behind = this.pending.length > 0 ? Date.now() - this.pending[0].at : this.lagMs;
     return {
       url: this.url,
+      litestream: this.binary,
       running: this.running,
       pid: this.pid,
       restarts: this.restarts,
