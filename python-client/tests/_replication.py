@@ -83,6 +83,16 @@ def restore(url: str, db: str, timestamp: Optional[str] = None, *extra: str) -> 
     return subprocess.run(args, capture_output=True, text=True, env=env_for(), timeout=300)
 
 
+def restored_rows(url: str, db: str, timestamp: Optional[str] = None) -> Tuple[List[int], str]:
+    """Restore url's replica into db (a new folder is made for it) and read back its ids and
+    integrity_check; a failed restore raises with the tool's message."""
+    os.makedirs(os.path.dirname(db), exist_ok=True)
+    r = restore(url, db, timestamp)
+    if r.returncode != 0:
+        raise AssertionError("restore%s failed: %s" % (" --timestamp %s" % timestamp if timestamp else "", r.stderr))
+    return rows_of(db)
+
+
 def generations(url: str, db: str) -> List[str]:
     """The generation ids `sqlite-rpc replicas` lists for db's replica under url."""
     r = subprocess.run([BINARY, "replicas", db, "--from", url], capture_output=True, text=True, env=env_for(), timeout=120)
@@ -219,11 +229,7 @@ def lost_machine_trial(folder: str, url: str, *, sync_ms: int = 1000, duration: 
     reader.join(10)
     # Restore elsewhere: another folder stands for the new machine.
     target = os.path.join(folder, "elsewhere", "app.db")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    r = restore(url, target)
-    if r.returncode != 0:
-        raise AssertionError("restore failed: %s" % r.stderr)
-    present, ok = rows_of(target)
+    present, ok = restored_rows(url, target)
     have = set(present)
     missing = [(rid, t) for rid, t in acked if rid not in have]
     cutoff = kill_at - sync_ms / 1000.0 - slack
@@ -239,7 +245,6 @@ def lost_machine_trial(folder: str, url: str, *, sync_ms: int = 1000, duration: 
         "rpo_s": round(rpo, 3),
         "integrity": ok,
         "generations": len(generations(url, target)),
-        "restore_output": r.stdout.strip(),
     }
 
 
@@ -272,12 +277,7 @@ def pitr_trial(folder: str, url: str, sync_ms: int = 500) -> Dict[str, Any]:
         c.close()
     results = []
     for k, (ts, expect) in enumerate(marks):
-        out = os.path.join(folder, "at-%d" % k, "pitr.db")
-        os.makedirs(os.path.dirname(out))
-        r = restore(url, out, ts)
-        if r.returncode != 0:
-            raise AssertionError("restore --timestamp %s failed: %s" % (ts, r.stderr))
-        ids, ok = rows_of(out)
+        ids, ok = restored_rows(url, os.path.join(folder, "at-%d" % k, "pitr.db"), ts)
         results.append({"timestamp": ts, "expected_rows": expect, "rows": len(ids), "exact": ids == list(range(expect)), "integrity": ok})
     return {"points": results}
 
@@ -314,11 +314,7 @@ def litestream_kill_trial(folder: str, url: str) -> Dict[str, Any]:
         after = replica_stats(srv, db)
         c.close()
     out = os.path.join(folder, "restored", "lk.db")
-    os.makedirs(os.path.dirname(out))
-    r = restore(url, out)
-    if r.returncode != 0:
-        raise AssertionError("restore failed: %s" % r.stderr)
-    ids, ok = rows_of(out)
+    ids, ok = restored_rows(url, out)
     return {"first_pid": first["pid"], "after": after, "rows": len(ids), "expected": n, "all": ids == list(range(n)),
             "integrity": ok, "generations": len(generations(url, out))}
 
@@ -375,11 +371,7 @@ def outage_trial(folder: str, s3: S3rver, outage_s: float) -> Dict[str, Any]:
         after = replica_stats(srv, db)
         c.close()
     out = os.path.join(folder, "restored", "outage.db")
-    os.makedirs(os.path.dirname(out))
-    r = restore(url, out)
-    if r.returncode != 0:
-        raise AssertionError("restore failed: %s" % r.stderr)
-    ids, ok = rows_of(out)
+    ids, ok = restored_rows(url, out)
     return {"outage_s": outage_s, "writes": n[0], "write_errors": errors[:5], "max_write_s": round(max(latencies), 3),
             "max_lag_ms_seen": max_lag, "errors_logged": during["errors"], "lag_recovered_after_s": round(recovered_s, 2),
             "rows": len(ids), "all": ids == list(range(n[0])), "integrity": ok, "new_generations": after["new_generations"]}
