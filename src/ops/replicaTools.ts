@@ -145,12 +145,22 @@ export function restoreFromReplica(o: RestoreFromReplica, say: (line: string) =>
   fs.rmSync(tmp, { force: true });
   say(`restoring ${url}${ts ? ` as of ${ts}` : ''} into ${tmp}`);
   try {
-    let r = litestream(binary, db, url, ['restore', '-o', tmp, ...(ts ? ['-timestamp', ts] : [])]);
+    let asOf = ts;
+    let r = litestream(binary, db, url, ['restore', '-o', tmp, ...(asOf ? ['-timestamp', asOf] : [])]);
     // Litestream 0.3 finds no backup for a time after the replica's last change (the
     // generation's bounds end there); the state at such a time is the latest one.
-    if (r.status !== 0 && ts !== null && /no matching backups/.test(r.stderr) && Date.parse(ts) >= latestEnd) {
-      say(`${ts} is after the replica's last change (${new Date(latestEnd).toISOString()}): restoring the latest state`);
+    if (r.status !== 0 && asOf !== null && /no matching backups/.test(r.stderr) && Date.parse(asOf) >= latestEnd) {
+      say(`${asOf} is after the replica's last change (${new Date(latestEnd).toISOString()}): restoring the latest state`);
+      asOf = null;
       r = litestream(binary, db, url, ['restore', '-o', tmp]);
+    }
+    // A failed download of one WAL segment cancels the others, and Litestream 0.3 then often
+    // reports only "context canceled": a transient store error (seen with s3rver) looks like
+    // that. The restore goes to a new file, so trying again is safe; twice more at most.
+    for (let attempt = 2; attempt <= 3 && r.status !== 0 && !/no matching backups/.test(r.stderr); attempt++) {
+      say(`litestream restore failed (${r.stderr.trim().split('\n').slice(-1)[0] || `exit ${r.status}`}); attempt ${attempt} of 3`);
+      for (const f of [tmp, `${tmp}.tmp`, `${tmp}-wal`, `${tmp}-shm`]) fs.rmSync(f, { force: true });
+      r = litestream(binary, db, url, ['restore', '-o', tmp, ...(asOf ? ['-timestamp', asOf] : [])]);
     }
     if (r.status !== 0 || !fs.existsSync(tmp)) throw new ReplicaToolError(`litestream restore failed: ${r.stderr.trim().split('\n').slice(-3).join(' / ') || `exit ${r.status}`}`);
     const check = new BetterSqlite3(tmp, { readonly: true, fileMustExist: true, nativeBinding: loadAddon() as unknown as string });
