@@ -48,6 +48,7 @@ import type { PathPolicy } from './pathPolicy';
 import { Session as MaintenanceSession } from './session';
 import type { BackupResult, CheckResult, RestoreResult } from '../ops/backup';
 import { Maintenance, checkAtOpen, closedCleanly, type OpenCheckMode } from '../ops/maintenance';
+import { REPLICA_PACE_FRAMES, REPLICA_PACE_MS } from '../ops/replication';
 
 export interface EngineOptions {
   poolSize: number;
@@ -209,6 +210,14 @@ function idleState(path: string, db: fs.BigIntStats | undefined = statOf(path)):
   return { sig: `${dbSig}|${idOf(wal) ?? '-'}|${idOf(statOf(`${path}-shm`)) ?? '-'}`, walBytes: wal === undefined ? 0 : Number(wal.size) };
 }
 
+/** What the engine of a replicated file needs of its Litestream (ops/replication.ts Replica). */
+export interface ReplicaLink {
+  readonly running: boolean;
+  /** Where the file's WAL ends now: the engine sets it. */
+  localEnd: (() => number | null) | null;
+  walPaced(frames: number): void;
+}
+
 export class DatabaseEngine implements SessionBackend {
   private readonly writer: MainThreadConnection;
   private readonly inline: StatementCache;
@@ -251,11 +260,8 @@ export class DatabaseEngine implements SessionBackend {
   private walFolded = true;
   /** The last session to close asked to keep the file open for reuse (no checkpoint at its close). */
   keepOpen = false;
-  /**
-   * Litestream replicates this file (ops/replication.ts); the function says whether it runs
-   * now. Null: not replicated.
-   */
-  private replicaRunning: (() => boolean) | null = null;
+  /** Litestream replicates this file (ops/replication.ts); null: not replicated. */
+  private replica: ReplicaLink | null = null;
 
   /** Checkpoints, backup, restore, check (ops/maintenance.ts). */
   private readonly maint: Maintenance;
@@ -322,6 +328,7 @@ export class DatabaseEngine implements SessionBackend {
         auditFailure: (s, sql, err) => this.audits.auditFailure(s, sql, err),
         walKept: () => this.keepsWal && !this.walDeferred,
         sessionCount: () => this.sessions.size,
+        pauseAfterCommit: () => this.replicaPace(),
       },
       this.audit,
       this.m,
@@ -342,7 +349,7 @@ export class DatabaseEngine implements SessionBackend {
     );
     this.audits = new AuditedExec(this.audit, this.writer, Savepoint.prepared(writerDb, 'sqlite_rpc_stmt'), path, log, (sql) => this.info.get(sql)?.kind);
     if (o.checkpointIntervalMs > 0 && !o.readOnly) {
-      this.checkpointTimer = setInterval(() => (this.replicaRunning === null ? this.maint.checkpointTick() : this.replicaTick()), o.checkpointIntervalMs);
+      this.checkpointTimer = setInterval(() => (this.replica === null ? this.maint.checkpointTick() : this.replicaTick()), o.checkpointIntervalMs);
       this.checkpointTimer.unref();
     }
     this.pool =
@@ -1257,7 +1264,7 @@ export class DatabaseEngine implements SessionBackend {
   lastSessionClosed(keepOpen: boolean): Promise<void> | void {
     this.keepOpen = keepOpen;
     // A replicated file stays open and is never folded here: Litestream checkpoints it.
-    if (this.replicaRunning !== null) return;
+    if (this.replica !== null) return;
     const idle = idleState(this.path);
     this.idleSig = idle.sig;
     this.walFolded = idle.walBytes === 0;
@@ -1287,11 +1294,13 @@ export class DatabaseEngine implements SessionBackend {
    * skipped, and the file stays open. Litestream checkpoints at 1000 pages (PASSIVE) and
    * 10000 (RESTART), which bounds the WAL. Only while Litestream is down and the WAL has
    * outgrown 4 x --wal-size-limit does the server truncate it (logged: a new generation).
+   * While Litestream runs but lags far behind, the writer paces itself (replicaPace).
    */
-  replicate(running: () => boolean): void {
+  replicate(link: ReplicaLink): void {
     if (this.o.readOnly) throw new RpcError('InvalidParams', `invalid params: replicate: the server is --read-only; ${this.path} cannot be replicated from here (replicate from the server that writes it)`, { field: 'replicate' });
-    if (this.replicaRunning !== null) return;
-    this.replicaRunning = running;
+    link.localEnd = () => this.walEnd();
+    if (this.replica !== null) return;
+    this.replica = link;
     this.writer.drain();
     // Litestream needs WAL: a new file's switch (ensureWal) is not deferred any longer. First,
     // as the switch sets journal_size_limit.
@@ -1316,11 +1325,24 @@ export class DatabaseEngine implements SessionBackend {
   }
 
   get replicated(): boolean {
-    return this.replicaRunning !== null;
+    return this.replica !== null;
+  }
+
+  /**
+   * After each COMMIT of a replicated file: how long the writer leaves the write lock free
+   * (ms; 0: not at all). Only while Litestream runs and the WAL is past REPLICA_PACE_FRAMES,
+   * which it reaches only when Litestream cannot keep up: writes slow down, and never stop.
+   */
+  private replicaPace(): number {
+    if (this.replica === null || !this.replica.running) return 0;
+    const frames = this.maint.walFrames();
+    if (frames === null || frames < REPLICA_PACE_FRAMES) return 0;
+    this.replica.walPaced(frames);
+    return REPLICA_PACE_MS;
   }
 
   private replicaTick(): void {
-    if (this.replicaRunning === null || this.replicaRunning()) return;
+    if (this.replica === null || this.replica.running) return;
     if (this.maint.walBytes() <= 4 * Math.max(this.o.journalSizeLimit, 1 << 20)) return;
     const r = this.maint.checkpointTick();
     if (r !== null && !r.busy) this.log('replica_wal_truncated', { db: this.path, wal_pages: r.log, warning: 'Litestream has been down while the WAL outgrew 4 x --wal-size-limit; the server checkpointed it, so Litestream will start a new generation (a full snapshot) when it is back' }, 'warn');
@@ -1385,7 +1407,7 @@ export class DatabaseEngine implements SessionBackend {
    */
   private restoreJournalMode(): void {
     // Litestream needs WAL, and a checkpoint here would cost it its place (a new generation).
-    if (this.replicaRunning !== null) return;
+    if (this.replica !== null) return;
     if (this.journalBefore === 'wal' || this.o.readOnly || fileId(this.path) !== this.identity) return;
     try {
       this.writer.db.pragma('wal_checkpoint(TRUNCATE)');

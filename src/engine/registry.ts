@@ -119,8 +119,7 @@ export class Registry {
     if (!this.o.replication) throw new RpcError('InvalidParams', 'invalid params: replicate: this server cannot replicate', { field: 'replicate' });
     if (this.o.readOnly) throw new RpcError('InvalidParams', `invalid params: replicate: the server is --read-only; ${e.path} is replicated by the server that writes it`, { field: 'replicate' });
     const rep = this.o.replication.add(e.path, url);
-    e.replicate(() => rep.running);
-    rep.localEnd = () => e.walEnd();
+    e.replicate(rep);
     this.pinned.add(e);
   }
 
@@ -260,10 +259,7 @@ export class Registry {
     const already = this.o.replication?.get(real);
     const url = r.replicate ?? (this.o.replicateUrl && this.o.replicateWhich === 'all' ? this.o.replicateUrl : null);
     if (url != null) this.startReplica(engine, url);
-    else if (already !== undefined && !engine.replicated) {
-      engine.replicate(() => already.running);
-      already.localEnd = () => engine.walEnd();
-    }
+    else if (already !== undefined && !engine.replicated) engine.replicate(already);
     if (r.slowQueryMs != null) engine.slowQueryMs = r.slowQueryMs;
     this.sessions.set(s.id, s);
     this.sessionEngine.set(s, engine);

@@ -100,6 +100,8 @@ export interface WriterHost {
   /** The file is in WAL, and stays there: the flusher can make commits durable. */
   walKept(): boolean;
   sessionCount(): number;
+  /** After a COMMIT: how long to leave the write lock free before the next transaction (ms; 0: none). */
+  pauseAfterCommit(): number;
 }
 
 export class Writer {
@@ -455,7 +457,10 @@ export class Writer {
     }
     this.conn.transactionEnded();
     this.m.groupCommit(acks.length, (performance.now() - t0) / 1000);
-    if (Date.now() - this.lastBusyAt < 1000 && ++this.commitsSinceYield >= 8) {
+    const pause = this.host.pauseAfterCommit();
+    if (pause > 0) {
+      this.yieldUntil = performance.now() + pause;
+    } else if (Date.now() - this.lastBusyAt < 1000 && ++this.commitsSinceYield >= 8) {
       this.commitsSinceYield = 0;
       this.yieldUntil = performance.now() + 1 + Math.random();
     }

@@ -246,6 +246,7 @@ export class Metrics {
     gauge('sqlite_rpc_replication_errors_total', 'Litestream errors (its error lines and exits).', (r) => r.errors, 'counter');
     gauge('sqlite_rpc_replication_restarts_total', 'Times the server restarted Litestream after it died.', (r) => r.restarts, 'counter');
     gauge('sqlite_rpc_replication_new_generations_total', 'New generations Litestream started (each a full snapshot; a break in point-in-time restore).', (r) => r.new_generations, 'counter');
+    gauge('sqlite_rpc_replication_wal_paced_total', 'COMMITs after which the writer paused because Litestream had not checkpointed a WAL past twice its RESTART threshold.', (r) => r.wal_paced, 'counter');
   }
 
   /** A source of database snapshots (the registry of open engines). */

@@ -127,6 +127,23 @@ function monitorMs(syncIntervalMs: number): number {
   return Math.max(1, Math.min(250, Math.round(syncIntervalMs / 4)));
 }
 
+/**
+ * Litestream checkpoints a replicated file (the server does not): PASSIVE once its WAL holds
+ * this many pages, RESTART (which waits for the write lock) at the second. Its defaults,
+ * written out because the server's pacing below is reckoned from them.
+ */
+export const LITESTREAM_CHECKPOINT_PAGES = { min: 1000, max: 10000 };
+
+/**
+ * Past this many WAL frames, the writer of a replicated file leaves the write lock free for
+ * REPLICA_PACE_MS after each COMMIT. Litestream copies every frame before it checkpoints, so
+ * a writer faster than that copy (Litestream short of CPU) grew the WAL without bound (390 MB
+ * in a 96 MB run beside CPU-bound processes); its RESTART also needs a moment with no writer.
+ * Twice its RESTART threshold: a Litestream that keeps up never sees the pacing.
+ */
+export const REPLICA_PACE_FRAMES = 2 * LITESTREAM_CHECKPOINT_PAGES.max;
+export const REPLICA_PACE_MS = 20;
+
 export function litestreamConfig(dbPath: string, url: string, syncIntervalMs: number, metricsAddr: string | null): string {
   return [
     '# Written by sqlite-rpc for this database; rewritten at each start.',
@@ -140,6 +157,8 @@ export function litestreamConfig(dbPath: string, url: string, syncIntervalMs: nu
     `    monitor-interval: ${monitorMs(syncIntervalMs)}ms`,
     // The server never checkpoints a replicated database (engine/database.ts): Litestream
     // does, after copying the frames, so it never loses its place in the WAL.
+    `    min-checkpoint-page-count: ${LITESTREAM_CHECKPOINT_PAGES.min}`,
+    `    max-checkpoint-page-count: ${LITESTREAM_CHECKPOINT_PAGES.max}`,
     '    replicas:',
     replicaYaml(url, syncIntervalMs, '      '),
     '',
@@ -195,6 +214,11 @@ export interface ReplicaStats {
   last_error: string | null;
   /** Checkpoints Litestream ran (it owns them for a replicated file), by mode. */
   checkpoints: Record<string, number>;
+  /** Seconds Litestream spent in them, by mode, since it last started (its own metric). */
+  checkpoint_seconds: Record<string, number>;
+  /** COMMITs after which the writer paused, the WAL being past REPLICA_PACE_FRAMES; the largest WAL (frames) seen then. */
+  wal_paced: number;
+  wal_paced_max_frames: number;
 }
 
 export class Replica {
@@ -213,6 +237,7 @@ export class Replica {
   readonly reasons: string[] = [];
   lastSyncAt: number | null = null;
   readonly checkpoints: Record<string, number> = {};
+  private checkpointSeconds: Record<string, number> = {};
   /** Shadow positions first seen at these times: lag is the age of the oldest one the replica lacks. */
   private pending: Array<{ at: number; pos: Pos }> = [];
   private lagMs: number | null = null;
@@ -224,6 +249,9 @@ export class Replica {
    * that commit counts as lag too.
    */
   localEnd: (() => number | null) | null = null;
+  walPacedCommits = 0;
+  private walPacedMaxFrames = 0;
+  private walPacedAt = 0;
   private warnedAt = 0;
   private readonly dir: string;
   private readonly configPath: string;
@@ -284,6 +312,7 @@ export class Replica {
   private spawnChild(): void {
     this.restartTimer = null;
     if (this.stopping) return;
+    this.checkpointSeconds = {};
     // stdout is a pipe too: Litestream's output must never reach ours (the protocol). Its own
     // process group: a Ctrl+C at the terminal is for the client, whose exit stops us, and
     // we stop Litestream after the engines have closed.
@@ -426,6 +455,11 @@ export class Replica {
     const ro = num('litestream_replica_wal_offset');
     const fresh = ri !== null && ro !== null;
     if (fresh) this.lastReplica = [ri, ro];
+    // Time in checkpoints by mode, since Litestream last started (RESTART's includes its
+    // wait for the write lock): where replication's cost to the writer can be looked for.
+    for (const m of text.matchAll(/^litestream_checkpoint_seconds\{[^}]*mode="([A-Z]+)"[^}]*\} (\S+)$/gm)) {
+      this.checkpointSeconds[m[1].toLowerCase()] = Number(m[2]);
+    }
     this.updateLag(this.head(), this.lastReplica, fresh);
   }
 
@@ -470,6 +504,17 @@ export class Replica {
     }
   }
 
+  /** The writer paused after a COMMIT, the WAL holding this many frames: logged once per episode. */
+  walPaced(frames: number): void {
+    const now = Date.now();
+    if (now - this.walPacedAt > 5000) {
+      this.log('replica_wal_paced', { db: this.dbPath, wal_frames: frames, pause_ms: REPLICA_PACE_MS, warning: `Litestream has not checkpointed a WAL of ${frames} frames (more than ${REPLICA_PACE_FRAMES}): writes are paced until it has` }, 'warn');
+    }
+    this.walPacedAt = now;
+    this.walPacedCommits++;
+    if (frames > this.walPacedMaxFrames) this.walPacedMaxFrames = frames;
+  }
+
   stats(): ReplicaStats {
     const behind = this.pending.length > 0 ? Date.now() - this.pending[0].at : this.lagMs;
     return {
@@ -486,6 +531,9 @@ export class Replica {
       errors: this.errors,
       last_error: this.lastError,
       checkpoints: { ...this.checkpoints },
+      checkpoint_seconds: { ...this.checkpointSeconds },
+      wal_paced: this.walPacedCommits,
+      wal_paced_max_frames: this.walPacedMaxFrames,
     };
   }
 
