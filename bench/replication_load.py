@@ -8,8 +8,10 @@ alternating between rounds), through one private server: 16 threads, each with i
 connection, inserting single rows (autocommit, a 200-byte blob) as fast as they can.
 Reported: rows/s (median over rounds) and the cost of replication; the -wal file's
 largest size seen (polled every 100 ms) and its size at the end; checkpoints (the
-server's own when replication is off, Litestream's when it is on); the replica's lag at
-the end and whether a restore has every row. Figures go to stdout and to
+server's own when replication is off, Litestream's when it is on, and the seconds it spent
+in them); the writer's group commits and fsyncs (ms_per_fsync: the run's time over its
+fsyncs, the flusher being never idle at full load); COMMITs the writer paced; the replica's
+lag at the end and whether a restore has every row. Figures go to stdout and to
 bench/results/replication_load.json.
 """
 from __future__ import annotations
@@ -79,12 +81,17 @@ def run(folder: str, replicate: bool, seconds: float, writers: int) -> Dict[str,
         elapsed = time.monotonic() - t0
         st = [d for d in srv.call("stats", {})["databases"] if d["path"] == os.path.realpath(db)][0]
         out: Dict[str, Any] = {"rows": sum(counts), "rows_per_s": round(sum(counts) / elapsed), "wal_max_bytes": wal_max[0],
-                               "server_checkpoints": st["checkpoints"]}
+                               "server_checkpoints": st["checkpoints"],
+                               # Where the time goes: the writer's group commits and the flusher's
+                               # fsyncs (a slower fsync means fewer of them in the same time).
+                               "group_commits": st["group_commits"], "fsyncs": st["flushes"],
+                               "ms_per_fsync": round(1000 * elapsed / max(1, st["flushes"]), 3)}
         if replicate:
             t_end = time.monotonic()
             RP.wait_until(lambda: RP.replica_stats(srv, db)["lag_ms"] == 0, "the replica to catch up", timeout=300)
             rep = RP.replica_stats(srv, db)
             out.update({"catch_up_after_writes_s": round(time.monotonic() - t_end, 2), "litestream_checkpoints": rep["checkpoints"],
+                        "litestream_checkpoint_seconds": rep["checkpoint_seconds"], "wal_paced": rep["wal_paced"],
                         "new_generations": rep["new_generations"], "errors": rep["errors"]})
         out["wal_end_bytes"] = os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0
         setup.close()
@@ -121,6 +128,9 @@ def main() -> int:
         "rows_per_s_off": off, "rows_per_s_on": on, "cost": "%.1f%%" % (100 * (1 - on / off)),
         "wal_max_bytes_off": max(r["off"]["wal_max_bytes"] for r in rounds),
         "wal_max_bytes_on": max(r["on"]["wal_max_bytes"] for r in rounds),
+        "ms_per_fsync_off": statistics.median(r["off"]["ms_per_fsync"] for r in rounds),
+        "ms_per_fsync_on": statistics.median(r["on"]["ms_per_fsync"] for r in rounds),
+        "litestream_checkpoint_seconds_per_round": statistics.median(sum(r["on"]["litestream_checkpoint_seconds"].values()) for r in rounds),
         "restores_complete": all(r["on"]["restore_complete"] for r in rounds),
     }
     record = {"command": "bench/replication_load.py " + " ".join(sys.argv[1:]), "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -14,6 +14,8 @@ import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { Registry } from '../src/engine/registry';
+import type { Session } from '../src/engine/session';
+import { Replication } from '../src/ops/replication';
 import { all, exec, failure, type LogEntry, makeRegistry, openSession, rowsOf, until, useDbFiles } from './helpers/engine';
 import { dbPath, RpcClient, rpcError, useTempDir } from './helpers/server';
 
@@ -63,6 +65,46 @@ async function workersUp(reg: Registry, file: string, s: ReturnType<typeof openS
     await all(reg, s, `SELECT ${i} AS warm`);
     await turns(1);
   }
+}
+
+/** With a's and then b's commit made and b's fdatasync held, r's read is answered at once from the snapshot of a's. */
+async function readsFromTheDurableSnapshot(reg: Registry, file: string, a: Session, b: Session, r: Session): Promise<void> {
+    const count = () => reg.execute(r, 'SELECT count(*) FROM t', [], { pageRows: 100, pageBytes: 1 << 20, decltypes: false, begin: null });
+    await workersUp(reg, file, r);
+    // Until it is known to run inline (answered in the call: nothing is waiting to be made durable).
+    for (let i = 0; count() instanceof Promise; i++) {
+      expect(i).toBeLessThan(1000);
+      await turns(1);
+    }
+    const { order, track } = recorder();
+    hold(reg, file, true);
+    const aInsert = track('a commit', exec(reg, a, 'INSERT INTO t VALUES (1)'));
+    await until(() => countOutside(file) === 1, 10_000, "a's COMMIT to run");
+    // b's requests in its order, as the RPC layer runs every request (Registry.inOrder, rpc/methods.ts).
+    const bInsert = track('b commit', reg.inOrder(b, () => exec(reg, b, 'INSERT INTO t VALUES (2)')));
+    await until(() => countOutside(file) === 2, 10_000, "b's COMMIT to run");
+    // a's fdatasync runs and completes; b's, which starts then, is held.
+    hold(reg, file, false);
+    hold(reg, file, true);
+    await aInsert;
+    await turns();
+    expect(order).toEqual(['a commit']);
+    const before = stats(reg, file).snapshot_reads;
+    const read = count();
+    expect(read).not.toBeInstanceOf(Promise); // answered now, not after b's fdatasync
+    expect(rowsOf(read as Awaited<typeof read>)).toEqual([[1]]); // a's commit (acknowledged), not b's (not yet durable)
+    expect(stats(reg, file).snapshot_reads).toBe(before + 1);
+    // b reads behind its own commit: that read waits for it, then sees it.
+    const bRead = track('b read', reg.inOrder(b, () => exec(reg, b, 'SELECT count(*) FROM t')));
+    await turns();
+    expect(order).toEqual(['a commit']);
+    hold(reg, file, false);
+    expect(rowsOf(await bRead)).toEqual([[2]]);
+    await bInsert;
+    expect(order).toEqual(['a commit', 'b commit', 'b read']);
+    // Everything durable: no snapshot is kept (it would hold checkpoints back); reads see the newest state.
+    expect(rowsOf(await exec(reg, r, 'SELECT count(*) FROM t'))).toEqual([[2]]);
+    expect(stats(reg, file).snapshot_reads).toBe(before + 1);
 }
 
 describe('the flusher (engine)', () => {
@@ -145,43 +187,35 @@ describe('the flusher (engine)', () => {
     // A write whose begin reads the schema cookie the CREATE moved: that bump of the schema
     // generation (which retires any snapshot taken before it) is behind us.
     await exec(reg, a, 'DELETE FROM t');
-    const count = () => reg.execute(r, 'SELECT count(*) FROM t', [], { pageRows: 100, pageBytes: 1 << 20, decltypes: false, begin: null });
-    await workersUp(reg, file, r);
-    // Until it is known to run inline (answered in the call: nothing is waiting to be made durable).
-    for (let i = 0; count() instanceof Promise; i++) {
-      expect(i).toBeLessThan(1000);
-      await turns(1);
-    }
-    const { order, track } = recorder();
-    hold(reg, file, true);
-    const aInsert = track('a commit', exec(reg, a, 'INSERT INTO t VALUES (1)'));
-    await until(() => countOutside(file) === 1, 10_000, "a's COMMIT to run");
-    // b's requests in its order, as the RPC layer runs every request (Registry.inOrder, rpc/methods.ts).
-    const bInsert = track('b commit', reg.inOrder(b, () => exec(reg, b, 'INSERT INTO t VALUES (2)')));
-    await until(() => countOutside(file) === 2, 10_000, "b's COMMIT to run");
-    // a's fdatasync runs and completes; b's, which starts then, is held.
-    hold(reg, file, false);
-    hold(reg, file, true);
-    await aInsert;
-    await turns();
-    expect(order).toEqual(['a commit']);
-    const before = stats(reg, file).snapshot_reads;
-    const read = count();
-    expect(read).not.toBeInstanceOf(Promise); // answered now, not after b's fdatasync
-    expect(rowsOf(read as Awaited<typeof read>)).toEqual([[1]]); // a's commit (acknowledged), not b's (not yet durable)
-    expect(stats(reg, file).snapshot_reads).toBe(before + 1);
-    // b reads behind its own commit: that read waits for it, then sees it.
-    const bRead = track('b read', reg.inOrder(b, () => exec(reg, b, 'SELECT count(*) FROM t')));
-    await turns();
-    expect(order).toEqual(['a commit']);
-    hold(reg, file, false);
-    expect(rowsOf(await bRead)).toEqual([[2]]);
-    await bInsert;
-    expect(order).toEqual(['a commit', 'b commit', 'b read']);
-    // Everything durable: no snapshot is kept (it would hold checkpoints back); reads see the newest state.
-    expect(rowsOf(await exec(reg, r, 'SELECT count(*) FROM t'))).toEqual([[2]]);
-    expect(stats(reg, file).snapshot_reads).toBe(before + 1);
+    await readsFromTheDurableSnapshot(reg, file, a, b, r);
     await reg.closeAll();
+  });
+
+  it('so does a replicated file, whose WAL Litestream keeps past SQLite\'s auto-checkpoint threshold', async () => {
+    const replication = new Replication({ syncIntervalMs: 500, warnAfterMs: 0 }, () => undefined);
+    const reg = makeRegistry({ synchronous: 'full', inlineReadMicros: 1_000_000, replication });
+    const file = files.db();
+    reg.open({ session: 1, path: file, readonly: false, create: true, timeoutMs: 5000, replicate: `file://${files.dir()}/replica` });
+    const a = reg.session(1);
+    const b = openSession(reg, 2, file);
+    const r = openSession(reg, 3, file);
+    await exec(reg, a, 'CREATE TABLE t(id INTEGER PRIMARY KEY)');
+    await exec(reg, a, 'CREATE TABLE pad(b BLOB)');
+    await until(() => replication.get(file)!.stats().generation !== null, 30_000, 'Litestream to take the file');
+    // Stopped, Litestream checkpoints nothing: the WAL stays past 1000 pages, as it does
+    // between Litestream's checkpoints under load.
+    const pid = replication.get(file)!.stats().pid!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await exec(reg, a, 'WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1500) INSERT INTO pad SELECT zeroblob(4000) FROM c');
+      await exec(reg, a, 'DELETE FROM t');
+      expect(reg.engine(file)!.walEnd()!).toBeGreaterThan(1000 * 4096);
+      await readsFromTheDurableSnapshot(reg, file, a, b, r);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await reg.closeAll();
+    await replication.stopAll();
   });
 
   it("the next session's transaction runs during the previous commit's fsync; its rows wait for it, its writes do not", async () => {

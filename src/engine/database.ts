@@ -262,6 +262,8 @@ export class DatabaseEngine implements SessionBackend {
   keepOpen = false;
   /** Litestream replicates this file (ops/replication.ts); null: not replicated. */
   private replica: ReplicaLink | null = null;
+  /** SQLite's auto-checkpoint threshold on the writer (pages; 0: off, as for a replicated file). */
+  private autoCheckpointPages = 0;
 
   /** Checkpoints, backup, restore, check (ops/maintenance.ts). */
   private readonly maint: Maintenance;
@@ -371,8 +373,7 @@ export class DatabaseEngine implements SessionBackend {
           )
         : null;
     if (this.w.flusher !== null) {
-      const pragma = (name: string) => Number(this.writer.db.pragma(name, { simple: true }));
-      const pages = pragma('wal_autocheckpoint');
+      this.autoCheckpointPages = Number(this.writer.db.pragma('wal_autocheckpoint', { simple: true }));
       this.snapshots = new DurableSnapshots(
         () => {
           const db = openConnection(path, readerOptions);
@@ -383,7 +384,7 @@ export class DatabaseEngine implements SessionBackend {
         o.cacheSize,
         () => this.writer.schemaGen,
         () => this.writer.schemaChanged(),
-        () => pages > 0 && (this.maint.walFrames() ?? Infinity) >= pages,
+        () => this.autoCheckpointPages > 0 && (this.maint.walFrames() ?? Infinity) >= this.autoCheckpointPages,
       );
       this.w.flusher.snapshots = this.snapshots;
     }
@@ -1306,6 +1307,7 @@ export class DatabaseEngine implements SessionBackend {
     // as the switch sets journal_size_limit.
     if (this.walDeferred) this.walForWrite();
     this.writer.db.pragma('wal_autocheckpoint = 0');
+    this.autoCheckpointPages = 0;
     // Litestream follows the WAL by file offsets; SQLite cuts the -wal file back to
     // journal_size_limit at the first commit after a restart, under Litestream's reads. With
     // that cut, 3 of about 30 replicas restored after 96 MB of loaded writes failed
