@@ -69,42 +69,42 @@ async function workersUp(reg: Registry, file: string, s: ReturnType<typeof openS
 
 /** With a's and then b's commit made and b's fdatasync held, r's read is answered at once from the snapshot of a's. */
 async function readsFromTheDurableSnapshot(reg: Registry, file: string, a: Session, b: Session, r: Session): Promise<void> {
-    const count = () => reg.execute(r, 'SELECT count(*) FROM t', [], { pageRows: 100, pageBytes: 1 << 20, decltypes: false, begin: null });
-    await workersUp(reg, file, r);
-    // Until it is known to run inline (answered in the call: nothing is waiting to be made durable).
-    for (let i = 0; count() instanceof Promise; i++) {
-      expect(i).toBeLessThan(1000);
-      await turns(1);
-    }
-    const { order, track } = recorder();
-    hold(reg, file, true);
-    const aInsert = track('a commit', exec(reg, a, 'INSERT INTO t VALUES (1)'));
-    await until(() => countOutside(file) === 1, 10_000, "a's COMMIT to run");
-    // b's requests in its order, as the RPC layer runs every request (Registry.inOrder, rpc/methods.ts).
-    const bInsert = track('b commit', reg.inOrder(b, () => exec(reg, b, 'INSERT INTO t VALUES (2)')));
-    await until(() => countOutside(file) === 2, 10_000, "b's COMMIT to run");
-    // a's fdatasync runs and completes; b's, which starts then, is held.
-    hold(reg, file, false);
-    hold(reg, file, true);
-    await aInsert;
-    await turns();
-    expect(order).toEqual(['a commit']);
-    const before = stats(reg, file).snapshot_reads;
-    const read = count();
-    expect(read).not.toBeInstanceOf(Promise); // answered now, not after b's fdatasync
-    expect(rowsOf(read as Awaited<typeof read>)).toEqual([[1]]); // a's commit (acknowledged), not b's (not yet durable)
-    expect(stats(reg, file).snapshot_reads).toBe(before + 1);
-    // b reads behind its own commit: that read waits for it, then sees it.
-    const bRead = track('b read', reg.inOrder(b, () => exec(reg, b, 'SELECT count(*) FROM t')));
-    await turns();
-    expect(order).toEqual(['a commit']);
-    hold(reg, file, false);
-    expect(rowsOf(await bRead)).toEqual([[2]]);
-    await bInsert;
-    expect(order).toEqual(['a commit', 'b commit', 'b read']);
-    // Everything durable: no snapshot is kept (it would hold checkpoints back); reads see the newest state.
-    expect(rowsOf(await exec(reg, r, 'SELECT count(*) FROM t'))).toEqual([[2]]);
-    expect(stats(reg, file).snapshot_reads).toBe(before + 1);
+  const count = () => reg.execute(r, 'SELECT count(*) FROM t', [], { pageRows: 100, pageBytes: 1 << 20, decltypes: false, begin: null });
+  await workersUp(reg, file, r);
+  // Until it is known to run inline (answered in the call: nothing is waiting to be made durable).
+  for (let i = 0; count() instanceof Promise; i++) {
+    expect(i).toBeLessThan(1000);
+    await turns(1);
+  }
+  const { order, track } = recorder();
+  hold(reg, file, true);
+  const aInsert = track('a commit', exec(reg, a, 'INSERT INTO t VALUES (1)'));
+  await until(() => countOutside(file) === 1, 10_000, "a's COMMIT to run");
+  // b's requests in its order, as the RPC layer runs every request (Registry.inOrder, rpc/methods.ts).
+  const bInsert = track('b commit', reg.inOrder(b, () => exec(reg, b, 'INSERT INTO t VALUES (2)')));
+  await until(() => countOutside(file) === 2, 10_000, "b's COMMIT to run");
+  // a's fdatasync runs and completes; b's, which starts then, is held.
+  hold(reg, file, false);
+  hold(reg, file, true);
+  await aInsert;
+  await turns();
+  expect(order).toEqual(['a commit']);
+  const before = stats(reg, file).snapshot_reads;
+  const read = count();
+  expect(read).not.toBeInstanceOf(Promise); // answered now, not after b's fdatasync
+  expect(rowsOf(read as Awaited<typeof read>)).toEqual([[1]]); // a's commit (acknowledged), not b's (not yet durable)
+  expect(stats(reg, file).snapshot_reads).toBe(before + 1);
+  // b reads behind its own commit: that read waits for it, then sees it.
+  const bRead = track('b read', reg.inOrder(b, () => exec(reg, b, 'SELECT count(*) FROM t')));
+  await turns();
+  expect(order).toEqual(['a commit']);
+  hold(reg, file, false);
+  expect(rowsOf(await bRead)).toEqual([[2]]);
+  await bInsert;
+  expect(order).toEqual(['a commit', 'b commit', 'b read']);
+  // Everything durable: no snapshot is kept (it would hold checkpoints back); reads see the newest state.
+  expect(rowsOf(await exec(reg, r, 'SELECT count(*) FROM t'))).toEqual([[2]]);
+  expect(stats(reg, file).snapshot_reads).toBe(before + 1);
 }
 
 describe('the flusher (engine)', () => {

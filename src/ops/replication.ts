@@ -249,7 +249,7 @@ export class Replica {
    * that commit counts as lag too.
    */
   localEnd: (() => number | null) | null = null;
-  walPacedCommits = 0;
+  private walPacedCommits = 0;
   private walPacedMaxFrames = 0;
   private walPacedAt = 0;
   private warnedAt = 0;
@@ -508,7 +508,7 @@ export class Replica {
   walPaced(frames: number): void {
     const now = Date.now();
     if (now - this.walPacedAt > 5000) {
-      this.log('replica_wal_paced', { db: this.dbPath, wal_frames: frames, pause_ms: REPLICA_PACE_MS, warning: `Litestream has not checkpointed a WAL of ${frames} frames (more than ${REPLICA_PACE_FRAMES}): writes are paced until it has` }, 'warn');
+      this.log('replica_wal_paced', { db: this.dbPath, wal_frames: frames, pause_ms: REPLICA_PACE_MS, warning: `Litestream has not checkpointed a WAL of ${frames} frames (the limit is ${REPLICA_PACE_FRAMES}): writes are paced until it has` }, 'warn');
     }
     this.walPacedAt = now;
     this.walPacedCommits++;
