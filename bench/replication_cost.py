@@ -11,6 +11,8 @@ window differs from the one before in one thing:
   off_reader_pinned   the same file with a stdlib connection holding a read transaction,
                       as Litestream holds one on a replicated file
   off_again           that reader gone
+  off_no_autocheckpoint  no replication, SQLite's auto-checkpoint off on the writer (as for
+                      a replicated file): the WAL grows, nothing else differs
   on_running          replication on, Litestream working
   on_stopped          Litestream stopped (SIGSTOP): no copying, no checkpoints, its read
                       lock still held
@@ -18,9 +20,10 @@ window differs from the one before in one thing:
   pregrown_*          the same three with the -wal file grown to about 118 MB first (no
                       window appends to it)
 
-Each window: rows/s, the run's time over the flusher's fsyncs (ms_per_fsync, the flusher
-being never idle at full load), the -wal file's size, and CPU microseconds per row of the
-server, Litestream and this (client) process. Prints JSON lines.
+Each window: rows/s; the flusher's fdatasyncs, their mean time (fsync_ms), the share of the
+window one was in flight (flusher_busy) and the rows each covered; the -wal file's size; and
+CPU microseconds per row of the server, Litestream and this (client) process. Prints JSON
+lines.
 """
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def cpu_seconds() -> Dict[str, float]:
     return res
 
 
-def run(replicate: bool, pregrow: bool, seconds: float) -> Dict[str, Any]:
+def run(replicate: bool, pregrow: bool, seconds: float, autocheckpoint: bool = True) -> Dict[str, Any]:
     folder = tempfile.mkdtemp(prefix="sqlite-rpc-replcost-")
     db = os.path.join(folder, "load.db")
     url = "file://%s/replica" % folder
@@ -89,6 +92,8 @@ def run(replicate: bool, pregrow: bool, seconds: float) -> Dict[str, Any]:
 
         def write(k: int) -> None:
             w = sqlite_rpc.connect(db, isolation_level=None, check_same_thread=False, **kw)
+            if not autocheckpoint:
+                w.execute("PRAGMA wal_autocheckpoint = 0")  # applied on the writer for this session's writes
             while not stop.is_set():
                 w.execute("INSERT INTO r(w, pad) VALUES (?, randomblob(200))", (k,))
                 counts[k] += 1
@@ -98,13 +103,18 @@ def run(replicate: bool, pregrow: bool, seconds: float) -> Dict[str, Any]:
             return [d for d in srv.call("stats", {})["databases"] if d["path"] == os.path.realpath(db)][0]
 
         def window(name: str) -> None:
-            c0, t0, n0, f0 = cpu_seconds(), os.times(), sum(counts), stats()["flushes"]
+            s0 = stats()
+            c0, t0, n0 = cpu_seconds(), os.times(), sum(counts)
             time.sleep(seconds)
-            c1, t1, n, f = cpu_seconds(), os.times(), sum(counts) - n0, stats()["flushes"] - f0
+            c1, t1, n, s1 = cpu_seconds(), os.times(), sum(counts) - n0, stats()
+            f = s1["flushes"] - s0["flushes"]
+            busy = s1["flush_seconds"] - s0["flush_seconds"]
             us = {k: round(1e6 * (c1.get(k, 0) - c0.get(k, 0)) / max(1, n), 1) for k in c1}
             us["client"] = round(1e6 * (t1.user - t0.user + t1.system - t0.system) / max(1, n), 1)
-            out[("pregrown_" if pregrow else "") + name] = {
-                "rows_per_s": round(n / seconds), "ms_per_fsync": round(1000 * seconds / max(1, f), 3),
+            out[("pregrown_" if pregrow else "") + name + ("" if autocheckpoint else "_no_autocheckpoint")] = {
+                "rows_per_s": round(n / seconds), "fsyncs": f, "fsync_ms": round(1000 * busy / max(1, f), 3),
+                "flusher_busy": round(busy / seconds, 2), "rows_per_fsync": round(n / max(1, f), 1),
+                "group_commits": s1["group_commits"] - s0["group_commits"], "busy_retries": s1["busy_retries"] - s0["busy_retries"],
                 "wal_mb": round(os.path.getsize(db + "-wal") / 2**20, 1), "cpu_us_per_row": us}
 
         threads = [threading.Thread(target=write, args=(k,)) for k in range(16)]
@@ -120,6 +130,8 @@ def run(replicate: bool, pregrow: bool, seconds: float) -> Dict[str, Any]:
             finally:
                 os.kill(pid, signal.SIGCONT)
             window("on_running_again")
+        elif not autocheckpoint:
+            window("off")
         else:
             window("off")
             pin = sqlite3.connect(db, isolation_level=None)
@@ -140,8 +152,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=4)
     a = ap.parse_args()
-    for rep, pregrow in [(False, False), (True, False), (True, True)]:
-        for name, r in run(rep, pregrow, a.seconds).items():
+    for rep, pregrow, ckpt in [(False, False, True), (False, False, False), (True, False, True), (True, True, True)]:
+        for name, r in run(rep, pregrow, a.seconds, ckpt).items():
             print(json.dumps({"window": name, **r}) if isinstance(r, dict) else json.dumps({name: r}), flush=True)
     return 0
 

@@ -135,6 +135,7 @@ describe('the flusher (engine)', () => {
     expect(after.flushes - before.flushes).toBe(2);
     expect(after.flush_max_acks).toBe(15);
     expect(after.flush_failures).toBe(0);
+    expect(after.flush_seconds).toBeGreaterThan(before.flush_seconds); // time inside the two fdatasyncs
     await reg.closeAll();
   });
 

@@ -20,7 +20,7 @@ import { MainThreadConnection } from './mainThreadConnection';
 import { ReaderPool } from './readerPool';
 import type { CursorLimits } from './readerWorker';
 import { StatementCache } from './statementCache';
-import type { FlusherStats } from './flusher';
+import { NO_FLUSHES, type FlusherStats } from './flusher';
 import { DurableSnapshots } from './durableSnapshot';
 import { Writer, isBusy, touch, type UnitWork } from './writer';
 import { Transactions } from './transactions';
@@ -1161,7 +1161,7 @@ export class DatabaseEngine implements SessionBackend {
       checkpoints: this.maint.checkpoints,
       slow_query_ms: this.slowQueryMs,
       audit_log: this.audit?.path ?? null,
-      ...(this.w.flusher?.stats() ?? { flushes: 0, flush_acks: 0, flush_max_acks: 0, flush_failures: 0 }),
+      ...(this.w.flusher?.stats() ?? NO_FLUSHES),
     };
   }
 

@@ -40,7 +40,12 @@ export interface FlusherStats {
   flush_acks: number;
   flush_max_acks: number;
   flush_failures: number;
+  /** Time inside fdatasync (its calls on the thread pool, queueing there included). */
+  flush_seconds: number;
 }
+
+/** The stats of a database with no flusher (nothing fsynced by the server). */
+export const NO_FLUSHES: Readonly<FlusherStats> = { flushes: 0, flush_acks: 0, flush_max_acks: 0, flush_failures: 0, flush_seconds: 0 };
 
 export class Flusher {
   /** Commits handed over, and how many of them an fdatasync has covered. */
@@ -58,7 +63,7 @@ export class Flusher {
   private failure: string | null = null;
   private closed = false;
   private drained: Array<() => void> = [];
-  private readonly counts: FlusherStats = { flushes: 0, flush_acks: 0, flush_max_acks: 0, flush_failures: 0 };
+  private readonly counts: FlusherStats = { ...NO_FLUSHES };
   /** Test hooks (debug.flusher, --enable-test-hooks): fdatasyncs wait while held; the next one fails with this code. */
   private held: Array<() => void> | null = null;
   private failNext: string | null = null;
@@ -134,14 +139,17 @@ export class Flusher {
       this.done(target, acks, `${this.path}-wal`, e as NodeJS.ErrnoException);
       return;
     }
-    const run = () =>
+    const run = () => {
+      const t0 = performance.now();
       fs.fdatasync(fd, (err) => {
+        this.counts.flush_seconds += (performance.now() - t0) / 1000;
         if (this.failNext !== null) {
           err = Object.assign(new Error(`${this.failNext}: injected by a test hook, fdatasync`), { code: this.failNext });
           this.failNext = null;
         }
         this.done(target, acks, file, err);
       });
+    };
     if (this.held !== null) this.held.push(run);
     else run();
   }
