@@ -1293,7 +1293,7 @@ export class DatabaseEngine implements SessionBackend {
    * snapshot, and a break in point-in-time restore). So the server runs no checkpoint of its
    * own: SQLite's automatic one is off on the writer, the idle and close-time ones are
    * skipped, and the file stays open. Litestream checkpoints at 1000 pages (PASSIVE) and
-   * 10000 (RESTART), which bounds the WAL. Only while Litestream is down and the WAL has
+   * 10000 (RESTART). Only while Litestream is down and the WAL has
    * outgrown 4 x --wal-size-limit does the server truncate it (logged: a new generation).
    * While Litestream runs but lags far behind, the writer paces itself (replicaPace).
    */

@@ -50,6 +50,17 @@ export function listGenerations(binary: string, db: string, url: string): Genera
     .map(([replica, generation, lag, start, end]) => ({ replica, generation, lag, start, end }));
 }
 
+/** Litestream restores into <out>.tmp and renames; a failed run leaves those behind. */
+function removeRestoreFiles(out: string): void {
+  for (const suffix of ['', '-wal', '-shm', '.tmp', '.tmp-wal', '.tmp-shm']) fs.rmSync(out + suffix, { force: true });
+}
+
+/** `litestream restore` of url's state (as of asOf; null: the latest) into out, a new file. */
+function restoreInto(binary: string, db: string, url: string, out: string, asOf: string | null): { status: number; stdout: string; stderr: string } {
+  removeRestoreFiles(out);
+  return litestream(binary, db, url, ['restore', '-o', out, ...(asOf ? ['-timestamp', asOf] : [])]);
+}
+
 /** The replica of DB under url: url/<DB's name> (how the server lays them out), or url itself. */
 function locate(binary: string, db: string, url: string): { url: string; generations: Generation[] } {
   try {
@@ -142,25 +153,23 @@ export function restoreFromReplica(o: RestoreFromReplica, say: (line: string) =>
     if (Date.parse(ts) < earliest - 1000) throw new ReplicaToolError(`--timestamp ${ts} is before the oldest data in ${url} (${new Date(earliest).toISOString()})`);
   }
   const tmp = path.join(dir, `.${path.basename(db)}.restoring-${process.pid}`);
-  fs.rmSync(tmp, { force: true });
   say(`restoring ${url}${ts ? ` as of ${ts}` : ''} into ${tmp}`);
   try {
     let asOf = ts;
-    let r = litestream(binary, db, url, ['restore', '-o', tmp, ...(asOf ? ['-timestamp', asOf] : [])]);
+    let r = restoreInto(binary, db, url, tmp, asOf);
     // Litestream 0.3 finds no backup for a time after the replica's last change (the
     // generation's bounds end there); the state at such a time is the latest one.
     if (r.status !== 0 && asOf !== null && /no matching backups/.test(r.stderr) && Date.parse(asOf) >= latestEnd) {
       say(`${asOf} is after the replica's last change (${new Date(latestEnd).toISOString()}): restoring the latest state`);
       asOf = null;
-      r = litestream(binary, db, url, ['restore', '-o', tmp]);
+      r = restoreInto(binary, db, url, tmp, asOf);
     }
     // A failed download of one WAL segment cancels the others, and Litestream 0.3 then often
     // reports only "context canceled": a transient store error (seen with s3rver) looks like
     // that. The restore goes to a new file, so trying again is safe; twice more at most.
     for (let attempt = 2; attempt <= 3 && r.status !== 0 && !/no matching backups/.test(r.stderr); attempt++) {
       say(`litestream restore failed (${r.stderr.trim().split('\n').slice(-1)[0] || `exit ${r.status}`}); attempt ${attempt} of 3`);
-      for (const f of [tmp, `${tmp}.tmp`, `${tmp}-wal`, `${tmp}-shm`]) fs.rmSync(f, { force: true });
-      r = litestream(binary, db, url, ['restore', '-o', tmp, ...(asOf ? ['-timestamp', asOf] : [])]);
+      r = restoreInto(binary, db, url, tmp, asOf);
     }
     if (r.status !== 0 || !fs.existsSync(tmp)) throw new ReplicaToolError(`litestream restore failed: ${r.stderr.trim().split('\n').slice(-3).join(' / ') || `exit ${r.status}`}`);
     const check = new BetterSqlite3(tmp, { readonly: true, fileMustExist: true, nativeBinding: loadAddon() as unknown as string });
@@ -187,8 +196,7 @@ export function restoreFromReplica(o: RestoreFromReplica, say: (line: string) =>
     fs.closeSync(dfd);
     return `restored ${db} from ${url}${ts ? ` as of ${ts}` : ''}: integrity ok${aside ? `; the previous file was moved to ${aside}` : ''}`;
   } finally {
-    // Litestream restores into <out>.tmp and renames; a failed run leaves those behind.
-    for (const suffix of ['', '-wal', '-shm', '.tmp', '.tmp-wal', '.tmp-shm']) fs.rmSync(tmp + suffix, { force: true });
+    removeRestoreFiles(tmp);
   }
 }
 
@@ -230,12 +238,12 @@ export async function follow(o: { url: string; db: string; intervalMs: number; o
       if (sig !== applied || appliedAt - Date.parse(latest.end) < 2000) {
         const tmp = path.join(path.dirname(db), `.${path.basename(db)}.following-${process.pid}`);
         try {
-          const r = litestream(binary, db, where, ['restore', '-o', tmp]);
+          const r = restoreInto(binary, db, where, tmp, null);
           if (r.status !== 0) throw new ReplicaToolError(`litestream restore failed: ${r.stderr.trim().split('\n').slice(-2).join(' / ')}`);
           const res = await restoreDatabase(tmp, db, { nativeBinding: loadAddon() });
           say(`updated ${db} from ${where} (generation ${latest.generation}, up to ${latest.end}): ${res.pages} pages`);
         } finally {
-          for (const suffix of ['', '-wal', '-shm', '.tmp', '.tmp-wal', '.tmp-shm']) fs.rmSync(tmp + suffix, { force: true });
+          removeRestoreFiles(tmp);
         }
         applied = sig;
         appliedAt = Date.now();

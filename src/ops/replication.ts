@@ -409,9 +409,9 @@ export class Replica {
     this.log('litestream', { db: this.dbPath, msg, ...fields, litestream_time: time }, ourLevel);
   }
 
-  /** Lag and last sync from Litestream's own metrics (shadow WAL position against the replica's). */
   private polling = false;
 
+  /** Lag and last sync: the newest change here against the replica's position in Litestream's metrics. */
   private async poll(): Promise<void> {
     if (this.polling) return;
     this.polling = true;
