@@ -134,10 +134,9 @@ def run(replicate: bool, pregrow: bool, seconds: float, autocheckpoint: bool = T
             finally:
                 os.kill(pid, signal.SIGCONT)
             window("on_running_again")
-        elif not autocheckpoint:
-            window("off")
         else:
             window("off")
+        if not replicate and autocheckpoint:
             pin = sqlite3.connect(db, isolation_level=None)
             pin.execute("BEGIN")
             pin.execute("SELECT count(*) FROM r").fetchone()

@@ -101,7 +101,7 @@ def run(folder: str, replicate: bool, seconds: float, writers: int) -> Dict[str,
         r = RP.restore(url, target)
         ids, ok = RP.rows_of(target) if r.returncode == 0 else ([], r.stderr)
         out["restored_rows"] = len(ids)
-        out["restore_complete"] = len(ids) == out["rows"] + 0 and ok == "ok"
+        out["restore_complete"] = len(ids) == out["rows"] and ok == "ok"
     return out
 
 

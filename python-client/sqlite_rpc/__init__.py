@@ -109,7 +109,7 @@ def connect(*args: Any, **kwargs: Any) -> Union[Connection, _stdlib.Connection]:
             import warnings
 
             warnings.warn("sqlite_rpc.connect(replicate=...): the file is NOT replicated, since the stdlib sqlite3 "
-                          "serves it (no sqlite-rpc server); run Litestream yourself", RuntimeWarning, stacklevel=2)
+                          "serves it (no sqlite-rpc server, or a sqlite3.Connection factory); run Litestream yourself", RuntimeWarning, stacklevel=2)
         std: _stdlib.Connection = _stdlib.connect(*args, **std_kwargs)
         return std
     if isinstance(factory, type) and issubclass(factory, Connection):

@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from _reliability import process_server_env, wait_until as _wait_until
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 BINARY = os.path.join(ROOT, "dist", "sqlite-rpc")
@@ -119,41 +121,15 @@ def replica_stats(srv: Any, db: str) -> Dict[str, Any]:
     raise AssertionError("%s is not replicated by the server" % real)
 
 
-class private_server:
+def private_server(args: str) -> process_server_env:
     """This process's sqlite_rpc on a private server started with these flags (and the
     S3 credentials s3rver takes); stopped before and after."""
-
-    def __init__(self, args: str) -> None:
-        self.args = args
-        self.saved: Dict[str, Optional[str]] = {}
-
-    def __enter__(self) -> "private_server":
-        import sqlite_rpc
-
-        sqlite_rpc.shutdown()
-        for k, v in {"SQLITE_RPC_ARGS": self.args, "SQLITE_RPC_SHARED": "0", **S3_ENV}.items():
-            self.saved[k] = os.environ.get(k)
-            os.environ[k] = v
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import sqlite_rpc
-
-        sqlite_rpc.shutdown()
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return process_server_env(SQLITE_RPC_ARGS=args, SQLITE_RPC_SHARED="0", **S3_ENV)
 
 
 def wait_until(cond: Any, what: str, timeout: float = 120.0) -> None:
-    """A hang guard, not a timing claim."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.05)
+    """_reliability's hang guard, with room for Litestream on a loaded machine."""
+    _wait_until(cond, what, timeout)
 
 
 # -- 1. lost machine ------------------------------------------------------------------------------
@@ -197,9 +173,10 @@ def lost_machine_trial(folder: str, url: str, *, sync_ms: int = 1000, duration: 
     os.makedirs(folder, exist_ok=True)
     db = os.path.join(folder, "primary", "app.db")
     os.makedirs(os.path.dirname(db), exist_ok=True)
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "writer", db, url, str(threads)],
-                             stdout=subprocess.PIPE, stderr=open(os.path.join(folder, "writer.log"), "ab"),
-                             env=env_for("--replicate-sync-ms %d" % sync_ms), text=True, start_new_session=True)
+    with open(os.path.join(folder, "writer.log"), "ab") as log:  # the child keeps its own copy
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "writer", db, url, str(threads)],
+                                 stdout=subprocess.PIPE, stderr=log,
+                                 env=env_for("--replicate-sync-ms %d" % sync_ms), text=True, start_new_session=True)
     acked: List[Tuple[int, float]] = []
     pids: Dict[str, int] = {}
     first = child.stdout.readline()  # type: ignore[union-attr]

@@ -85,9 +85,9 @@ FALLBACK = """
             c = sqlite_rpc.connect(":memory:")
             assert c.execute("SELECT 1 + 1").fetchone() == (2,)
             c.close()
-    mine = [str(w.message) for w in seen if "sqlite_rpc" in str(w.message)]
-    assert len(mine) == 1 and issubclass(seen[0].category, RuntimeWarning), [str(w.message) for w in seen]
-    print(sqlite_rpc.backend()); print(mine[0])
+    mine = [w for w in seen if "sqlite_rpc" in str(w.message)]
+    assert len(mine) == 1 and issubclass(mine[0].category, RuntimeWarning), [str(w.message) for w in seen]
+    print(sqlite_rpc.backend()); print(mine[0].message)
 """
 
 

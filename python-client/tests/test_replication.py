@@ -527,7 +527,7 @@ def test_a_stop_right_after_the_open_leaves_no_litestream_behind(tmp_path):
         assert _litestreams_for(meta) == [], "a Litestream outlived its server"
 
 
-def test_a_litestream_that_keeps_dying_is_restarted_and_the_wal_still_has_a_bound(tmp_path):
+def test_a_litestream_that_keeps_dying_is_restarted_and_the_wal_still_has_a_bound(tmp_path, monkeypatch):
     # A stand-in that exits at once: the server restarts it (with a growing wait), counts the
     # deaths, says the replica is not synced, and once the WAL outgrows 4 x --wal-size-limit
     # without Litestream, truncates it (logged: Litestream will need a new generation).
@@ -535,24 +535,21 @@ def test_a_litestream_that_keeps_dying_is_restarted_and_the_wal_still_has_a_boun
     fake.write_text("#!/bin/sh\necho 'not really litestream' >&2\nexit 3\n")
     fake.chmod(0o755)
     db = str(tmp_path / "dying.db")
-    os.environ["SQLITE_RPC_LITESTREAM"] = str(fake)
-    try:
-        with R.private_server("--wal-size-limit 1048576 --checkpoint-interval-ms 100 --replicate-warn-ms 500"):
-            c = sqlite_rpc.connect(db, replicate="file://%s" % (tmp_path / "replica"), isolation_level=None)
-            c.execute("CREATE TABLE r(id INTEGER PRIMARY KEY, pad BLOB)")
-            srv = process.get_server()
-            wal_max = 0
-            for i in range(3000):  # 12 MB, in bursts with pauses for the checkpoint timer
-                c.execute("INSERT INTO r VALUES (?, randomblob(4000))", (i,))
-                if i % 200 == 199:
-                    time.sleep(0.3)
-                    wal_max = max(wal_max, os.path.getsize(db + "-wal"))
-            R.wait_until(lambda: R.replica_stats(srv, db)["restarts"] >= 2, "restarts")
-            st = R.replica_stats(srv, db)
-            R.wait_until(lambda: "replica_wal_truncated" in _server_log(), "the truncation to be logged", timeout=30)
-            c.close()
-    finally:
-        os.environ.pop("SQLITE_RPC_LITESTREAM", None)
+    monkeypatch.setenv("SQLITE_RPC_LITESTREAM", str(fake))
+    with R.private_server("--wal-size-limit 1048576 --checkpoint-interval-ms 100 --replicate-warn-ms 500"):
+        c = sqlite_rpc.connect(db, replicate="file://%s" % (tmp_path / "replica"), isolation_level=None)
+        c.execute("CREATE TABLE r(id INTEGER PRIMARY KEY, pad BLOB)")
+        srv = process.get_server()
+        wal_max = 0
+        for i in range(3000):  # 12 MB, in bursts with pauses for the checkpoint timer
+            c.execute("INSERT INTO r VALUES (?, randomblob(4000))", (i,))
+            if i % 200 == 199:
+                time.sleep(0.3)
+                wal_max = max(wal_max, os.path.getsize(db + "-wal"))
+        R.wait_until(lambda: R.replica_stats(srv, db)["restarts"] >= 2, "restarts")
+        st = R.replica_stats(srv, db)
+        R.wait_until(lambda: "replica_wal_truncated" in _server_log(), "the truncation to be logged", timeout=30)
+        c.close()
     _report("dying litestream", {"restarts": st["restarts"], "errors": st["errors"], "wal_max_bytes": wal_max})
     assert st["errors"] >= st["restarts"] and "exited (code 3" in st["last_error"], st
     assert not st["running"] or st["restarts"] >= 2

@@ -58,7 +58,7 @@ def bad_database_arguments(r):
     r.connect_fails(r.path(), timeout="x")
     r.connect_fails(r.path(), detect_types="x")
     # cached_statements sizes sqlite3's per-connection cache; the server's caches are its
-    # own (--statement-cache), but a value sqlite3 refuses is refused the same way.
+    # own (--cache-size), but a value sqlite3 refuses is refused the same way.
     r.connect_fails(r.path(), cached_statements="x")
     r.connect_fails(r.path(), cached_statements=1.5)
     r.connect_fails(r.path(), cached_statements=2**70)
